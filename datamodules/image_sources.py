@@ -1,0 +1,134 @@
+"""Where image datasets come from: each loader returns uint8 tensors (N, C, H, W) and int64 labels (N,).
+
+Sources work offline: Fashion-MNIST from Debian's `dataset-fashion-mnist` package, the 8x8 digits bundled
+with scikit-learn, and the user's own image folders. torchvision downloads are used only when a dataset is
+not found on disk and the network is reachable.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modules.errors import ConfigError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+Split = tuple[torch.Tensor, torch.Tensor]  # images uint8 (N, C, H, W), labels int64 (N,)
+
+
+@dataclass
+class ImageSource:
+    """The splits a source provides; a missing split is carved out of `train` by the datamodule."""
+
+    train: Split
+    classes: list[str]
+    test: Split | None = None
+    val: Split | None = None
+
+
+def cache_dir() -> Path:
+    """Where downloads go when no data_dir is given: $FIRSTLIGHT_DATA, else ~/.cache/firstlight/data."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "firstlight" / "data"
+    return Path(os.environ.get("FIRSTLIGHT_DATA", default))
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file (the MNIST format), gzipped or not, into a uint8 tensor of its stored shape."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+        data = file.read()
+    dtype_code, ndim = data[2], data[3]
+    if data[:2] != b"\x00\x00" or dtype_code != 0x08:
+        raise ConfigError(f"{path} is not an IDX file of unsigned bytes; replace it with the original file")
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(shape)
+
+
+def find_idx(directories: list[Path], stem: str) -> Path | None:
+    for directory in directories:
+        for name in (stem, stem + ".gz"):
+            if (directory / name).is_file():
+                return directory / name
+    return None
+
+
+MNIST_CLASSES = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion_mnist": [
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    ],
+}
+
+
+def load_mnist_like(name: str, data_dir: str | None) -> ImageSource:
+    """MNIST or Fashion-MNIST from IDX files: data_dir, torchvision's layout in it, Debian's package, download."""
+    folder = "FashionMNIST" if name == "fashion_mnist" else "MNIST"
+    root = Path(data_dir) if data_dir else cache_dir()
+    places = [root, root / folder / "raw"]
+    if name == "fashion_mnist":
+        places.append(DEBIAN_FASHION_MNIST)
+    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    if find_idx(places, stems[0]) is None:
+        download_torchvision(name, root, places)
+    paths = [find_idx(places, stem) for stem in stems]
+    if any(path is None for path in paths):
+        raise ConfigError(f"{name}: incomplete IDX files in {', '.join(map(str, places))}; need {', '.join(stems)}")
+    train_images, train_labels, test_images, test_labels = (read_idx(path) for path in paths if path)
+    return ImageSource(
+        train=(train_images.unsqueeze(1), train_labels.long()),
+        test=(test_images.unsqueeze(1), test_labels.long()),
+        classes=MNIST_CLASSES[name],
+    )
+
+
+def download_torchvision(name: str, root: Path, places: list[Path]) -> None:
+    """Fetch a dataset with torchvision into `root`, or explain where it was looked for and how to provide it."""
+    import torchvision
+
+    dataset_class = {
+        "mnist": torchvision.datasets.MNIST,
+        "fashion_mnist": torchvision.datasets.FashionMNIST,
+        "cifar10": torchvision.datasets.CIFAR10,
+    }[name]
+    hint = " (or `apt-get install dataset-fashion-mnist`)" if name == "fashion_mnist" else ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset_class(root=str(root), train=True, download=True)
+            dataset_class(root=str(root), train=False, download=True)
+    except Exception as error:  # no network, a proxy, a full disk: all end in the same advice
+        looked = ", ".join(map(str, places))
+        raise ConfigError(
+            f"{name} not found (looked in {looked}) and the download failed ({type(error).__name__}); "
+            f"put the files in --data.data_dir{hint}"
+        ) from None
+
+
+def load_cifar10(data_dir: str | None) -> ImageSource:
+    import torchvision
+
+    root = Path(data_dir) if data_dir else cache_dir()
+    if not (root / "cifar-10-batches-py").is_dir():
+        download_torchvision("cifar10", root, [root / "cifar-10-batches-py"])
+    splits = []
+    for train in (True, False):
+        dataset = torchvision.datasets.CIFAR10(root=str(root), train=train, download=False)
+        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+        splits.append((images, torch.tensor(dataset.targets, dtype=torch.long)))
+    return ImageSource(train=splits[0], test=splits[1], classes=list(dataset.classes))
+
+
+def load_digits() -> ImageSource:
+    """scikit-learn's 1,797 handwritten digits, 8x8 pixels of 17 grey levels (0-16), scaled to 0-255."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = torch.from_numpy(np.rint(bunch.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)  # (N, 1, 8, 8)
+    return ImageSource(train=(images, torch.from_numpy(bunch.target).long()), classes=[str(d) for d in range(10)])

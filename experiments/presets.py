@@ -1,0 +1,53 @@
+"""Presets are YAML files in experiments/configs/; `--config` takes a path or a preset's name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from modules.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).parent / "configs"
+DEFAULT_PRESET = "cnn_fashion_mnist"
+
+
+def preset_names() -> list[str]:
+    return sorted(path.stem for path in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_config(value: str) -> Path:
+    """A config file by path; else a preset by file name or name, so presets work from any directory."""
+    path = Path(value)
+    candidates = [path, PRESETS_DIR / path.name, PRESETS_DIR / f"{path.name}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"config file {value} not found; give a path to a YAML file or a preset: {', '.join(preset_names())}"
+    )
+
+
+def expand_configs(args: Sequence[str]) -> tuple[list[str], str]:
+    """Resolve every `--config`/`-c` value; add the default preset when none is given.
+
+    Returns the new argument list and the name of the first preset (the default experiment name).
+    """
+    expanded: list[str] = []
+    first: str | None = None
+    items = iter(args)
+    for arg in items:
+        if arg in ("-c", "--config"):
+            value = next(items, None)
+            if value is None:
+                raise ConfigError(f"{arg} needs a file: {arg} <path or preset name>")
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            expanded.append(arg)
+            continue
+        path = resolve_config(value)
+        first = first or path.stem
+        expanded += ["--config", str(path)]
+    if first is None:
+        return ["--config", str(PRESETS_DIR / f"{DEFAULT_PRESET}.yaml"), *expanded], DEFAULT_PRESET
+    return expanded, first

@@ -1,0 +1,174 @@
+"""Train, then test the best checkpoint, in a run directory of its own.
+
+    python -m experiments.run                                   # the default preset: CNN on Fashion-MNIST
+    python -m experiments.run --config cnn_digits --model.init_args.lr 3e-3
+    python -m experiments.run --config cnn_digits --print_config
+
+Every option comes from the typed `__init__` of the model, the datamodule, the Trainer, the checkpoint
+callback and `RunOptions`; `--help` lists them. User mistakes exit with code 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from callbacks.epoch_log import EpochLog
+from experiments.presets import expand_configs
+from experiments.rundir import create_run_dir, new_run_id, write_atomic, write_summary
+from experiments.tracking import RunOptions, make_logger
+from modules.errors import ConfigError
+
+# What a datamodule tells a model (decision 2): linked wherever the chosen model takes the argument.
+DATA_TO_MODEL = ("image_shape", "num_classes")
+RUN_ID_ENV = "FIRSTLIGHT_RUN_ID"  # shared with the worker processes that DDP launches
+
+
+class ConciseParser(LightningArgumentParser):
+    """Reports a parsing mistake as one line on stderr and exits with code 2."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+        print(f"error: {short_message(lines)} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def short_message(lines: list[str]) -> str:
+    """The informative part of a jsonargparse error: its first line and the innermost reason."""
+    if not lines:
+        return "invalid arguments"
+    first, reasons = lines[0], [line.lstrip("- ") for line in lines[1:] if line.startswith("- ")]
+    return f"{first} {reasons[-1]}" if reasons else first
+
+
+class FirstlightCLI(LightningCLI):
+    parser_class = ConciseParser
+
+    def __init__(self, args: list[str], preset: str) -> None:
+        self.preset = preset
+        super().__init__(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=None,  # the run directory gets config.yaml instead
+            seed_everything_default=0,
+            trainer_defaults={"enable_progress_bar": sys.stdout.isatty()},
+            auto_configure_optimizers=False,  # models configure their own optimizer and schedule
+            run=False,
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(RunOptions, "run")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
+        for name in DATA_TO_MODEL:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        """Name the run and point the checkpoints at its directory (created later, once the data is found)."""
+        options = self.config.run
+        self.experiment = options.experiment or self.preset
+        self.run_id = os.environ.setdefault(RUN_ID_ENV, new_run_id())
+        self.run_dir = (Path(options.root) / self.experiment / self.run_id).absolute()
+        # The config as the user gave it, without the run's own paths, so it can be rerun as a new run.
+        self.config_yaml = self.parser.dump(self.config, skip_none=False)
+        self.config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
+        self.config.trainer.default_root_dir = str(self.run_dir)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        options = RunOptions(**self.config.run)
+        logger = make_logger(options, self.experiment, self.run_id, self.run_dir)
+        callbacks = list(self.config_init.trainer.get("callbacks") or [])
+        callbacks.append(EpochLog())
+        if logger is not None:
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if options.patience is not None:
+            checkpoint = self.config.checkpoint
+            callbacks.append(EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode))
+        return super().instantiate_trainer(logger=logger or False, callbacks=callbacks, **kwargs)
+
+
+def nested_config(cli: FirstlightCLI) -> dict[str, Any]:
+    """The resolved config as nested plain data, for the tracker."""
+    config: dict[str, Any] = yaml.safe_load(cli.config_yaml)
+    config.pop("config", None)
+    return config | {"experiment": cli.experiment, "run_id": cli.run_id}
+
+
+def print_results(test_metrics: dict[str, float], checkpoint: str, run_dir: Path) -> None:
+    if test_metrics:
+        print(f"\ntest metrics of {Path(checkpoint).name if checkpoint else 'the final weights'}:")
+        width = max(map(len, test_metrics))
+        for name, value in sorted(test_metrics.items()):
+            print(f"  {name:<{width}}  {value:.4f}")
+    print(f"run dir: {run_dir}")
+
+
+def train_and_test(cli: FirstlightCLI) -> int:
+    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    started = time.perf_counter()
+    if trainer.is_global_zero:
+        create_run_dir(cli.run_dir)
+        write_atomic(cli.run_dir / "config.yaml", cli.config_yaml)
+        if trainer.logger is not None:
+            trainer.logger.log_hyperparams(nested_config(cli))
+    trainer.fit(model, datamodule=datamodule)
+    if trainer.interrupted:
+        print(f"interrupted; run dir: {cli.run_dir}", file=sys.stderr)
+        return 130
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    checkpoint = trainer.checkpoint_callback
+    best_path = getattr(checkpoint, "best_model_path", "")
+    test_metrics: dict[str, float] = {}
+    if cli.config.run.test:
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        test_metrics = {name: float(value) for name, value in (results[0] if results else {}).items()}
+    if trainer.is_global_zero:
+        best_score = getattr(checkpoint, "best_model_score", None)
+        if best_score is not None:
+            metrics[f"{checkpoint.monitor}_best"] = float(best_score)  # type: ignore[union-attr]
+        write_summary(
+            cli.run_dir,
+            metrics | test_metrics,
+            run_id=cli.run_id,
+            run_dir=str(cli.run_dir),
+            best_checkpoint=best_path,
+            wall_time_s=round(time.perf_counter() - started, 2),
+        )
+        finish_tracking(trainer)
+        print_results(test_metrics, best_path, cli.run_dir)
+    return 0
+
+
+def finish_tracking(trainer: L.Trainer) -> None:
+    """Close the W&B run so its files are complete (offline runs can then be synced or inspected)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, preset = expand_configs(sys.argv[1:] if argv is None else argv)
+        cli = FirstlightCLI(args, preset)
+        cli.datamodule.prepare_data()  # a missing dataset fails here, before anything is written
+        return train_and_test(cli)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Classification: cross-entropy on logits, accuracy and macro F1, one step shared by train/val/test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from modules.task import TaskModule, check_range
+
+
+class ClassificationTask(TaskModule):
+    """A model whose `forward(inputs)` returns class logits (B, num_classes) for batches `(inputs, labels)`.
+
+    Args:
+        num_classes: number of classes; linked from the datamodule by the CLI.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        **task_options: optimizer, schedule and penalty settings of `TaskModule`.
+    """
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, **task_options: Any) -> None:
+        super().__init__(**task_options)
+        check_range("num_classes", num_classes, 2)
+        check_range("label_smoothing", label_smoothing, 0.0, 0.999)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        # One metric state per stage, kept on the model's device and computed once per epoch.
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        inputs, labels = batch
+        logits = self(inputs)  # (B, num_classes)
+        loss = self.loss_fn(logits, labels)
+        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
+        metrics.update(logits.detach(), labels)
+        # Training loss per step (Lightning logs it every `log_every_n_steps`); evaluation loss per epoch,
+        # averaged over batches and reduced across processes. Metrics are computed once per epoch.
+        training = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=not training, batch_size=len(labels), sync_dist=not training)
+        self.log_dict(metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.regularized(self.shared_step(batch, "train"))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(inputs).softmax(dim=-1)  # (B, num_classes) class probabilities

@@ -1,0 +1,69 @@
+"""A plain convolutional classifier: conv stages, pooling, a fully connected head. No Lightning here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from modules.errors import ConfigError
+
+
+def conv_stage(in_channels: int, out_channels: int, kernel_size: int, pool: str, batch_norm: bool) -> nn.Sequential:
+    """Two same-padded convolutions, then a 2x2 pool: (B, in, H, W) -> (B, out, H // 2, W // 2)."""
+    layers: list[nn.Module] = []
+    for c_in in (in_channels, out_channels):
+        # The bias is redundant when batch norm follows: its shift absorbs it.
+        layers.append(nn.Conv2d(c_in, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.ReLU(inplace=True))
+    layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class CNN(nn.Module):
+    """Conv stages that halve the resolution, then dropout -> hidden layer -> class logits.
+
+    Returns logits (B, num_classes); softmax belongs to the loss (cross-entropy) or to inference.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        channels: Sequence[int] = (32, 64),
+        kernel_size: int = 3,
+        pool: Literal["max", "avg"] = "max",
+        batch_norm: bool = True,
+        dropout: float = 0.0,
+        hidden_dim: int = 128,
+    ) -> None:
+        super().__init__()
+        in_channels, height, width = image_shape
+        if min(height, width) < 2 ** len(channels):
+            raise ConfigError(
+                f"an image of {height}x{width} is too small for {len(channels)} pooling stages; "
+                f"use at most {max(0, min(height, width).bit_length() - 1)} entries in channels"
+            )
+        if kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size must be odd to keep the image size, got {kernel_size}")
+        stages = []
+        for out_channels in channels:
+            stages.append(conv_stage(in_channels, out_channels, kernel_size, pool, batch_norm))
+            in_channels = out_channels
+            height, width = height // 2, width // 2
+        self.features = nn.Sequential(*stages)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(in_channels * height * width, hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_dim, num_classes),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(images))  # (B, C, H, W) -> (B, num_classes)

@@ -1,0 +1,103 @@
+"""What every firstlight model shares: optimizer, LR schedule, weight penalties and one step for all stages.
+
+A model subclasses a task (e.g. `ClassificationTask`), builds its core `nn.Module` in `__init__` and
+implements `forward`; the task turns batches into a loss and metrics. Hyperparameters are saved as plain
+data, so checkpoints load with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from modules.errors import ConfigError
+from modules.optim import (
+    OptimizerName,
+    SchedulerName,
+    build_optimizer,
+    build_scheduler,
+    split_decay_groups,
+    weight_penalty,
+)
+
+
+def check_range(name: str, value: float, low: float, high: float = float("inf"), *, low_open: bool = False) -> None:
+    """Reject a setting outside [low, high] (or (low, high]) with a message that names it."""
+    below = value <= low if low_open else value < low
+    if below or value > high:
+        bracket = "(" if low_open else "["
+        upper = "inf)" if high == float("inf") else f"{high}]"
+        raise ConfigError(f"{name} must be in {bracket}{low}, {upper}, got {value}")
+
+
+class TaskModule(L.LightningModule):
+    """Optimization shared by all tasks.
+
+    Args:
+        optimizer: "sgd", "adam", "adamw" (decoupled weight decay) or "rmsprop".
+        lr: peak learning rate.
+        weight_decay: the optimizer's weight decay, applied to weights only (not biases or norm scales).
+        momentum: momentum of SGD and RMSprop.
+        nesterov: Nesterov momentum for SGD.
+        betas: Adam/AdamW moment coefficients.
+        scheduler: "none", "cosine" (linear warm-up then cosine to 0) or "onecycle", stepped every batch.
+        warmup_fraction: share of all training steps spent warming up.
+        l1: coefficient of the L1 penalty sum|w| added to the training loss (weights only).
+        l2: coefficient of the L2 penalty sum w^2 added to the training loss (weights only).
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerName = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: SchedulerName = "cosine",
+        warmup_fraction: float = 0.0,
+        l1: float = 0.0,
+        l2: float = 0.0,
+    ) -> None:
+        super().__init__()
+        check_range("lr", lr, 0.0, low_open=True)
+        for name, value in (("weight_decay", weight_decay), ("l1", l1), ("l2", l2)):
+            check_range(name, value, 0.0)
+        check_range("momentum", momentum, 0.0, 1.0)
+        check_range("warmup_fraction", warmup_fraction, 0.0, 1.0)
+        if nesterov and (optimizer != "sgd" or momentum == 0):
+            raise ConfigError("nesterov needs optimizer 'sgd' with momentum > 0")
+        # Subclasses call save_hyperparameters(); the W&B logger receives the full nested run config instead.
+        self.optimizer_name = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.betas = tuple(betas)
+        self.scheduler_name = scheduler
+        self.warmup_fraction = warmup_fraction
+        self.l1 = l1
+        self.l2 = l2
+
+    def regularized(self, loss: torch.Tensor) -> torch.Tensor:
+        """The training objective: loss plus the L1/L2 penalties on weights."""
+        weights, _ = split_decay_groups(self)
+        penalty = weight_penalty(weights, self.l1, self.l2)
+        return loss if penalty is None else loss + penalty
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(
+            self, self.optimizer_name, self.lr, self.weight_decay, self.momentum, self.nesterov, self.betas
+        )
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = build_scheduler(optimizer, self.scheduler_name, total_steps, self.warmup_fraction)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
