@@ -15,7 +15,15 @@ import torch
 from datamodules.augment import random_crop, random_hflip
 from datamodules.batches import ShardedOrder, TensorBatches
 from datamodules.image_folder import class_names, image_shape, load_image_folder
-from datamodules.image_sources import ImageSource, Split, load_cifar10, load_digits, load_mnist_like
+from datamodules.image_sources import (
+    ImageSource,
+    Split,
+    load_cifar10,
+    load_digits,
+    load_mnist_like,
+    locate_cifar10,
+    locate_mnist_like,
+)
 from modules.errors import ConfigError
 from modules.task import check_range
 
@@ -75,7 +83,7 @@ class ImageDataModule(L.LightningDataModule):
             check_range("image_size", image_size, 1)
         if dataset == "folder" and not data_dir:
             raise ConfigError("dataset 'folder' needs --data.data_dir pointing to a folder of class sub-folders")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the tracker gets the whole nested config instead
         self.dataset = dataset
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -95,6 +103,15 @@ class ImageDataModule(L.LightningDataModule):
         if self.dataset == "folder":
             return len(class_names(Path(str(self.data_dir))))
         return BUILTIN_SHAPES[self.dataset][1]
+
+    def prepare_data(self) -> None:
+        """Find (or download) the data, so a missing dataset is reported before training starts."""
+        if self.dataset in ("fashion_mnist", "mnist"):
+            locate_mnist_like(self.dataset, self.data_dir)
+        elif self.dataset == "cifar10":
+            locate_cifar10(self.data_dir)
+        elif self.dataset == "folder":
+            image_shape(Path(str(self.data_dir)), self.hparams["image_size"])
 
     def load_source(self) -> ImageSource:
         if self.dataset in ("fashion_mnist", "mnist"):

@@ -67,20 +67,27 @@ MNIST_CLASSES = {
 }
 
 
-def load_mnist_like(name: str, data_dir: str | None) -> ImageSource:
-    """MNIST or Fashion-MNIST from IDX files: data_dir, torchvision's layout in it, Debian's package, download."""
-    folder = "FashionMNIST" if name == "fashion_mnist" else "MNIST"
+MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+
+
+def locate_mnist_like(name: str, data_dir: str | None) -> list[Path]:
+    """The four IDX files of MNIST or Fashion-MNIST: in data_dir, in torchvision's layout under it, in
+    Debian's package (Fashion-MNIST), else downloaded by torchvision into data_dir (or the cache)."""
     root = Path(data_dir) if data_dir else cache_dir()
-    places = [root, root / folder / "raw"]
+    places = [root, root / ("FashionMNIST" if name == "fashion_mnist" else "MNIST") / "raw"]
     if name == "fashion_mnist":
         places.append(DEBIAN_FASHION_MNIST)
-    stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    if find_idx(places, stems[0]) is None:
+    if find_idx(places, MNIST_FILES[0]) is None:
         download_torchvision(name, root, places)
-    paths = [find_idx(places, stem) for stem in stems]
-    if any(path is None for path in paths):
-        raise ConfigError(f"{name}: incomplete IDX files in {', '.join(map(str, places))}; need {', '.join(stems)}")
-    train_images, train_labels, test_images, test_labels = (read_idx(path) for path in paths if path)
+    paths = [find_idx(places, stem) for stem in MNIST_FILES]
+    missing = [stem for stem, path in zip(MNIST_FILES, paths, strict=True) if path is None]
+    if missing:
+        raise ConfigError(f"{name}: {', '.join(missing)} missing in {', '.join(map(str, places))}; add them")
+    return [path for path in paths if path]
+
+
+def load_mnist_like(name: str, data_dir: str | None) -> ImageSource:
+    train_images, train_labels, test_images, test_labels = map(read_idx, locate_mnist_like(name, data_dir))
     return ImageSource(
         train=(train_images.unsqueeze(1), train_labels.long()),
         test=(test_images.unsqueeze(1), test_labels.long()),
@@ -111,12 +118,17 @@ def download_torchvision(name: str, root: Path, places: list[Path]) -> None:
         ) from None
 
 
-def load_cifar10(data_dir: str | None) -> ImageSource:
-    import torchvision
-
+def locate_cifar10(data_dir: str | None) -> Path:
     root = Path(data_dir) if data_dir else cache_dir()
     if not (root / "cifar-10-batches-py").is_dir():
         download_torchvision("cifar10", root, [root / "cifar-10-batches-py"])
+    return root
+
+
+def load_cifar10(data_dir: str | None) -> ImageSource:
+    import torchvision
+
+    root = locate_cifar10(data_dir)
     splits = []
     for train in (True, False):
         dataset = torchvision.datasets.CIFAR10(root=str(root), train=train, download=False)

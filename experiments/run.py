@@ -11,7 +11,9 @@ callback and `RunOptions`; `--help` lists them. User mistakes exit with code 2 a
 from __future__ import annotations
 
 import os
+import re
 import sys
+import warnings
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -36,22 +38,34 @@ class ConciseParser(LightningArgumentParser):
     """Reports a parsing mistake as one line on stderr and exits with code 2."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-        print(f"error: {short_message(lines)} (see --help)", file=sys.stderr)
+        print(f"error: {short_message(message)} (see --help)", file=sys.stderr)
         sys.exit(2)
 
 
-def short_message(lines: list[str]) -> str:
-    """The informative part of a jsonargparse error: its first line and the innermost reason."""
-    if not lines:
-        return "invalid arguments"
-    first, reasons = lines[0], [line.lstrip("- ") for line in lines[1:] if line.startswith("- ")]
-    return f"{first} {reasons[-1]}" if reasons else first
+# Lines of jsonargparse's nested reports that restate the type machinery rather than the mistake.
+NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Expected a <class 'NoneType'>",
+    "Expected a path but",
+)
+
+
+def short_message(message: str) -> str:
+    """One line from jsonargparse's multi-line report: the key, the reasons, and the value given."""
+    lines = [line.strip().lstrip("-").strip() for line in str(message).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(NOISE)]
+    given = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")]
+    text = " ".join(line for line in lines if not line.startswith("Given value:")) or "invalid arguments"
+    if given and "Got value:" not in text:
+        text += f" (got {given[0]})"
+    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
+    return text.replace("Expected a typing.Literal", "Expected one of").replace("Expected a int", "Expected an int")
 
 
 class FirstlightCLI(LightningCLI):
-    parser_class = ConciseParser
-
     def __init__(self, args: list[str], preset: str) -> None:
         self.preset = preset
         super().__init__(
@@ -59,6 +73,7 @@ class FirstlightCLI(LightningCLI):
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            parser_class=ConciseParser,
             save_config_callback=None,  # the run directory gets config.yaml instead
             seed_everything_default=0,
             trainer_defaults={"enable_progress_bar": sys.stdout.isatty()},
@@ -81,7 +96,7 @@ class FirstlightCLI(LightningCLI):
         self.run_id = os.environ.setdefault(RUN_ID_ENV, new_run_id())
         self.run_dir = (Path(options.root) / self.experiment / self.run_id).absolute()
         # The config as the user gave it, without the run's own paths, so it can be rerun as a new run.
-        self.config_yaml = self.parser.dump(self.config, skip_none=False)
+        self.config_yaml = self.parser.dump(self.config)
         self.config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         self.config.trainer.default_root_dir = str(self.run_dir)
 
@@ -159,15 +174,31 @@ def finish_tracking(trainer: L.Trainer) -> None:
             logger.experiment.finish()
 
 
+def user_error(error: BaseException) -> ConfigError | None:
+    """The ConfigError behind an exception, if any (jsonargparse wraps errors raised while instantiating)."""
+    while error is not None and not isinstance(error, ConfigError):
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return error
+
+
 def main(argv: list[str] | None = None) -> int:
+    owns_run_id = RUN_ID_ENV not in os.environ
     try:
         args, preset = expand_configs(sys.argv[1:] if argv is None else argv)
-        cli = FirstlightCLI(args, preset)
+        with warnings.catch_warnings():  # the arguments are sys.argv with presets resolved: no mix-up
+            warnings.filterwarnings("ignore", "LightningCLI's args parameter")
+            cli = FirstlightCLI(args, preset)
         cli.datamodule.prepare_data()  # a missing dataset fails here, before anything is written
         return train_and_test(cli)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         return 2
+    finally:
+        if owns_run_id:  # DDP workers inherit the id from this process's environment; the next run must not
+            os.environ.pop(RUN_ID_ENV, None)
 
 
 if __name__ == "__main__":

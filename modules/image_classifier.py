@@ -45,7 +45,7 @@ class ImageClassifier(ClassificationTask):
         check_range("dropout", dropout, 0.0, 0.999)
         for width in (*channels, hidden_dim, kernel_size):
             check_range("channels, hidden_dim and kernel_size", width, 1)
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False)  # the tracker gets the whole nested config instead
         self.image_shape = tuple(image_shape)
         self.net = CNN(image_shape, num_classes, channels, kernel_size, pool, batch_norm, dropout, hidden_dim)
 

@@ -1,0 +1,63 @@
+"""The CNN core's contract: shapes, finite outputs, learning, determinism in eval mode, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from modules.cnn import CNN
+from modules.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("image_shape", "channels"), [((1, 28, 28), (32, 64)), ((3, 32, 32), (16, 32, 64)), ((1, 8, 8), (8, 16))]
+)
+def test_output_shape_and_finite(image_shape: tuple[int, int, int], channels: tuple[int, ...]) -> None:
+    model = CNN(image_shape, num_classes=7, channels=channels)
+    logits = model(torch.randn(5, *image_shape))
+    assert logits.shape == (5, 7)
+    assert torch.isfinite(logits).all()
+
+
+def test_overfits_one_small_batch() -> None:
+    torch.manual_seed(0)
+    images, labels = torch.randn(32, 1, 12, 12), torch.randint(0, 10, (32,))
+    model = CNN((1, 12, 12), num_classes=10, channels=(8, 16), hidden_dim=64)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert loss.item() < 0.05
+    assert (model(images).argmax(-1) == labels).all()
+
+
+def test_deterministic_in_eval_mode_stochastic_in_train_mode() -> None:
+    torch.manual_seed(0)
+    model = CNN((1, 16, 16), channels=(8,), dropout=0.5)
+    images = torch.randn(8, 1, 16, 16)
+    model.eval()
+    assert torch.equal(model(images), model(images))
+    model.train()
+    assert not torch.equal(model(images), model(images))  # dropout is active while training
+
+
+def test_options_change_the_layers() -> None:
+    plain = CNN((1, 16, 16), channels=(8, 8), pool="avg", batch_norm=False)
+    kinds = {type(layer) for layer in plain.modules()}
+    assert nn.AvgPool2d in kinds and nn.MaxPool2d not in kinds
+    assert nn.BatchNorm2d not in kinds
+    assert all(conv.bias is not None for conv in plain.modules() if isinstance(conv, nn.Conv2d))
+    normed = CNN((1, 16, 16), channels=(8, 8), kernel_size=5)
+    convs = [conv for conv in normed.modules() if isinstance(conv, nn.Conv2d)]
+    assert len(convs) == 4 and all(conv.kernel_size == (5, 5) and conv.bias is None for conv in convs)
+
+
+def test_too_many_stages_for_the_image_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="too small for 4 pooling stages; use at most 3"):
+        CNN((1, 8, 8), channels=(8, 8, 8, 8))
+    with pytest.raises(ConfigError, match="kernel_size must be odd"):
+        CNN((1, 8, 8), kernel_size=4)

@@ -1,0 +1,116 @@
+"""Optimizers, schedules, penalties and the settings checks shared by every task."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from modules.errors import ConfigError
+from modules.image_classifier import ImageClassifier
+from modules.optim import build_optimizer, build_scheduler, split_decay_groups, warmup_cosine, weight_penalty
+
+
+def small_net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+
+
+def test_decay_groups_exclude_biases_and_norm_scales() -> None:
+    decay, no_decay = split_decay_groups(small_net())
+    assert [p.ndim for p in decay] == [4, 2]  # conv and linear weights
+    assert all(p.ndim == 1 for p in no_decay) and len(no_decay) == 4  # conv bias, BN weight/bias, linear bias
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)],
+)
+def test_build_optimizer(name: str, cls: type) -> None:
+    optimizer = build_optimizer(small_net(), name, 0.1, 0.01, 0.9, name == "sgd", (0.8, 0.99))  # type: ignore[arg-type]
+    assert type(optimizer) is cls
+    weights, others = optimizer.param_groups
+    assert weights["weight_decay"] == 0.01 and others["weight_decay"] == 0.0
+    assert weights["lr"] == 0.1
+    if name == "sgd":
+        assert weights["nesterov"] and weights["momentum"] == 0.9
+    if name in ("adam", "adamw"):
+        assert weights["betas"] == (0.8, 0.99)
+
+
+def test_warmup_cosine_shape() -> None:
+    values = [warmup_cosine(step, total_steps=100, warmup_steps=10) for step in range(101)]
+    assert values[0] == pytest.approx(0.1)
+    assert values[9] == pytest.approx(1.0)
+    assert values[100] == pytest.approx(0.0, abs=1e-12)
+    after_warmup = values[9:]
+    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:], strict=False))
+    assert values[55] == pytest.approx(0.5, abs=1e-9)  # halfway through the cosine
+
+
+@pytest.mark.parametrize("name", ["cosine", "onecycle"])
+def test_schedules_warm_up_then_decay(name: str) -> None:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = build_scheduler(optimizer, name, total_steps=50, warmup_fraction=0.2)  # type: ignore[arg-type]
+    assert scheduler is not None
+    lrs = []
+    for _ in range(50):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    peak = max(range(50), key=lrs.__getitem__)
+    assert 8 <= peak <= 11 and lrs[peak] == pytest.approx(1.0, rel=1e-3)
+    assert lrs[0] < 0.2 and lrs[-1] < 0.01
+
+
+def test_no_schedule() -> None:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert build_scheduler(optimizer, "none", total_steps=10, warmup_fraction=0.0) is None
+
+
+def test_weight_penalty_values() -> None:
+    weights = [nn.Parameter(torch.tensor([1.0, -2.0])), nn.Parameter(torch.tensor([[3.0]]))]
+    assert weight_penalty(weights, 0.0, 0.0) is None
+    assert weight_penalty(weights, 0.5, 0.0).item() == pytest.approx(0.5 * 6)
+    assert weight_penalty(weights, 0.0, 0.1).item() == pytest.approx(0.1 * 14)
+    assert weight_penalty(weights, 0.5, 0.1).item() == pytest.approx(3 + 1.4)
+
+
+def test_regularized_loss_adds_penalty_on_weights_only() -> None:
+    model = ImageClassifier(image_shape=(1, 8, 8), channels=(4,), hidden_dim=8, l2=0.01)
+    loss = torch.tensor(1.0)
+    expected = 0.01 * sum(p.pow(2).sum() for p in model.parameters() if p.ndim >= 2)
+    assert model.regularized(loss).item() == pytest.approx(1.0 + expected.item(), rel=1e-5)
+    assert ImageClassifier(image_shape=(1, 8, 8), channels=(4,)).regularized(loss) is loss
+
+
+def test_label_smoothing_raises_the_loss_of_confident_predictions() -> None:
+    logits, labels = torch.tensor([[10.0, -10.0]]), torch.tensor([0])
+    smooth = ImageClassifier(image_shape=(1, 8, 8), num_classes=2, channels=(4,), label_smoothing=0.2)
+    sharp = ImageClassifier(image_shape=(1, 8, 8), num_classes=2, channels=(4,))
+    assert smooth.loss_fn(logits, labels) > sharp.loss_fn(logits, labels) + 1.0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"lr": -0.1}, r"lr must be in \(0.0, inf\), got -0.1"),
+        ({"lr": 0.0}, "lr must be in"),
+        ({"dropout": 1.5}, "dropout must be in"),
+        ({"weight_decay": -1.0}, "weight_decay must be in"),
+        ({"momentum": 1.5}, "momentum must be in"),
+        ({"label_smoothing": 1.0}, "label_smoothing must be in"),
+        ({"num_classes": 1}, "num_classes must be in"),
+        ({"hidden_dim": 0}, "hidden_dim"),
+        ({"optimizer": "adam", "nesterov": True}, "nesterov needs optimizer 'sgd'"),
+    ],
+)
+def test_bad_settings_are_clear_errors(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ImageClassifier(image_shape=(1, 8, 8), channels=(4,), **options)
+
+
+def test_hyperparameters_are_plain_data() -> None:
+    model = ImageClassifier(image_shape=(1, 8, 8), channels=(4,), optimizer="sgd", lr=0.1)
+    allowed = (int, float, str, bool, list, tuple, type(None))
+    assert all(isinstance(value, allowed) for value in model.hparams.values())
+    assert model.hparams["optimizer"] == "sgd" and model.hparams["lr"] == 0.1
