@@ -47,7 +47,12 @@ class TensorBatches:
     batch_sampler = None  # as a DataLoader's when it does not batch: Lightning looks for the attribute
 
     def __init__(
-        self, tensors: tuple[torch.Tensor, ...], batch_size: int, sampler: ShardedOrder, *, drop_last: bool = False
+        self,
+        tensors: tuple[torch.Tensor, ...],
+        batch_size: int,
+        sampler: ShardedOrder,
+        *,
+        drop_last: bool = False,
     ) -> None:
         self.tensors = tensors
         self.batch_size = batch_size

@@ -82,7 +82,9 @@ class ImageDataModule(L.LightningDataModule):
         if image_size is not None:
             check_range("image_size", image_size, 1)
         if dataset == "folder" and not data_dir:
-            raise ConfigError("dataset 'folder' needs --data.data_dir pointing to a folder of class sub-folders")
+            raise ConfigError(
+                "dataset 'folder' needs --data.data_dir pointing to a folder of class sub-folders"
+            )
         self.save_hyperparameters(logger=False)  # the tracker gets the whole nested config instead
         self.dataset = dataset
         self.data_dir = data_dir
@@ -151,7 +153,9 @@ class ImageDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )
-        return TensorBatches((images, labels), batch_size, order, drop_last=shuffle and len(labels) > batch_size)
+        return TensorBatches(
+            (images, labels), batch_size, order, drop_last=shuffle and len(labels) > batch_size
+        )
 
     def train_dataloader(self) -> TensorBatches:
         return self.loader("train", self.batch_size, shuffle=True)

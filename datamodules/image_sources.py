@@ -62,12 +62,26 @@ def find_idx(directories: list[Path], stem: str) -> Path | None:
 MNIST_CLASSES = {
     "mnist": [str(digit) for digit in range(10)],
     "fashion_mnist": [
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ],
 }
 
 
-MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+MNIST_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
 
 
 def locate_mnist_like(name: str, data_dir: str | None) -> list[Path]:
@@ -96,7 +110,7 @@ def load_mnist_like(name: str, data_dir: str | None) -> ImageSource:
 
 
 def download_torchvision(name: str, root: Path, places: list[Path]) -> None:
-    """Fetch a dataset with torchvision into `root`, or explain where it was looked for and how to provide it."""
+    """Fetch a dataset with torchvision into `root`, or say where it was looked for and how to provide it."""
     import torchvision
 
     dataset_class = {
@@ -132,7 +146,9 @@ def load_cifar10(data_dir: str | None) -> ImageSource:
     splits = []
     for train in (True, False):
         dataset = torchvision.datasets.CIFAR10(root=str(root), train=train, download=False)
-        images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+        images = (
+            torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+        )  # (N, 32, 32, 3) -> (N, 3, 32, 32)
         splits.append((images, torch.tensor(dataset.targets, dtype=torch.long)))
     return ImageSource(train=splits[0], test=splits[1], classes=list(dataset.classes))
 
@@ -142,5 +158,9 @@ def load_digits() -> ImageSource:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    images = torch.from_numpy(np.rint(bunch.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)  # (N, 1, 8, 8)
-    return ImageSource(train=(images, torch.from_numpy(bunch.target).long()), classes=[str(d) for d in range(10)])
+    images = torch.from_numpy(np.rint(bunch.images * (255 / 16)).astype(np.uint8)).unsqueeze(
+        1
+    )  # (N, 1, 8, 8)
+    return ImageSource(
+        train=(images, torch.from_numpy(bunch.target).long()), classes=[str(d) for d in range(10)]
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from modules.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "configs"
@@ -21,6 +23,7 @@ def resolve_config(value: str) -> Path:
     candidates = [path, PRESETS_DIR / path.name, PRESETS_DIR / f"{path.name}.yaml"]
     for candidate in candidates:
         if candidate.is_file():
+            check_yaml(candidate)
             return candidate
     raise ConfigError(
         f"config file {value} not found; give a path to a YAML file or a preset: {', '.join(preset_names())}"
@@ -51,3 +54,16 @@ def expand_configs(args: Sequence[str]) -> tuple[list[str], str]:
     if first is None:
         return ["--config", str(PRESETS_DIR / f"{DEFAULT_PRESET}.yaml"), *expanded], DEFAULT_PRESET
     return expanded, first
+
+
+def check_yaml(path: Path) -> None:
+    """Report a YAML syntax error with the file and line, rather than as a parsing error of a string."""
+    try:
+        yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise ConfigError(f"YAML syntax error in {path}{where}: {problem}; fix the file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a UTF-8 text file; give a YAML config") from None

@@ -10,11 +10,12 @@ callback and `RunOptions`; `--help` lists them. User mistakes exit with code 2 a
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
-import warnings
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,6 +33,18 @@ from modules.errors import ConfigError
 # What a datamodule tells a model (decision 2): linked wherever the chosen model takes the argument.
 DATA_TO_MODEL = ("image_shape", "num_classes")
 RUN_ID_ENV = "FIRSTLIGHT_RUN_ID"  # shared with the worker processes that DDP launches
+
+
+class QuietLightning(logging.Filter):
+    """Drops Lightning's product tips and seed notice; its other messages stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("💡 Tip", "Seed set to"))
+
+
+for _name in ("lightning.pytorch", "lightning.fabric"):
+    for _handler in logging.getLogger(_name).handlers:
+        _handler.addFilter(QuietLightning())
 
 
 class ConciseParser(LightningArgumentParser):
@@ -62,7 +75,9 @@ def short_message(message: str) -> str:
     if given and "Got value:" not in text:
         text += f" (got {given[0]})"
     text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
-    return text.replace("Expected a typing.Literal", "Expected one of").replace("Expected a int", "Expected an int")
+    return text.replace("Expected a typing.Literal", "Expected one of ").replace(
+        "Expected a int", "Expected an int"
+    )
 
 
 class FirstlightCLI(LightningCLI):
@@ -85,7 +100,9 @@ class FirstlightCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunOptions, "run")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
+        parser.set_defaults(
+            {"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True}
+        )
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
@@ -95,7 +112,9 @@ class FirstlightCLI(LightningCLI):
         self.experiment = options.experiment or self.preset
         self.run_id = os.environ.setdefault(RUN_ID_ENV, new_run_id())
         self.run_dir = (Path(options.root) / self.experiment / self.run_id).absolute()
-        # The config as the user gave it, without the run's own paths, so it can be rerun as a new run.
+        # The config as the user gave it, without the run's own paths, so it can be rerun as a new run
+        # of the same experiment.
+        options.experiment = self.experiment
         self.config_yaml = self.parser.dump(self.config)
         self.config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         self.config.trainer.default_root_dir = str(self.run_dir)
@@ -109,7 +128,9 @@ class FirstlightCLI(LightningCLI):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         if options.patience is not None:
             checkpoint = self.config.checkpoint
-            callbacks.append(EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode))
+            callbacks.append(
+                EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode)
+            )
         return super().instantiate_trainer(logger=logger or False, callbacks=callbacks, **kwargs)
 
 

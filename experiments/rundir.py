@@ -1,4 +1,4 @@
-"""One run, one directory: runs/<experiment>/<run id>/ with config.yaml, checkpoints/, wandb/, summary.json."""
+"""One run, one directory: runs/<experiment>/<run id>/ with config.yaml, checkpoints, W&B files, summary."""
 
 from __future__ import annotations
 

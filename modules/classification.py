@@ -46,7 +46,14 @@ class ClassificationTask(TaskModule):
         # Training loss per step (Lightning logs it every `log_every_n_steps`); evaluation loss per epoch,
         # averaged over batches and reduced across processes. Metrics are computed once per epoch.
         training = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=training, on_epoch=not training, batch_size=len(labels), sync_dist=not training)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=training,
+            on_epoch=not training,
+            batch_size=len(labels),
+            sync_dist=not training,
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True)
         return loss
 

@@ -15,7 +15,8 @@ SchedulerName = Literal["none", "cosine", "onecycle"]
 
 def split_decay_groups(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Weights of linear/conv/embedding layers (ndim >= 2) decay; biases and norm scales do not."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in module.parameters():
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)

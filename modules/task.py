@@ -11,7 +11,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 
 from modules.errors import ConfigError
 from modules.optim import (
@@ -24,7 +23,9 @@ from modules.optim import (
 )
 
 
-def check_range(name: str, value: float, low: float, high: float = float("inf"), *, low_open: bool = False) -> None:
+def check_range(
+    name: str, value: float, low: float, high: float = float("inf"), *, low_open: bool = False
+) -> None:
     """Reject a setting outside [low, high] (or (low, high]) with a message that names it."""
     below = value <= low if low_open else value < low
     if below or value > high:
@@ -76,7 +77,7 @@ class TaskModule(L.LightningModule):
         self.weight_decay = weight_decay
         self.momentum = momentum
         self.nesterov = nesterov
-        self.betas = tuple(betas)
+        self.betas = (float(betas[0]), float(betas[1]))
         self.scheduler_name = scheduler
         self.warmup_fraction = warmup_fraction
         self.l1 = l1
@@ -97,7 +98,3 @@ class TaskModule(L.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

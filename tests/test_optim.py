@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -23,7 +25,12 @@ def test_decay_groups_exclude_biases_and_norm_scales() -> None:
 
 @pytest.mark.parametrize(
     ("name", "cls"),
-    [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("rmsprop", torch.optim.RMSprop)],
+    [
+        ("sgd", torch.optim.SGD),
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+        ("rmsprop", torch.optim.RMSprop),
+    ],
 )
 def test_build_optimizer(name: str, cls: type) -> None:
     optimizer = build_optimizer(small_net(), name, 0.1, 0.01, 0.9, name == "sgd", (0.8, 0.99))  # type: ignore[arg-type]
@@ -43,7 +50,7 @@ def test_warmup_cosine_shape() -> None:
     assert values[9] == pytest.approx(1.0)
     assert values[100] == pytest.approx(0.0, abs=1e-12)
     after_warmup = values[9:]
-    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(after_warmup))
     assert values[55] == pytest.approx(0.5, abs=1e-9)  # halfway through the cosine
 
 

@@ -1,0 +1,15 @@
+# The README's two set-up commands, each self-sufficient: `make run` and `make test`.
+PYTHON ?= python
+
+.PHONY: install run test
+
+install:
+	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	sh experiments/install_data.sh
+
+run: install
+	$(PYTHON) -m experiments.run
+
+# The fast suite and the slow end-to-end runs (`pytest` alone runs only the fast one).
+test: install
+	$(PYTHON) -m pytest -m 'slow or not slow'

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs Debian's Fashion-MNIST package (60k/10k IDX files in /usr/share/datasets/fashion-mnist) where apt is
+# available; elsewhere it says how the data will be found instead. Never fails the set-up.
+DIR=/usr/share/datasets/fashion-mnist
+[ -d "$DIR" ] && exit 0
+if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
+        { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }
+fi
+if [ -d "$DIR" ]; then
+    echo "Fashion-MNIST installed in $DIR"
+else
+    echo "note: could not install the Debian package dataset-fashion-mnist (no apt-get or no permission);" \
+        "Fashion-MNIST will be downloaded by torchvision on first use, or put its IDX files in --data.data_dir" >&2
+fi
+exit 0

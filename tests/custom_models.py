@@ -1,0 +1,32 @@
+"""A user's own LightningModule, given to the CLI by class path (it takes num_classes, not image_shape)."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+
+class LinearProbe(L.LightningModule):
+    def __init__(self, num_classes: int = 3, lr: float = 0.1) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.layer = nn.LazyLinear(num_classes)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        loss = nn.functional.cross_entropy(self.layer(images.flatten(1)), labels)
+        self.log("train/loss", loss)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        self.log("val/loss", nn.functional.cross_entropy(self.layer(images.flatten(1)), labels))
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        accuracy = (self.layer(images.flatten(1)).argmax(-1) == labels).float().mean()
+        self.log("test/acc", accuracy)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])

@@ -1,0 +1,137 @@
+"""User mistakes: exit code 2, one line naming the problem, no traceback, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.run import main
+from tests.test_cli import run_cli
+
+
+def write(path: Path, text: str) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def folder_without_images(root: Path) -> str:
+    for name in ("a", "b"):
+        (root / "images" / name).mkdir(parents=True)
+    write(root / "images" / "b" / "notes.txt", "not an image")
+    return str(root / "images")
+
+
+# (case id, arguments given after the digits preset, words the message must contain)
+CASES = [
+    ("unknown-model", lambda t: ["--model", "no.such.Model"], "no.such.Model"),
+    ("unknown-dataset", lambda t: ["--data.dataset", "imagenet"], "Expected one of ['fashion_mnist'"),
+    (
+        "wrong-type",
+        lambda t: ["--model.init_args.lr", "fast"],
+        'Parser key "lr": Expected a float. Got value: fast',
+    ),
+    ("negative-lr", lambda t: ["--model.lr", "-0.1"], "lr must be in (0.0, inf), got -0.1"),
+    ("zero-batch-size", lambda t: ["--data.batch_size", "0"], "batch_size must be in [1, inf), got 0"),
+    ("dropout-above-1", lambda t: ["--model.dropout", "1.5"], "dropout must be in [0.0, 0.999], got 1.5"),
+    ("unknown-option", lambda t: ["--model.init_args.layers", "3"], "layers"),
+    ("wrong-epochs-type", lambda t: ["--trainer.max_epochs", "many"], "trainer.max_epochs"),
+    ("missing-config", lambda t: ["--config", str(t / "nope.yaml")], "nope.yaml not found"),
+    (
+        "yaml-syntax",
+        lambda t: ["--config", write(t / "bad.yaml", "model:\n  init_args: {lr: 0.1\ntrainer: 1\n")],
+        "YAML syntax error in",
+    ),
+    ("folder-without-data-dir", lambda t: ["--data.dataset", "folder"], "needs --data.data_dir"),
+    (
+        "missing-data-dir",
+        lambda t: ["--data.dataset", "folder", "--data.data_dir", str(t / "absent")],
+        "does not exist",
+    ),
+    (
+        "empty-data-dir",
+        lambda t: [
+            "--data.dataset",
+            "folder",
+            "--data.data_dir",
+            str(t.joinpath("empty").mkdir() or t / "empty"),
+        ],
+        "needs one sub-folder per class",
+    ),
+    (
+        "folder-without-images",
+        lambda t: ["--data.dataset", "folder", "--data.data_dir", folder_without_images(t)],
+        "no images found",
+    ),
+    ("too-many-stages", lambda t: ["--model.channels", "[8, 8, 8, 8]"], "too small for 4 pooling stages"),
+]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_user_mistake(arguments, expected, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+    args = arguments(tmp_path)
+    try:
+        code = main(["--config", "cnn_digits", *args])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert expected in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_mistake_from_the_shell_exits_2_without_traceback(tmp_path: Path) -> None:
+    result = run_cli(
+        "--config",
+        "cnn_digits",
+        "--data.dataset",
+        "folder",
+        "--data.data_dir",
+        str(tmp_path / "x"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    missing = tmp_path / "x"
+    assert result.stderr.strip().splitlines() == [
+        f"error: data_dir {missing} does not exist; point --data.data_dir to a folder of class sub-folders"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_existing_run_directories_are_never_reused(tmp_path: Path, monkeypatch) -> None:
+    from experiments.rundir import create_run_dir
+
+    run_dir = create_run_dir(tmp_path / "runs" / "exp" / "id")
+    (run_dir / "summary.json").write_text("{}")
+    with pytest.raises(FileExistsError):
+        create_run_dir(run_dir)
+    assert (run_dir / "summary.json").read_text() == "{}"
+
+
+def test_any_lightning_module_by_class_path_gets_the_links_it_takes(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+    code = main(
+        [
+            "--config", "cnn_digits",
+            "--model", "tests.custom_models.LinearProbe",
+            "--trainer.max_epochs", "5",
+            "--model.lr", "0.2",
+            "--run.logger", "none",
+            "--checkpoint.monitor", "val/loss", "--checkpoint.mode", "min",
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["num_classes"] == 10  # linked from the data, not the default 3
+    import json
+
+    assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8

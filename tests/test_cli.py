@@ -1,0 +1,165 @@
+"""The command line end to end on real digits data, read back from the run directory and the W&B files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    env.pop("FIRSTLIGHT_RUN_ID", None)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wandb_records(run_dir: Path) -> list[dict[str, Any]]:
+    output = subprocess.run(
+        ["wandb", "leet", "inspect", "--json", str(run_dir / "wandb")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def wandb_summary(run_dir: Path) -> dict[str, Any]:
+    output = subprocess.run(
+        ["wandb", "leet", "inspect", "--summary", "--json", str(run_dir / "wandb")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(output)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The digits preset through the real command line, W&B offline, with a repeated tag."""
+    cwd = tmp_path_factory.mktemp("digits")
+    result = run_cli("--config", "cnn_digits", "--run.tags", "[ci, digits, ci]", cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (cwd / "runs" / "cnn_digits").iterdir()
+    return result, run_dir
+
+
+def test_digits_run_reaches_high_accuracy_and_writes_its_summary(digits_run: Any) -> None:
+    result, run_dir = digits_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test/acc"] > 0.95  # chance is 0.1; a broken model or pipeline stays far below
+    assert summary["test/f1"] > 0.9 and summary["test/loss"] < 0.3
+    assert summary["val/acc_best"] >= summary["val/acc"] - 1e-6
+    assert summary["run_id"] == run_dir.name and summary["run_dir"] == str(run_dir)
+    assert 0 < summary["wall_time_s"] < 300
+    assert f"run dir: {run_dir}" in result.stdout
+    assert "test/acc" in result.stdout and f"{summary['test/acc']:.4f}" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_checkpoints_load_with_weights_only(digits_run: Any) -> None:
+    _, run_dir = digits_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = Path(summary["best_checkpoint"])
+    assert best.parent == run_dir / "checkpoints" and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    checkpoint = torch.load(best, weights_only=True, map_location="cpu")
+    assert checkpoint["hyper_parameters"]["lr"] == 0.003
+    assert checkpoint["hyper_parameters"]["image_shape"] == (1, 8, 8)  # linked from the datamodule
+    assert checkpoint["datamodule_hyper_parameters"]["dataset"] == "digits"
+
+
+def test_saved_config_reruns_as_a_new_run_of_the_same_experiment(digits_run: Any, tmp_path: Path) -> None:
+    _, run_dir = digits_run
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["model"]["class_path"] == "modules.image_classifier.ImageClassifier"
+    assert config["data"]["init_args"]["dataset"] == "digits"
+    assert config["run"]["experiment"] == "cnn_digits"
+    assert "dirpath" not in config["checkpoint"]  # run-specific paths are not part of the config
+    result = run_cli(
+        "--config",
+        str(run_dir / "config.yaml"),
+        "--trainer.max_epochs",
+        "1",
+        "--run.logger",
+        "none",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (rerun,) = (tmp_path / "runs" / "cnn_digits").iterdir()
+    assert rerun.name != run_dir.name and (rerun / "summary.json").is_file()
+
+
+def test_wandb_run_holds_nested_config_and_metrics_at_their_steps(digits_run: Any) -> None:
+    _, run_dir = digits_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    wandb = wandb_summary(run_dir)
+    assert wandb["state"] == "finished" and wandb["run_id"] == summary["run_id"]
+    assert wandb["tags"] == ["ci", "digits"]  # repeated tags are given once
+    config = wandb["config"]
+    assert config["model"]["init_args"]["lr"] == 0.003
+    assert config["data"]["init_args"]["dataset"] == "digits"
+    assert config["trainer"]["max_epochs"] == 20 and config["experiment"] == "cnn_digits"
+    assert wandb["summary"]["test/acc"] == pytest.approx(summary["test/acc"])
+
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    steps_per_epoch = 1294 // 64  # digits train split at batch 64, last partial batch dropped
+    # Lightning logs at the index of the last optimizer step taken: validation after epoch e at e*n - 1.
+    val_steps = [item["trainer/global_step"] for item in history if "val/acc" in item]
+    assert val_steps == [steps_per_epoch * epoch - 1 for epoch in range(1, 21)]
+    train_steps = [item["trainer/global_step"] for item in history if "train/loss" in item]
+    assert train_steps and all(step % 5 == 4 for step in train_steps)  # log_every_n_steps: 5
+    (test,) = [item for item in history if "test/acc" in item]
+    assert test["test/acc"] == pytest.approx(summary["test/acc"])
+
+
+def test_print_config_shows_overrides_and_writes_nothing(tmp_path: Path) -> None:
+    result = run_cli(
+        "--config",
+        "cnn_digits",
+        "--model.init_args.lr",
+        "0.05",
+        "--data.batch_size",
+        "32",
+        "--print_config",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["model"]["init_args"]["lr"] == 0.05 and config["data"]["init_args"]["batch_size"] == 32
+    assert not (tmp_path / "runs").exists()
+
+
+def test_default_experiment_is_fashion_mnist(tmp_path: Path) -> None:
+    result = run_cli("--print_config", cwd=tmp_path)
+    config = yaml.safe_load(result.stdout)
+    assert config["data"]["init_args"]["dataset"] == "fashion_mnist"
+    assert config["model"]["class_path"] == "modules.image_classifier.ImageClassifier"
+
+
+def test_help_lists_model_data_trainer_and_run_options(tmp_path: Path) -> None:
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for option in (
+        "--model",
+        "--data",
+        "--trainer.max_epochs",
+        "--checkpoint.monitor",
+        "--run.logger",
+        "--run.tags",
+    ):
+        assert option in result.stdout

@@ -1,0 +1,22 @@
+"""The default experiment on the full Fashion-MNIST (60k/10k), shortened to one epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from datamodules.image_sources import DEBIAN_FASHION_MNIST
+from tests.test_cli import run_cli
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (installed by CI)")
+def test_default_experiment_learns_fashion_mnist(tmp_path: Path) -> None:
+    result = run_cli("--trainer.max_epochs", "1", "--run.logger", "csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "cnn_fashion_mnist").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test/acc"] > 0.85  # one epoch; chance is 0.1
+    assert (run_dir / "csv" / "metrics.csv").is_file()
