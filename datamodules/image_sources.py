@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,17 +142,24 @@ def locate_cifar10(data_dir: str | None) -> Path:
 
 
 def load_cifar10(data_dir: str | None) -> ImageSource:
-    import torchvision
-
-    root = locate_cifar10(data_dir)
+    """CIFAR-10 from its Python pickles (torchvision's download format), read directly."""
+    folder = locate_cifar10(data_dir) / "cifar-10-batches-py"
     splits = []
-    for train in (True, False):
-        dataset = torchvision.datasets.CIFAR10(root=str(root), train=train, download=False)
-        images = (
-            torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
-        )  # (N, 32, 32, 3) -> (N, 3, 32, 32)
-        splits.append((images, torch.tensor(dataset.targets, dtype=torch.long)))
-    return ImageSource(train=splits[0], test=splits[1], classes=list(dataset.classes))
+    for names in ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]):
+        batches = [unpickle(folder / name) for name in names]
+        images = np.concatenate([batch["data"] for batch in batches]).reshape(-1, 3, 32, 32)  # rows are CHW
+        labels = np.concatenate([batch["labels"] for batch in batches])
+        splits.append((torch.from_numpy(images).contiguous(), torch.from_numpy(labels).long()))
+    classes = unpickle(folder / "batches.meta")["label_names"]
+    names = [name.decode() if isinstance(name, bytes) else str(name) for name in classes]
+    return ImageSource(train=splits[0], test=splits[1], classes=names)
+
+
+def unpickle(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing; put the whole cifar-10-batches-py folder in --data.data_dir")
+    with path.open("rb") as file:
+        return {key.decode(): value for key, value in pickle.load(file, encoding="bytes").items()}
 
 
 def load_digits() -> ImageSource:

@@ -12,7 +12,7 @@ from tests.test_cli import run_cli
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (installed by CI)")
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_default_experiment_learns_fashion_mnist(tmp_path: Path) -> None:
     result = run_cli("--trainer.max_epochs", "1", "--run.logger", "csv", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

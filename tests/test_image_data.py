@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +201,45 @@ def test_bad_image_folders_are_clear_errors(tmp_path: Path, layout: str, message
 def test_folder_needs_a_data_dir() -> None:
     with pytest.raises(ConfigError, match=r"needs --data\.data_dir"):
         ImageDataModule(dataset="folder")
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file of unsigned bytes: magic 0x0000 0x08 <ndim>, big-endian sizes, then the data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(size.to_bytes(4, "big") for size in array.shape)
+    with gzip.open(path, "wb") as file:
+        file.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_in_torchvision_layout(tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 256, (30, 28, 28)), rng.integers(0, 256, (10, 28, 28))
+    write_idx(raw / "train-images-idx3-ubyte.gz", train)
+    write_idx(raw / "train-labels-idx1-ubyte.gz", np.arange(30) % 10)
+    write_idx(raw / "t10k-images-idx3-ubyte.gz", test)
+    write_idx(raw / "t10k-labels-idx1-ubyte.gz", np.arange(10))
+    datamodule = ImageDataModule(dataset="mnist", data_dir=str(tmp_path), val_fraction=0.2)
+    datamodule.prepare_data()
+    datamodule.setup()
+    assert torch.equal(datamodule.splits["test"][0][:, 0], torch.from_numpy(test).to(torch.uint8))
+    assert torch.equal(datamodule.splits["test"][1], torch.arange(10))
+    assert len(datamodule.splits["train"][1]) == 24 and len(datamodule.splits["val"][1]) == 6
+
+
+def test_cifar10_pickles(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 9]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    meta = {b"label_names": [f"c{i}".encode() for i in range(10)]}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    datamodule = ImageDataModule(dataset="cifar10", data_dir=str(tmp_path), val_fraction=0.25)
+    datamodule.setup()
+    test_images, test_labels = datamodule.splits["test"]
+    expected = pickle.loads((folder / "test_batch").read_bytes())[b"data"].reshape(4, 3, 32, 32)
+    assert torch.equal(test_images, torch.from_numpy(expected)) and test_labels.tolist() == [0, 1, 2, 9]
+    assert len(datamodule.splits["train"][1]) == 15 and datamodule.classes[9] == "c9"
+    assert datamodule.image_shape == (3, 32, 32)

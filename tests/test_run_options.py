@@ -1,0 +1,61 @@
+"""Run options: early stopping, the CSV logger and no logger, experiment names."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.run import main
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+    return tmp_path
+
+
+def only_run(root: Path) -> Path:
+    (run_dir,) = root.iterdir()
+    return run_dir
+
+
+def test_early_stopping_ends_training_after_patience_runs_out(in_tmp: Path) -> None:
+    # A learning rate too small to improve val/loss for long: patience 1 must stop long before 40 epochs.
+    args = ["--config", "cnn_digits", "--trainer.max_epochs", "40", "--run.patience", "1", "--run.logger", "csv"]
+    assert main([*args, "--model.lr", "1e-5", "--checkpoint.monitor", "val/loss", "--checkpoint.mode", "min"]) == 0
+    run_dir = only_run(in_tmp / "runs" / "cnn_digits")
+    with (run_dir / "csv" / "metrics.csv").open() as file:
+        epochs = {int(row["epoch"]) for row in csv.DictReader(file) if row.get("val/loss")}
+    assert 1 <= len(epochs) < 40
+
+
+def test_csv_logger_and_experiment_name(in_tmp: Path) -> None:
+    args = ["--config", "cnn_digits", "--trainer.max_epochs", "2", "--run.logger", "csv", "--run.experiment", "mine"]
+    assert main(args) == 0
+    run_dir = only_run(in_tmp / "runs" / "mine")
+    with (run_dir / "csv" / "metrics.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert any(row.get("val/acc") for row in rows) and any(row.get("test/acc") for row in rows)
+    assert not (run_dir / "wandb").exists()
+
+
+def test_no_logger_still_writes_summary_and_checkpoints(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--config", "cnn_digits", "--trainer.max_epochs", "1", "--run.logger", "none", "--run.root", "elsewhere"]
+    assert main(args) == 0
+    run_dir = only_run(in_tmp / "elsewhere" / "cnn_digits")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.yaml", "summary.json"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert "test/acc" in summary and summary["run_dir"] == str(run_dir)
+    out = capsys.readouterr().out
+    assert f"run dir: {run_dir}" in out and "epoch 1/1" in out  # one line per epoch without a progress bar
+
+
+def test_train_only(in_tmp: Path) -> None:
+    args = ["--config", "cnn_digits", "--trainer.max_epochs", "1", "--run.logger", "none", "--run.test", "false"]
+    assert main(args) == 0
+    summary = json.loads((only_run(in_tmp / "runs" / "cnn_digits") / "summary.json").read_text())
+    assert "val/acc" in summary and "test/acc" not in summary
