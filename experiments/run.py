@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -158,7 +159,12 @@ def train_and_test(cli: FirstlightCLI) -> int:
         write_atomic(cli.run_dir / "config.yaml", cli.config_yaml)
         if trainer.logger is not None:
             trainer.logger.log_hyperparams(nested_config(cli))
-    trainer.fit(model, datamodule=datamodule)
+    try:
+        trainer.fit(model, datamodule=datamodule)
+    except Exception as error:
+        if user_error(error) is not None and trainer.is_global_zero:
+            discard_unused_run(trainer, cli.run_dir)
+        raise
     if trainer.interrupted:
         print(f"interrupted; run dir: {cli.run_dir}", file=sys.stderr)
         return 130
@@ -184,6 +190,13 @@ def train_and_test(cli: FirstlightCLI) -> int:
         finish_tracking(trainer)
         print_results(test_metrics, best_path, cli.run_dir)
     return 0
+
+
+def discard_unused_run(trainer: L.Trainer, run_dir: Path) -> None:
+    """Remove the directory of a run stopped by a user mistake before it saved anything worth keeping."""
+    if not any((run_dir / "checkpoints").glob("*.ckpt")):
+        finish_tracking(trainer)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def finish_tracking(trainer: L.Trainer) -> None:

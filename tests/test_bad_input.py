@@ -135,3 +135,19 @@ def test_any_lightning_module_by_class_path_gets_the_links_it_takes(tmp_path, mo
     import json
 
     assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
+
+
+def test_a_data_mistake_found_during_training_leaves_nothing_behind(tmp_path, monkeypatch, capsys) -> None:
+    from tests.test_image_data import write_images
+
+    write_images(tmp_path / "data" / "train", {"a": 0, "b": 100}, count=4)
+    for name in ("a", "b"):  # the test split exists but holds only files that are not images
+        write(tmp_path / "data" / "test" / name / "0.png", "not a png")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+    data = ["--data.dataset", "folder", "--data.data_dir", str(tmp_path / "data")]
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        code = main(["--config", "cnn_digits", *data, "--model.channels", "[4]"])
+    assert code == 2
+    assert "error: no readable images in" in capsys.readouterr().err
+    assert not any((tmp_path / "runs").rglob("*.*"))

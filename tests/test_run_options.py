@@ -25,8 +25,20 @@ def only_run(root: Path) -> Path:
 
 def test_early_stopping_ends_training_after_patience_runs_out(in_tmp: Path) -> None:
     # A learning rate too small to improve val/loss for long: patience 1 must stop long before 40 epochs.
-    args = ["--config", "cnn_digits", "--trainer.max_epochs", "40", "--run.patience", "1", "--run.logger", "csv"]
-    assert main([*args, "--model.lr", "1e-5", "--checkpoint.monitor", "val/loss", "--checkpoint.mode", "min"]) == 0
+    args = [
+        "--config",
+        "cnn_digits",
+        "--trainer.max_epochs",
+        "40",
+        "--run.patience",
+        "1",
+        "--run.logger",
+        "csv",
+    ]
+    assert (
+        main([*args, "--model.lr", "1e-5", "--checkpoint.monitor", "val/loss", "--checkpoint.mode", "min"])
+        == 0
+    )
     run_dir = only_run(in_tmp / "runs" / "cnn_digits")
     with (run_dir / "csv" / "metrics.csv").open() as file:
         epochs = {int(row["epoch"]) for row in csv.DictReader(file) if row.get("val/loss")}
@@ -34,7 +46,16 @@ def test_early_stopping_ends_training_after_patience_runs_out(in_tmp: Path) -> N
 
 
 def test_csv_logger_and_experiment_name(in_tmp: Path) -> None:
-    args = ["--config", "cnn_digits", "--trainer.max_epochs", "2", "--run.logger", "csv", "--run.experiment", "mine"]
+    args = [
+        "--config",
+        "cnn_digits",
+        "--trainer.max_epochs",
+        "2",
+        "--run.logger",
+        "csv",
+        "--run.experiment",
+        "mine",
+    ]
     assert main(args) == 0
     run_dir = only_run(in_tmp / "runs" / "mine")
     with (run_dir / "csv" / "metrics.csv").open() as file:
@@ -43,8 +64,19 @@ def test_csv_logger_and_experiment_name(in_tmp: Path) -> None:
     assert not (run_dir / "wandb").exists()
 
 
-def test_no_logger_still_writes_summary_and_checkpoints(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    args = ["--config", "cnn_digits", "--trainer.max_epochs", "1", "--run.logger", "none", "--run.root", "elsewhere"]
+def test_no_logger_still_writes_summary_and_checkpoints(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "--config",
+        "cnn_digits",
+        "--trainer.max_epochs",
+        "1",
+        "--run.logger",
+        "none",
+        "--run.root",
+        "elsewhere",
+    ]
     assert main(args) == 0
     run_dir = only_run(in_tmp / "elsewhere" / "cnn_digits")
     assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.yaml", "summary.json"]
@@ -55,7 +87,16 @@ def test_no_logger_still_writes_summary_and_checkpoints(in_tmp: Path, capsys: py
 
 
 def test_train_only(in_tmp: Path) -> None:
-    args = ["--config", "cnn_digits", "--trainer.max_epochs", "1", "--run.logger", "none", "--run.test", "false"]
+    args = [
+        "--config",
+        "cnn_digits",
+        "--trainer.max_epochs",
+        "1",
+        "--run.logger",
+        "none",
+        "--run.test",
+        "false",
+    ]
     assert main(args) == 0
     summary = json.loads((only_run(in_tmp / "runs" / "cnn_digits") / "summary.json").read_text())
     assert "val/acc" in summary and "test/acc" not in summary
