@@ -1,0 +1,147 @@
+"""Recurrent cores: stacked, optionally bidirectional LSTM/GRU over packed variable-length sequences."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+CellKind = Literal["lstm", "gru"]
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (layers * dirs, B, H)
+
+
+class RecurrentEncoder(nn.Module):
+    """(B, T, input_dim) -> outputs (B, T, dirs * hidden_dim), final (B, dirs * hidden_dim), state.
+
+    With `lengths`, sequences are packed so padding never enters the recurrence: `final` is the state
+    after each sequence's own last element (and, backwards, after its first).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dim: int,
+        num_layers: int = 1,
+        cell: CellKind = "lstm",
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        rnn = nn.LSTM if cell == "lstm" else nn.GRU
+        self.rnn = rnn(
+            input_dim,
+            hidden_dim,
+            num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,  # between layers only
+        )
+        self.directions = 2 if bidirectional else 1
+        self.output_dim = self.directions * hidden_dim
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: State | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        if lengths is None:
+            outputs, state = self.rnn(x, state)
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            packed_outputs, state = self.rnn(packed, state)
+            outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=x.shape[1])
+        hidden = state[0] if isinstance(state, tuple) else state  # (layers * dirs, B, H)
+        final = torch.cat(list(hidden[-self.directions :]), dim=-1)  # last layer, all directions: (B, dirs * H)
+        return outputs, final, state
+
+
+class RecurrentClassifierNet(nn.Module):
+    """(B, T) token ids, padded with pad_id -> class logits (B, num_classes), from the final state."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        pad_id: int = 0,
+        embed_dim: int = 128,
+        hidden_dim: int = 128,
+        num_layers: int = 1,
+        cell: CellKind = "lstm",
+        bidirectional: bool = True,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.encoder = RecurrentEncoder(embed_dim, hidden_dim, num_layers, cell, bidirectional, dropout)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.output_dim, num_classes))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        lengths = (tokens != self.pad_id).sum(1).clamp(min=1)  # (B,)
+        _, final, _ = self.encoder(self.embedding(tokens), lengths)
+        return self.head(final)
+
+
+class RecurrentLMNet(nn.Module):
+    """(B, T) ids -> next-token logits (B, T, vocab) and the recurrent state, for continuing a sequence.
+
+    With `tie_weights`, the output layer shares the embedding matrix (through a projection when
+    hidden_dim differs from embed_dim).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 128,
+        hidden_dim: int = 256,
+        num_layers: int = 2,
+        cell: CellKind = "lstm",
+        dropout: float = 0.2,
+        tie_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.encoder = RecurrentEncoder(embed_dim, hidden_dim, num_layers, cell, False, dropout)
+        self.dropout = nn.Dropout(dropout)
+        out_dim = embed_dim if tie_weights else hidden_dim
+        self.project = nn.Linear(hidden_dim, embed_dim) if tie_weights and hidden_dim != embed_dim else nn.Identity()
+        self.head = nn.Linear(out_dim, vocab_size)
+        if tie_weights:
+            self.head.weight = self.embedding.weight
+
+    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        outputs, _, state = self.encoder(self.dropout(self.embedding(tokens)), state=state)
+        return self.head(self.project(self.dropout(outputs))), state
+
+
+class RecurrentForecasterNet(nn.Module):
+    """(B, T, num_features) window -> (B, horizon, num_features) forecast.
+
+    With `residual`, the network predicts the change from the last observed value, so an untrained
+    model starts as the naive "repeat the last value" forecast and only has to learn the difference.
+    """
+
+    def __init__(
+        self,
+        num_features: int = 1,
+        horizon: int = 1,
+        hidden_dim: int = 64,
+        num_layers: int = 2,
+        cell: CellKind = "lstm",
+        dropout: float = 0.1,
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.num_features = num_features
+        self.residual = residual
+        self.encoder = RecurrentEncoder(num_features, hidden_dim, num_layers, cell, False, dropout)
+        self.head = nn.Linear(hidden_dim, horizon * num_features)
+        if residual:  # start exactly at the naive forecast
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, window: torch.Tensor) -> torch.Tensor:
+        _, final, _ = self.encoder(window)
+        forecast = self.head(final).view(-1, self.horizon, self.num_features)
+        return forecast + window[:, -1:, :] if self.residual else forecast
