@@ -1,8 +1,9 @@
-"""Batches sliced straight out of in-memory tensors: one gather per batch, no per-sample Python work."""
+"""Batches gathered straight from in-memory data: one gather per batch, no per-sample Python work."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -26,10 +27,12 @@ class ShardedOrder:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed + self.epoch)
+
     def indices(self) -> torch.Tensor:
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator)
+            order = torch.randperm(self.num_samples, generator=self.generator())
         else:
             order = torch.arange(self.num_samples)
         return order[self.rank :: self.world_size]
@@ -38,33 +41,57 @@ class ShardedOrder:
         return len(range(self.rank, self.num_samples, self.world_size))
 
 
-class TensorBatches:
-    """An iterable of batches `tuple(t[idx] for t in tensors)` over tensors sharing their first dimension.
+class IndexBatches:
+    """An iterable of `fetch(indices)` for consecutive batches of the sampler's order.
 
-    Lightning treats it like a DataLoader: it has a length and a `sampler` whose epoch it sets.
+    With `lengths`, batches are bucketed: the order is cut into pools of `pool_batches` batches, each
+    pool is sorted by length and cut into batches, and the batches are shuffled. Padding then costs
+    little, while every epoch still mixes lengths differently. Lightning treats it like a DataLoader:
+    it has a length and a `sampler` whose epoch it sets.
     """
 
     batch_sampler = None  # as a DataLoader's when it does not batch: Lightning looks for the attribute
 
     def __init__(
         self,
-        tensors: tuple[torch.Tensor, ...],
+        fetch: Callable[[torch.Tensor], Any],
         batch_size: int,
         sampler: ShardedOrder,
         *,
         drop_last: bool = False,
+        lengths: torch.Tensor | None = None,
+        pool_batches: int = 50,
     ) -> None:
-        self.tensors = tensors
+        self.fetch = fetch
         self.batch_size = batch_size
         self.sampler = sampler
         self.drop_last = drop_last
+        self.lengths = lengths
+        self.pool_batches = pool_batches
 
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        indices = self.sampler.indices()
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            batch_indices = indices[start : start + self.batch_size]
-            yield tuple(t[batch_indices] for t in self.tensors)
+    def batches(self) -> list[torch.Tensor]:
+        indices = self.sampler.indices()[: len(self) * self.batch_size]
+        if self.lengths is None:
+            return list(indices.split(self.batch_size))
+        pool = self.pool_batches * self.batch_size
+        batches: list[torch.Tensor] = []
+        for start in range(0, len(indices), pool):
+            chunk = indices[start : start + pool]
+            chunk = chunk[self.lengths[chunk].argsort(stable=True)]
+            batches += chunk.split(self.batch_size)
+        if self.sampler.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=self.sampler.generator())]
+        return batches
+
+    def __iter__(self) -> Iterator[Any]:
+        for batch_indices in self.batches():
+            yield self.fetch(batch_indices)
+
+
+def tensor_batches(tensors: tuple[torch.Tensor, ...], batch_size: int, sampler: ShardedOrder, **kwargs: Any) -> IndexBatches:
+    """Batches `tuple(t[idx] for t in tensors)` of tensors that share their first dimension."""
+    return IndexBatches(lambda idx: tuple(t[idx] for t in tensors), batch_size, sampler, **kwargs)

@@ -13,7 +13,7 @@ import lightning as L
 import torch
 
 from datamodules.augment import random_crop, random_hflip
-from datamodules.batches import ShardedOrder, TensorBatches
+from datamodules.batches import IndexBatches, ShardedOrder, tensor_batches
 from datamodules.image_folder import class_names, image_shape, load_image_folder
 from datamodules.image_sources import (
     ImageSource,
@@ -142,7 +142,7 @@ class ImageDataModule(L.LightningDataModule):
         self.mean = torch.stack([channel.float().mean() for channel in pixels]).view(1, -1, 1, 1) / 255
         self.std = torch.stack([channel.float().std() for channel in pixels]).view(1, -1, 1, 1) / 255
 
-    def loader(self, split: str, batch_size: int, shuffle: bool) -> TensorBatches:
+    def loader(self, split: str, batch_size: int, shuffle: bool) -> IndexBatches:
         self.setup()
         images, labels = self.splits[split]
         trainer = self.trainer
@@ -153,20 +153,20 @@ class ImageDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )
-        return TensorBatches(
+        return IndexBatches(
             (images, labels), batch_size, order, drop_last=shuffle and len(labels) > batch_size
         )
 
-    def train_dataloader(self) -> TensorBatches:
+    def train_dataloader(self) -> IndexBatches:
         return self.loader("train", self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> TensorBatches:
+    def val_dataloader(self) -> IndexBatches:
         return self.loader("val", 4 * self.batch_size, shuffle=False)
 
-    def test_dataloader(self) -> TensorBatches:
+    def test_dataloader(self) -> IndexBatches:
         return self.loader("test", 4 * self.batch_size, shuffle=False)
 
-    def predict_dataloader(self) -> TensorBatches:
+    def predict_dataloader(self) -> IndexBatches:
         return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

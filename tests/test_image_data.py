@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from datamodules.augment import random_crop, random_hflip
-from datamodules.batches import ShardedOrder, TensorBatches
+from datamodules.batches import ShardedOrder, tensor_batches
 from datamodules.image import ImageDataModule, split_off
 from datamodules.image_sources import DEBIAN_FASHION_MNIST, load_mnist_like
 from modules.errors import ConfigError
@@ -68,7 +68,7 @@ def test_fashion_mnist_from_the_debian_package(tmp_path: Path) -> None:
 def test_batches_cover_each_epoch_and_reshuffle() -> None:
     ids = torch.arange(10)
     order = ShardedOrder(10, shuffle=True, seed=0)
-    batches = TensorBatches((ids,), batch_size=4, sampler=order)
+    batches = tensor_batches((ids,), batch_size=4, sampler=order)
     assert len(batches) == 3
     first = [batch[0] for batch in batches]
     assert [len(b) for b in first] == [4, 4, 2]
@@ -76,7 +76,7 @@ def test_batches_cover_each_epoch_and_reshuffle() -> None:
     assert torch.equal(torch.cat(first), torch.cat([b[0] for b in batches]))  # same epoch, same order
     order.set_epoch(1)
     assert not torch.equal(torch.cat(first), torch.cat([b[0] for b in batches]))
-    dropping = TensorBatches((ids,), batch_size=4, sampler=order, drop_last=True)
+    dropping = tensor_batches((ids,), batch_size=4, sampler=order, drop_last=True)
     assert len(dropping) == 2 and all(len(b[0]) == 4 for b in dropping)
 
 

@@ -1,0 +1,87 @@
+"""Language modelling: Shakespeare's complete works by default, or any UTF-8 text file of the user's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datamodules.sequence_base import SequenceDataModule
+from datamodules.text_sources import read_text_file, shakespeare
+from datamodules.tokenization import CharTokenizer, TokenizerKind, train_tokenizer
+from modules.errors import ConfigError
+from modules.task import check_range
+
+
+class LanguageModelDataModule(SequenceDataModule):
+    """One text cut by position into train | val | test (contiguous, in that order: no leakage), tokenized,
+    and chopped into windows of `context_length + 1` tokens -> batches (inputs (B, T), targets (B, T)),
+    targets being the inputs shifted by one.
+
+    Args:
+        source: "shakespeare" (5.06 M characters) or the path of a UTF-8 text file.
+        tokenizer: "char" or "bpe" (byte-level), trained on the training part only.
+        vocab_size: vocabulary size for "bpe".
+        context_length: tokens the model sees per window.
+        batch_size: windows per training batch.
+        val_fraction: share of the text, after the training part, for validation.
+        test_fraction: share of the text, at the end, for testing.
+        seed: seed of the shuffling order.
+    """
+
+    def __init__(
+        self,
+        source: str = "shakespeare",
+        tokenizer: TokenizerKind = "char",
+        vocab_size: int = 4096,
+        context_length: int = 128,
+        batch_size: int = 64,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, seed, bucket=False)
+        check_range("context_length", context_length, 2)
+        check_range("val_fraction", val_fraction, 0.0, 0.5, low_open=True)
+        check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
+        if tokenizer == "word":
+            raise ConfigError("language modelling uses tokenizer 'char' or 'bpe' (lossless); 'word' is not supported")
+        self.save_hyperparameters(logger=False)
+        self.characters = 1.0
+        self.tokens = 1.0
+
+    def build(self) -> None:
+        hp = self.hparams
+        text = shakespeare() if hp["source"] == "shakespeare" else read_text_file(Path(hp["source"]))
+        val_start = int(len(text) * (1 - hp["val_fraction"] - hp["test_fraction"]))
+        test_start = int(len(text) * (1 - hp["test_fraction"]))
+        parts = {"train": text[:val_start], "val": text[val_start:test_start], "test": text[test_start:]}
+        self.tokenizer = train_tokenizer(hp["tokenizer"], [parts["train"]], hp["vocab_size"])
+        window = hp["context_length"] + 1
+        for name, part in parts.items():
+            if isinstance(self.tokenizer, CharTokenizer):
+                ids = self.tokenizer.encode_array(part)
+            else:
+                ids = np.asarray(self.tokenizer.encode(part), dtype=np.int64)
+            if name == "train":
+                self.characters, self.tokens = len(part), len(ids)
+            # Windows overlap by one token, so every token of the part is a target exactly once.
+            count = (len(ids) - 1) // (window - 1)
+            if count == 0:
+                raise ConfigError(
+                    f"the {name} part of {hp['source']} has {len(ids)} tokens, fewer than one window of {window}; "
+                    "use a longer text or a smaller --data.context_length"
+                )
+            starts = np.arange(count) * (window - 1)
+            self.splits[name] = torch.from_numpy(ids[starts[:, None] + np.arange(window)])  # (count, window)
+
+    def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        windows = self.splits[split][indices]
+        return windows[:, :-1], windows[:, 1:]
+
+    @property
+    def chars_per_token(self) -> float:
+        """Characters per token in the training text: 1 for "char"; converts nats/token to bits/char."""
+        self.ready()
+        return self.characters / self.tokens

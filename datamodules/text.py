@@ -1,0 +1,114 @@
+"""Text classification: Rotten Tomatoes review snippets by default, or the user's CSV/TSV/JSONL."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import torch
+
+from datamodules.sequence_base import SequenceDataModule, pad
+from datamodules.text_sources import read_table, rotten_tomatoes
+from datamodules.tokenization import BOS_ID, TokenizerKind, train_tokenizer
+from modules.errors import ConfigError
+from modules.task import check_range
+
+
+def group_split(groups: list[str], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+    """Assign every group (e.g. a movie) wholly to train, val or test, by a seeded hash of its name,
+    so no group's examples leak across splits."""
+    assignments = []
+    for group in groups:
+        u = (zlib.crc32(f"{seed}:{group}".encode()) & 0xFFFFFFFF) / 2**32  # uniform in [0, 1)
+        assignments.append("test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train")
+    return assignments
+
+
+class TextClassificationDataModule(SequenceDataModule):
+    """Texts with labels -> batches (tokens (B, T) padded with 0 and starting with <bos>, labels (B,)).
+
+    Args:
+        source: "rotten_tomatoes" (fresh vs rotten review snippets, split by movie so no movie is in two
+            splits), or a .csv/.tsv/.jsonl file of your own.
+        text_column: the column holding the text, in your file.
+        label_column: the column holding the label, in your file.
+        group_column: optional column whose values are kept within one split (e.g. an author).
+        tokenizer: "word", "bpe" or "char", trained on the training split only.
+        vocab_size: the largest vocabulary for "word" and "bpe".
+        max_length: texts are cut to this many tokens (with <bos>).
+        batch_size: training batch size; evaluation batches are twice as large.
+        bucket: batch texts of similar length together, so little compute goes to padding.
+        val_fraction: share of the examples (or groups) held out for validation.
+        test_fraction: share held out for testing.
+        seed: seed of the split and of the shuffling order.
+    """
+
+    def __init__(
+        self,
+        source: str = "rotten_tomatoes",
+        text_column: str = "text",
+        label_column: str = "label",
+        group_column: str | None = None,
+        tokenizer: TokenizerKind = "word",
+        vocab_size: int = 20000,
+        max_length: int = 128,
+        batch_size: int = 64,
+        bucket: bool = True,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, seed, bucket)
+        check_range("max_length", max_length, 2)
+        check_range("vocab_size", vocab_size, 8)
+        check_range("val_fraction", val_fraction, 0.0, 0.5, low_open=True)
+        check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
+        self.save_hyperparameters(logger=False)
+        self.classes: list[str] = []
+
+    def read(self) -> tuple[list[str], list[str], list[str]]:
+        """(texts, labels, groups) of the whole source."""
+        hp = self.hparams
+        if hp["source"] == "rotten_tomatoes":
+            rows = rotten_tomatoes()
+            return [r["text"] for r in rows], [r["label"] for r in rows], [r["movie"] for r in rows]
+        columns = [hp["text_column"], hp["label_column"]] + ([hp["group_column"]] if hp["group_column"] else [])
+        rows = read_table(Path(hp["source"]), columns)
+        texts, labels = [r[hp["text_column"]] for r in rows], [r[hp["label_column"]] for r in rows]
+        groups = [r[hp["group_column"]] for r in rows] if hp["group_column"] else [str(i) for i in range(len(rows))]
+        return texts, labels, groups
+
+    def build(self) -> None:
+        hp = self.hparams
+        texts, labels, groups = self.read()
+        assignment = group_split(groups, hp["val_fraction"], hp["test_fraction"], hp["seed"])
+        by_split = {name: [i for i, a in enumerate(assignment) if a == name] for name in ("train", "val", "test")}
+        for name, members in by_split.items():
+            if not members:
+                raise ConfigError(f"the {name} split of {hp['source']} is empty; use more data or larger fractions")
+        self.classes = sorted({labels[i] for i in by_split["train"]})
+        if len(self.classes) < 2:
+            raise ConfigError(f"the training texts of {hp['source']} have {len(self.classes)} label(s); need 2 or more")
+        unknown = sorted({labels[i] for i in by_split["val"] + by_split["test"]} - set(self.classes))
+        if unknown:
+            raise ConfigError(f"labels {', '.join(unknown)} occur only outside the training split; merge or drop them")
+        self.tokenizer = train_tokenizer(hp["tokenizer"], [texts[i] for i in by_split["train"]], hp["vocab_size"])
+        label_ids = {label: index for index, label in enumerate(self.classes)}
+        for name, members in by_split.items():
+            tokens = [
+                torch.tensor([BOS_ID, *self.tokenizer.encode(texts[i])][: hp["max_length"]], dtype=torch.long)
+                for i in members
+            ]
+            self.splits[name] = (tokens, torch.tensor([label_ids[labels[i]] for i in members]))
+            self.lengths[name] = torch.tensor([len(t) for t in tokens])
+
+    def num_examples(self, split: str) -> int:
+        return len(self.splits[split][1])
+
+    def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, labels = self.splits[split]
+        return pad([tokens[i] for i in indices.tolist()]), labels[indices]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.ready().classes)

@@ -1,0 +1,122 @@
+"""Time series: statsmodels' bundled series (yearly sunspots by default), or the user's CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datamodules.sequence_base import SequenceDataModule
+from datamodules.text_sources import read_table
+from modules.errors import ConfigError
+from modules.task import check_range
+
+# statsmodels dataset -> the column to forecast
+BUILTIN = {"sunspots": "SUNACTIVITY", "nile": "volume", "co2": "co2", "elnino": None}
+
+
+def builtin_series(name: str) -> np.ndarray:
+    """(T, 1) float64 values; co2's missing weeks are interpolated, El Nino's 12 months are laid end to end."""
+    import statsmodels.datasets as datasets
+
+    frame = getattr(datasets, name).load_pandas().data
+    if name == "elnino":
+        values = frame.drop(columns="YEAR").to_numpy(dtype=np.float64).reshape(-1)  # months in order
+    else:
+        values = frame[BUILTIN[name]].interpolate(limit_direction="both").to_numpy(dtype=np.float64)
+    return values[:, None]
+
+
+def csv_series(path: Path, columns: list[str]) -> np.ndarray:
+    """(T, F) float64 values of the named columns of a CSV, in file order (oldest first)."""
+    rows = read_table(path, columns)
+    try:
+        values = np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64)
+    except ValueError as error:
+        raise ConfigError(f"{path}: a value is not a number ({error}); give numbers only in {columns}") from None
+    if np.isnan(values).any():
+        first = int(np.argwhere(np.isnan(values))[0][0])
+        raise ConfigError(f"{path} has a missing value (row {first + 2}); fill or drop it before training")
+    return values
+
+
+class TimeSeriesDataModule(SequenceDataModule):
+    """A series split by time into train | val | test, normalised with the training part's mean and std,
+    cut into sliding windows -> batches (window (B, window, F), next values (B, horizon, F)).
+
+    A validation or test window may look back into the part before it (those values are known at
+    forecast time); its targets always lie inside its own part.
+
+    Args:
+        source: "sunspots" (yearly, 1700-2008), "nile", "co2", "elnino", or a .csv file of your own.
+        columns: the CSV columns to model (features); the first is the one reported.
+        window: past values the model sees.
+        horizon: future values it predicts.
+        batch_size: windows per training batch.
+        val_fraction: share of the time steps, after the training part, for validation.
+        test_fraction: share of the time steps, at the end, for testing.
+        seed: seed of the shuffling order.
+    """
+
+    def __init__(
+        self,
+        source: str = "sunspots",
+        columns: list[str] | None = None,
+        window: int = 24,
+        horizon: int = 1,
+        batch_size: int = 32,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, seed, bucket=False)
+        check_range("window", window, 1)
+        check_range("horizon", horizon, 1)
+        check_range("val_fraction", val_fraction, 0.0, 0.5, low_open=True)
+        check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
+        if source not in BUILTIN and not columns:
+            raise ConfigError("a CSV source needs --data.columns naming the value columns, e.g. [value]")
+        self.save_hyperparameters(logger=False)
+        self.mean = self.std = np.zeros(1)
+
+    def build(self) -> None:
+        hp = self.hparams
+        source = hp["source"]
+        series = builtin_series(source) if source in BUILTIN else csv_series(Path(source), list(hp["columns"]))
+        length = len(series)
+        val_start = int(length * (1 - hp["val_fraction"] - hp["test_fraction"]))
+        test_start = int(length * (1 - hp["test_fraction"]))
+        self.mean, self.std = series[:val_start].mean(0), series[:val_start].std(0) + 1e-8  # training part only
+        normalised = torch.from_numpy((series - self.mean) / self.std).float()  # (T, F)
+        window, horizon = hp["window"], hp["horizon"]
+        for name, (first, last) in {
+            "train": (window, val_start),
+            "val": (val_start, test_start),
+            "test": (test_start, length),
+        }.items():
+            targets_start = range(max(first, window), last - horizon + 1)  # first target index of each window
+            if len(targets_start) == 0:
+                raise ConfigError(
+                    f"the {name} part of {source} ({last - first} steps) is too short for a window of {window} "
+                    f"and a horizon of {horizon}; use a longer series or smaller --data.window/--data.horizon"
+                )
+            starts = torch.tensor(targets_start)
+            inputs = normalised[starts[:, None] - window + torch.arange(window)]  # (N, window, F)
+            targets = normalised[starts[:, None] + torch.arange(horizon)]  # (N, horizon, F)
+            self.splits[name] = (inputs, targets)
+
+    def num_examples(self, split: str) -> int:
+        return len(self.splits[split][0])
+
+    def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = self.splits[split]
+        return inputs[indices], targets[indices]
+
+    @property
+    def num_features(self) -> int:
+        return self.ready().splits["train"][0].shape[-1]
+
+    @property
+    def horizon(self) -> int:
+        return self.hparams["horizon"]
