@@ -24,6 +24,12 @@ class ShardedOrder:
         self.world_size = world_size
         self.epoch = 0
 
+    @classmethod
+    def for_trainer(cls, trainer: Any, num_samples: int, *, shuffle: bool, seed: int) -> ShardedOrder:
+        """The order for this process's rank among the trainer's processes (rank 0 of 1 without a trainer)."""
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return cls(num_samples, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -92,6 +98,8 @@ class IndexBatches:
             yield self.fetch(batch_indices)
 
 
-def tensor_batches(tensors: tuple[torch.Tensor, ...], batch_size: int, sampler: ShardedOrder, **kwargs: Any) -> IndexBatches:
+def tensor_batches(
+    tensors: tuple[torch.Tensor, ...], batch_size: int, sampler: ShardedOrder, **kwargs: Any
+) -> IndexBatches:
     """Batches `tuple(t[idx] for t in tensors)` of tensors that share their first dimension."""
     return IndexBatches(lambda idx: tuple(t[idx] for t in tensors), batch_size, sampler, **kwargs)

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning as L
 import torch
 
 from datamodules.augment import random_crop, random_hflip
+from datamodules.base import DataModule
 from datamodules.batches import IndexBatches, ShardedOrder, tensor_batches
 from datamodules.image_folder import class_names, image_shape, load_image_folder
 from datamodules.image_sources import (
@@ -44,7 +44,7 @@ def split_off(split: Split, fraction: float, generator: torch.Generator) -> tupl
     return (images[rest], labels[rest]), (images[taken], labels[taken])
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(DataModule):
     """Image classification data.
 
     Args:
@@ -82,9 +82,7 @@ class ImageDataModule(L.LightningDataModule):
         if image_size is not None:
             check_range("image_size", image_size, 1)
         if dataset == "folder" and not data_dir:
-            raise ConfigError(
-                "dataset 'folder' needs --data.data_dir pointing to a folder of class sub-folders"
-            )
+            raise ConfigError("dataset 'folder' needs --data.data_dir pointing to a folder of class sub-folders")
         self.save_hyperparameters(logger=False)  # the tracker gets the whole nested config instead
         self.dataset = dataset
         self.data_dir = data_dir
@@ -145,17 +143,8 @@ class ImageDataModule(L.LightningDataModule):
     def loader(self, split: str, batch_size: int, shuffle: bool) -> IndexBatches:
         self.setup()
         images, labels = self.splits[split]
-        trainer = self.trainer
-        order = ShardedOrder(
-            len(labels),
-            shuffle=shuffle,
-            seed=self.hparams["seed"],
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-        )
-        return IndexBatches(
-            (images, labels), batch_size, order, drop_last=shuffle and len(labels) > batch_size
-        )
+        order = ShardedOrder.for_trainer(self.trainer, len(labels), shuffle=shuffle, seed=self.hparams["seed"])
+        return tensor_batches((images, labels), batch_size, order, drop_last=shuffle and len(labels) > batch_size)
 
     def train_dataloader(self) -> IndexBatches:
         return self.loader("train", self.batch_size, shuffle=True)

@@ -23,9 +23,7 @@ GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 def split_dirs(root: Path) -> dict[str, Path]:
     """{"train": ..., "val"?: ..., "test"?: ...} for the split layout, else {"train": root}."""
     if not root.is_dir():
-        raise ConfigError(
-            f"data_dir {root} does not exist; point --data.data_dir to a folder of class sub-folders"
-        )
+        raise ConfigError(f"data_dir {root} does not exist; point --data.data_dir to a folder of class sub-folders")
     if (root / "train").is_dir():
         return {split: root / split for split in ("train", "val", "test") if (root / split).is_dir()}
     return {"train": root}
@@ -34,9 +32,7 @@ def split_dirs(root: Path) -> dict[str, Path]:
 def class_names(root: Path) -> list[str]:
     """The classes of an image folder: the sub-folders of its training part, sorted."""
     train = split_dirs(root)["train"]
-    classes = sorted(
-        entry.name for entry in train.iterdir() if entry.is_dir() and not entry.name.startswith(".")
-    )
+    classes = sorted(entry.name for entry in train.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if len(classes) < 2:
         raise ConfigError(
             f"{train} needs one sub-folder per class (at least 2), found {len(classes)}; "
@@ -96,9 +92,7 @@ def to_tensor(
                 )
             image = image.resize((width, height), Image.Resampling.BILINEAR)
         arrays.append(np.asarray(image, dtype=np.uint8).reshape(height, width, channels))
-    stacked = (
-        torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    )  # (N, H, W, C) -> (N, C, H, W)
+    stacked = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
     return stacked, torch.tensor(labels, dtype=torch.long)
 
 
@@ -115,8 +109,6 @@ def load_image_folder(root: Path, image_size: int | None) -> ImageSource:
             )
         images, labels = open_images(folder, classes)
         if not images:
-            raise ConfigError(
-                f"no readable images in {folder}; supported types: {', '.join(IMAGE_EXTENSIONS)}"
-            )
+            raise ConfigError(f"no readable images in {folder}; supported types: {', '.join(IMAGE_EXTENSIONS)}")
         splits[split] = to_tensor(images, labels, shape, image_size is not None, folder)
     return ImageSource(train=splits["train"], val=splits.get("val"), test=splits.get("test"), classes=classes)

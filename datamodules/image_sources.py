@@ -167,9 +167,5 @@ def load_digits() -> ImageSource:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    images = torch.from_numpy(np.rint(bunch.images * (255 / 16)).astype(np.uint8)).unsqueeze(
-        1
-    )  # (N, 1, 8, 8)
-    return ImageSource(
-        train=(images, torch.from_numpy(bunch.target).long()), classes=[str(d) for d in range(10)]
-    )
+    images = torch.from_numpy(np.rint(bunch.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)  # (N, 1, 8, 8)
+    return ImageSource(train=(images, torch.from_numpy(bunch.target).long()), classes=[str(d) for d in range(10)])

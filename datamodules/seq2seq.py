@@ -84,10 +84,14 @@ class Seq2SeqDataModule(SequenceDataModule):
         pairs = self.read()
         random.Random(hp["seed"]).shuffle(pairs)
         n_test, n_val = int(len(pairs) * hp["test_fraction"]), int(len(pairs) * hp["val_fraction"])
-        parts = {"test": pairs[:n_test], "val": pairs[n_test : n_test + n_val], "train": pairs[n_test + n_val :]}
+        parts = {
+            "test": pairs[:n_test],
+            "val": pairs[n_test : n_test + n_val],
+            "train": pairs[n_test + n_val :],
+        }
         if not all(parts.values()):
             raise ConfigError(f"{hp['source']} has too few pairs ({len(pairs)}) for train, val and test splits")
-        kind = "char" if hp["source"] in TASKS else hp["tokenizer"]
+        kind: TokenizerKind = "char" if hp["source"] in TASKS else hp["tokenizer"]
         self.tokenizer = train_tokenizer(kind, [text for pair in parts["train"] for text in pair], hp["vocab_size"])
         for name, part in parts.items():
             sources = [torch.tensor(self.tokenizer.encode(s), dtype=torch.long) for s, _ in part]

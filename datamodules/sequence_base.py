@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
+from datamodules.base import DataModule
 from datamodules.batches import IndexBatches, ShardedOrder
 from datamodules.tokenization import PAD_ID, Tokenizer
 from modules.task import check_range
@@ -18,7 +18,7 @@ def pad(sequences: list[torch.Tensor], value: int = PAD_ID) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(sequences, batch_first=True, padding_value=value)
 
 
-class SequenceDataModule(L.LightningDataModule):
+class SequenceDataModule(DataModule):
     """Subclasses implement `build()`, which fills `self.splits` (name -> examples) and `self.tokenizer`,
     and `fetch(split, indices)`, which turns examples into a batch. `build()` runs once, lazily, the
     first time the data or what it tells the model (vocabulary size, ...) is needed."""
@@ -61,15 +61,8 @@ class SequenceDataModule(L.LightningDataModule):
 
     def loader(self, split: str, batch_size: int, shuffle: bool) -> IndexBatches:
         self.ready()
-        trainer = self.trainer
         n = self.num_examples(split)
-        order = ShardedOrder(
-            n,
-            shuffle=shuffle,
-            seed=self.seed,
-            rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
-        )
+        order = ShardedOrder.for_trainer(self.trainer, n, shuffle=shuffle, seed=self.seed)
         return IndexBatches(
             lambda indices: self.fetch(split, indices),
             batch_size,
@@ -94,5 +87,6 @@ class SequenceDataModule(L.LightningDataModule):
     @property
     def vocab_size(self) -> int:
         tokenizer = self.ready().tokenizer
-        assert tokenizer is not None
+        if tokenizer is None:  # data without tokens (a time series): no vocabulary to link into the model
+            raise AttributeError(f"{type(self).__name__} has no vocabulary")
         return tokenizer.vocab_size

@@ -111,4 +111,5 @@ class TextClassificationDataModule(SequenceDataModule):
 
     @property
     def num_classes(self) -> int:
-        return len(self.ready().classes)
+        self.ready()
+        return len(self.classes)

@@ -58,7 +58,9 @@ def read_table(path: Path, columns: list[str]) -> Rows:
         try:
             rows = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as error:
-            raise ConfigError(f"{path} line {error.lineno}: not valid JSON ({error.msg}); one object per line") from None
+            raise ConfigError(
+                f"{path} line {error.lineno}: not valid JSON ({error.msg}); one object per line"
+            ) from None
     else:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
         rows = list(csv.DictReader(io.StringIO(text), delimiter=delimiter))

@@ -87,18 +87,21 @@ class TimeSeriesDataModule(SequenceDataModule):
         length = len(series)
         val_start = int(length * (1 - hp["val_fraction"] - hp["test_fraction"]))
         test_start = int(length * (1 - hp["test_fraction"]))
-        self.mean, self.std = series[:val_start].mean(0), series[:val_start].std(0) + 1e-8  # training part only
+        self.mean, self.std = (
+            series[:val_start].mean(0),
+            series[:val_start].std(0) + 1e-8,
+        )  # training part only
         normalised = torch.from_numpy((series - self.mean) / self.std).float()  # (T, F)
         window, horizon = hp["window"], hp["horizon"]
-        for name, (first, last) in {
-            "train": (window, val_start),
+        for name, (begin, end) in {
+            "train": (0, val_start),
             "val": (val_start, test_start),
             "test": (test_start, length),
         }.items():
-            targets_start = range(max(first, window), last - horizon + 1)  # first target index of each window
+            targets_start = range(max(begin, window), end - horizon + 1)  # first target index of each window
             if len(targets_start) == 0:
                 raise ConfigError(
-                    f"the {name} part of {source} ({last - first} steps) is too short for a window of {window} "
+                    f"the {name} part of {source} ({end - begin} steps) is too short for a window of {window} "
                     f"and a horizon of {horizon}; use a longer series or smaller --data.window/--data.horizon"
                 )
             starts = torch.tensor(targets_start)

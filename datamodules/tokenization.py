@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -62,7 +62,7 @@ class CharTokenizer:
 class SubwordTokenizer:
     """A Hugging Face `tokenizers.Tokenizer` behind the same small interface."""
 
-    def __init__(self, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.vocab_size = tokenizer.get_vocab_size()
 
@@ -90,13 +90,15 @@ def train_tokenizer(kind: TokenizerKind, texts: list[str], vocab_size: int = 800
         tokenizer = HFTokenizer(models.WordLevel(unk_token="<unk>"))
         tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
         tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), min_frequency=2)
+        trainer: Any = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), min_frequency=2)
     else:
         tokenizer = HFTokenizer(models.BPE(unk_token="<unk>"))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, special_tokens=list(SPECIALS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+            vocab_size=vocab_size,
+            special_tokens=list(SPECIALS),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         )
     tokenizer.train_from_iterator(texts, trainer)
     return SubwordTokenizer(tokenizer)

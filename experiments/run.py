@@ -32,7 +32,17 @@ from experiments.tracking import RunOptions, make_logger
 from modules.errors import ConfigError
 
 # What a datamodule tells a model (decision 2): linked wherever the chosen model takes the argument.
-DATA_TO_MODEL = ("image_shape", "num_classes")
+DATA_TO_MODEL = (
+    "image_shape",
+    "num_classes",
+    "vocab_size",
+    "pad_id",
+    "bos_id",
+    "eos_id",
+    "chars_per_token",
+    "num_features",
+    "horizon",
+)
 RUN_ID_ENV = "FIRSTLIGHT_RUN_ID"  # shared with the worker processes that DDP launches
 
 
@@ -76,9 +86,7 @@ def short_message(message: str) -> str:
     if given and "Got value:" not in text:
         text += f" (got {given[0]})"
     text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
-    return text.replace("Expected a typing.Literal", "Expected one of ").replace(
-        "Expected a int", "Expected an int"
-    )
+    return text.replace("Expected a typing.Literal", "Expected one of ").replace("Expected a int", "Expected an int")
 
 
 class FirstlightCLI(LightningCLI):
@@ -101,9 +109,7 @@ class FirstlightCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunOptions, "run")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True}
-        )
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
@@ -129,9 +135,7 @@ class FirstlightCLI(LightningCLI):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         if options.patience is not None:
             checkpoint = self.config.checkpoint
-            callbacks.append(
-                EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode)
-            )
+            callbacks.append(EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode))
         return super().instantiate_trainer(logger=logger or False, callbacks=callbacks, **kwargs)
 
 

@@ -43,28 +43,9 @@ class ClassificationTask(TaskModule):
         loss = self.loss_fn(logits, labels)
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), labels)
-        # Training loss per step (Lightning logs it every `log_every_n_steps`); evaluation loss per epoch,
-        # averaged over batches and reduced across processes. Metrics are computed once per epoch.
-        training = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=training,
-            on_epoch=not training,
-            batch_size=len(labels),
-            sync_dist=not training,
-        )
-        self.log_dict(metrics, on_step=False, on_epoch=True)
+        self.log_loss(stage, loss, len(labels))
+        self.log_dict(metrics, on_step=False, on_epoch=True)  # computed once per epoch
         return loss
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.regularized(self.shared_step(batch, "train"))
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.shared_step(batch, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.shared_step(batch, "test")
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs = batch[0] if isinstance(batch, list | tuple) else batch

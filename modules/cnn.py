@@ -11,16 +11,12 @@ from torch import nn
 from modules.errors import ConfigError
 
 
-def conv_stage(
-    in_channels: int, out_channels: int, kernel_size: int, pool: str, batch_norm: bool
-) -> nn.Sequential:
+def conv_stage(in_channels: int, out_channels: int, kernel_size: int, pool: str, batch_norm: bool) -> nn.Sequential:
     """Two same-padded convolutions, then a 2x2 pool: (B, in, H, W) -> (B, out, H // 2, W // 2)."""
     layers: list[nn.Module] = []
     for c_in in (in_channels, out_channels):
         # The bias is redundant when batch norm follows: its shift absorbs it.
-        layers.append(
-            nn.Conv2d(c_in, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm)
-        )
+        layers.append(nn.Conv2d(c_in, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm))
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_channels))
         layers.append(nn.ReLU(inplace=True))

@@ -64,9 +64,7 @@ def build_scheduler(
     if name == "none":
         return None
     if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps)
-        )
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total_steps, warmup_steps))
     if name == "onecycle":
         max_lrs = [group["lr"] for group in optimizer.param_groups]
         # OneCycle needs a warm-up phase: 30% is its own default when none is given.

@@ -30,6 +30,7 @@ class PositionalEncoding(nn.Module):
     def __init__(self, kind: PositionalKind, max_length: int, dim: int) -> None:
         super().__init__()
         self.max_length = max_length
+        self.table: torch.Tensor | None
         self.learned = nn.Embedding(max_length, dim) if kind == "learned" else None
         # Not saved in checkpoints: it is recomputed exactly from the formula.
         self.register_buffer("table", None if self.learned else sinusoidal_encoding(max_length, dim), persistent=False)
@@ -39,6 +40,6 @@ class PositionalEncoding(nn.Module):
         if offset + length > self.max_length:
             raise ValueError(f"sequence of {offset + length} positions exceeds max_length {self.max_length}")
         if self.learned is not None:
-            positions = torch.arange(offset, offset + length, device=x.device)
-            return x + self.learned(positions)
+            return x + self.learned(torch.arange(offset, offset + length, device=x.device))
+        assert self.table is not None
         return x + self.table[offset : offset + length].to(x.dtype)

@@ -6,7 +6,10 @@ import torch
 
 
 def sample_next(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """(B, vocab) logits -> (B,) token ids. temperature 0 is greedy; top_k keeps only the k likeliest."""
     if temperature <= 0:

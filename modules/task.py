@@ -23,9 +23,7 @@ from modules.optim import (
 )
 
 
-def check_range(
-    name: str, value: float, low: float, high: float = float("inf"), *, low_open: bool = False
-) -> None:
+def check_range(name: str, value: float, low: float, high: float = float("inf"), *, low_open: bool = False) -> None:
     """Reject a setting outside [low, high] (or (low, high]) with a message that names it."""
     below = value <= low if low_open else value < low
     if below or value > high:
@@ -82,6 +80,32 @@ class TaskModule(L.LightningModule):
         self.warmup_fraction = warmup_fraction
         self.l1 = l1
         self.l2 = l2
+
+    def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
+        """The loss of a batch at `stage` ("train", "val" or "test"), logging the stage's metrics."""
+        raise NotImplementedError
+
+    def log_loss(self, stage: str, loss: torch.Tensor, batch_size: int) -> None:
+        """Training loss per step (logged every `log_every_n_steps`); evaluation loss per epoch, averaged
+        over batches weighted by size and reduced across processes."""
+        training = stage == "train"
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=training,
+            on_epoch=not training,
+            batch_size=batch_size,
+            sync_dist=not training,
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.regularized(self.shared_step(batch, "train"))
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.shared_step(batch, "test")
 
     def regularized(self, loss: torch.Tensor) -> torch.Tensor:
         """The training objective: loss plus the L1/L2 penalties on weights."""

@@ -53,7 +53,12 @@ class Attention(nn.Module):
         if causal and mask is not None:
             mask = mask & causal_mask(T, x.device)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=causal and mask is None
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=causal and mask is None,
         )  # (B, H, T, hs)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
@@ -113,7 +118,9 @@ class TransformerStack(nn.Module):
         self.scale = math.sqrt(dim)
         self.positions = PositionalEncoding(positional, max_length, dim)
         self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, dropout, cross_attention) for _ in range(num_layers))
+        self.blocks = nn.ModuleList(
+            Block(dim, num_heads, mlp_ratio, dropout, cross_attention) for _ in range(num_layers)
+        )
         self.norm = nn.LayerNorm(dim)
 
     def forward(
@@ -153,7 +160,9 @@ class TransformerClassifierNet(nn.Module):
         super().__init__()
         self.pad_id = pad_id
         self.pooling = pooling
-        self.encoder = TransformerStack(vocab_size, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional)
+        self.encoder = TransformerStack(
+            vocab_size, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional
+        )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -183,7 +192,9 @@ class TransformerLMNet(nn.Module):
     ) -> None:
         super().__init__()
         self.max_length = max_length
-        self.decoder = TransformerStack(vocab_size, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional)
+        self.decoder = TransformerStack(
+            vocab_size, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional
+        )
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.head.weight = self.decoder.embedding.weight  # weight tying (Press & Wolf, 2017)
 

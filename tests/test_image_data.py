@@ -54,9 +54,7 @@ def test_split_off_is_disjoint_and_seeded() -> None:
     assert torch.equal(taken[1], again) and not torch.equal(taken[1], other)
 
 
-@pytest.mark.skipif(
-    not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (installed by CI)"
-)
+@pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist (installed by CI)")
 def test_fashion_mnist_from_the_debian_package(tmp_path: Path) -> None:
     source = load_mnist_like("fashion_mnist", str(tmp_path))  # an empty data_dir falls back to the package
     assert source.train[0].shape == (60000, 1, 28, 28) and source.test[0].shape == (10000, 1, 28, 28)
@@ -132,9 +130,7 @@ def write_images(folder: Path, colors: dict[str, int], count: int, size: tuple[i
 def test_image_folder_loads_labels_and_skips_corrupt_files(tmp_path: Path) -> None:
     write_images(tmp_path, {"cat": 10, "dog": 200}, count=10)
     (tmp_path / "dog" / "broken.png").write_bytes(b"not an image")
-    datamodule = ImageDataModule(
-        dataset="folder", data_dir=str(tmp_path), val_fraction=0.2, test_fraction=0.2
-    )
+    datamodule = ImageDataModule(dataset="folder", data_dir=str(tmp_path), val_fraction=0.2, test_fraction=0.2)
     assert datamodule.image_shape == (3, 5, 6) and datamodule.num_classes == 2
     with pytest.warns(UserWarning, match=r"skipping unreadable image .*broken\.png"):
         datamodule.setup()

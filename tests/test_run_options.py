@@ -35,10 +35,7 @@ def test_early_stopping_ends_training_after_patience_runs_out(in_tmp: Path) -> N
         "--run.logger",
         "csv",
     ]
-    assert (
-        main([*args, "--model.lr", "1e-5", "--checkpoint.monitor", "val/loss", "--checkpoint.mode", "min"])
-        == 0
-    )
+    assert main([*args, "--model.lr", "1e-5", "--checkpoint.monitor", "val/loss", "--checkpoint.mode", "min"]) == 0
     run_dir = only_run(in_tmp / "runs" / "cnn_digits")
     with (run_dir / "csv" / "metrics.csv").open() as file:
         epochs = {int(row["epoch"]) for row in csv.DictReader(file) if row.get("val/loss")}
@@ -64,9 +61,7 @@ def test_csv_logger_and_experiment_name(in_tmp: Path) -> None:
     assert not (run_dir / "wandb").exists()
 
 
-def test_no_logger_still_writes_summary_and_checkpoints(
-    in_tmp: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_no_logger_still_writes_summary_and_checkpoints(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = [
         "--config",
         "cnn_digits",

@@ -1,0 +1,96 @@
+"""Sequence-to-sequence: an encoder-decoder Transformer, teacher-forced in training, greedy in evaluation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from modules.positional import PositionalKind
+from modules.task import TaskModule, check_range
+from modules.transformer import TransformerSeq2SeqNet
+
+
+class TransformerSeq2Seq(TaskModule):
+    """Batches (source (B, S), target (B, T)) with target = <bos> ... <eos>, padded with pad_id.
+
+    The loss is teacher-forced cross-entropy; validation and test also decode greedily from the source
+    alone and report `exact_match` (the whole output, up to and including <eos>, is right) and
+    `token_acc` (share of target tokens right).
+
+    Args:
+        vocab_size: vocabulary size (shared by source and target); linked from the datamodule.
+        pad_id: padding id; linked from the datamodule.
+        bos_id: start-of-sequence id; linked from the datamodule.
+        eos_id: end-of-sequence id; linked from the datamodule.
+        dim: model width.
+        num_layers: encoder blocks and decoder blocks.
+        num_heads: attention heads (must divide dim).
+        mlp_ratio: width of each block's MLP, in multiples of dim.
+        dropout: dropout probability.
+        max_length: longest source or target, in tokens.
+        positional: "sinusoidal" (Vaswani et al.) or "learned".
+        label_smoothing: cross-entropy label smoothing.
+        **task_options: optimizer, schedule and penalty settings (see `TaskModule`).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 16,
+        pad_id: int = 0,
+        bos_id: int = 2,
+        eos_id: int = 3,
+        dim: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: int = 4,
+        dropout: float = 0.1,
+        max_length: int = 128,
+        positional: PositionalKind = "sinusoidal",
+        label_smoothing: float = 0.0,
+        **task_options: Any,
+    ) -> None:
+        super().__init__(**task_options)
+        check_range("dropout", dropout, 0.0, 0.999)
+        check_range("label_smoothing", label_smoothing, 0.0, 0.999)
+        self.save_hyperparameters(logger=False)
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.label_smoothing = label_smoothing
+        self.net = TransformerSeq2SeqNet(
+            vocab_size, pad_id, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional
+        )
+        # Means over the evaluation epoch, kept on the model's device.
+        self.val_exact_match, self.val_token_acc = MeanMetric(), MeanMetric()
+        self.test_exact_match, self.test_token_acc = MeanMetric(), MeanMetric()
+
+    def forward(self, source: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
+        return self.net(source, target_in)
+
+    def decode(self, source: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding: (B, S) -> (B, L) ids, <pad> after each <eos>."""
+        return self.net.greedy_decode(source, self.bos_id, self.eos_id, max_new_tokens)
+
+    def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        source, target = batch
+        expected = target[:, 1:]  # (B, T-1): what follows each decoder input position
+        logits = self(source, target[:, :-1])
+        loss = F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            expected.flatten(),
+            ignore_index=self.pad_id,
+            label_smoothing=self.label_smoothing,
+        )
+        self.log_loss(stage, loss, len(source))
+        if stage != "train":
+            decoded = self.decode(source, max_new_tokens=expected.shape[1])
+            decoded = F.pad(decoded, (0, expected.shape[1] - decoded.shape[1]), value=self.pad_id)
+            real = expected != self.pad_id
+            exact_match: MeanMetric = getattr(self, f"{stage}_exact_match")
+            token_acc: MeanMetric = getattr(self, f"{stage}_token_acc")
+            exact_match.update(((decoded == expected) | ~real).all(1).float())
+            token_acc.update(((decoded == expected) & real).sum() / real.sum(), real.sum())
+            self.log(f"{stage}/exact_match", exact_match, on_epoch=True)
+            self.log(f"{stage}/token_acc", token_acc, on_epoch=True)
+        return loss

@@ -1,0 +1,48 @@
+"""Every sequence preset runs end to end through the CLI (shortened) and reports its task's metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.run import main
+
+SHORT = [
+    "--trainer.max_steps=-1",
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.limit_test_batches=2",
+    "--trainer.val_check_interval=null",
+    "--run.logger=none",
+]
+
+PRESETS = {
+    "lstm_sentiment": ["test/acc", "test/f1", "val/acc", "test/loss"],
+    "transformer_sentiment": ["test/acc", "test/f1", "val/acc", "test/loss"],
+    "lstm_shakespeare": ["val/loss", "test/loss", "test/bpc", "val/bpc"],
+    "transformer_shakespeare": ["val/loss", "test/loss", "test/bpc", "val/bpc"],
+    "transformer_reverse": ["test/exact_match", "test/token_acc", "val/exact_match", "test/loss"],
+    "lstm_sunspots": ["test/mse", "test/mse_naive", "test/mae", "val/loss"],
+}
+
+
+@pytest.mark.parametrize(("preset", "metrics"), PRESETS.items(), ids=PRESETS.keys())
+def test_preset_runs_and_reports_its_metrics(preset: str, metrics: list[str], tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+    assert main(["--config", preset, *SHORT]) == 0
+    (run_dir,) = (tmp_path / "runs" / preset).iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for metric in metrics:
+        assert summary[metric] is not None and summary[metric] >= 0, metric
+    if "test/bpc" in summary:  # characters: bits per character are nats per token / ln 2
+        assert summary["test/bpc"] == pytest.approx(summary["test/loss"] / 0.6931471805599453, rel=1e-4)
+    tokenized = preset != "lstm_sunspots"
+    assert (run_dir / "tokenizer.json").is_file() == tokenized
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    if tokenized:
+        assert checkpoint["hyper_parameters"]["vocab_size"] > 4  # linked from the trained tokenizer
