@@ -5,7 +5,7 @@ PYTHON ?= python
 
 install:
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
-	sh experiments/install_data.sh
+	PYTHON=$(PYTHON) sh experiments/install_data.sh
 
 run: install
 	$(PYTHON) -m experiments.run

@@ -80,5 +80,8 @@ def fetch(artifact: Artifact) -> Path:
 
 
 if __name__ == "__main__":
-    for artifact in ARTIFACTS:
-        print(f"{fetch(artifact)}  (sha256 verified)")
+    try:
+        for artifact in ARTIFACTS:
+            print(f"{fetch(artifact)}  (sha256 verified)")
+    except ConfigError as error:
+        sys.exit(f"error: {error}")

@@ -198,3 +198,24 @@ def test_sampling_respects_temperature_and_top_k() -> None:
     assert set(top2.tolist()) == {2, 3}
     hot = sample_next(logits, temperature=100.0, generator=generator)
     assert set(hot.tolist()) == {0, 1, 2, 3}  # a high temperature flattens the distribution
+
+
+def test_generation_extends_the_prompt_and_greedy_follows_the_argmax() -> None:
+    from modules.language_model import RNNLanguageModel, TransformerLanguageModel
+
+    torch.manual_seed(0)
+    prompt = torch.randint(4, 20, (2, 5))
+    for model in (
+        TransformerLanguageModel(vocab_size=20, dim=32, num_layers=2, num_heads=4, max_length=16),
+        RNNLanguageModel(vocab_size=20, embed_dim=16, hidden_dim=24),
+    ):
+        model.eval()
+        greedy = model.generate(prompt, max_new_tokens=6, temperature=0)
+        assert greedy.shape == (2, 11) and torch.equal(greedy[:, :5], prompt)
+        # Each new token is the argmax given everything before it, recomputed from scratch (for the RNN
+        # this proves the carried state equals running the whole sequence again).
+        for t in range(5, 11):
+            assert torch.equal(greedy[:, t], model.logits(greedy[:, :t])[:, -1].argmax(-1))
+        assert torch.equal(model.generate(prompt, 6, temperature=1.0, top_k=1), greedy)
+        sampled = model.generate(prompt, 6, temperature=1.0, top_k=5)
+        assert sampled.shape == (2, 11) and sampled.max() < 20

@@ -162,7 +162,7 @@ def test_seq2seq_splits_are_disjoint_and_targets_framed(tmp_path: Path) -> None:
     datamodule.ready()
     sources = {name: {tuple(s.tolist()) for s in split[0]} for name, split in datamodule.splits.items()}
     assert sources["train"].isdisjoint(sources["test"]) and sources["train"].isdisjoint(sources["val"])
-    source, target = next(iter(datamodule.val_dataloader()))
+    _, target = next(iter(datamodule.val_dataloader()))
     assert (target[:, 0] == BOS_ID).all()
     assert ((target == EOS_ID).sum(1) == 1).all()
     tsv = write(tmp_path / "pairs.tsv", "source\ttarget\n" + "".join(f"hello {i}\tbonjour {i}\n" for i in range(40)))
