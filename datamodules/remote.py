@@ -58,7 +58,7 @@ def fetch(artifact: Artifact) -> Path:
         return target
     if os.environ.get("FIRSTLIGHT_OFFLINE"):
         raise ConfigError(
-            f"{artifact.filename} is not in {target.parent} and FIRSTLIGHT_OFFLINE forbids fetching it; "
+            f"{artifact.filename} is missing or corrupt in {target.parent} and FIRSTLIGHT_OFFLINE forbids fetching it; "
             "run `python -m datamodules.remote` with access to PyPI first"
         )
     target.parent.mkdir(parents=True, exist_ok=True)

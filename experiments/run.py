@@ -53,9 +53,8 @@ class QuietLightning(logging.Filter):
         return not record.getMessage().startswith(("💡 Tip", "Seed set to"))
 
 
-for _name in ("lightning.pytorch", "lightning.fabric"):
-    for _handler in logging.getLogger(_name).handlers:
-        _handler.addFilter(QuietLightning())
+for _name in ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(QuietLightning())
 
 
 class ConciseParser(LightningArgumentParser):
