@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.epoch_log import EpochLog
+from callbacks.provenance import Provenance
 from experiments.presets import expand_configs
 from experiments.rundir import create_run_dir, new_run_id, write_atomic, write_summary
 from experiments.tracking import RunOptions, make_logger
@@ -91,6 +92,7 @@ def short_message(message: str) -> str:
 class FirstlightCLI(LightningCLI):
     def __init__(self, args: list[str], preset: str) -> None:
         self.preset = preset
+        self.default_name = derived_name(preset, args)
         super().__init__(
             L.LightningModule,
             L.LightningDataModule,
@@ -127,15 +129,31 @@ class FirstlightCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         options = RunOptions(**self.config.run)
+        options.name = options.name or self.default_name
         logger = make_logger(options, self.experiment, self.run_id, self.run_dir)
         callbacks = list(self.config_init.trainer.get("callbacks") or [])
-        callbacks.append(EpochLog())
+        callbacks += [EpochLog(), Provenance(str(self.run_dir))]
         if logger is not None:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         if options.patience is not None:
             checkpoint = self.config.checkpoint
             callbacks.append(EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode))
         return super().instantiate_trainer(logger=logger or False, callbacks=callbacks, **kwargs)
+
+
+def derived_name(preset: str, args: list[str]) -> str:
+    """A run name from the preset and the arguments given beside it: "cnn_digits lr=0.01 max_epochs=5"."""
+    parts = [preset]
+    items = iter(args)
+    for arg in items:
+        if not arg.startswith("--"):
+            continue
+        key, has_value, value = arg[2:].partition("=")
+        if not has_value:
+            value = next(items, "")
+        if key != "config" and not key.startswith("run.") and key not in ("print_config", "help"):
+            parts.append(f"{key.split('.')[-1]}={value}")
+    return " ".join(parts)
 
 
 def nested_config(cli: FirstlightCLI) -> dict[str, Any]:
@@ -182,7 +200,7 @@ def train_and_test(cli: FirstlightCLI) -> int:
         best_score = getattr(checkpoint, "best_model_score", None)
         if best_score is not None:
             metrics[f"{checkpoint.monitor}_best"] = float(best_score)  # type: ignore[union-attr]
-        write_summary(
+        summary = write_summary(
             cli.run_dir,
             metrics | test_metrics,
             run_id=cli.run_id,
@@ -190,7 +208,7 @@ def train_and_test(cli: FirstlightCLI) -> int:
             best_checkpoint=best_path,
             wall_time_s=round(time.perf_counter() - started, 2),
         )
-        finish_tracking(trainer)
+        finish_tracking(trainer, summary)
         print_results(test_metrics, best_path, cli.run_dir)
     return 0
 
@@ -202,12 +220,15 @@ def discard_unused_run(trainer: L.Trainer, run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def finish_tracking(trainer: L.Trainer) -> None:
-    """Close the W&B run so its files are complete (offline runs can then be synced or inspected)."""
+def finish_tracking(trainer: L.Trainer, summary: dict[str, Any] | None = None) -> None:
+    """Put the final metrics (best validation value, test metrics) in the W&B summary and close the run,
+    so its files are complete (offline runs can then be synced or inspected)."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            if summary:
+                logger.experiment.summary.update(summary)
             logger.experiment.finish()
 
 

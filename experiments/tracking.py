@@ -20,7 +20,7 @@ class RunOptions:
         root: directory that holds all experiments' runs.
         logger: "wandb" (offline unless W&B is configured online; WANDB_MODE is respected), "csv" or "none".
         project: W&B project.
-        name: W&B run name. Default: the run id.
+        name: W&B run name. Default: the preset and the arguments given beside it ("cnn_digits lr=0.01").
         group: W&B group. Default: the experiment name.
         tags: W&B tags.
         test: after training, test the best checkpoint.
@@ -63,7 +63,7 @@ def make_logger(options: RunOptions, experiment: str, run_id: str, run_dir: Path
     return WandbLogger(
         save_dir=str(run_dir),
         project=options.project,
-        name=options.name or run_id,
+        name=options.name or experiment,
         group=options.group or experiment,
         tags=list(dict.fromkeys(options.tags)),  # unique, order kept
         id=run_id,

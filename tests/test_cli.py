@@ -110,6 +110,8 @@ def test_wandb_run_holds_nested_config_and_metrics_at_their_steps(digits_run: An
     wandb = wandb_summary(run_dir)
     assert wandb["state"] == "finished" and wandb["run_id"] == summary["run_id"]
     assert wandb["tags"] == ["ci", "digits"]  # repeated tags are given once
+    assert wandb["name"] == "cnn_digits"  # the preset, with no other arguments than run options
+    assert wandb["summary"]["val/acc_best"] == pytest.approx(summary["val/acc_best"])
     config = wandb["config"]
     assert config["model"]["init_args"]["lr"] == 0.003
     assert config["data"]["init_args"]["dataset"] == "digits"
@@ -125,6 +127,13 @@ def test_wandb_run_holds_nested_config_and_metrics_at_their_steps(digits_run: An
     assert train_steps and all(step % 5 == 4 for step in train_steps)  # log_every_n_steps: 5
     (test,) = [item for item in history if "test/acc" in item]
     assert test["test/acc"] == pytest.approx(summary["test/acc"])
+
+
+def test_run_names_show_what_differs_from_the_preset() -> None:
+    from experiments.run import derived_name
+
+    args = ["--config", "x.yaml", "--model.init_args.lr", "0.01", "--trainer.max_epochs=5", "--run.tags", "[a]"]
+    assert derived_name("cnn_digits", args) == "cnn_digits lr=0.01 max_epochs=5"
 
 
 def test_print_config_shows_overrides_and_writes_nothing(tmp_path: Path) -> None:
@@ -163,3 +172,21 @@ def test_help_lists_model_data_trainer_and_run_options(tmp_path: Path) -> None:
         "--run.tags",
     ):
         assert option in result.stdout
+
+
+def test_provenance_is_saved_and_logged_as_an_artifact(digits_run: Any) -> None:
+    _, run_dir = digits_run
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert provenance["code"]["commit"] == head
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout)
+    assert provenance["code"]["dirty"] == dirty
+    assert (run_dir / "code.diff").is_file() == bool(
+        subprocess.run(["git", "diff", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    )
+    assert provenance["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
+    records = wandb_records(run_dir)
+    (artifact,) = [r["artifact"] for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "provenance"]
+    files = {entry["path"] for entry in artifact["manifest"]["contents"]}
+    assert {"provenance.json", "config.yaml"} <= files
+    assert wandb_summary(run_dir)["config"]["code"]["commit"] == head
