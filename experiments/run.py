@@ -27,6 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.epoch_log import EpochLog
 from callbacks.provenance import Provenance
+from experiments.history import HistoryLogger
 from experiments.presets import expand_configs
 from experiments.rundir import create_run_dir, new_run_id, write_atomic, write_summary
 from experiments.tracking import RunOptions, make_logger
@@ -132,13 +133,12 @@ class FirstlightCLI(LightningCLI):
         options.name = options.name or self.default_name
         logger = make_logger(options, self.experiment, self.run_id, self.run_dir)
         callbacks = list(self.config_init.trainer.get("callbacks") or [])
-        callbacks += [EpochLog(), Provenance(str(self.run_dir))]
-        if logger is not None:
-            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        callbacks += [EpochLog(), Provenance(str(self.run_dir)), LearningRateMonitor(logging_interval="step")]
         if options.patience is not None:
             checkpoint = self.config.checkpoint
             callbacks.append(EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode))
-        return super().instantiate_trainer(logger=logger or False, callbacks=callbacks, **kwargs)
+        loggers = [HistoryLogger(str(self.run_dir)), *([logger] if logger is not None else [])]
+        return super().instantiate_trainer(logger=loggers, callbacks=callbacks, **kwargs)
 
 
 def derived_name(preset: str, args: list[str]) -> str:
@@ -178,8 +178,8 @@ def train_and_test(cli: FirstlightCLI) -> int:
     if trainer.is_global_zero:
         create_run_dir(cli.run_dir)
         write_atomic(cli.run_dir / "config.yaml", cli.config_yaml)
-        if trainer.logger is not None:
-            trainer.logger.log_hyperparams(nested_config(cli))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(nested_config(cli))
     try:
         trainer.fit(model, datamodule=datamodule)
     except Exception as error:

@@ -1,0 +1,46 @@
+"""history.jsonl: every logged metric with its step, in the run directory, whatever the tracker.
+
+`python -m experiments.compare` reads it, so runs can be compared offline even with W&B disabled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class HistoryLogger(Logger):
+    """Appends one JSON object per logging call: {"step": 99, "val/acc": 0.91, ...}."""
+
+    def __init__(self, run_dir: str) -> None:
+        super().__init__()
+        self.path = Path(run_dir) / "history.jsonl"
+
+    @property
+    def name(self) -> str:
+        return "history"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # config.yaml holds them
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        record = {"step": step, **{name: float(value) for name, value in metrics.items()}}
+        with self.path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "history.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
