@@ -58,7 +58,7 @@ class QuietLightning(logging.Filter):
 for _name in ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(QuietLightning())
 # Lightning 2.6 calls a torch API that torch 2.14 deprecates, on every test run; nothing for users to do.
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 class ConciseParser(LightningArgumentParser):

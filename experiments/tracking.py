@@ -69,4 +69,5 @@ def make_logger(options: RunOptions, experiment: str, run_id: str, run_dir: Path
         id=run_id,
         job_type="train",
         mode=wandb_mode(),
+        log_model=True,  # checkpoints become model artifacts ("best", "latest") at the end of training
     )

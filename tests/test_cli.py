@@ -190,3 +190,15 @@ def test_provenance_is_saved_and_logged_as_an_artifact(digits_run: Any) -> None:
     files = {entry["path"] for entry in artifact["manifest"]["contents"]}
     assert {"provenance.json", "config.yaml"} <= files
     assert wandb_summary(run_dir)["config"]["code"]["commit"] == head
+
+
+def test_checkpoints_are_model_artifacts_with_best_and_latest_aliases(digits_run: Any) -> None:
+    _, run_dir = digits_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    models = [
+        r["artifact"] for r in wandb_records(run_dir) if r["type"] == "artifact" and r["artifact"]["type"] == "model"
+    ]
+    by_file = {json.loads(a["metadata"])["original_filename"]: a for a in models}
+    best = by_file[Path(summary["best_checkpoint"]).name]
+    assert "best" in best["aliases"]
+    assert "latest" in models[-1]["aliases"] and json.loads(models[-1]["metadata"])["original_filename"] == "last.ckpt"

@@ -1,0 +1,25 @@
+"""Two real DDP processes on the CPU: one run directory, one W&B run, each rank on half of the data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import run_cli, wandb_records, wandb_summary
+
+
+@pytest.mark.slow
+def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    result = run_cli("--config", "cnn_digits", "--trainer.max_epochs", "2", *ddp, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()  # both ranks share one run directory
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # and one W&B run, made by rank 0
+    assert wandb_summary(run_dir)["state"] == "finished"
+    # 1,294 training digits, 647 per rank, 10 full batches of 64 per rank and epoch: the ranks split the data.
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    assert [item["trainer/global_step"] for item in history if "val/acc" in item] == [9, 19]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test/acc"] > 0.8
