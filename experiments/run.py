@@ -27,6 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.epoch_log import EpochLog
 from callbacks.provenance import Provenance
+from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.history import HistoryLogger
 from experiments.presets import expand_configs
 from experiments.rundir import create_run_dir, new_run_id, write_atomic, write_summary
@@ -113,6 +114,8 @@ class FirstlightCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunOptions, "run")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(PredictionSamples, "samples")  # W&B media: no-ops without W&B
+        parser.add_lightning_class_args(ConfusionMatrix, "confusion")
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
@@ -135,7 +138,11 @@ class FirstlightCLI(LightningCLI):
         options.name = options.name or self.default_name
         logger = make_logger(options, self.experiment, self.run_id, self.run_dir)
         callbacks = list(self.config_init.trainer.get("callbacks") or [])
-        callbacks += [EpochLog(), Provenance(str(self.run_dir)), LearningRateMonitor(logging_interval="step")]
+        callbacks += [
+            EpochLog(),
+            Provenance(str(self.run_dir)),
+            LearningRateMonitor(logging_interval="step"),
+        ]
         if options.patience is not None:
             checkpoint = self.config.checkpoint
             callbacks.append(EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode))

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from modules.task import TaskModule, check_range
 
@@ -36,6 +36,7 @@ class ClassificationTask(TaskModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)  # read by the ConfusionMatrix callback
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, labels = batch
@@ -43,9 +44,33 @@ class ClassificationTask(TaskModule):
         loss = self.loss_fn(logits, labels)
         metrics: MetricCollection = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), labels)
+        if stage == "val":
+            self.val_confusion.update(logits.detach(), labels)
         self.log_loss(stage, loss, len(labels))
         self.log_dict(metrics, on_step=False, on_epoch=True)  # computed once per epoch
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_confusion.reset()
+
+    def sample_rows(self, batch: tuple[torch.Tensor, torch.Tensor], datamodule: Any) -> tuple[list[str], list[list]]:
+        """Rows for a W&B table: the input (an image, or the decoded text), true and predicted class, confidence."""
+        import wandb
+
+        inputs, labels = batch
+        probabilities = self(inputs).float().softmax(-1)
+        confidence, predicted = probabilities.max(-1)
+        names = getattr(datamodule, "classes", None) or [str(i) for i in range(probabilities.shape[-1])]
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        rows = []
+        for x, label, guess, p in zip(inputs, labels.tolist(), predicted.tolist(), confidence.tolist(), strict=True):
+            if x.ndim == 3:  # (C, H, W), normalised: stretch to 0-255 for display
+                pixels = (x - x.min()) / (x.max() - x.min() + 1e-8) * 255
+                shown: Any = wandb.Image(pixels.byte().permute(1, 2, 0).squeeze(-1).cpu().numpy())
+            else:
+                shown = tokenizer.decode([i for i in x.tolist() if i > 3]) if tokenizer else str(x.tolist())
+            rows.append([shown, names[label], names[guess], round(p, 4)])
+        return ["input", "true", "predicted", "confidence"], rows
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs = batch[0] if isinstance(batch, list | tuple) else batch

@@ -35,6 +35,20 @@ class LanguageModelTask(TaskModule):
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def generate(
+        self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_rows(self, batch: tuple[torch.Tensor, torch.Tensor], datamodule: Any) -> tuple[list[str], list[list]]:
+        """Rows for a W&B table: a prompt from the validation text and what the model writes after it
+        (200 tokens, temperature 0.8, top-k 20)."""
+        prompts = batch[0][:4, :32]
+        generated = self.generate(prompts, max_new_tokens=200, temperature=0.8, top_k=20)
+        decode = datamodule.tokenizer.decode
+        rows = [[decode(p.tolist()), decode(g[p.shape[0] :].tolist())] for p, g in zip(prompts, generated, strict=True)]
+        return ["prompt", "generated"], rows
+
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, targets = batch
         logits = self.logits(inputs)  # (B, T, vocab)

@@ -72,6 +72,18 @@ class TransformerSeq2Seq(TaskModule):
         """Greedy decoding: (B, S) -> (B, L) ids, <pad> after each <eos>."""
         return self.net.greedy_decode(source, self.bos_id, self.eos_id, max_new_tokens)
 
+    def sample_rows(self, batch: tuple[torch.Tensor, torch.Tensor], datamodule: Any) -> tuple[list[str], list[list]]:
+        """Rows for a W&B table: source, target and the greedy output, decoded, and whether they match."""
+        source, target = batch
+        output = self.decode(source, max_new_tokens=target.shape[1])
+        tokenizer = datamodule.tokenizer
+
+        def text(ids: torch.Tensor) -> str:
+            return tokenizer.decode([i for i in ids.tolist() if i not in (self.pad_id, self.bos_id, self.eos_id)])
+
+        rows = [[text(s), text(t), text(o), text(t) == text(o)] for s, t, o in zip(source, target, output, strict=True)]
+        return ["source", "target", "output", "correct"], rows
+
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         source, target = batch
         expected = target[:, 1:]  # (B, T-1): what follows each decoder input position

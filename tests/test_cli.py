@@ -202,3 +202,27 @@ def test_checkpoints_are_model_artifacts_with_best_and_latest_aliases(digits_run
     best = by_file[Path(summary["best_checkpoint"]).name]
     assert "best" in best["aliases"]
     assert "latest" in models[-1]["aliases"] and json.loads(models[-1]["metadata"])["original_filename"] == "last.ckpt"
+
+
+def logged_tables(run_dir: Path, key: str) -> list[dict[str, Any]]:
+    """The W&B tables logged under `key`, read from the offline run's media files, in step order."""
+    (files,) = (run_dir / "wandb").glob("offline-run-*/files")
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    paths = [item[f"{key}.path"] for item in history if f"{key}.path" in item]
+    return [json.loads((files / path).read_text()) for path in paths]
+
+
+def test_sample_predictions_and_confusion_matrix_are_logged(digits_run: Any) -> None:
+    _, run_dir = digits_run
+    samples = logged_tables(run_dir, "val/samples")
+    assert len(samples) == 20  # one per validation epoch
+    assert samples[-1]["columns"] == ["input", "true", "predicted", "confidence"] and len(samples[-1]["data"]) == 8
+    assert all(0 < row[3] <= 1 for row in samples[-1]["data"])
+    (files,) = (run_dir / "wandb").glob("offline-run-*/files")
+    assert len(list(files.glob("media/images/val/sample_images_*.png"))) == 20 * 8
+    confusion = logged_tables(run_dir, "val/confusion_matrix_table")
+    assert len(confusion) == 20 and confusion[-1]["columns"] == ["Actual", "Predicted", "nPredictions"]
+    assert sum(row[2] for row in confusion[-1]["data"]) == 144  # every validation digit counted once
+    correct = sum(row[2] for row in confusion[-1]["data"] if row[0] == row[1])
+    summary = wandb_summary(run_dir)["summary"]
+    assert correct / 144 == pytest.approx(summary["val/acc"], abs=1e-6)

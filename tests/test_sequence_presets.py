@@ -46,3 +46,26 @@ def test_preset_runs_and_reports_its_metrics(preset: str, metrics: list[str], tm
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     if tokenized:
         assert checkpoint["hyper_parameters"]["vocab_size"] > 4  # linked from the trained tokenizer
+
+
+@pytest.mark.parametrize(
+    ("preset", "columns"),
+    [
+        ("transformer_sentiment", ["input", "true", "predicted", "confidence"]),
+        ("lstm_shakespeare", ["prompt", "generated"]),
+        ("transformer_reverse", ["source", "target", "output", "correct"]),
+    ],
+)
+def test_sample_tables_of_sequence_tasks(preset: str, columns: list[str], tmp_path: Path, monkeypatch) -> None:
+    from tests.test_cli import logged_tables
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+    assert main(["--config", preset, *SHORT, "--run.logger=wandb", "--samples.num_samples=4"]) == 0
+    (run_dir,) = (tmp_path / "runs" / preset).iterdir()
+    (table,) = logged_tables(run_dir, "val/samples")
+    assert table["columns"] == columns and 1 <= len(table["data"]) <= 4
+    assert all(isinstance(row[0], str) and row[0] for row in table["data"])  # decoded text, not ids
+    if preset == "lstm_shakespeare":
+        # 200 generated tokens; an untrained model may emit special tokens, which decode to nothing
+        assert all(0 < len(row[1]) <= 200 for row in table["data"])
