@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.epoch_log import EpochLog
+from callbacks.norms import ParameterNorms
 from callbacks.provenance import Provenance
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.history import HistoryLogger
@@ -116,6 +117,7 @@ class FirstlightCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(PredictionSamples, "samples")  # W&B media: no-ops without W&B
         parser.add_lightning_class_args(ConfusionMatrix, "confusion")
+        parser.add_lightning_class_args(ParameterNorms, "norms")
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")

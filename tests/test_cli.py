@@ -53,7 +53,9 @@ def wandb_summary(run_dir: Path) -> dict[str, Any]:
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """The digits preset through the real command line, W&B offline, with a repeated tag."""
     cwd = tmp_path_factory.mktemp("digits")
-    result = run_cli("--config", "cnn_digits", "--run.tags", "[ci, digits, ci]", cwd=cwd)
+    result = run_cli(
+        "--config", "cnn_digits", "--run.tags", "[ci, digits, ci]", "--norms.histogram_every_n_steps", "200", cwd=cwd
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (cwd / "runs" / "cnn_digits").iterdir()
     return result, run_dir
@@ -110,7 +112,7 @@ def test_wandb_run_holds_nested_config_and_metrics_at_their_steps(digits_run: An
     wandb = wandb_summary(run_dir)
     assert wandb["state"] == "finished" and wandb["run_id"] == summary["run_id"]
     assert wandb["tags"] == ["ci", "digits"]  # repeated tags are given once
-    assert wandb["name"] == "cnn_digits"  # the preset, with no other arguments than run options
+    assert wandb["name"] == "cnn_digits histogram_every_n_steps=200"  # the preset and what was set beside it
     assert wandb["summary"]["val/acc_best"] == pytest.approx(summary["val/acc_best"])
     config = wandb["config"]
     assert config["model"]["init_args"]["lr"] == 0.003
@@ -226,3 +228,18 @@ def test_sample_predictions_and_confusion_matrix_are_logged(digits_run: Any) -> 
     correct = sum(row[2] for row in confusion[-1]["data"] if row[0] == row[1])
     summary = wandb_summary(run_dir)["summary"]
     assert correct / 144 == pytest.approx(summary["val/acc"], abs=1e-6)
+
+
+def test_parameter_norms_and_histograms_are_logged(digits_run: Any) -> None:
+    _, run_dir = digits_run
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    norms = [item for item in history if "grad_norm/total" in item]
+    assert [item["trainer/global_step"] for item in norms] == list(range(49, 400, 50))  # 400 steps, every 50
+    layers = [key for key in norms[0] if key.startswith("grad_norm/net.")]
+    # Every trainable parameter: 4 convolutions (no bias before batch norm), 4 batch norms, 2 linear layers.
+    assert "grad_norm/net.classifier.5.weight" in layers and len(layers) == 4 + 4 * 2 + 2 * 2
+    total = sum(norms[0][key] ** 2 for key in layers) ** 0.5
+    assert norms[0]["grad_norm/total"] == pytest.approx(total, rel=1e-6) and total > 0
+    histograms = [item for item in history if "weights/net.classifier.5.weight._type" in item]
+    assert [item["trainer/global_step"] for item in histograms] == [199, 399]
+    assert histograms[0]["weights/net.classifier.5.weight._type"] == "histogram"
