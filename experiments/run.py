@@ -28,6 +28,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from callbacks.epoch_log import EpochLog
 from callbacks.norms import ParameterNorms
 from callbacks.provenance import Provenance
+from callbacks.throughput import Throughput
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.history import HistoryLogger
 from experiments.presets import expand_configs
@@ -118,6 +119,7 @@ class FirstlightCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionSamples, "samples")  # W&B media: no-ops without W&B
         parser.add_lightning_class_args(ConfusionMatrix, "confusion")
         parser.add_lightning_class_args(ParameterNorms, "norms")
+        parser.add_lightning_class_args(Throughput, "throughput")
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")

@@ -243,3 +243,20 @@ def test_parameter_norms_and_histograms_are_logged(digits_run: Any) -> None:
     histograms = [item for item in history if "weights/net.classifier.5.weight._type" in item]
     assert [item["trainer/global_step"] for item in histograms] == [199, 399]
     assert histograms[0]["weights/net.classifier.5.weight._type"] == "histogram"
+
+
+def test_throughput_is_logged_per_interval(digits_run: Any) -> None:
+    _, run_dir = digits_run
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    rates = [item for item in history if "throughput/samples_per_s" in item]
+    assert rates and all(item["throughput/samples_per_s"] > 100 for item in rates)  # 64-digit batches, ms each
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # No interval is faster than the whole run's average allows by orders of magnitude.
+    assert max(item["throughput/samples_per_s"] for item in rates) < 1294 * 20 / summary["wall_time_s"] * 50
+
+
+def test_tokens_are_counted_without_padding() -> None:
+    from callbacks.throughput import count_tokens
+
+    assert int(count_tokens(torch.tensor([[5, 6, 0], [7, 0, 0]]))) == 3
+    assert count_tokens(torch.zeros(2, 1, 8, 8)) == 0  # images have no tokens
