@@ -25,6 +25,7 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from callbacks.attention import AttentionMaps
 from callbacks.epoch_log import EpochLog
 from callbacks.norms import ParameterNorms
 from callbacks.provenance import Provenance
@@ -120,6 +121,7 @@ class FirstlightCLI(LightningCLI):
         parser.add_lightning_class_args(ConfusionMatrix, "confusion")
         parser.add_lightning_class_args(ParameterNorms, "norms")
         parser.add_lightning_class_args(Throughput, "throughput")
+        parser.add_lightning_class_args(AttentionMaps, "attention")
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")

@@ -68,6 +68,10 @@ class TransformerSeq2Seq(TaskModule):
     def forward(self, source: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
         return self.net(source, target_in)
 
+    def model_inputs(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        source, target = batch
+        return source, target[:, :-1]  # teacher forcing: the decoder reads the target shifted right
+
     def decode(self, source: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         """Greedy decoding: (B, S) -> (B, L) ids, <pad> after each <eos>."""
         return self.net.greedy_decode(source, self.bos_id, self.eos_id, max_new_tokens)

@@ -98,6 +98,10 @@ class TaskModule(L.LightningModule):
             sync_dist=not training,
         )
 
+    def model_inputs(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        """The arguments of `forward` for a batch: its inputs, without the targets."""
+        return (batch[0],)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.regularized(self.shared_step(batch, "train"))
 

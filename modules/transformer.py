@@ -38,6 +38,28 @@ class Attention(nn.Module):
         self.key_value = nn.Linear(dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
+    @torch.no_grad()
+    def weights(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """The attention probabilities that `forward` applies, (B, H, T, S), written out for inspection
+        (the fused kernel never materialises them)."""
+        context = x if context is None else context
+        B, T, D = x.shape
+        S, H = context.shape[1], self.num_heads
+        q = self.query(x).view(B, T, H, D // H).transpose(1, 2)
+        k = self.key_value(context).view(B, S, 2, H, D // H)[:, :, 0].transpose(1, 2)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(D // H)  # (B, H, T, S)
+        if causal:
+            scores = scores.masked_fill(~causal_mask(T, x.device), float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.softmax(-1)
+
     def forward(
         self,
         x: torch.Tensor,

@@ -219,3 +219,18 @@ def test_generation_extends_the_prompt_and_greedy_follows_the_argmax() -> None:
         assert torch.equal(model.generate(prompt, 6, temperature=1.0, top_k=1), greedy)
         sampled = model.generate(prompt, 6, temperature=1.0, top_k=5)
         assert sampled.shape == (2, 11) and sampled.max() < 20
+
+
+def test_attention_weights_are_what_forward_applies() -> None:
+    from modules.transformer import Attention
+
+    torch.manual_seed(0)
+    attention = Attention(dim=16, num_heads=4, dropout=0.0).eval()
+    x = torch.randn(2, 5, 16)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)[:, None, None, :]
+    weights = attention.weights(x, mask=mask, causal=True)  # (B, H, T, S)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 4, 5))
+    assert (weights[0, :, :, 3:] == 0).all() and (weights.triu(1) == 0).all()  # padding, future: no weight
+    values = attention.key_value(x).view(2, 5, 2, 4, 4)[:, :, 1].transpose(1, 2)  # (B, H, S, hs)
+    by_hand = attention.out((weights @ values).transpose(1, 2).reshape(2, 5, 16))
+    assert torch.allclose(by_hand, attention(x, mask=mask, causal=True), atol=1e-5)

@@ -69,3 +69,22 @@ def test_sample_tables_of_sequence_tasks(preset: str, columns: list[str], tmp_pa
     if preset == "lstm_shakespeare":
         # 200 generated tokens; an untrained model may emit special tokens, which decode to nothing
         assert all(0 < len(row[1]) <= 200 for row in table["data"])
+
+
+@pytest.mark.parametrize(("preset", "layers"), [("transformer_sentiment", 2), ("transformer_reverse", 2 + 2 * 2)])
+def test_attention_maps_are_logged_per_layer(preset: str, layers: int, tmp_path: Path, monkeypatch) -> None:
+    from PIL import Image
+
+    from tests.test_cli import wandb_records
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+    assert main(["--config", preset, *SHORT, "--run.logger=wandb", "--attention.every_n_epochs=1"]) == 0
+    (run_dir,) = (tmp_path / "runs" / preset).iterdir()
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    (logged,) = [item for item in history if any(key.startswith("attention/") for key in item)]
+    paths = [value for key, value in logged.items() if key.startswith("attention/") and key.endswith(".path")]
+    assert len(paths) == layers  # encoder self-attention; decoder self- and cross-attention
+    (files,) = (run_dir / "wandb").glob("offline-run-*/files")
+    with Image.open(files / paths[0]) as image:
+        assert image.width > 4 * image.height / 2  # four heads side by side
