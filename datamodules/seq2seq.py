@@ -99,9 +99,6 @@ class Seq2SeqDataModule(SequenceDataModule):
             self.splits[name] = (sources, targets)
             self.lengths[name] = torch.tensor([len(s) for s in sources])
 
-    def num_examples(self, split: str) -> int:
-        return len(self.splits[split][0])
-
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sources, targets = self.splits[split]
         chosen = indices.tolist()

@@ -40,7 +40,9 @@ class SequenceDataModule(DataModule):
         raise NotImplementedError
 
     def num_examples(self, split: str) -> int:
-        return len(self.splits[split])
+        """A split is a tensor of examples, or a tuple whose first item holds one entry per example."""
+        examples = self.splits[split]
+        return len(examples[0] if isinstance(examples, tuple) else examples)
 
     def ready(self) -> SequenceDataModule:
         if not self.splits:

@@ -102,9 +102,6 @@ class TextClassificationDataModule(SequenceDataModule):
             self.splits[name] = (tokens, torch.tensor([label_ids[labels[i]] for i in members]))
             self.lengths[name] = torch.tensor([len(t) for t in tokens])
 
-    def num_examples(self, split: str) -> int:
-        return len(self.splits[split][1])
-
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, labels = self.splits[split]
         return pad([tokens[i] for i in indices.tolist()]), labels[indices]

@@ -109,9 +109,6 @@ class TimeSeriesDataModule(SequenceDataModule):
             targets = normalised[starts[:, None] + torch.arange(horizon)]  # (N, horizon, F)
             self.splits[name] = (inputs, targets)
 
-    def num_examples(self, split: str) -> int:
-        return len(self.splits[split][0])
-
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = self.splits[split]
         return inputs[indices], targets[indices]

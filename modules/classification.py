@@ -68,7 +68,7 @@ class ClassificationTask(TaskModule):
                 pixels = (x - x.min()) / (x.max() - x.min() + 1e-8) * 255
                 shown: Any = wandb.Image(pixels.byte().permute(1, 2, 0).squeeze(-1).cpu().numpy())
             else:
-                shown = tokenizer.decode([i for i in x.tolist() if i > 3]) if tokenizer else str(x.tolist())
+                shown = tokenizer.decode(x.tolist()) if tokenizer else str(x.tolist())  # specials decode to nothing
             rows.append([shown, names[label], names[guess], round(p, 4)])
         return ["input", "true", "predicted", "confidence"], rows
 

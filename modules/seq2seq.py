@@ -80,10 +80,9 @@ class TransformerSeq2Seq(TaskModule):
         """Rows for a W&B table: source, target and the greedy output, decoded, and whether they match."""
         source, target = batch
         output = self.decode(source, max_new_tokens=target.shape[1])
-        tokenizer = datamodule.tokenizer
 
         def text(ids: torch.Tensor) -> str:
-            return tokenizer.decode([i for i in ids.tolist() if i not in (self.pad_id, self.bos_id, self.eos_id)])
+            return datamodule.tokenizer.decode(ids.tolist())  # <pad>, <bos> and <eos> decode to nothing
 
         rows = [[text(s), text(t), text(o), text(t) == text(o)] for s, t, o in zip(source, target, output, strict=True)]
         return ["source", "target", "output", "correct"], rows
