@@ -131,6 +131,18 @@ def plot(runs: list[dict[str, Any]], keys: list[str], output: Path) -> list[str]
     return names
 
 
+def sweep_status(path: Path) -> str | None:
+    """One line on a sweep directory's trials, failures included (they may have left no run directory)."""
+    state_path = path / "sweep.json"
+    if not state_path.is_file():
+        return None
+    trials = list(json.loads(state_path.read_text())["trials"].values())
+    counts = {status: sum(t["status"] == status for t in trials) for status in ("finished", "failed", "running")}
+    line = f"sweep {path.name}: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    failures = [f"trial {t['index'] + 1}: {t.get('error')}" for t in trials if t["status"] == "failed"]
+    return line + "".join(f"\n  failed {failure}" for failure in failures)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, experiment directories or a sweep")
@@ -158,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             reverse=higher,
         )
     keys = differing_keys(runs)
+    for status in filter(None, map(sweep_status, args.paths)):
+        print(status)
     print(table(runs, keys, metrics))
     drawn = plot(runs, keys, args.output)
     if drawn:

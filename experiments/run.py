@@ -34,7 +34,7 @@ from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.history import HistoryLogger
 from experiments.presets import expand_configs
 from experiments.rundir import create_run_dir, new_run_id, write_atomic, write_summary
-from experiments.tracking import RunOptions, make_logger
+from experiments.tracking import RunOptions, make_logger, wandb_sweep_run_id
 from modules.errors import ConfigError
 
 # What a datamodule tells a model (decision 2): linked wherever the chosen model takes the argument.
@@ -130,7 +130,7 @@ class FirstlightCLI(LightningCLI):
         """Name the run and point the checkpoints at its directory (created later, once the data is found)."""
         options = self.config.run
         self.experiment = options.experiment or self.preset
-        self.run_id = os.environ.setdefault(RUN_ID_ENV, new_run_id())
+        self.run_id = os.environ.setdefault(RUN_ID_ENV, wandb_sweep_run_id() or new_run_id())
         self.run_dir = (Path(options.root) / self.experiment / self.run_id).absolute()
         # The config as the user gave it, without the run's own paths, so it can be rerun as a new run
         # of the same experiment.

@@ -53,6 +53,11 @@ def wandb_mode() -> str:
     return "offline"
 
 
+def wandb_sweep_run_id() -> str | None:
+    """The run id a W&B sweep agent gave this process, so the run directory and the W&B run share it."""
+    return os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+
+
 def make_logger(options: RunOptions, experiment: str, run_id: str, run_dir: Path) -> Logger | None:
     if options.logger == "none":
         return None

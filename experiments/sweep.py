@@ -1,0 +1,287 @@
+"""Hyperparameter sweeps from a spec in W&B's format.
+
+    python -m experiments.sweep experiments/sweeps/cnn_digits.yaml              # every trial of the grid
+    python -m experiments.sweep spec.yaml --count 20                            # random search: 20 trials
+    python -m experiments.compare runs/cnn_digits_sweep                         # the trials side by side
+
+With W&B online (configured credentials, or WANDB_MODE=online) it creates a W&B sweep and runs an agent
+(`--sweep-id` joins an existing sweep). Otherwise it runs the grid or random search itself: each trial is an
+ordinary run in runs/<sweep name>/<run id>/, started as its own process; a failed trial is recorded and the
+sweep goes on. State lives in runs/<sweep name>/sweep.json: the same command again skips finished and
+failed trials and runs the rest, and several processes can work through one sweep at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from experiments.rundir import new_run_id, write_atomic
+from experiments.sweep_spec import SweepSpec, check_parameter, load_spec, plan_trials, trial_args
+from experiments.tracking import wandb_mode
+from modules.errors import ConfigError
+
+DONE = ("finished", "failed")
+
+
+class SweepState:
+    """runs/<sweep>/sweep.json: one record per trial (params, status, run dir, metric), shared by the
+    processes that run the sweep; every change happens under an exclusive lock on sweep.lock."""
+
+    def __init__(self, directory: Path, spec: SweepSpec) -> None:
+        self.directory = directory
+        self.path = directory / "sweep.json"
+        self.spec = spec
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[dict[str, Any]]:
+        """The state, read under the lock and written back atomically when the block ends."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "sweep.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self.read()
+            yield state
+            write_atomic(self.path, json.dumps(state, indent=2) + "\n")
+
+    def read(self) -> dict[str, Any]:
+        if self.path.is_file():
+            return json.loads(self.path.read_text())
+        return {"name": self.spec.name, "spec": str(self.spec.path), "fingerprint": self.spec.fingerprint, "trials": {}}
+
+    def check_same_spec(self) -> None:
+        state = self.read()
+        if state["fingerprint"] != self.spec.fingerprint:
+            raise ConfigError(
+                f"{self.directory} holds a sweep planned from a different method, parameters or command; "
+                f"give the new spec another name (name: in the spec) or another --root"
+            )
+
+    def claim(self, index: int, params: dict[str, Any], retry_failed: bool) -> dict[str, Any] | None:
+        """Mark a trial as running in this process, unless it is done or another live process runs it."""
+        with self.locked() as state:
+            trial = state["trials"].get(str(index))
+            if trial is not None:
+                if trial["status"] == "finished" or (trial["status"] == "failed" and not retry_failed):
+                    return None
+                if trial["status"] == "running" and process_alive(trial):
+                    return None
+            trial = {
+                "index": index,
+                "params": params,
+                "status": "running",
+                "run_id": new_run_id(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            state["trials"][str(index)] = trial
+            return dict(trial)
+
+    def record(self, trial: dict[str, Any]) -> None:
+        with self.locked() as state:
+            state["trials"][str(trial["index"])] = trial
+
+
+def process_alive(trial: dict[str, Any]) -> bool:
+    """Whether the process that claimed a trial still runs (one on another host is assumed to)."""
+    if trial.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(trial["pid"]), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_trial_args(spec: SweepSpec, trials: list[dict[str, Any]]) -> None:
+    """Parse the arguments of the trials (each distinct parameter value once) as the run would, without
+    training: an unknown option or a value of the wrong type stops the sweep before any trial starts."""
+    from experiments.run import main as run
+
+    seen: set[tuple[str, str]] = set()
+    for params in trials:
+        new = {(key, repr(value)) for key, value in params.items()} - seen
+        if not new:
+            continue
+        seen |= new
+        args = trial_args(spec, params)
+        stderr = io.StringIO()
+        code: int | str | None
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
+            try:
+                code = run([*args, "--print_config"])
+            except SystemExit as exit_:
+                code = exit_.code
+        if code not in (0, None):
+            message = stderr.getvalue().strip().splitlines()
+            reason = message[-1].removeprefix("error: ").removesuffix(" (see --help)") if message else "rejected"
+            shown = " ".join(f"--{k}={v}" for k, v in params.items())
+            raise ConfigError(f"{spec.path}: the run rejects the trial {shown}: {reason}; fix the parameters")
+
+
+def last_line(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def describe(params: dict[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in params.items())
+
+
+def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str) -> dict[str, Any]:
+    """Run one trial as its own process (a crash or a leak cannot take the sweep with it)."""
+    sweep_dir = root / spec.name
+    run_dir = sweep_dir / trial["run_id"]
+    log = sweep_dir / "logs" / f"trial-{trial['index']:03d}-{trial['run_id']}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    args = [*trial_args(spec, trial["params"]), f"--run.experiment={spec.name}", f"--run.root={root}"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_SWEEP")}
+    env["FIRSTLIGHT_RUN_ID"] = trial["run_id"]
+    print(f"trial {position}  {describe(trial['params'])}  ->  {run_dir}", flush=True)
+    started = time.perf_counter()
+    with open(log, "w") as output:
+        command = [sys.executable, "-m", "experiments.run", *args]
+        process = subprocess.Popen(command, stdout=output, stderr=output, env=env)
+        try:
+            code = process.wait()
+        except KeyboardInterrupt:  # the trial got the same Ctrl-C: let it save and stop
+            code = process.wait()
+            code = code if code != 0 else 130
+    trial |= {"exit_code": code, "wall_time_s": round(time.perf_counter() - started, 1), "log": str(log)}
+    trial["run_dir"] = str(run_dir) if run_dir.is_dir() else None
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if code == 0:
+        trial["status"] = "finished"
+        trial["metric"] = summary.get(spec.metric) if spec.metric else None
+        shown = f": {spec.metric}={trial['metric']:.4g}" if isinstance(trial["metric"], float) else ""
+        print(f"  finished in {trial['wall_time_s']} s{shown}", flush=True)
+    elif code in (130, -2):
+        trial["status"] = "interrupted"
+        print(f"  interrupted after {trial['wall_time_s']} s", flush=True)
+    else:
+        trial["status"] = "failed"
+        trial["error"] = last_line(log)
+        print(f"  failed (exit {code}) after {trial['wall_time_s']} s: {trial['error']}  [log: {log}]", flush=True)
+    return trial
+
+
+def run_local(spec: SweepSpec, root: Path, count: int | None, seed: int, retry_failed: bool) -> int:
+    if spec.method == "bayes":
+        raise ConfigError(
+            f"{spec.path}: method bayes needs W&B online (its optimiser runs on the W&B server); "
+            "offline, use --method random or grid"
+        )
+    trials = plan_trials(spec, count, seed)
+    state = SweepState(root / spec.name, spec)
+    if state.path.is_file():
+        state.check_same_spec()
+    check_trial_args(spec, trials)
+    print(f"sweep {spec.name}: {spec.method} search, {len(trials)} trials, in {state.directory}", flush=True)
+    skipped = 0
+    for index, params in enumerate(trials):
+        trial = state.claim(index, params, retry_failed)
+        if trial is None:
+            skipped += 1
+            continue
+        trial = run_trial(spec, trial, root, f"{index + 1}/{len(trials)}")
+        state.record(trial)
+        if trial["status"] == "interrupted":
+            print(f"sweep interrupted; run the same command again to go on: {' '.join(sys.argv)}", file=sys.stderr)
+            return 130
+    if skipped:
+        print(f"skipped {skipped} trials that were done already or running elsewhere", flush=True)
+    return report(spec, state.read(), len(trials), root)
+
+
+def report(spec: SweepSpec, state: dict[str, Any], planned: int, root: Path) -> int:
+    trials = [state["trials"][str(i)] for i in range(planned) if str(i) in state["trials"]]
+    finished = [t for t in trials if t["status"] == "finished"]
+    failed = [t for t in trials if t["status"] == "failed"]
+    print(f"\nsweep {spec.name}: {len(finished)} finished, {len(failed)} failed, {planned - len(trials)} not run")
+    for trial in failed:
+        print(f"  failed trial {trial['index'] + 1}: {describe(trial['params'])}: {trial.get('error')}")
+    scored = [t for t in finished if isinstance(t.get("metric"), int | float)]
+    if scored:
+        best = (max if spec.maximize else min)(scored, key=lambda t: t["metric"])
+        print(f"best {spec.metric}={best['metric']:.4g}: trial {best['index'] + 1}, {describe(best['params'])}")
+        print(f"  run dir: {best['run_dir']}")
+    elif spec.metric and finished:
+        print(f"no finished trial has {spec.metric} in its summary.json; check the metric name in the spec")
+    print(f"compare the trials: python -m experiments.compare {root / spec.name}")
+    return 0 if finished or not trials else 1
+
+
+def wandb_sweep_config(spec: SweepSpec, root: Path) -> dict[str, Any]:
+    """The spec for W&B, its command running experiments.run into the same run directories as offline."""
+    config = dict(spec.raw) | {"name": spec.name, "method": spec.method}
+    config.setdefault("program", "experiments/run.py")
+    config["command"] = [
+        "${env}",
+        "${interpreter}",
+        "-m",
+        "experiments.run",
+        *spec.base_args,
+        f"--run.experiment={spec.name}",
+        f"--run.root={root.absolute()}",
+        "${args}",
+    ]
+    return config
+
+
+def run_online(spec: SweepSpec, root: Path, count: int | None, sweep_id: str | None, project: str) -> int:
+    """Create a W&B sweep (unless joining one) and run an agent here: W&B's server picks the trials."""
+    import wandb
+
+    check_trial_args(spec, plan_trials(spec, count or 1) if spec.method != "bayes" else [])
+    project = spec.raw.get("project") or project
+    entity = spec.raw.get("entity")
+    if sweep_id is None:
+        sweep_id = wandb.sweep(wandb_sweep_config(spec, root), project=project, entity=entity)
+    print(f"W&B sweep {sweep_id}; more agents: python -m experiments.sweep {spec.path} --sweep-id {sweep_id}")
+    wandb.agent(sweep_id, project=project, entity=entity, count=count)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec", type=Path, help="sweep spec (YAML, W&B's sweep format)")
+    parser.add_argument("--count", type=int, help="number of trials (default: run_cap, or the whole grid)")
+    parser.add_argument("--root", type=Path, default=Path("runs"), help="directory of all experiments' runs")
+    parser.add_argument("--method", choices=("grid", "random", "bayes"), help="override the spec's method")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random search's choices")
+    parser.add_argument("--retry-failed", action="store_true", help="run failed trials again")
+    parser.add_argument("--sweep-id", help="join this W&B sweep (online) instead of creating one")
+    parser.add_argument("--project", default="firstlight", help="W&B project, unless the spec names one")
+    args = parser.parse_args(argv)
+    try:
+        if args.count is not None and args.count < 1:
+            raise ConfigError(f"--count must be at least 1, got {args.count}")
+        spec = load_spec(args.spec)
+        if args.method:
+            spec.method = args.method
+            for key, definition in spec.parameters.items():
+                check_parameter(key, definition, spec.method, spec.path)
+        if wandb_mode() == "online" or args.sweep_id:
+            return run_online(spec, args.root, args.count, args.sweep_id, args.project)
+        return run_local(spec, args.root, args.count, args.seed, args.retry_failed)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Sweeps: planning trials from W&B's spec format, mistakes in a spec, and a real offline sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from experiments.compare import main as compare
+from experiments.sweep import SweepState
+from experiments.sweep import main as sweep
+from experiments.sweep_spec import load_spec, plan_trials, trial_args
+from modules.errors import ConfigError
+
+COMMAND = ["${env}", "${interpreter}", "-m", "experiments.run", "--config", "cnn_digits", "${args}"]
+
+
+def write_spec(directory: Path, **spec: object) -> Path:
+    spec = {"command": COMMAND, "method": "grid", "metric": {"name": "val/acc", "goal": "maximize"}} | spec
+    path = directory / f"{spec.get('name', 'spec')}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_grid_plans_every_combination_in_order(tmp_path: Path) -> None:
+    params = {"model.lr": {"values": [0.1, 0.01]}, "model.dropout": {"values": [0.0, 0.5]}, "x": {"value": 3}}
+    spec = load_spec(write_spec(tmp_path, parameters=params))
+    trials = plan_trials(spec)
+    assert [(t["model.lr"], t["model.dropout"]) for t in trials] == [(0.1, 0.0), (0.1, 0.5), (0.01, 0.0), (0.01, 0.5)]
+    assert all(t["x"] == 3 for t in trials)
+    assert plan_trials(spec, count=3) == trials[:3]
+    assert spec.base_args == ["--config", "cnn_digits"]
+    assert trial_args(spec, trials[1]) == [
+        "--config",
+        "cnn_digits",
+        "--model.lr=0.1",
+        "--model.dropout=0.5",
+        "--x=3",
+    ]
+
+
+def test_nested_parameters_become_dotted_keys(tmp_path: Path) -> None:
+    params = {"model": {"parameters": {"lr": {"values": [1, 2]}, "channels": {"value": [8, 16]}}}}
+    spec = load_spec(write_spec(tmp_path, parameters=params))
+    assert list(spec.parameters) == ["model.lr", "model.channels"]
+    assert trial_args(spec, plan_trials(spec)[0])[-1] == "--model.channels=[8, 16]"
+
+
+def test_random_search_is_seeded_extends_and_respects_distributions(tmp_path: Path) -> None:
+    params = {
+        "lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
+        "dropout": {"min": 0.0, "max": 0.5},
+        "layers": {"min": 1, "max": 3},
+        "width": {"distribution": "q_uniform", "min": 16, "max": 128, "q": 16},
+        "optimizer": {"values": ["adam", "sgd"], "probabilities": [0.9, 0.1]},
+        "scale": {"distribution": "log_uniform", "min": 0, "max": 1},
+    }
+    spec = load_spec(write_spec(tmp_path, method="random", parameters=params))
+    trials = plan_trials(spec, count=200, seed=1)
+    assert plan_trials(spec, count=200, seed=1) == trials  # resumable: the same plan every time
+    assert plan_trials(spec, count=50, seed=1) == trials[:50]  # a larger count extends the plan
+    assert plan_trials(spec, count=50, seed=2) != trials[:50]
+    assert all(1e-4 <= t["lr"] <= 1e-1 and 0 <= t["dropout"] <= 0.5 for t in trials)
+    assert {t["layers"] for t in trials} == {1, 2, 3} and all(isinstance(t["layers"], int) for t in trials)
+    assert all(t["width"] % 16 == 0 and 16 <= t["width"] <= 128 for t in trials)
+    assert all(1 <= t["scale"] <= math.e for t in trials)
+    small_lr = sum(t["lr"] < 1e-2 for t in trials) / len(trials)
+    assert 0.5 < small_lr < 0.85  # log-uniform: two of three decades below 1e-2
+    assert 0.8 < sum(t["optimizer"] == "adam" for t in trials) / len(trials) < 0.97
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"method": "hyperband"}, "method must be one of grid, random, bayes"),
+        ({"parameters": {"lr": {"min": 0.1, "max": 1.0}}}, "grid search needs value or values"),
+        ({"method": "random", "parameters": {"lr": {"min": 1.0, "max": 0.1}}}, "needs numbers min < max"),
+        ({"method": "random", "parameters": {"lr": {"distribution": "beta"}}}, "'beta' is not one of"),
+        ({"parameters": {"lr": 0.1}}, "parameter lr must be a mapping"),
+        ({"parameters": {}}, "parameters must be a non-empty mapping"),
+        ({"parameters": {"lr": {"values": []}}}, "values must be a non-empty list"),
+        ({"early_stop": True}, "unknown key early_stop"),
+        ({"command": ["python", "train.py"]}, "command must be a list that runs experiments.run"),
+        ({"metric": {"name": "val/acc", "goal": "up"}}, "goal must be minimize or maximize"),
+        ({"method": "random", "parameters": {"lr": {"min": 0.1, "max": 1.0}}, "run_cap": 0}, "run_cap must be"),
+    ],
+)
+def test_spec_mistakes(spec: dict, message: str, tmp_path: Path) -> None:
+    spec = {"parameters": {"lr": {"values": [0.1]}}} | spec
+    with pytest.raises(ConfigError, match=message):
+        load_spec(write_spec(tmp_path, **spec))
+
+
+@pytest.mark.parametrize(
+    ("spec", "args", "message"),
+    [
+        ({"parameters": {"model.lrx": {"values": [0.1]}}}, [], "rejects the trial --model.lrx=0.1: Option 'lrx'"),
+        ({"parameters": {"model.lr": {"values": [0.1, "fast"]}}}, [], "rejects the trial --model.lr=fast"),
+        ({"method": "bayes", "parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, [], "bayes needs W&B online"),
+        ({"method": "random", "parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, [], "needs a number of trials"),
+        ({"parameters": {"model.lr": {"values": [0.1]}}}, ["--count", "0"], "--count must be at least 1"),
+        ({"parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, ["--method", "grid"], "grid search needs"),
+    ],
+)
+def test_sweep_cli_mistakes_exit_2_before_any_trial(
+    spec: dict, args: list, message: str, tmp_path: Path, capsys
+) -> None:
+    path = write_spec(tmp_path, name="bad", **spec)
+    assert sweep([str(path), "--root", str(tmp_path / "runs"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_missing_and_broken_spec_files(tmp_path: Path, capsys) -> None:
+    assert sweep([str(tmp_path / "nope.yaml")]) == 2
+    assert "sweep spec" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("method: grid\nparameters: {lr: [\n")
+    assert sweep([str(broken)]) == 2
+    assert f"YAML syntax error in {broken}, line" in capsys.readouterr().err
+
+
+def test_a_changed_spec_does_not_resume_another_sweep(tmp_path: Path, capsys) -> None:
+    spec = load_spec(write_spec(tmp_path, name="s", parameters={"model.lr": {"values": [0.1]}}))
+    with SweepState(tmp_path / "runs" / "s", spec).locked():
+        pass  # a sweep.json of the first spec
+    path = write_spec(tmp_path, name="s", parameters={"model.lr": {"values": [0.2]}})
+    assert sweep([str(path), "--root", str(tmp_path / "runs")]) == 2
+    assert "planned from a different method, parameters or command" in capsys.readouterr().err
+
+
+def test_trials_are_claimed_once_and_stale_claims_are_taken_over(tmp_path: Path) -> None:
+    spec = load_spec(write_spec(tmp_path, parameters={"model.lr": {"values": [0.1, 0.2]}}))
+    first, second = SweepState(tmp_path / "s", spec), SweepState(tmp_path / "s", spec)
+    claim = first.claim(0, {"model.lr": 0.1}, retry_failed=False)
+    assert claim is not None and second.claim(0, {"model.lr": 0.1}, retry_failed=False) is None  # running here
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with first.locked() as state:
+        state["trials"]["0"]["pid"] = int(dead.stdout)  # its process is gone: the claim is stale
+    retaken = second.claim(0, {"model.lr": 0.1}, retry_failed=False)
+    assert retaken is not None and retaken["run_id"] != claim["run_id"]
+    first.record(retaken | {"status": "failed"})
+    assert second.claim(0, {"model.lr": 0.1}, retry_failed=False) is None
+    assert second.claim(0, {"model.lr": 0.1}, retry_failed=True) is not None
+
+
+@pytest.mark.slow
+def test_offline_sweep_records_a_failure_goes_on_and_resumes(tmp_path: Path, capsys) -> None:
+    """Four trials of the digits CNN, the third with an impossible dropout; stopped after three, resumed."""
+    parameters = {
+        "model.dropout": {"values": [0.0, 0.2, 1.5, 0.4]},
+        "trainer.max_epochs": {"value": 1},
+        "trainer.limit_train_batches": {"value": 5},
+    }
+    path = write_spec(tmp_path, name="digits", parameters=parameters)
+    root = tmp_path / "runs"
+    assert sweep([str(path), "--root", str(root), "--count", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "failed (exit 2)" in out and "dropout must be in [0.0, 0.999], got 1.5" in out
+    assert "2 finished, 1 failed, 0 not run" in out
+
+    assert sweep([str(path), "--root", str(root)]) == 0  # resumes: runs the fourth trial only
+    out = capsys.readouterr().out
+    assert out.count("\ntrial ") + out.startswith("trial ") == 1 and "trial 4/4" in out
+    assert "skipped 3 trials" in out and "3 finished, 1 failed, 0 not run" in out
+
+    state = json.loads((root / "digits" / "sweep.json").read_text())
+    trials = [state["trials"][str(i)] for i in range(4)]
+    assert [t["status"] for t in trials] == ["finished", "finished", "failed", "finished"]
+    assert trials[2]["exit_code"] == 2 and "dropout" in trials[2]["error"] and trials[2]["run_dir"] is None
+    for trial in (trials[0], trials[1], trials[3]):
+        run_dir = Path(trial["run_dir"])
+        assert run_dir.parent == root / "digits"  # ordinary run directories of the sweep's experiment
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["model"]["init_args"]["dropout"] == trial["params"]["model.dropout"]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert trial["metric"] == summary["val/acc"] and "test/acc" in summary
+    best = max((t for t in trials if t["status"] == "finished"), key=lambda t: t["metric"])
+    assert f"best val/acc={best['metric']:.4g}: trial {best['index'] + 1}" in out
+
+    runs_before = sorted(p.name for p in (root / "digits").iterdir())
+    assert sweep([str(path), "--root", str(root)]) == 0  # everything done: nothing runs
+    out = capsys.readouterr().out
+    assert "trial 1/4" not in out and "skipped 4 trials" in out
+    assert sorted(p.name for p in (root / "digits").iterdir()) == runs_before
+
+    assert compare([str(root / "digits"), "--output", str(tmp_path / "c.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "sweep digits: 3 finished, 1 failed"
+    assert "failed trial 3: error: dropout must be in [0.0, 0.999], got 1.5" in lines[1]
+    assert lines[2].split()[:2] == ["run", "model.dropout"] and len(lines) == 3 + 3 + 1
+
+
+def test_the_wandb_agent_command_is_one_the_run_accepts(tmp_path: Path) -> None:
+    """Online, W&B's agent builds each trial's command from the spec; expand it with W&B's own helpers."""
+    from wandb.sdk.launch.sweeps import utils as wandb_sweeps
+
+    from experiments.run import main as run
+    from experiments.sweep import wandb_sweep_config
+
+    spec = load_spec(write_spec(tmp_path, name="online", parameters={"model.lr": {"values": [0.01]}}))
+    config = wandb_sweep_config(spec, tmp_path / "runs")
+    assert config["method"] == "grid" and config["metric"] == {"name": "val/acc", "goal": "maximize"}
+    macros = wandb_sweeps.create_sweep_command_args({"args": {"model.lr": {"value": 0.01}}})
+    macros |= {"env": ["/usr/bin/env"], "interpreter": [sys.executable], "program": [config["program"]]}
+    command: list[str] = []
+    for part in wandb_sweeps.create_sweep_command(config["command"]):
+        command += macros.get(part[2:-1], []) if part.startswith("${") else [part]
+    assert command[1:4] == [sys.executable, "-m", "experiments.run"]
+    run_args = command[4:]
+    assert run_args == [
+        "--config",
+        "cnn_digits",
+        "--run.experiment=online",
+        f"--run.root={(tmp_path / 'runs').absolute()}",
+        "--model.lr=0.01",
+    ]
+    with pytest.raises(SystemExit) as exit_:
+        run([*run_args, "--print_config"])
+    assert exit_.value.code == 0
+
+
+def test_a_wandb_sweep_trial_uses_the_agent_run_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    from experiments.tracking import wandb_sweep_run_id
+
+    monkeypatch.setenv("WANDB_RUN_ID", "abc123")
+    assert wandb_sweep_run_id() is None  # a run id alone is not a sweep
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep9")
+    assert wandb_sweep_run_id() == "abc123"
