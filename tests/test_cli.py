@@ -54,7 +54,15 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     """The digits preset through the real command line, W&B offline, with a repeated tag."""
     cwd = tmp_path_factory.mktemp("digits")
     result = run_cli(
-        "--config", "cnn_digits", "--run.tags", "[ci, digits, ci]", "--norms.histogram_every_n_steps", "200", cwd=cwd
+        "--config",
+        "cnn_digits",
+        "--run.tags",
+        "[ci, digits, ci]",
+        "--norms.histogram_every_n_steps",
+        "200",
+        "--throughput.peak_tflops",
+        "0.5",
+        cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (cwd / "runs" / "cnn_digits").iterdir()
@@ -112,7 +120,7 @@ def test_wandb_run_holds_nested_config_and_metrics_at_their_steps(digits_run: An
     wandb = wandb_summary(run_dir)
     assert wandb["state"] == "finished" and wandb["run_id"] == summary["run_id"]
     assert wandb["tags"] == ["ci", "digits"]  # repeated tags are given once
-    assert wandb["name"] == "cnn_digits histogram_every_n_steps=200"  # the preset and what was set beside it
+    assert wandb["name"] == "cnn_digits histogram_every_n_steps=200 peak_tflops=0.5"  # preset + what was set
     assert wandb["summary"]["val/acc_best"] == pytest.approx(summary["val/acc_best"])
     config = wandb["config"]
     assert config["model"]["init_args"]["lr"] == 0.003
@@ -253,6 +261,27 @@ def test_throughput_is_logged_per_interval(digits_run: Any) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     # No interval is faster than the whole run's average allows by orders of magnitude.
     assert max(item["throughput/samples_per_s"] for item in rates) < 1294 * 20 / summary["wall_time_s"] * 50
+
+
+def test_flops_are_counted_exactly_and_give_the_utilisation(digits_run: Any) -> None:
+    """The digits CNN (1x8x8 input, convs 1-32-32 at 8x8 and 32-64-64 at 4x4, 3x3 kernels; 256-128-10 head):
+    forward 3,054,080 multiply-adds x 2; backward twice that, less the input gradient of the first conv."""
+    _, run_dir = digits_run
+    conv = 2 * 9 * (1 * 32 * 64 + 32 * 32 * 64 + 32 * 64 * 16 + 64 * 64 * 16)
+    forward = conv + 2 * (256 * 128 + 128 * 10)
+    expected = 3 * forward - 2 * 9 * 1 * 32 * 64
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    rates = [item for item in history if "throughput/samples_per_s" in item]
+    for item in rates:
+        assert item["throughput/tflops_per_s"] * 1e12 == pytest.approx(expected * item["throughput/samples_per_s"])
+        assert item["throughput/mfu"] == pytest.approx(item["throughput/tflops_per_s"] / 0.5)  # --peak_tflops 0.5
+    assert wandb_summary(run_dir)["summary"]["throughput/flops_per_sample"] == expected
+
+
+def test_peak_flops_are_known_for_gpus_only() -> None:
+    from callbacks.throughput import peak_flops
+
+    assert peak_flops(torch.device("cpu"), torch.bfloat16) is None  # no MFU on CPUs unless given
 
 
 def test_tokens_are_counted_without_padding() -> None:
