@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks.wandb_media import due, wandb_logger
+from callbacks.wandb_media import MediaSchedule, wandb_logger
 from modules.transformer import Attention
 
 
@@ -19,14 +19,18 @@ class AttentionMaps(L.Callback):
     any model built from `modules.transformer.Attention`; does nothing for others or without W&B.
 
     Args:
-        every_n_epochs: log after every n-th validation epoch.
+        every_n_epochs: log after every n-th validation epoch...
+        max_overhead: ...unless drawing them would take more than this share of the training time.
         max_tokens: show at most this many positions.
     """
 
-    def __init__(self, every_n_epochs: int = 5, max_tokens: int = 48) -> None:
-        self.every_n_epochs = every_n_epochs
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.01, max_tokens: int = 48) -> None:
+        self.schedule = MediaSchedule(every_n_epochs, max_overhead)
         self.max_tokens = max_tokens
         self.example: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.schedule.start()
 
     def on_validation_batch_end(
         self,
@@ -46,14 +50,15 @@ class AttentionMaps(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = wandb_logger(trainer)
         layers = [(name, m) for name, m in pl_module.named_modules() if isinstance(m, Attention)]
-        if logger is None or not layers or self.example is None or not due(trainer, self.every_n_epochs):
+        if logger is None or not layers or self.example is None or not self.schedule.due(trainer):
             return
-        maps = self.capture(pl_module, layers)
-        if maps:
-            import wandb
+        with self.schedule.timed():
+            maps = self.capture(pl_module, layers)
+            if maps:
+                import wandb
 
-            images = {f"attention/{name}": wandb.Image(self.draw(name, weights)) for name, weights in maps.items()}
-            logger.experiment.log({**images, "trainer/global_step": trainer.global_step})
+                images = {f"attention/{n}": wandb.Image(self.draw(n, weights)) for n, weights in maps.items()}
+                logger.experiment.log({**images, "trainer/global_step": trainer.global_step})
 
     def capture(self, pl_module: L.LightningModule, layers: list[tuple[str, Attention]]) -> dict[str, torch.Tensor]:
         """Run the example once, recomputing each layer's probabilities from the inputs it receives."""

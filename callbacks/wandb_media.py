@@ -1,12 +1,16 @@
 """W&B media: tables of sample predictions and the validation confusion matrix.
 
-Both are rank-zero only, import `wandb` lazily and do nothing without a WandbLogger. A model opts in by
-implementing `sample_rows(batch, datamodule) -> (columns, rows)` (every firstlight task does) and, for
-the confusion matrix, by being a classification task.
+Both log from rank zero only, import `wandb` lazily and do nothing without a WandbLogger. A model opts in
+by implementing `sample_rows(batch, datamodule) -> (columns, rows)` (every firstlight task does) and, for
+the confusion matrix, by being a classification task. Media are logged on a budget (`MediaSchedule`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -21,8 +25,48 @@ def wandb_logger(trainer: L.Trainer) -> Any:
     return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
 
 
-def due(trainer: L.Trainer, every_n_epochs: int) -> bool:
-    return not trainer.sanity_checking and (trainer.current_epoch + 1) % every_n_epochs == 0
+class MediaSchedule:
+    """When a media log is due: after every n-th validation epoch, except while the time spent logging
+    these media (including the next one, estimated by the last) would exceed `max_overhead` of the
+    training time so far. The first and the final epoch always log. With short epochs media are logged
+    every few epochs rather than slowing every epoch down; with long ones, every epoch.
+    """
+
+    def __init__(self, every_n_epochs: int, max_overhead: float) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.max_overhead = max_overhead
+        self.started: float | None = None
+        self.spent = self.last_cost = 0.0
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def due(self, trainer: L.Trainer, agree: bool = False) -> bool:
+        """Whether to log now; `agree` makes every process take rank 0's decision (for collective work)."""
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return False
+        decision = self.spent == 0 or final_epoch(trainer) or self.within_budget()
+        return bool(trainer.strategy.broadcast(decision, src=0)) if agree else decision
+
+    def within_budget(self) -> bool:
+        elapsed = time.perf_counter() - (self.started or time.perf_counter())
+        return self.spent + self.last_cost <= self.max_overhead * elapsed
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.last_cost = time.perf_counter() - started
+            self.spent += self.last_cost
+
+
+def final_epoch(trainer: L.Trainer) -> bool:
+    last_by_epochs = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs > 0
+    if trainer.max_steps <= 0 or not math.isfinite(trainer.num_training_batches):
+        return last_by_epochs
+    return last_by_epochs or trainer.max_steps - trainer.global_step <= trainer.num_training_batches
 
 
 def first_examples(batch: Any, count: int) -> Any:
@@ -36,14 +80,18 @@ class PredictionSamples(L.Callback):
     (images with true and predicted label and confidence; texts; source/target/output; generated text).
 
     Args:
-        every_n_epochs: log after every n-th validation epoch.
+        every_n_epochs: log after every n-th validation epoch...
+        max_overhead: ...unless logging them would take more than this share of the training time.
         num_samples: examples per table.
     """
 
-    def __init__(self, every_n_epochs: int = 1, num_samples: int = 8) -> None:
-        self.every_n_epochs = every_n_epochs
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.01, num_samples: int = 8) -> None:
+        self.schedule = MediaSchedule(every_n_epochs, max_overhead)
         self.num_samples = num_samples
         self.batch: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.schedule.start()
 
     def on_validation_batch_end(
         self,
@@ -60,11 +108,13 @@ class PredictionSamples(L.Callback):
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = wandb_logger(trainer)
-        if logger is None or self.batch is None or not due(trainer, self.every_n_epochs):
-            return
         sample_rows = getattr(pl_module, "sample_rows", None)
-        if sample_rows is None:
+        if logger is None or self.batch is None or sample_rows is None or not self.schedule.due(trainer):
             return
+        with self.schedule.timed():
+            self.log_samples(trainer, logger, sample_rows)
+
+    def log_samples(self, trainer: L.Trainer, logger: Any, sample_rows: Any) -> None:
         with torch.no_grad():
             columns, rows = sample_rows(self.batch, trainer.datamodule)  # type: ignore[attr-defined]
         logger.log_table(key="val/samples", columns=columns, data=rows, step=trainer.global_step)
@@ -91,20 +141,25 @@ class ConfusionMatrix(L.Callback):
     accumulates over each validation epoch.
 
     Args:
-        every_n_epochs: log after every n-th validation epoch.
+        every_n_epochs: log after every n-th validation epoch...
+        max_overhead: ...unless logging it would take more than this share of the training time.
     """
 
-    def __init__(self, every_n_epochs: int = 1) -> None:
-        self.every_n_epochs = every_n_epochs
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.01) -> None:
+        self.schedule = MediaSchedule(every_n_epochs, max_overhead)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.schedule.start()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = wandb_logger(trainer)
         confusion = getattr(pl_module, "val_confusion", None)
-        if logger is None or confusion is None or not due(trainer, self.every_n_epochs):
+        if logger is None or confusion is None or not self.schedule.due(trainer, agree=True):
             return
-        counts = confusion.compute().cpu()  # (true, predicted), summed over all processes: every rank takes part
-        if trainer.is_global_zero:
-            self.log_chart(trainer, logger, counts)
+        with self.schedule.timed():
+            counts = confusion.compute().cpu()  # (true, predicted), summed over all processes: all ranks take part
+            if trainer.is_global_zero:
+                self.log_chart(trainer, logger, counts)
 
     @staticmethod
     def log_chart(trainer: L.Trainer, logger: Any, counts: torch.Tensor) -> None:

@@ -62,6 +62,8 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
         "200",
         "--throughput.peak_tflops",
         "0.5",
+        "--samples.max_overhead",
+        "1",
         cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -120,7 +122,7 @@ def test_wandb_run_holds_nested_config_and_metrics_at_their_steps(digits_run: An
     wandb = wandb_summary(run_dir)
     assert wandb["state"] == "finished" and wandb["run_id"] == summary["run_id"]
     assert wandb["tags"] == ["ci", "digits"]  # repeated tags are given once
-    assert wandb["name"] == "cnn_digits histogram_every_n_steps=200 peak_tflops=0.5"  # preset + what was set
+    assert wandb["name"] == "cnn_digits histogram_every_n_steps=200 peak_tflops=0.5 max_overhead=1"
     assert wandb["summary"]["val/acc_best"] == pytest.approx(summary["val/acc_best"])
     config = wandb["config"]
     assert config["model"]["init_args"]["lr"] == 0.003
@@ -225,13 +227,18 @@ def logged_tables(run_dir: Path, key: str) -> list[dict[str, Any]]:
 def test_sample_predictions_and_confusion_matrix_are_logged(digits_run: Any) -> None:
     _, run_dir = digits_run
     samples = logged_tables(run_dir, "val/samples")
-    assert len(samples) == 20  # one per validation epoch
+    assert len(samples) == 20  # one per validation epoch: --samples.max_overhead 1 lifts the time budget
     assert samples[-1]["columns"] == ["input", "true", "predicted", "confidence"] and len(samples[-1]["data"]) == 8
     assert all(0 < row[3] <= 1 for row in samples[-1]["data"])
     (files,) = (run_dir / "wandb").glob("offline-run-*/files")
     assert len(list(files.glob("media/images/val/sample_images_*.png"))) == 20 * 8
     confusion = logged_tables(run_dir, "val/confusion_matrix_table")
-    assert len(confusion) == 20 and confusion[-1]["columns"] == ["Actual", "Predicted", "nPredictions"]
+    # On a 1% time budget by default: a 20 ms chart after each 0.4 s epoch would cost 5%, so some are skipped,
+    # but never the first or the final epoch.
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    steps = [item["trainer/global_step"] for item in history if "val/confusion_matrix_table.path" in item]
+    assert 2 <= len(confusion) < 20 and steps[0] == 20 and steps[-1] == 400
+    assert confusion[-1]["columns"] == ["Actual", "Predicted", "nPredictions"]
     assert sum(row[2] for row in confusion[-1]["data"]) == 144  # every validation digit counted once
     correct = sum(row[2] for row in confusion[-1]["data"] if row[0] == row[1])
     summary = wandb_summary(run_dir)["summary"]
@@ -289,3 +296,25 @@ def test_tokens_are_counted_without_padding() -> None:
 
     assert int(count_tokens(torch.tensor([[5, 6, 0], [7, 0, 0]]))) == 3
     assert count_tokens(torch.zeros(2, 1, 8, 8)) == 0  # images have no tokens
+
+
+def test_media_schedule_keeps_to_its_time_budget() -> None:
+    """Epochs of 1 s and media costing 0.1 s each: a 5% budget allows one log every other epoch."""
+    from types import SimpleNamespace
+
+    from callbacks.wandb_media import MediaSchedule
+
+    schedule = MediaSchedule(every_n_epochs=1, max_overhead=0.05)
+    schedule.start()
+    trainer = SimpleNamespace(sanity_checking=False, max_epochs=40, max_steps=-1, global_step=0, current_epoch=0)
+    logged = []
+    for epoch in range(40):
+        trainer.current_epoch = epoch
+        schedule.started -= 1.0  # one more second of training has passed
+        if schedule.due(trainer):  # type: ignore[arg-type]
+            logged.append(epoch)
+            schedule.spent += 0.1
+            schedule.last_cost = 0.1
+    assert logged[0] == 0 and logged[-1] == 39  # the first and the final epoch always log
+    assert 0.1 * (len(logged) - 1) <= 0.05 * 40 + 0.1  # within budget, the forced final log aside
+    assert 18 <= len(logged) <= 22
