@@ -24,7 +24,7 @@ class AttentionMaps(L.Callback):
         max_tokens: show at most this many positions.
     """
 
-    def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.01, max_tokens: int = 48) -> None:
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.005, max_tokens: int = 48) -> None:
         self.schedule = MediaSchedule(every_n_epochs, max_overhead)
         self.max_tokens = max_tokens
         self.example: Any = None

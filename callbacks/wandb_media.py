@@ -85,7 +85,7 @@ class PredictionSamples(L.Callback):
         num_samples: examples per table.
     """
 
-    def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.01, num_samples: int = 8) -> None:
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.005, num_samples: int = 8) -> None:
         self.schedule = MediaSchedule(every_n_epochs, max_overhead)
         self.num_samples = num_samples
         self.batch: Any = None
@@ -145,7 +145,7 @@ class ConfusionMatrix(L.Callback):
         max_overhead: ...unless logging it would take more than this share of the training time.
     """
 
-    def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.01) -> None:
+    def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.005) -> None:
         self.schedule = MediaSchedule(every_n_epochs, max_overhead)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -233,7 +233,7 @@ def test_sample_predictions_and_confusion_matrix_are_logged(digits_run: Any) -> 
     (files,) = (run_dir / "wandb").glob("offline-run-*/files")
     assert len(list(files.glob("media/images/val/sample_images_*.png"))) == 20 * 8
     confusion = logged_tables(run_dir, "val/confusion_matrix_table")
-    # On a 1% time budget by default: a 20 ms chart after each 0.4 s epoch would cost 5%, so some are skipped,
+    # On a 0.5% time budget by default: a 20 ms chart after each 0.4 s epoch would cost 5%, so most are skipped,
     # but never the first or the final epoch.
     history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
     steps = [item["trainer/global_step"] for item in history if "val/confusion_matrix_table.path" in item]
