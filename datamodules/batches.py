@@ -54,6 +54,10 @@ class IndexBatches:
     pool is sorted by length and cut into batches, and the batches are shuffled. Padding then costs
     little, while every epoch still mixes lengths differently. Lightning treats it like a DataLoader:
     it has a length and a `sampler` whose epoch it sets.
+
+    It is resumable mid-epoch: Lightning saves `state_dict()` in checkpoints (the epoch and how many
+    of its batches training has finished, read from `progress`) and, on resume, the next epoch it
+    iterates skips those batches (the order is a function of seed and epoch, so they are the same).
     """
 
     batch_sampler = None  # as a DataLoader's when it does not batch: Lightning looks for the attribute
@@ -74,6 +78,8 @@ class IndexBatches:
         self.drop_last = drop_last
         self.lengths = lengths
         self.pool_batches = pool_batches
+        self.progress: Callable[[], int] | None = None  # batches of this epoch done, as the trainer counts
+        self.resume_at: dict[str, int] | None = None
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -94,8 +100,26 @@ class IndexBatches:
         return batches
 
     def __iter__(self) -> Iterator[Any]:
-        for batch_indices in self.batches():
+        batches = self.batches()
+        if self.resume_at is not None:
+            if self.resume_at["epoch"] == self.sampler.epoch:
+                batches = batches[self.resume_at["batches_done"] :]
+            self.resume_at = None
+        for batch_indices in batches:
             yield self.fetch(batch_indices)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches_done": self.progress() if self.progress else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_at = dict(state)
+
+
+def batches_done(trainer: Any) -> Callable[[], int] | None:
+    """How many batches of the running epoch the trainer has trained on, read when a checkpoint is saved."""
+    if trainer is None:
+        return None
+    return lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
 
 def tensor_batches(

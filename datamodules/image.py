@@ -13,7 +13,7 @@ import torch
 
 from datamodules.augment import random_crop, random_hflip
 from datamodules.base import DataModule
-from datamodules.batches import IndexBatches, ShardedOrder, tensor_batches
+from datamodules.batches import IndexBatches, ShardedOrder, batches_done, tensor_batches
 from datamodules.image_folder import class_names, image_shape, load_image_folder
 from datamodules.image_sources import (
     ImageSource,
@@ -147,7 +147,9 @@ class ImageDataModule(DataModule):
         return tensor_batches((images, labels), batch_size, order, drop_last=shuffle and len(labels) > batch_size)
 
     def train_dataloader(self) -> IndexBatches:
-        return self.loader("train", self.batch_size, shuffle=True)
+        loader = self.loader("train", self.batch_size, shuffle=True)
+        loader.progress = batches_done(self.trainer)  # resumable mid-epoch
+        return loader
 
     def val_dataloader(self) -> IndexBatches:
         return self.loader("val", 4 * self.batch_size, shuffle=False)

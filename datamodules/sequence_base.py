@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from datamodules.base import DataModule
-from datamodules.batches import IndexBatches, ShardedOrder
+from datamodules.batches import IndexBatches, ShardedOrder, batches_done
 from datamodules.tokenization import PAD_ID, Tokenizer
 from modules.task import check_range
 
@@ -74,7 +74,9 @@ class SequenceDataModule(DataModule):
         )
 
     def train_dataloader(self) -> IndexBatches:
-        return self.loader("train", self.batch_size, shuffle=True)
+        loader = self.loader("train", self.batch_size, shuffle=True)
+        loader.progress = batches_done(self.trainer)  # resumable mid-epoch
+        return loader
 
     def val_dataloader(self) -> IndexBatches:
         return self.loader("val", 2 * self.batch_size, shuffle=False)

@@ -39,6 +39,15 @@ class HistoryLogger(Logger):
             file.write(json.dumps(record) + "\n")
 
 
+def trim_history(run_dir: Path, last_step: int) -> None:
+    """Before resuming from a checkpoint at `last_step`, drop records logged after it (they are redone)."""
+    records = [r for r in read_history(run_dir) if r.get("step") is None or r["step"] < last_step]
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    temporary = run_dir / ".history.jsonl.tmp"
+    temporary.write_text(text)
+    temporary.replace(run_dir / "history.jsonl")
+
+
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "history.jsonl"
     if not path.is_file():

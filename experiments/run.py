@@ -10,10 +10,13 @@ callback and `RunOptions`; `--help` lists them. User mistakes exit with code 2 a
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -27,13 +30,25 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from callbacks.attention import AttentionMaps
 from callbacks.epoch_log import EpochLog
+from callbacks.last_checkpoint import LastCheckpoint, Preempted
 from callbacks.norms import ParameterNorms
 from callbacks.provenance import Provenance
 from callbacks.throughput import Throughput
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
-from experiments.history import HistoryLogger
+from experiments.checkpointing import AtomicCheckpointIO, RunState, resume_checkpoint
+from experiments.history import HistoryLogger, trim_history
 from experiments.presets import expand_configs
-from experiments.rundir import create_run_dir, new_run_id, write_atomic, write_summary
+from experiments.rundir import (
+    cluster_run_id,
+    create_run_dir,
+    finished,
+    locate_run,
+    new_run_id,
+    run_lock,
+    unfinished_runs,
+    write_atomic,
+    write_summary,
+)
 from experiments.tracking import RunOptions, make_logger, wandb_sweep_run_id
 from modules.errors import ConfigError
 
@@ -50,6 +65,7 @@ DATA_TO_MODEL = (
     "horizon",
 )
 RUN_ID_ENV = "FIRSTLIGHT_RUN_ID"  # shared with the worker processes that DDP launches
+RESUME_ENV = "FIRSTLIGHT_RESUME_FROM"  # the checkpoint rank 0 chose to resume from, for those workers
 
 
 class QuietLightning(logging.Filter):
@@ -122,19 +138,21 @@ class FirstlightCLI(LightningCLI):
         parser.add_lightning_class_args(ParameterNorms, "norms")
         parser.add_lightning_class_args(Throughput, "throughput")
         parser.add_lightning_class_args(AttentionMaps, "attention")
-        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min"})  # last.ckpt: LastCheckpoint
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         """Name the run and point the checkpoints at its directory (created later, once the data is found)."""
         options = self.config.run
-        self.experiment = options.experiment or self.preset
-        self.run_id = os.environ.setdefault(RUN_ID_ENV, wandb_sweep_run_id() or new_run_id())
-        self.run_dir = (Path(options.root) / self.experiment / self.run_id).absolute()
+        self.run_dir, self.resume_from = choose_run(options, options.experiment or self.preset)
+        self.experiment, self.run_id = self.run_dir.parent.name, self.run_dir.name
+        os.environ.setdefault(RUN_ID_ENV, self.run_id)
+        if self.resume_from:
+            os.environ.setdefault(RESUME_ENV, str(self.resume_from))
         # The config as the user gave it, without the run's own paths, so it can be rerun as a new run
         # of the same experiment.
-        options.experiment = self.experiment
+        options.experiment, options.root, options.resume = self.experiment, str(self.run_dir.parent.parent), None
         self.config_yaml = self.parser.dump(self.config)
         self.config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         self.config.trainer.default_root_dir = str(self.run_dir)
@@ -148,12 +166,56 @@ class FirstlightCLI(LightningCLI):
             EpochLog(),
             Provenance(str(self.run_dir)),
             LearningRateMonitor(logging_interval="step"),
+            RunState(self.run_id),
+            LastCheckpoint(self.config.checkpoint.dirpath),
         ]
         if options.patience is not None:
             checkpoint = self.config.checkpoint
             callbacks.append(EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode))
         loggers = [HistoryLogger(str(self.run_dir)), *([logger] if logger is not None else [])]
-        return super().instantiate_trainer(logger=loggers, callbacks=callbacks, **kwargs)
+        plugins = self.config_init.trainer.get("plugins") or []
+        plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
+        return super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
+
+
+def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:
+    """The run's directory and the checkpoint to resume from (None for a new run).
+
+    DDP workers take rank 0's choice from the environment. `--run.resume` names a run (directory or
+    id) or asks for the newest unfinished run of the experiment ("auto"). Under SLURM the run id is the
+    job's, so a requeued job finds and resumes its own run.
+    """
+    root = Path(options.root)
+    if RUN_ID_ENV in os.environ:
+        chosen = os.environ.get(RESUME_ENV)
+        return (root / experiment / os.environ[RUN_ID_ENV]).absolute(), Path(chosen) if chosen else None
+    if options.resume == "auto":
+        candidates = unfinished_runs(root / experiment)
+        run_dir = candidates[0] if candidates else None
+    elif options.resume:
+        run_dir = locate_run(options.resume, root)
+        if finished(run_dir):
+            raise ConfigError(f"run {run_dir} has finished; nothing to resume (leave out --run.resume for a new run)")
+    else:
+        cluster_id = cluster_run_id()
+        run_dir = root / experiment / cluster_id if cluster_id else None
+        if run_dir is None or finished(run_dir):
+            return (root / experiment / (wandb_sweep_run_id() or new_run_id())).absolute(), None
+    if run_dir is None:
+        return (root / experiment / new_run_id()).absolute(), None
+    checkpoint = resume_checkpoint(run_dir) if run_dir.is_dir() else None
+    if checkpoint is None and options.resume not in (None, "auto"):
+        raise ConfigError(f"run {run_dir} has no checkpoint that loads; nothing to resume")
+    return run_dir.absolute(), checkpoint
+
+
+def resumed_config(args: list[str]) -> list[str]:
+    """`--run.resume <run>` without `--config` runs with the config that run was started with."""
+    options = dict(itertools.pairwise(args)) | dict(a.split("=", 1) for a in args if "=" in a)
+    run = options.get("--run.resume")
+    if not run or run == "auto" or any(a in ("-c", "--config") or a.startswith("--config=") for a in args):
+        return args
+    return ["--config", str(locate_run(run, Path(options.get("--run.root", "runs"))) / "config.yaml"), *args]
 
 
 def derived_name(preset: str, args: list[str]) -> str:
@@ -188,15 +250,46 @@ def print_results(test_metrics: dict[str, float], checkpoint: str, run_dir: Path
 
 
 def train_and_test(cli: FirstlightCLI) -> int:
-    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    trainer = cli.trainer
     started = time.perf_counter()
-    if trainer.is_global_zero:
-        create_run_dir(cli.run_dir)
-        write_atomic(cli.run_dir / "config.yaml", cli.config_yaml)
-        for logger in trainer.loggers:
-            logger.log_hyperparams(nested_config(cli))
+    with contextlib.ExitStack() as stack:
+        if trainer.is_global_zero:
+            create_run_dir(cli.run_dir, resuming=cli.resume_from is not None or cli.run_dir.is_dir())
+            try:
+                stack.enter_context(run_lock(cli.run_dir))
+            except BlockingIOError:
+                raise ConfigError(f"run {cli.run_dir} is being trained by another process") from None
+            if not (cli.run_dir / "config.yaml").is_file():
+                write_atomic(cli.run_dir / "config.yaml", cli.config_yaml)
+            if cli.resume_from:
+                trim_history(cli.run_dir, checkpoint_step(cli.resume_from))
+                print(f"resuming {cli.run_dir} from {cli.resume_from.name}", file=sys.stderr)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(nested_config(cli))
+        return fit_and_test(cli, started)
+    raise AssertionError("unreachable")
+
+
+def checkpoint_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def fit_and_test(cli: FirstlightCLI, started: float) -> int:
+    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     try:
-        trainer.fit(model, datamodule=datamodule)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cli.resume_from)
+    except Preempted as stop:
+        code = 128 + int(getattr(signal, stop.signal_name, signal.SIGTERM))
+        if trainer.is_global_zero:
+            finish_tracking(trainer, exit_code=code)
+            then = "the job is requeued and will resume it" if stop.requeued else "resume it with"
+            print(
+                f"preempted: {stop}; {then}: python -m experiments.run --run.resume {cli.run_dir}",
+                file=sys.stderr,
+            )
+        return code
     except Exception as error:
         if user_error(error) is not None and trainer.is_global_zero:
             discard_unused_run(trainer, cli.run_dir)
@@ -235,16 +328,19 @@ def discard_unused_run(trainer: L.Trainer, run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def finish_tracking(trainer: L.Trainer, summary: dict[str, Any] | None = None) -> None:
+def finish_tracking(trainer: L.Trainer, summary: dict[str, Any] | None = None, exit_code: int = 0) -> None:
     """Put the final metrics (best validation value, test metrics) in the W&B summary and close the run,
-    so its files are complete (offline runs can then be synced or inspected)."""
+    so its files are complete (offline runs can then be synced or inspected). A preempted run (non-zero
+    `exit_code`) is marked as preempting, which W&B shows as resumable."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             if summary:
                 logger.experiment.summary.update(summary)
-            logger.experiment.finish()
+            if exit_code:
+                logger.experiment.mark_preempting()
+            logger.experiment.finish(exit_code=exit_code)
 
 
 def user_error(error: BaseException) -> ConfigError | None:
@@ -257,7 +353,7 @@ def user_error(error: BaseException) -> ConfigError | None:
 def main(argv: list[str] | None = None) -> int:
     owns_run_id = RUN_ID_ENV not in os.environ
     try:
-        args, preset = expand_configs(sys.argv[1:] if argv is None else argv)
+        args, preset = expand_configs(resumed_config(sys.argv[1:] if argv is None else argv))
         with warnings.catch_warnings():  # the arguments are sys.argv with presets resolved: no mix-up
             warnings.filterwarnings("ignore", "LightningCLI's args parameter")
             cli = FirstlightCLI(args, preset)
@@ -272,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if owns_run_id:  # DDP workers inherit the id from this process's environment; the next run must not
             os.environ.pop(RUN_ID_ENV, None)
+            os.environ.pop(RESUME_ENV, None)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from modules.errors import ConfigError
 
 
 def new_run_id() -> str:
@@ -16,10 +21,10 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def create_run_dir(path: Path) -> Path:
-    """Create the run directory; an existing one is never reused, so no run overwrites another."""
+def create_run_dir(path: Path, resuming: bool = False) -> Path:
+    """Create the run directory; an existing one is only reused to resume it, so no run overwrites another."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir()  # raises FileExistsError rather than writing into another run
+    path.mkdir(exist_ok=resuming)  # raises FileExistsError rather than writing into another run
     return path
 
 
@@ -43,3 +48,56 @@ def write_summary(directory: Path, metrics: dict[str, Any], **extra: Any) -> dic
     summary = {name: plain(value) for name, value in sorted(metrics.items())} | extra
     write_atomic(directory / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def finished(run_dir: Path) -> bool:
+    """A run is finished once it wrote summary.json; a stopped, crashed or preempted one has none."""
+    return (run_dir / "summary.json").is_file()
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Held by the process that trains the run, so that `--run.resume auto` elsewhere leaves it alone."""
+    with open(run_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+
+
+def locked(run_dir: Path) -> bool:
+    if not (run_dir / ".lock").is_file():
+        return False
+    with open(run_dir / ".lock") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
+
+
+def locate_run(value: str, root: Path) -> Path:
+    """A run directory given by its path or by its id (looked up under every experiment in root)."""
+    path = Path(value)
+    if (path / "config.yaml").is_file():
+        return path.absolute()
+    found = sorted(p.parent for p in root.glob(f"*/{value}/config.yaml")) if "/" not in value else []
+    if len(found) == 1:
+        return found[0].absolute()
+    where = f"among the runs in {root}" if not found else f"in several experiments: {', '.join(map(str, found))}"
+    raise ConfigError(f"run {value} not found {where}; give the run directory (runs/<experiment>/<run id>)")
+
+
+def unfinished_runs(experiment_dir: Path) -> list[Path]:
+    """Runs of an experiment that stopped before finishing and that no process is training, newest first."""
+    runs = sorted((p.parent for p in experiment_dir.glob("*/config.yaml")), key=lambda p: p.name, reverse=True)
+    return [run for run in runs if not finished(run) and not locked(run) and any(run.glob("checkpoints/*.ckpt"))]
+
+
+def cluster_run_id() -> str | None:
+    """An id that a requeued cluster job keeps: SLURM's job id (array: job_task), or torchrun's --rdzv-id."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"slurm-{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_JOB_NAME") not in (None, "bash", "interactive"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}"
+    if os.environ.get("TORCHELASTIC_RUN_ID", "none") != "none":
+        return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    return None

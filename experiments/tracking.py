@@ -25,6 +25,8 @@ class RunOptions:
         tags: W&B tags.
         test: after training, test the best checkpoint.
         patience: stop early after this many validations without improvement of checkpoint.monitor.
+        resume: continue a run from its last checkpoint, in its directory and W&B run: a run directory,
+            a run id, or "auto" (the newest unfinished run of this experiment; a new run if there is none).
     """
 
     experiment: str | None = None
@@ -36,6 +38,7 @@ class RunOptions:
     tags: list[str] = field(default_factory=list)
     test: bool = True
     patience: int | None = None
+    resume: str | None = None
 
 
 def wandb_mode() -> str:
@@ -74,5 +77,6 @@ def make_logger(options: RunOptions, experiment: str, run_id: str, run_dir: Path
         id=run_id,
         job_type="train",
         mode=wandb_mode(),
+        resume="allow",  # a resumed run continues its W&B run
         log_model=True,  # checkpoints become model artifacts ("best", "latest") at the end of training
     )

@@ -1,0 +1,90 @@
+"""checkpoints/last.ckpt, the checkpoint a run resumes from, always the latest state: saved after every
+training epoch (Lightning's `save_last` only refreshes it when a top-k checkpoint is saved) and, on
+SIGTERM or SIGUSR1, after the current batch, before the run stops cleanly.
+
+Clusters send SIGTERM before killing a job (SLURM: on preemption, `scancel`, `scontrol requeue`) and
+SIGUSR1 when asked to warn ahead of the time limit (`#SBATCH --signal=USR1@120`). The handler only sets
+a flag; at the end of the running batch every process agrees on it (one tiny all-reduce under DDP),
+`last.ckpt` is saved (mid-epoch included: resuming continues with the next batch) and `Preempted` is
+raised, which `experiments.run` reports with exit code 128 + the signal number (143 for SIGTERM, 138 for
+SIGUSR1) — after SIGUSR1 under SLURM, once the job
+has been requeued, so that the requeued job resumes the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(Exception):
+    """Training stopped on a signal after saving `checkpoint`."""
+
+    def __init__(self, signal_name: str, step: int, checkpoint: str, requeued: bool) -> None:
+        super().__init__(f"{signal_name} at step {step}; saved {checkpoint}")
+        self.signal_name, self.step, self.checkpoint, self.requeued = signal_name, step, checkpoint, requeued
+
+
+class LastCheckpoint(L.Callback):
+    def __init__(self, checkpoint_dir: str) -> None:
+        self.checkpoint_path = str(Path(checkpoint_dir) / "last.ckpt")
+        self.received: signal.Signals | None = None
+        self.previous: dict[int, Any] = {}
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signal.Signals(signum)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning's own handlers are set (it would otherwise turn SIGTERM into an exception
+        # raised at an arbitrary point of the loop, and SIGUSR1 is fatal by default).
+        for sig in SIGNALS:
+            self.previous[sig] = signal.signal(sig, self.handle)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After validation and the top-k checkpoints (ModelCheckpoint runs in on_validation_end), so the
+        # state saved here includes this epoch's best scores.
+        trainer.save_checkpoint(self.checkpoint_path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.restore()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous = {}
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+        if not stop:
+            return
+        name = self.received.name if self.received else "a signal on another process"
+        trainer.save_checkpoint(self.checkpoint_path)
+        requeued = self.received == signal.SIGUSR1 and trainer.is_global_zero and requeue_slurm_job()
+        rank_zero_info(f"{name}: saved {self.checkpoint_path} at step {trainer.global_step}; stopping")
+        raise Preempted(name, trainer.global_step, self.checkpoint_path, requeued)
+
+
+def requeue_slurm_job() -> bool:
+    """Requeue this SLURM job (it must have been submitted with --requeue); False outside SLURM."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if array else os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode != 0:
+        rank_zero_warn(f"scontrol requeue {job} failed: {result.stderr.strip()}")
+    return result.returncode == 0
