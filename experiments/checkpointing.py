@@ -75,7 +75,7 @@ class RunState(L.Callback):
         self.restored: dict[str, Any] | None = None
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        loader = trainer.train_dataloader
+        loader: Any = trainer.train_dataloader
         state = {"run_id": self.run_id, "random_states": random_states()}
         if hasattr(loader, "state_dict"):
             state["train_loader"] = loader.state_dict()
@@ -88,7 +88,7 @@ class RunState(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.restored is None:
             return
-        loader = trainer.train_dataloader
+        loader: Any = trainer.train_dataloader
         if "train_loader" in self.restored and hasattr(loader, "load_state_dict"):
             loader.load_state_dict(self.restored["train_loader"])
         set_random_states(self.restored["random_states"])
