@@ -61,3 +61,18 @@ def test_too_many_stages_for_the_image_is_a_clear_error() -> None:
         CNN((1, 8, 8), channels=(8, 8, 8, 8))
     with pytest.raises(ConfigError, match="kernel_size must be odd"):
         CNN((1, 8, 8), kernel_size=4)
+
+
+@pytest.mark.slow
+def test_a_compiled_network_keeps_plain_checkpoint_keys() -> None:
+    """`compile: true` compiles the core in place: its state_dict loads into an uncompiled model as is."""
+    from modules.image_classifier import ImageClassifier
+
+    compiled = ImageClassifier(image_shape=(1, 8, 8), num_classes=10, compile=True)
+    compiled.setup("fit")
+    images = torch.randn(4, 1, 8, 8)
+    plain = ImageClassifier(image_shape=(1, 8, 8), num_classes=10)
+    assert list(compiled.state_dict()) == list(plain.state_dict())  # no "_orig_mod." anywhere
+    plain.load_state_dict(compiled.state_dict())
+    compiled.eval(), plain.eval()
+    torch.testing.assert_close(compiled(images), plain(images))  # the compiled forward runs, same numbers

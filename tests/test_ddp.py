@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 from tests.test_cli import run_cli, wandb_records, wandb_summary
@@ -23,3 +24,15 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
     assert [item["trainer/global_step"] for item in history if "val/acc" in item] == [9, 19]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["test/acc"] > 0.8
+    best = Path(summary["best_checkpoint"])
+
+    # The same checkpoint tested by one process: the same metrics, because every rank's shard is counted
+    # once and losses and metrics are reduced as sums and counts, not as means of per-rank means.
+    from datamodules.image import ImageDataModule
+    from modules.image_classifier import ImageClassifier
+
+    model = ImageClassifier.load_from_checkpoint(best, weights_only=True)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    (single,) = trainer.test(model, datamodule=ImageDataModule(dataset="digits", batch_size=64), verbose=False)
+    for name in ("test/acc", "test/f1", "test/loss"):
+        assert summary[name] == pytest.approx(single[name], abs=1e-6), name
