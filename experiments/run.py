@@ -279,7 +279,7 @@ def checkpoint_step(path: Path) -> int:
 def fit_and_test(cli: FirstlightCLI, started: float) -> int:
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cli.resume_from)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cli.resume_from, weights_only=True)
     except Preempted as stop:
         code = 128 + int(getattr(signal, stop.signal_name, signal.SIGTERM))
         if trainer.is_global_zero:
@@ -302,7 +302,9 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
     best_path = getattr(checkpoint, "best_model_path", "")
     test_metrics: dict[str, float] = {}
     if cli.config.run.test:
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        results = trainer.test(
+            model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True
+        )
         test_metrics = {name: float(value) for name, value in (results[0] if results else {}).items()}
     if trainer.is_global_zero:
         best_score = getattr(checkpoint, "best_model_score", None)
