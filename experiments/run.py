@@ -340,9 +340,14 @@ def finish_tracking(trainer: L.Trainer, summary: dict[str, Any] | None = None, e
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             if summary:
                 logger.experiment.summary.update(summary)
-            if exit_code:
+            if not exit_code:
+                logger.experiment.finish()
+                continue
+            try:
                 logger.experiment.mark_preempting()
-            logger.experiment.finish(exit_code=exit_code)
+                logger.experiment.finish(exit_code=exit_code)
+            except Exception:  # a cluster signals every process of the job, W&B's service too
+                print("note: W&B's service stopped on the same signal; its files keep what was logged", file=sys.stderr)
 
 
 def user_error(error: BaseException) -> ConfigError | None:

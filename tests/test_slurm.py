@@ -1,0 +1,92 @@
+"""A real one-host SLURM cluster (experiments/cluster/local_slurm.sh, started by .ci/run): the sbatch
+template trains a preset with 2 DDP tasks, and a requeued job resumes its run from the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import wandb_records
+
+REPO = Path(__file__).parents[1]
+TEMPLATE = REPO / "experiments" / "cluster" / "train.sbatch"
+
+
+def slurm_ready() -> bool:
+    if not (os.environ.get("SLURM_CONF") and shutil.which("sbatch")):
+        return False
+    return subprocess.run(["sinfo", "-h"], capture_output=True).returncode == 0
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not slurm_ready() and not os.environ.get("FIRSTLIGHT_REQUIRE_SLURM"),
+        reason="no SLURM cluster: eval $(experiments/cluster/local_slurm.sh start <dir>) (.ci/run does)",
+    ),
+]
+
+
+def submit(cwd: Path, *run_args: str) -> str:
+    """sbatch the template with 2 CPU tasks on one node; returns the job id."""
+    command = [
+        *("sbatch", "--parsable", "--gpus-per-node=0", "--ntasks-per-node=2", "--cpus-per-task=1"),
+        *(f"--chdir={cwd}", f"--export=ALL,PYTHONPATH={REPO},WANDB_MODE=offline", str(TEMPLATE)),
+        *("--config", "cnn_digits", "--trainer.accelerator", "cpu", *run_args),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().split(";")[0]
+
+
+def state(job: str) -> str:
+    """The job's state in the queue; "" once it has left it."""
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
+def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_a_two_task_job_trains_a_preset_with_ddp(tmp_path: Path) -> None:
+    job = submit(tmp_path, "--trainer.max_epochs", "2")
+    wait_until(lambda: state(job) == "", 300, f"job {job} to finish")
+    output = (tmp_path / f"slurm-{job}.out").read_text()
+    run_dir = tmp_path / "runs" / "cnn_digits" / f"slurm-{job}"  # the job id is the run id
+    assert f"run dir: {run_dir}" in output, output[-3000:]
+    assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]  # two tasks, one run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test/acc"] > 0.8
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    # 1,294 training digits over the 2 ranks: 10 batches of 64 each per epoch.
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    assert [item["trainer/global_step"] for item in history if "val/acc" in item] == [9, 19]
+
+
+def test_a_requeued_job_resumes_its_run_from_the_checkpoint(tmp_path: Path) -> None:
+    job = submit(tmp_path, "--trainer.max_epochs", "12")
+    run_dir = tmp_path / "runs" / "cnn_digits" / f"slurm-{job}"
+    history = run_dir / "history.jsonl"
+    wait_until(lambda: history.is_file() and history.read_text().count('"val/acc"') >= 3, 300, "3 epochs")
+    subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM to the tasks, then back to the queue
+    wait_until(lambda: state(job) == "PENDING", 120, "the requeued job to be pending")
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file() and not (run_dir / "summary.json").exists()
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # skip the requeue delay
+    wait_until(lambda: state(job) == "", 300, f"job {job} to finish after its requeue")
+
+    output = (tmp_path / f"slurm-{job}.out").read_text()
+    assert "restart 0" in output and "restart 1" in output, output[-3000:]
+    assert "preempted: SIGTERM at step" in output and f"resuming {run_dir} from last.ckpt" in output
+    assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
+    steps = [json.loads(line)["step"] for line in history.read_text().splitlines() if '"train/loss"' in line]
+    assert steps == list(range(4, 12 * 10, 5))  # every 5th step of 12 epochs x 10, none twice, none missing
