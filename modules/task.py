@@ -7,7 +7,7 @@ data, so checkpoints load with `torch.load(weights_only=True)`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -105,7 +105,7 @@ class TaskModule(L.LightningModule):
         if stage == "train":
             self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=batch_size)
             return
-        mean = self.eval_losses[stage]
+        mean = cast(MeanMetric, self.eval_losses[stage])
         mean.update(loss.detach(), weight=batch_size)
         self.log(f"{stage}/loss", mean, on_step=False, on_epoch=True)
 

@@ -9,7 +9,12 @@ action=${1:?usage: local_slurm.sh start|stop <state dir>}
 S=$(mkdir -p "${2:?usage: local_slurm.sh start|stop <state dir>}" && cd "$2" && pwd)
 
 if [[ $action == stop ]]; then
-  for pid in "$S/slurmd.pid" "$S/slurmctld.pid"; do [[ -f $pid ]] && kill "$(cat "$pid")" 2>/dev/null || true; done
+  for file in "$S/slurmd.pid" "$S/slurmctld.pid"; do
+    [[ -f $file ]] || continue
+    pid=$(cat "$file")
+    kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done  # ports free again
+  done
   exit 0
 fi
 
