@@ -62,14 +62,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} x {args.steps} steps")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} x {args.steps} steps"
+    )
     for name, (model, x, y, logits) in cases().items():
         times: dict[bool, list[float]] = {False: [], True: []}
         for _ in range(args.repeats):
             for bf16 in (False, True):
                 times[bf16].append(time_steps(model, x, y, logits, bf16, args.steps))
-        fp32, bf16 = statistics.median(times[False]), statistics.median(times[True])
-        print(f"{name:20s} fp32 {fp32 * 1000:7.1f} ms  bf16-mixed {bf16 * 1000:7.1f} ms  speed-up x{fp32 / bf16:.2f}")
+        full, mixed = statistics.median(times[False]), statistics.median(times[True])
+        print(f"{name:20s} fp32 {full * 1000:7.1f} ms  bf16-mixed {mixed * 1000:7.1f} ms  speed-up x{full / mixed:.2f}")
 
 
 if __name__ == "__main__":

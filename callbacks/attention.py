@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks.wandb_media import MediaSchedule, wandb_logger
+from callbacks.wandb_media import MediaSchedule, log_dict, wandb_logger
 from modules.transformer import Attention
 
 
@@ -58,7 +58,7 @@ class AttentionMaps(L.Callback):
                 import wandb
 
                 images = {f"attention/{n}": wandb.Image(self.draw(n, weights)) for n, weights in maps.items()}
-                logger.experiment.log({**images, "trainer/global_step": trainer.global_step})
+                log_dict(logger, {**images, "trainer/global_step": trainer.global_step})
 
     def capture(self, pl_module: L.LightningModule, layers: list[tuple[str, Attention]]) -> dict[str, torch.Tensor]:
         """Run the example once, recomputing each layer's probabilities from the inputs it receives."""

@@ -52,7 +52,7 @@ class LastCheckpoint(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After validation and the top-k checkpoints (ModelCheckpoint runs in on_validation_end), so the
         # state saved here includes this epoch's best scores.
-        trainer.save_checkpoint(self.checkpoint_path)
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.restore()
@@ -72,7 +72,7 @@ class LastCheckpoint(L.Callback):
         if not stop:
             return
         name = self.received.name if self.received else "a signal on another process"
-        trainer.save_checkpoint(self.checkpoint_path)
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
         requeued = self.received == signal.SIGUSR1 and trainer.is_global_zero and requeue_slurm_job()
         rank_zero_info(f"{name}: saved {self.checkpoint_path} at step {trainer.global_step}; stopping")
         raise Preempted(name, trainer.global_step, self.checkpoint_path, requeued)

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks.wandb_media import wandb_logger
+from callbacks.wandb_media import log_dict, wandb_logger
 
 
 def histogram(values: torch.Tensor, bins: int = 64) -> Any:
@@ -60,4 +60,4 @@ class ParameterNorms(L.Callback):
                 metrics[f"weights/{name}"] = histogram(param)
                 if param.grad is not None:
                     metrics[f"gradients/{name}"] = histogram(param.grad)
-        logger.experiment.log({**metrics, "trainer/global_step": step})
+        log_dict(logger, {**metrics, "trainer/global_step": step})

@@ -3,6 +3,7 @@ over intervals (no per-step device sync)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from typing import Any
@@ -99,7 +100,8 @@ class Throughput(L.Callback):
         self.counter = None
         logger = wandb_logger(trainer)
         if logger is not None and trainer.is_global_zero and self.flops_per_sample:
-            logger.experiment.summary["throughput/flops_per_sample"] = self.flops_per_sample
+            with contextlib.suppress(OSError):  # W&B's service may have stopped: nothing to keep it for
+                logger.experiment.summary["throughput/flops_per_sample"] = self.flops_per_sample
         self.last = time.perf_counter()
 
     def on_train_batch_end(

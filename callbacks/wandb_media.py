@@ -19,10 +19,19 @@ from lightning.pytorch.utilities import rank_zero_only
 
 
 def wandb_logger(trainer: L.Trainer) -> Any:
-    """The trainer's WandbLogger, or None."""
+    """The trainer's WandbLogger, or None (also once W&B's service has stopped mid-run)."""
     from lightning.pytorch.loggers import WandbLogger
 
-    return next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+    logger = next((logger for logger in trainer.loggers if isinstance(logger, WandbLogger)), None)
+    return None if getattr(logger, "broken", False) else logger
+
+
+def log_dict(logger: Any, data: dict[str, Any]) -> None:
+    """Log W&B values (media, charts) in one call, through firstlight's guarded logger when it is one."""
+    if hasattr(logger, "log_dict"):
+        logger.log_dict(data)
+    else:
+        logger.experiment.log(data)
 
 
 class MediaSchedule:
@@ -172,4 +181,4 @@ class ConfusionMatrix(L.Callback):
         table = wandb.Table(columns=["Actual", "Predicted", "nPredictions"], data=rows)
         fields = {"Actual": "Actual", "Predicted": "Predicted", "nPredictions": "nPredictions"}
         chart = wandb.plot_table("wandb/confusion_matrix/v1", table, fields, {"title": "val confusion matrix"})
-        logger.experiment.log({"val/confusion_matrix": chart, "trainer/global_step": trainer.global_step})
+        log_dict(logger, {"val/confusion_matrix": chart, "trainer/global_step": trainer.global_step})

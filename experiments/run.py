@@ -65,6 +65,7 @@ DATA_TO_MODEL = (
     "horizon",
 )
 RUN_ID_ENV = "FIRSTLIGHT_RUN_ID"  # shared with the worker processes that DDP launches
+RUN_DIR_ENV = "FIRSTLIGHT_RUN_DIR"  # the directory rank 0 chose, for those workers
 RESUME_ENV = "FIRSTLIGHT_RESUME_FROM"  # the checkpoint rank 0 chose to resume from, for those workers
 
 
@@ -138,7 +139,16 @@ class FirstlightCLI(LightningCLI):
         parser.add_lightning_class_args(ParameterNorms, "norms")
         parser.add_lightning_class_args(Throughput, "throughput")
         parser.add_lightning_class_args(AttentionMaps, "attention")
-        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min"})  # last.ckpt: LastCheckpoint
+        # save_last: last.ckpt becomes the W&B model artifact "latest" (LastCheckpoint keeps it current).
+        # No "-v1" suffixes: LastCheckpoint rewrites last.ckpt too, and top-k names hold their step anyway.
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.enable_version_counter": False,
+            }
+        )
         for name in DATA_TO_MODEL:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
@@ -148,11 +158,12 @@ class FirstlightCLI(LightningCLI):
         self.run_dir, self.resume_from = choose_run(options, options.experiment or self.preset)
         self.experiment, self.run_id = self.run_dir.parent.name, self.run_dir.name
         os.environ.setdefault(RUN_ID_ENV, self.run_id)
+        os.environ.setdefault(RUN_DIR_ENV, str(self.run_dir))
         if self.resume_from:
             os.environ.setdefault(RESUME_ENV, str(self.resume_from))
         # The config as the user gave it, without the run's own paths, so it can be rerun as a new run
         # of the same experiment.
-        options.experiment, options.root, options.resume = self.experiment, str(self.run_dir.parent.parent), None
+        options.experiment, options.resume = self.experiment, None
         self.config_yaml = self.parser.dump(self.config)
         self.config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         self.config.trainer.default_root_dir = str(self.run_dir)
@@ -186,9 +197,11 @@ def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:
     job's, so a requeued job finds and resumes its own run.
     """
     root = Path(options.root)
-    if RUN_ID_ENV in os.environ:
+    if RUN_ID_ENV in os.environ:  # chosen by rank 0 (or by a sweep, which names the id only)
         chosen = os.environ.get(RESUME_ENV)
-        return (root / experiment / os.environ[RUN_ID_ENV]).absolute(), Path(chosen) if chosen else None
+        chosen_dir = Path(os.environ.get(RUN_DIR_ENV) or root / experiment / os.environ[RUN_ID_ENV])
+        return chosen_dir.absolute(), Path(chosen) if chosen else None
+    run_dir: Path | None
     if options.resume == "auto":
         candidates = unfinished_runs(root / experiment)
         run_dir = candidates[0] if candidates else None
@@ -337,17 +350,16 @@ def finish_tracking(trainer: L.Trainer, summary: dict[str, Any] | None = None, e
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+        if not isinstance(logger, WandbLogger) or logger._experiment is None or getattr(logger, "broken", False):
+            continue
+        try:
             if summary:
                 logger.experiment.summary.update(summary)
-            if not exit_code:
-                logger.experiment.finish()
-                continue
-            try:
+            if exit_code:
                 logger.experiment.mark_preempting()
-                logger.experiment.finish(exit_code=exit_code)
-            except Exception:  # a cluster signals every process of the job, W&B's service too
-                print("note: W&B's service stopped on the same signal; its files keep what was logged", file=sys.stderr)
+            logger.experiment.finish(exit_code=exit_code)
+        except OSError:  # W&B's service stopped (a cluster signals every process of a job, W&B's too)
+            print("note: W&B's service had stopped; its files keep what was logged until then", file=sys.stderr)
 
 
 def user_error(error: BaseException) -> ConfigError | None:
@@ -374,8 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         if owns_run_id:  # DDP workers inherit the id from this process's environment; the next run must not
-            os.environ.pop(RUN_ID_ENV, None)
-            os.environ.pop(RESUME_ENV, None)
+            for name in (RUN_ID_ENV, RUN_DIR_ENV, RESUME_ENV):
+                os.environ.pop(name, None)
 
 
 if __name__ == "__main__":

@@ -57,20 +57,24 @@ def finished(run_dir: Path) -> bool:
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Held by the process that trains the run, so that `--run.resume auto` elsewhere leaves it alone."""
-    with open(run_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    """Held on the run directory itself by the process that trains the run, so that `--run.resume auto`
+    elsewhere leaves it alone; the kernel releases it when the process ends, however it ends."""
+    descriptor = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield
+    finally:
+        os.close(descriptor)
 
 
 def locked(run_dir: Path) -> bool:
-    if not (run_dir / ".lock").is_file():
-        return False
-    with open(run_dir / ".lock") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
+    descriptor = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
     return False
 
 

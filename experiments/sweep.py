@@ -148,7 +148,7 @@ def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str)
     log = sweep_dir / "logs" / f"trial-{trial['index']:03d}-{trial['run_id']}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     args = [*trial_args(spec, trial["params"]), f"--run.experiment={spec.name}", f"--run.root={root}"]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_SWEEP")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("WANDB_SWEEP", "FIRSTLIGHT_RU"))}
     env["FIRSTLIGHT_RUN_ID"] = trial["run_id"]
     print(f"trial {position}  {describe(trial['params'])}  ->  {run_dir}", flush=True)
     started = time.perf_counter()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import netrc
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lightning.pytorch.loggers import CSVLogger, Logger
 
@@ -61,14 +65,60 @@ def wandb_sweep_run_id() -> str | None:
     return os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
 
 
+def outlives_wandb(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a W&B logging call; if W&B's service is gone, warn once and log nothing more to W&B."""
+
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self, "broken", False):
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as error:  # ConnectionResetError, BrokenPipeError: the service process has ended
+            self.broken = True
+            import wandb
+
+            with contextlib.suppress(Exception):
+                wandb.teardown()  # drops W&B's exit hook, which would otherwise fail again at exit, loudly
+            print(
+                f"warning: W&B stopped ({type(error).__name__}: {error}); logging to W&B is off for the rest of "
+                "this run, history.jsonl and the checkpoints go on",
+                file=sys.stderr,
+            )
+            return None
+
+    return guarded
+
+
+def resilient_wandb_logger(**kwargs: Any) -> Logger:
+    """A WandbLogger that a dead W&B service cannot stop. On a cluster, the SIGTERM that asks a job to stop
+    reaches every process of it, W&B's service too; training must still reach its next batch end to save
+    the checkpoint it resumes from."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    class ResilientWandbLogger(WandbLogger):
+        broken = False
+        log_hyperparams = outlives_wandb(WandbLogger.log_hyperparams)
+        log_metrics = outlives_wandb(WandbLogger.log_metrics)
+        log_table = outlives_wandb(WandbLogger.log_table)
+        log_image = outlives_wandb(WandbLogger.log_image)
+        after_save_checkpoint = outlives_wandb(WandbLogger.after_save_checkpoint)
+        finalize = outlives_wandb(WandbLogger.finalize)
+
+        @outlives_wandb
+        def log_dict(self, data: dict[str, Any]) -> None:
+            """Log a dict of W&B values (media, charts) in one call."""
+            self.experiment.log(data)
+
+    return ResilientWandbLogger(**kwargs)
+
+
 def make_logger(options: RunOptions, experiment: str, run_id: str, run_dir: Path) -> Logger | None:
     if options.logger == "none":
         return None
     if options.logger == "csv":
         return CSVLogger(save_dir=run_dir, name="", version="csv")
-    from lightning.pytorch.loggers import WandbLogger
-
-    return WandbLogger(
+    return resilient_wandb_logger(
         save_dir=str(run_dir),
         project=options.project,
         name=options.name or experiment,

@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    env.pop("FIRSTLIGHT_RUN_ID", None)
+    for name in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM"):
+        env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "experiments.run", *args],
         cwd=cwd,

@@ -96,3 +96,21 @@ def test_train_only(in_tmp: Path) -> None:
     assert main(args) == 0
     summary = json.loads((only_run(in_tmp / "runs" / "cnn_digits") / "summary.json").read_text())
     assert "val/acc" in summary and "test/acc" not in summary
+
+
+def test_accumulation_clipping_and_determinism_are_trainer_options(in_tmp: Path) -> None:
+    """20 batches per epoch, gradients summed over 4: 5 optimizer steps; clipped; deterministic reruns."""
+    import torch
+
+    args = ["--config", "cnn_digits", "--trainer.max_epochs", "1", "--run.logger", "none"]
+    args += ["--trainer.accumulate_grad_batches", "4", "--trainer.gradient_clip_val", "0.1"]
+    args += ["--trainer.deterministic", "true", "--run.test", "false"]
+    assert main(args) == 0 and main(args) == 0
+    first, second = sorted((in_tmp / "runs" / "cnn_digits").iterdir())
+    weights = []
+    for run_dir in (first, second):
+        checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+        assert checkpoint["global_step"] == 5
+        weights.append(checkpoint["state_dict"])
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
