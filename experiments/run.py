@@ -27,6 +27,7 @@ import lightning as L
 import yaml
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from callbacks.attention import AttentionMaps
 from callbacks.epoch_log import EpochLog
@@ -186,7 +187,10 @@ class FirstlightCLI(LightningCLI):
         loggers = [HistoryLogger(str(self.run_dir)), *([logger] if logger is not None else [])]
         plugins = self.config_init.trainer.get("plugins") or []
         plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
-        return super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
+        try:
+            return super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
+        except (ValueError, MisconfigurationException) as error:  # Lightning rejects the trainer options
+            raise ConfigError(f"trainer: {error}") from None
 
 
 def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:

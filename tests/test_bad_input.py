@@ -37,6 +37,11 @@ CASES = [
     ("zero-batch-size", lambda t: ["--data.batch_size", "0"], "batch_size must be in [1, inf), got 0"),
     ("dropout-above-1", lambda t: ["--model.dropout", "1.5"], "dropout must be in [0.0, 0.999], got 1.5"),
     ("unknown-option", lambda t: ["--model.init_args.layers", "3"], "layers"),
+    (
+        "fsdp-on-cpu",
+        lambda t: ["--trainer.strategy", "fsdp", "--trainer.accelerator", "cpu"],
+        "trainer: The strategy `fsdp` requires a GPU accelerator",
+    ),
     ("wrong-epochs-type", lambda t: ["--trainer.max_epochs", "many"], "trainer.max_epochs"),
     ("missing-config", lambda t: ["--config", str(t / "nope.yaml")], "nope.yaml not found"),
     (
