@@ -1,14 +1,14 @@
 """checkpoints/last.ckpt, the checkpoint a run resumes from, always the latest state: saved after every
 training epoch (Lightning's `save_last` only refreshes it when a top-k checkpoint is saved) and, on
-SIGTERM or SIGUSR1, after the current batch, before the run stops cleanly.
+SIGTERM or SIGUSR1, after the running batch, before the run stops cleanly.
 
 Clusters send SIGTERM before killing a job (SLURM: on preemption, `scancel`, `scontrol requeue`) and
 SIGUSR1 when asked to warn ahead of the time limit (`#SBATCH --signal=USR1@120`). The handler only sets
-a flag; at the end of the running batch every process agrees on it (one tiny all-reduce under DDP),
-`last.ckpt` is saved (mid-epoch included: resuming continues with the next batch) and `Preempted` is
-raised, which `experiments.run` reports with exit code 128 + the signal number (143 for SIGTERM, 138 for
-SIGUSR1) — after SIGUSR1 under SLURM, once the job
-has been requeued, so that the requeued job resumes the run.
+a flag. At the end of the running batch every process agrees on it (one tiny all-reduce under DDP) and
+`last.ckpt` is saved (mid-epoch included: resuming continues with the next batch); the run stops as the
+next batch would start, once Lightning has logged the last one, raising `Preempted`, which
+`experiments.run` reports with exit code 128 + the signal number (143 for SIGTERM, 138 for SIGUSR1).
+After SIGUSR1 under SLURM the job is requeued first, so that the requeued job resumes the run.
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class LastCheckpoint(L.Callback):
     def __init__(self, checkpoint_dir: str) -> None:
         self.checkpoint_path = str(Path(checkpoint_dir) / "last.ckpt")
         self.received: signal.Signals | None = None
+        self.stopping: str | None = None  # the signal's name, once the stop is agreed and saved
+        self.saved_step = 0
         self.previous: dict[int, Any] = {}
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
@@ -68,14 +70,25 @@ class LastCheckpoint(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        stop = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
-        if not stop:
+        if self.stopping is not None or not trainer.strategy.reduce_boolean_decision(
+            self.received is not None, all=False
+        ):
             return
-        name = self.received.name if self.received else "a signal on another process"
+        self.stopping = self.received.name if self.received else "a signal on another process"
+        self.saved_step = trainer.global_step
         trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
+        rank_zero_info(f"{self.stopping}: saved {self.checkpoint_path} at step {trainer.global_step}; stopping")
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # Stop only now: Lightning logs a batch's metrics after its on_train_batch_end, and they belong to
+        # the run (the checkpoint of this state is on disk; after an epoch's end, a later one is).
+        if self.stopping is None:
+            return
+        # Requeueing makes SLURM stop this job soon: everything worth keeping is on disk by now.
         requeued = self.received == signal.SIGUSR1 and trainer.is_global_zero and requeue_slurm_job()
-        rank_zero_info(f"{name}: saved {self.checkpoint_path} at step {trainer.global_step}; stopping")
-        raise Preempted(name, trainer.global_step, self.checkpoint_path, requeued)
+        raise Preempted(self.stopping, self.saved_step, self.checkpoint_path, requeued)
 
 
 def requeue_slurm_job() -> bool:

@@ -300,12 +300,13 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
     except Preempted as stop:
         code = 128 + int(getattr(signal, stop.signal_name, signal.SIGTERM))
         if trainer.is_global_zero:
-            finish_tracking(trainer, exit_code=code)
             then = "the job is requeued and will resume it" if stop.requeued else "resume it with"
             print(
                 f"preempted: {stop}; {then}: python -m experiments.run --run.resume {cli.run_dir}",
                 file=sys.stderr,
+                flush=True,
             )
+            finish_tracking(trainer, exit_code=code)
         return code
     except Exception as error:
         if user_error(error) is not None and trainer.is_global_zero:

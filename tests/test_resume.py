@@ -169,8 +169,10 @@ def test_killed_mid_epoch_and_resumed_ends_as_if_never_stopped(
     stopped = run_cli(*DIGITS, *stop, f"--trainer.callbacks.signal_name={signal_name}", cwd=tmp_path)
     assert stopped.returncode == code, stopped.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
-    assert f"preempted: {signal_name} at step 28" in stopped.stderr and "Traceback" not in stopped.stderr
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 28
+    # The signal arrives as step 27 starts; the run stops before the next batch it would start.
+    step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    assert step in (27, 28) and f"preempted: {signal_name} at step {step}" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
     assert not (run_dir / "summary.json").exists()  # unfinished: resumable
 
     resume = ["--run.resume", str(run_dir)] if how == "by_dir" else [*DIGITS, "--run.resume", "auto"]
@@ -191,4 +193,4 @@ def test_killed_mid_epoch_and_resumed_ends_as_if_never_stopped(
 
     before, after = wandb_train_steps(run_dir)  # one W&B run id, two offline segments
     (reference,) = wandb_train_steps(uninterrupted)
-    assert before + after == reference and max(before) < 28 <= min(after)  # no step twice, none missing
+    assert before + after == reference and max(before) < step <= min(after)  # no step twice, none missing

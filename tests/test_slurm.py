@@ -72,12 +72,19 @@ def test_a_two_task_job_trains_a_preset_with_ddp(tmp_path: Path) -> None:
     assert [item["trainer/global_step"] for item in history if "val/acc" in item] == [9, 19]
 
 
-def test_a_requeued_job_resumes_its_run_from_the_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "signal_name"),
+    [
+        (["scontrol", "requeue"], "SIGTERM"),  # preemption or an operator: SLURM signals, then requeues
+        (["scancel", "--signal=USR1"], "SIGUSR1"),  # as --signal=USR1@120 before the time limit: the run requeues
+    ],
+)
+def test_a_requeued_job_resumes_its_run_from_the_checkpoint(stop: list[str], signal_name: str, tmp_path: Path) -> None:
     job = submit(tmp_path, "--trainer.max_epochs", "12")
     run_dir = tmp_path / "runs" / "cnn_digits" / f"slurm-{job}"
     history = run_dir / "history.jsonl"
     wait_until(lambda: history.is_file() and history.read_text().count('"val/acc"') >= 3, 300, "3 epochs")
-    subprocess.run(["scontrol", "requeue", job], check=True)  # SIGTERM to the tasks, then back to the queue
+    subprocess.run([*stop, job], check=True)
     wait_until(lambda: state(job) == "PENDING", 120, "the requeued job to be pending")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file() and not (run_dir / "summary.json").exists()
@@ -86,7 +93,8 @@ def test_a_requeued_job_resumes_its_run_from_the_checkpoint(tmp_path: Path) -> N
 
     output = (tmp_path / f"slurm-{job}.out").read_text()
     assert "restart 0" in output and "restart 1" in output, output[-3000:]
-    assert "preempted: SIGTERM at step" in output and f"resuming {run_dir} from last.ckpt" in output
+    assert f"{signal_name}: saved {checkpoint} at step" in output  # mid-epoch, after the running batch
+    assert f"resuming {run_dir} from last.ckpt" in output
     assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
     steps = [json.loads(line)["step"] for line in history.read_text().splitlines() if '"train/loss"' in line]
     assert steps == list(range(4, 12 * 10, 5))  # every 5th step of 12 epochs x 10, none twice, none missing
