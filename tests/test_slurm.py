@@ -40,7 +40,10 @@ def submit(cwd: Path, *run_args: str) -> str:
         *(f"--chdir={cwd}", f"--export=ALL,PYTHONPATH={REPO},WANDB_MODE=offline", str(TEMPLATE)),
         *("--config", "cnn_digits", "--trainer.accelerator", "cpu", *run_args),
     ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    # The job gets sbatch's environment (--export=ALL), less this process's W&B service address: the job
+    # starts its own service, as a user's job does.
+    env = {name: value for name, value in os.environ.items() if name != "WANDB_SERVICE"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().split(";")[0]
 
