@@ -9,11 +9,11 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks.wandb_media import MediaSchedule, log_dict, wandb_logger
+from callbacks.wandb_media import ScheduledMedia, log_dict, wandb_logger
 from modules.transformer import Attention
 
 
-class AttentionMaps(L.Callback):
+class AttentionMaps(ScheduledMedia):
     """Logs `attention/<layer>`: one image per attention layer, a heat map per head (query rows, key
     columns), for the first example of the first validation batch (fixed for the whole run). Works for
     any model built from `modules.transformer.Attention`; does nothing for others or without W&B.
@@ -25,12 +25,9 @@ class AttentionMaps(L.Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.005, max_tokens: int = 48) -> None:
-        self.schedule = MediaSchedule(every_n_epochs, max_overhead)
+        super().__init__(every_n_epochs, max_overhead)
         self.max_tokens = max_tokens
         self.example: Any = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.schedule.start()
 
     def on_validation_batch_end(
         self,

@@ -71,6 +71,16 @@ class MediaSchedule:
             self.spent += self.last_cost
 
 
+class ScheduledMedia(L.Callback):
+    """Base of the media callbacks: their `MediaSchedule`, whose clock starts with training."""
+
+    def __init__(self, every_n_epochs: int, max_overhead: float) -> None:
+        self.schedule = MediaSchedule(every_n_epochs, max_overhead)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.schedule.start()
+
+
 def final_epoch(trainer: L.Trainer) -> bool:
     last_by_epochs = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs > 0
     if trainer.max_steps <= 0 or not math.isfinite(trainer.num_training_batches):
@@ -84,7 +94,7 @@ def first_examples(batch: Any, count: int) -> Any:
     return batch[:count].detach() if isinstance(batch, torch.Tensor) else batch
 
 
-class PredictionSamples(L.Callback):
+class PredictionSamples(ScheduledMedia):
     """Logs `val/samples`: the model's outputs on the first `num_samples` validation examples, as a table
     (images with true and predicted label and confidence; texts; source/target/output; generated text).
 
@@ -95,12 +105,9 @@ class PredictionSamples(L.Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.005, num_samples: int = 8) -> None:
-        self.schedule = MediaSchedule(every_n_epochs, max_overhead)
+        super().__init__(every_n_epochs, max_overhead)
         self.num_samples = num_samples
         self.batch: Any = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.schedule.start()
 
     def on_validation_batch_end(
         self,
@@ -145,7 +152,7 @@ class PredictionSamples(L.Callback):
             )
 
 
-class ConfusionMatrix(L.Callback):
+class ConfusionMatrix(ScheduledMedia):
     """Logs `val/confusion_matrix` (W&B's confusion-matrix chart) from the counts a classification task
     accumulates over each validation epoch.
 
@@ -155,10 +162,7 @@ class ConfusionMatrix(L.Callback):
     """
 
     def __init__(self, every_n_epochs: int = 1, max_overhead: float = 0.005) -> None:
-        self.schedule = MediaSchedule(every_n_epochs, max_overhead)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.schedule.start()
+        super().__init__(every_n_epochs, max_overhead)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = wandb_logger(trainer)
