@@ -70,6 +70,7 @@ class Throughput(L.Callback):
         self.count_flops = count_flops
         self.peak_tflops = peak_tflops
         self.flops_per_sample: float | None = None
+        self.peak: float | None = None  # one device's peak FLOP/s, once the step is counted
         self.counter: FlopCounterMode | None = None
         self.last = time.perf_counter()
         self.start_interval()
@@ -98,6 +99,8 @@ class Throughput(L.Callback):
         self.counter.__exit__(None, None, None)
         self.flops_per_sample = self.counter.get_total_flops() / max(samples, 1)
         self.counter = None
+        device_peak = peak_flops(trainer.strategy.root_device, compute_dtype(trainer))
+        self.peak = self.peak_tflops * 1e12 if self.peak_tflops else device_peak  # looked up once per run
         logger = wandb_logger(trainer)
         if logger is not None and trainer.is_global_zero and self.flops_per_sample:
             with contextlib.suppress(OSError):  # W&B's service may have stopped: nothing to keep it for
@@ -125,16 +128,15 @@ class Throughput(L.Callback):
             tokens = int(self.tokens)
             if tokens:
                 metrics["throughput/tokens_per_s"] = tokens * trainer.world_size / self.seconds
-            metrics |= self.flops_metrics(trainer, pl_module, metrics["throughput/samples_per_s"])
+            metrics |= self.flops_metrics(trainer, metrics["throughput/samples_per_s"])
             logger.log_metrics(metrics, step=trainer.global_step - 1)
         self.start_interval()
 
-    def flops_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule, samples_per_s: float) -> dict[str, float]:
+    def flops_metrics(self, trainer: L.Trainer, samples_per_s: float) -> dict[str, float]:
         if not self.flops_per_sample:  # not counted, or hidden by torch.compile
             return {}
         flops_per_s = self.flops_per_sample * samples_per_s
         metrics = {"throughput/tflops_per_s": flops_per_s / 1e12}
-        peak = self.peak_tflops * 1e12 if self.peak_tflops else peak_flops(pl_module.device, compute_dtype(trainer))
-        if peak:
-            metrics["throughput/mfu"] = flops_per_s / trainer.world_size / peak
+        if self.peak:
+            metrics["throughput/mfu"] = flops_per_s / trainer.world_size / self.peak
         return metrics
