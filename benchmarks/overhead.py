@@ -3,24 +3,31 @@
     python -m benchmarks.overhead [--steps 300] [--repeats 3]
 
 The digits CNN (channels 32-64, hidden 128) on the 1,294 training digits in batches of 128, AdamW with the
-preset's cosine schedule, trained three ways, alternated `--repeats` times in this one process:
+preset's cosine schedule, trained by firstlight two ways, alternated `--repeats` times in this one process:
 
-- hand: a plain loop: index a batch of the uint8 tensors, normalise, forward, cross-entropy, backward,
-  optimizer and scheduler step;
 - lean: `ImageClassifier` and `ImageDataModule` through Lightning's Trainer without logger, progress bar
   or checkpoints;
 - default: `python -m experiments.run --config cnn_digits` as users run it (W&B offline, checkpoints,
-  the logging callbacks, history.jsonl), validation switched off so that only training steps compare.
+  the logging callbacks, history.jsonl, logging every 5 steps), validation switched off so that only
+  training steps compare.
 
-Each step is timed from the end of one to the end of the next (data, step and hooks all count); the
-figure is the median step, then the median over the repeats. The last line reads
-`overhead default=<ratio> lean=<ratio>` (ratios to the hand-written loop).
+Each firstlight step is paired with a step of a hand-written loop (index a batch of the uint8 tensors,
+normalise, forward, cross-entropy, backward, optimizer and scheduler step; its own copy of the model),
+run right after it from a callback. Interleaving step by step puts both under the same conditions: on a
+shared 2-core machine, the speed of whole runs drifts by 10-20% from one minute to the next, more than the
+overhead being measured. A firstlight step is the time from the end of one hand-written step to the next
+batch's end (loading, transfer, step, every hook and logger; the hand-written step excluded).
+
+Printed per variant: median step of both and their ratio, and the ratio of the means (which counts the
+steps that log or save as well), median over the repeats. The last line reads
+`overhead default=<ratio> lean=<ratio>` (ratios of median steps to the hand-written loop's).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import tempfile
@@ -40,25 +47,6 @@ from modules.optim import build_optimizer, build_scheduler
 BATCH = 128
 
 
-class StepTimes(L.Callback):
-    """Seconds between the ends of consecutive training batches; written to `path` when fitting ends."""
-
-    def __init__(self, path: str = "") -> None:
-        self.path = path
-        self.times: list[float] = []
-        self.last = 0.0
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        now = time.perf_counter()
-        if self.last:
-            self.times.append(now - self.last)
-        self.last = now
-
-    def on_fit_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.path:
-            Path(self.path).write_text(json.dumps(self.times))
-
-
 def digits() -> ImageDataModule:
     data = ImageDataModule(dataset="digits", batch_size=BATCH)
     data.prepare_data()
@@ -73,42 +61,64 @@ def model(data: ImageDataModule) -> ImageClassifier:
     )
 
 
-def hand_written(steps: int) -> list[float]:
-    data = digits()
-    classifier = model(data)
-    net, images, labels = classifier.net, *data.splits["train"]
-    mean, std = data.mean, data.std
-    # The optimizer and schedule that the module configures for itself under the Trainer.
-    c = classifier
-    optimizer = build_optimizer(c, c.optimizer_name, c.lr, c.weight_decay, c.momentum, c.nesterov, c.betas)
-    scheduler = build_scheduler(optimizer, c.scheduler_name, steps, c.warmup_fraction)
-    assert scheduler is not None
-    loss_fn = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(labels), generator=generator)
-    times, last, position = [], 0.0, 0
-    net.train()
-    for _ in range(steps):
-        if position + BATCH > len(order):
-            order, position = torch.randperm(len(labels), generator=generator), 0
-        index = order[position : position + BATCH]
-        position += BATCH
-        x = (images[index].float().div_(255) - mean) / std
-        loss = loss_fn(net(x), labels[index])
-        optimizer.zero_grad(set_to_none=True)
+class HandWrittenLoop:
+    """The training loop one would write by hand, one step at a time."""
+
+    def __init__(self, steps: int) -> None:
+        data = digits()
+        classifier = model(data)
+        self.net, (self.images, self.labels) = classifier.net, data.splits["train"]
+        self.mean, self.std = data.mean, data.std
+        c = classifier  # the optimizer and schedule that the module configures for itself under the Trainer
+        self.optimizer = build_optimizer(c, c.optimizer_name, c.lr, c.weight_decay, c.momentum, c.nesterov, c.betas)
+        scheduler = build_scheduler(self.optimizer, c.scheduler_name, steps, c.warmup_fraction)
+        assert scheduler is not None
+        self.scheduler = scheduler
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.generator = torch.Generator().manual_seed(0)
+        self.order, self.position = torch.randperm(len(self.labels), generator=self.generator), 0
+        self.net.train()
+
+    def step(self) -> None:
+        if self.position + BATCH > len(self.order):  # a new epoch, dropping the last partial batch
+            self.order, self.position = torch.randperm(len(self.labels), generator=self.generator), 0
+        index = self.order[self.position : self.position + BATCH]
+        self.position += BATCH
+        x = (self.images[index].float().div_(255) - self.mean) / self.std
+        loss = self.loss_fn(self.net(x), self.labels[index])
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        now = time.perf_counter()
-        if last:
-            times.append(now - last)
-        last = now
-    return times
+        self.optimizer.step()
+        self.scheduler.step()
 
 
-def lean(steps: int) -> list[float]:
+class Interleaved(L.Callback):
+    """After every training batch, runs one hand-written step; records both steps' seconds, written as
+    JSON `{"firstlight": [...], "hand": [...]}` to `path` when fitting ends."""
+
+    def __init__(self, steps: int, path: str = "") -> None:
+        self.hand = HandWrittenLoop(steps)
+        self.path = path
+        self.times: dict[str, list[float]] = {"firstlight": [], "hand": []}
+        self.resumed = 0.0  # when the last hand-written step ended and firstlight's work resumed
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        ended = time.perf_counter()
+        with torch.enable_grad():
+            self.hand.step()
+        self.resumed, previous = time.perf_counter(), self.resumed
+        if previous:
+            self.times["firstlight"].append(ended - previous)
+            self.times["hand"].append(self.resumed - ended)
+
+    def on_fit_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.path:
+            Path(self.path).write_text(json.dumps(self.times))
+
+
+def lean(steps: int) -> dict[str, list[float]]:
     data = digits()
-    timer = StepTimes()
+    pairs = Interleaved(steps)
     trainer = L.Trainer(
         max_steps=steps,
         logger=False,
@@ -116,18 +126,18 @@ def lean(steps: int) -> list[float]:
         enable_checkpointing=False,
         enable_model_summary=False,
         limit_val_batches=0,
-        callbacks=[timer],
+        callbacks=[pairs],
     )
     trainer.fit(model(data), datamodule=data)
-    return timer.times
+    return pairs.times
 
 
-def default(steps: int, root: Path) -> list[float]:
+def default(steps: int, root: Path) -> dict[str, list[float]]:
     path = root / f"times-{time.perf_counter_ns()}.json"
     args = ["--config", "cnn_digits", "--data.batch_size", str(BATCH), "--trainer.max_steps", str(steps)]
     args += ["--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0", "--run.test", "false"]
-    args += ["--checkpoint.monitor", "null", "--trainer.callbacks+=benchmarks.overhead.StepTimes"]
-    args += [f"--trainer.callbacks.path={path}", "--run.root", str(root)]
+    args += ["--checkpoint.monitor", "null", "--trainer.callbacks+=benchmarks.overhead.Interleaved"]
+    args += [f"--trainer.callbacks.steps={steps}", f"--trainer.callbacks.path={path}", "--run.root", str(root)]
     os.environ.pop("FIRSTLIGHT_RUN_ID", None)
     assert run(args) == 0
     return json.loads(path.read_text())
@@ -139,17 +149,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
-    medians: dict[str, list[float]] = {"hand": [], "lean": [], "default": []}
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    ratios: dict[str, list[tuple[float, float, float, float]]] = {"lean": [], "default": []}
     with tempfile.TemporaryDirectory() as scratch:
         for _ in range(args.repeats):
-            medians["hand"].append(statistics.median(hand_written(args.steps)[10:]))
-            medians["lean"].append(statistics.median(lean(args.steps)[10:]))
-            medians["default"].append(statistics.median(default(args.steps, Path(scratch))[10:]))
-    step = {name: statistics.median(values) for name, values in medians.items()}
-    for name, values in medians.items():
-        spread = ", ".join(f"{value * 1000:.2f}" for value in values)
-        print(f"{name:8s} median step {step[name] * 1000:.2f} ms  (repeats: {spread} ms)")
-    print(f"overhead default={step['default'] / step['hand']:.3f} lean={step['lean'] / step['hand']:.3f}")
+            for name, times in (("lean", lean(args.steps)), ("default", default(args.steps, Path(scratch)))):
+                ours, hand = times["firstlight"][10:], times["hand"][10:]  # past the first steps' warm-up
+                median_ours, median_hand = statistics.median(ours), statistics.median(hand)
+                mean_ratio = statistics.fmean(ours) / statistics.fmean(hand)
+                ratios[name].append((median_ours / median_hand, mean_ratio, median_ours, median_hand))
+    overall = {}
+    for name, runs in ratios.items():
+        overall[name] = statistics.median(r[0] for r in runs)
+        steps = ", ".join(f"{r[2] * 1000:.2f}/{r[3] * 1000:.2f}" for r in runs)
+        print(
+            f"{name:8s} median-step ratio {overall[name]:.3f}  mean-step ratio "
+            f"{statistics.median(r[1] for r in runs):.3f}  (firstlight/hand ms per repeat: {steps})"
+        )
+    print(f"overhead default={overall['default']:.3f} lean={overall['lean']:.3f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from lightning.pytorch.utilities import rank_zero_only
 class EpochLog(L.Callback):
     """Prints `epoch 3/10  train/loss 0.312  val/acc 0.911  val/loss 0.254  (8.2 s)` after each validation
     (`step 500/1000 ...` when training is counted in steps), only when the trainer shows no progress bar.
-    The time is since the previous line."""
+    The time is since the previous line. Printed when validation has ended: the model logs its epoch
+    metrics in its own on_validation_epoch_end, which Lightning calls after the callbacks'."""
 
     def __init__(self) -> None:
         self.since = time.perf_counter()
@@ -20,7 +21,7 @@ class EpochLog(L.Callback):
         self.since = time.perf_counter()
 
     @rank_zero_only
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.progress_bar_callback is not None or trainer.sanity_checking:
             return
         shown = "  ".join(

@@ -161,10 +161,13 @@ class ImageDataModule(DataModule):
         return self.test_dataloader()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.prepare_batch(batch, training=self.trainer is not None and self.trainer.training)
+
+    def prepare_batch(self, batch: Any, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B, C, H, W) -> normalised float images, augmented while training."""
         images, labels = batch
         images = images.float().div_(255)
-        if self.trainer is not None and self.trainer.training and self.hparams["augment"]:
+        if training and self.hparams["augment"]:
             if self.hparams["crop_padding"]:
                 images = random_crop(images, self.hparams["crop_padding"])
             if self.hparams["hflip"]:

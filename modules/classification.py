@@ -6,10 +6,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from modules.task import TaskModule, check_range
+
+
+def accuracy_and_macro_f1(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy and macro F1 from confusion counts (true, predicted), as torchmetrics defines them: F1 is
+    averaged over the classes that occur as a label or a prediction."""
+    true_positives = counts.diagonal()  # integer sums stay exact; the divisions give floats
+    accuracy = true_positives.sum() / counts.sum()
+    denominators = counts.sum(0) + counts.sum(1)  # 2TP + FP + FN = (times predicted) + (times true)
+    present = denominators > 0
+    f1 = (2 * true_positives[present] / denominators[present]).mean()
+    return accuracy, f1
 
 
 class ClassificationTask(TaskModule):
@@ -26,32 +36,32 @@ class ClassificationTask(TaskModule):
         check_range("num_classes", num_classes, 2)
         check_range("label_smoothing", label_smoothing, 0.0, 0.999)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }
-        )
-        # One metric state per stage, kept on the model's device and computed once per epoch.
-        self.train_metrics = metrics.clone(prefix="train/")
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-        self.val_confusion = MulticlassConfusionMatrix(num_classes)  # read by the ConfusionMatrix callback
+        # One confusion matrix per stage, counted on the model's device (one bincount per batch, no host sync);
+        # accuracy and macro F1 are derived from it when the epoch ends, and the ConfusionMatrix callback
+        # charts the validation one.
+        self.train_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.val_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, labels = batch
         logits = self(inputs)  # (B, num_classes)
-        loss = self.loss_fn(logits, labels)
-        metrics: MetricCollection = getattr(self, f"{stage}_metrics")
-        metrics.update(logits.detach(), labels)
-        if stage == "val":
-            self.val_confusion.update(logits.detach(), labels)
+        loss = self.loss_fn(logits, labels)  # also rejects labels outside [0, num_classes)
+        self.confusion(stage).update(logits.detach(), labels)
         self.log_loss(stage, loss, len(labels))
-        self.log_dict(metrics, on_step=False, on_epoch=True)  # computed once per epoch
         return loss
 
-    def on_validation_epoch_start(self) -> None:
-        self.val_confusion.reset()
+    def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        metrics = super().epoch_metrics(stage)
+        confusion = self.confusion(stage)
+        if confusion.update_called:
+            accuracy, f1 = accuracy_and_macro_f1(confusion.compute())  # counts summed over all processes
+            metrics |= {f"{stage}/acc": accuracy, f"{stage}/f1": f1}
+            confusion.reset()
+        return metrics
+
+    def confusion(self, stage: str) -> MulticlassConfusionMatrix:
+        return getattr(self, f"{stage}_confusion")
 
     def sample_rows(self, batch: tuple[torch.Tensor, torch.Tensor], datamodule: Any) -> tuple[list[str], list[list]]:
         """Rows for a W&B table: the input (an image, or the decoded text), true and predicted class, confidence."""

@@ -55,12 +55,7 @@ class RNNForecaster(TaskModule):
         self.log_loss(stage, loss, size)
         if stage != "train":  # per-batch means weighted by batch size: the epoch value is the split's mean
             naive = window[:, -1:, :].expand_as(target)
-            values = {
-                "mse": loss,
-                "mae": F.l1_loss(forecast.float(), target),
-                "mse_naive": F.mse_loss(naive, target),
-            }
-            self.log_dict(
-                {f"{stage}/{k}": v for k, v in values.items()}, on_epoch=True, batch_size=size, sync_dist=True
-            )
+            self.add_to_mean(stage, "mse", loss, size)
+            self.add_to_mean(stage, "mae", F.l1_loss(forecast.float(), target), size)
+            self.add_to_mean(stage, "mse_naive", F.mse_loss(naive, target), size)
         return loss

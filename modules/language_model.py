@@ -53,11 +53,11 @@ class LanguageModelTask(TaskModule):
         inputs, targets = batch
         logits = self.logits(inputs)  # (B, T, vocab)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=self.pad_id)
-        size = int((targets != self.pad_id).sum())
+        size = (targets != self.pad_id).sum()  # real tokens, left on the device
         self.log_loss(stage, loss, size)
         if stage != "train":  # linear in the loss, so its epoch mean is the bits per character of the split
             bpc = loss / math.log(2) / self.chars_per_token
-            self.log(f"{stage}/bpc", bpc, on_epoch=True, batch_size=size, sync_dist=True)
+            self.add_to_mean(stage, "bpc", bpc, size)
         return loss
 
 

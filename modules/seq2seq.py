@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanMetric
 
 from modules.positional import PositionalKind
 from modules.task import TaskModule, check_range
@@ -61,9 +60,6 @@ class TransformerSeq2Seq(TaskModule):
         self.net = TransformerSeq2SeqNet(
             vocab_size, pad_id, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional
         )
-        # Means over the evaluation epoch, kept on the model's device.
-        self.val_exact_match, self.val_token_acc = MeanMetric(), MeanMetric()
-        self.test_exact_match, self.test_token_acc = MeanMetric(), MeanMetric()
 
     def forward(self, source: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
         return self.net(source, target_in)
@@ -102,10 +98,7 @@ class TransformerSeq2Seq(TaskModule):
             decoded = self.decode(source, max_new_tokens=expected.shape[1])
             decoded = F.pad(decoded, (0, expected.shape[1] - decoded.shape[1]), value=self.pad_id)
             real = expected != self.pad_id
-            exact_match: MeanMetric = getattr(self, f"{stage}_exact_match")
-            token_acc: MeanMetric = getattr(self, f"{stage}_token_acc")
-            exact_match.update(((decoded == expected) | ~real).all(1).float())
-            token_acc.update(((decoded == expected) & real).sum() / real.sum(), real.sum())
-            self.log(f"{stage}/exact_match", exact_match, on_epoch=True)
-            self.log(f"{stage}/token_acc", token_acc, on_epoch=True)
+            exact_match = ((decoded == expected) | ~real).all(1).float().mean()
+            self.add_to_mean(stage, "exact_match", exact_match, len(source))
+            self.add_to_mean(stage, "token_acc", ((decoded == expected) & real).sum() / real.sum(), real.sum())
         return loss

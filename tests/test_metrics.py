@@ -1,0 +1,26 @@
+"""Epoch metrics derived from per-stage counts agree with torchmetrics' own definitions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from modules.classification import accuracy_and_macro_f1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_accuracy_and_macro_f1_from_confusion_counts_match_torchmetrics(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    num_classes = 7
+    # Classes 5 and 6 never occur as labels; class 6 is also never predicted (it must not count in macro F1).
+    labels = torch.randint(0, 5, (300,), generator=generator)
+    logits = torch.randn(300, num_classes, generator=generator)
+    logits[:, 6] = -10
+    logits[labels == 2, 2] += 1.5  # some signal, so per-class scores differ
+    counts = MulticlassConfusionMatrix(num_classes, validate_args=False)(logits, labels)
+    accuracy, f1 = accuracy_and_macro_f1(counts)
+    expected_accuracy = MulticlassAccuracy(num_classes, average="micro")(logits, labels)
+    expected_f1 = MulticlassF1Score(num_classes, average="macro")(logits, labels)
+    torch.testing.assert_close(accuracy, expected_accuracy)
+    torch.testing.assert_close(f1, expected_f1)
