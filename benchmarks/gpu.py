@@ -76,7 +76,8 @@ class Result:
         rate = self.items_per_step / self.seconds_per_step
         tflops = self.flops_per_step / self.seconds_per_step / 1e12
         mfu = f"{tflops * 1e12 / self.peak:6.1%}" if self.peak else "   n/a"
-        return f"{self.name:34s} {self.seconds_per_step * 1e3:9.2f} ms/step {rate:13,.0f} {self.unit}/s {tflops:9.4f} TFLOP/s  MFU {mfu}"
+        step = f"{self.seconds_per_step * 1e3:9.2f} ms/step"
+        return f"{self.name:34s} {step} {rate:13,.0f} {self.unit}/s {tflops:9.4f} TFLOP/s  MFU {mfu}"
 
 
 def training_step(model: TaskModule, batch: Any, dtype: torch.dtype) -> Callable[[], None]:
