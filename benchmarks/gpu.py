@@ -38,7 +38,7 @@ from modules.task import TaskModule
 
 @dataclass(frozen=True)
 class Size:
-    lm: dict[str, int]
+    lm: dict[str, Any]
     lm_batch: int
     seq_len: int
     cnn_channels: tuple[int, ...]

@@ -11,9 +11,9 @@ from typing import Any, cast
 
 import lightning as L
 import torch
-from torchmetrics import MeanMetric
 
 from modules.errors import ConfigError
+from modules.metrics import WeightedMean
 from modules.optim import (
     OptimizerName,
     SchedulerName,
@@ -120,15 +120,16 @@ class TaskModule(L.LightningModule):
         logged when the epoch ends."""
         key = f"{stage}/{name}"
         if key not in self.epoch_means:  # created on first use, on the value's device
-            self.epoch_means[key] = MeanMetric(nan_strategy="disable").to(value.device)
-        cast(MeanMetric, self.epoch_means[key]).update(value.detach(), weight)
+            self.epoch_means[key] = WeightedMean().to(value.device)
+        cast(WeightedMean, self.epoch_means[key]).update(value, weight)
 
     def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         """The metrics of the epoch that ends at `stage`, reduced across processes; tasks add theirs."""
         metrics = {}
-        for key, mean in self.epoch_means.items():
-            if key.startswith(f"{stage}/") and cast(MeanMetric, mean).update_called:
-                metrics[key] = cast(MeanMetric, mean).compute()
+        for key, module in self.epoch_means.items():
+            mean = cast(WeightedMean, module)
+            if key.startswith(f"{stage}/") and mean.update_called:
+                metrics[key] = mean.compute()
                 mean.reset()
         return metrics
 

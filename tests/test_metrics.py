@@ -24,3 +24,13 @@ def test_accuracy_and_macro_f1_from_confusion_counts_match_torchmetrics(seed: in
     expected_f1 = MulticlassF1Score(num_classes, average="macro")(logits, labels)
     torch.testing.assert_close(accuracy, expected_accuracy)
     torch.testing.assert_close(f1, expected_f1)
+
+
+def test_weighted_mean_weights_each_batch_by_its_size() -> None:
+    from modules.metrics import WeightedMean
+
+    losses = torch.tensor([0.5, 2.0, 1.0, 4.0])
+    mean = WeightedMean()
+    mean.update(losses[:3].mean(), 3)  # a batch of 3 examples, then one of 1
+    mean.update(losses[3:].mean(), torch.tensor(1))
+    torch.testing.assert_close(mean.compute(), losses.mean())

@@ -1,0 +1,95 @@
+"""The benchmarks run end to end at small sizes and print the figures they promise (not timed tests)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark(name: str, *args: str, cwd: Path, timeout: int = 600) -> str:
+    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    for variable in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):
+        env.pop(variable, None)
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_gpu_benchmark_runs_at_tiny_size_on_the_cpu(tmp_path: Path) -> None:
+    out = benchmark(
+        "gpu", "--size", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "1", "--no-compile", cwd=tmp_path
+    )
+    rows = re.findall(
+        r"^(.+?)\s+([\d.]+) ms/step\s+([\d,]+) (tokens|images)/s\s+([\d.]+) TFLOP/s\s+MFU\s+(\S+)$", out, re.M
+    )
+    names = [row[0].strip() for row in rows]
+    assert names == [
+        "Transformer LM 0.1M bf16 eager",
+        "CNN fp32 NCHW",
+        "CNN fp32 channels-last",
+        "CNN bf16 NCHW",
+        "CNN bf16 channels-last",
+    ], out
+    for _, ms, rate, _, tflops, mfu in rows:
+        assert float(ms) > 0 and int(rate.replace(",", "")) > 0 and float(tflops) > 0
+        assert mfu == "n/a"  # a CPU's peak is not known...
+
+    out = benchmark(
+        "gpu",
+        "--size",
+        "tiny",
+        "--device",
+        "cpu",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--no-compile",
+        "--peak-tflops",
+        "0.001",
+        cwd=tmp_path,
+    )
+    assert all(re.search(r"MFU\s+[\d.]+%$", line) for line in out.splitlines()[1:]), out  # ...unless given
+
+
+@pytest.mark.slow
+def test_text_benchmark_shows_bucketing_cuts_padding(tmp_path: Path) -> None:
+    out = benchmark("text", "--steps", "2", "--repeats", "1", cwd=tmp_path)
+    padding = {name: float(share) / 100 for name, share in re.findall(r"^(bucketed|plain)\s+([\d.]+)%", out, re.M)}
+    assert set(padding) == {"bucketed", "plain"}, out
+    assert padding["bucketed"] < 0.05 < 0.3 < padding["plain"], out  # sorted pools leave almost no padding
+    assert re.search(r"^bucketed/plain: loader x[\d.]+, LSTM x[\d.]+, Transformer x[\d.]+$", out, re.M), out
+
+
+@pytest.mark.slow
+def test_data_benchmark_compares_both_pipelines(tmp_path: Path) -> None:
+    out = benchmark("data", "--batches", "5", "--repeats", "1", "--workers", "0", cwd=tmp_path)
+    rows = re.findall(
+        r"^with(?:out)? augmentation\s+firstlight\s+([\d,]+) img/s\s+torchvision\s+([\d,]+) img/s\s+x([\d.]+)$",
+        out,
+        re.M,
+    )
+    assert len(rows) == 2, out
+
+
+@pytest.mark.slow
+def test_overhead_benchmark_prints_its_ratios(tmp_path: Path) -> None:
+    out = benchmark("overhead", "--steps", "30", "--repeats", "1", cwd=tmp_path)
+    last = out.strip().splitlines()[-1]
+    match = re.fullmatch(r"overhead default=([\d.]+) lean=([\d.]+)", last)
+    assert match, out
+    assert all(0.5 < float(ratio) < 3 for ratio in match.groups()), last
