@@ -136,9 +136,11 @@ def language_model(size: Size, device: torch.device, compiled: bool, args: argpa
 
 def cnn(size: Size, device: torch.device, dtype: torch.dtype, channels_last: bool, args: argparse.Namespace) -> Result:
     torch.manual_seed(0)
-    model = ImageClassifier(image_shape=(3, 32, 32), num_classes=10, channels=size.cnn_channels, hidden_dim=256)
+    model = ImageClassifier(
+        image_shape=(3, 32, 32), num_classes=10, channels=size.cnn_channels, hidden_dim=256, channels_last=channels_last
+    )
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=layout).train()
+    model = model.to(device).train()
     images = torch.randn(size.cnn_batch, 3, 32, 32, device=device).contiguous(memory_format=layout)
     batch = (images, torch.randint(0, 10, (size.cnn_batch,), device=device))
     step = training_step(model, batch, dtype)

@@ -11,10 +11,12 @@ from torch import nn
 from modules.errors import ConfigError
 
 
-def conv_stage(in_channels: int, out_channels: int, kernel_size: int, pool: str, batch_norm: bool) -> nn.Sequential:
-    """Two same-padded convolutions, then a 2x2 pool: (B, in, H, W) -> (B, out, H // 2, W // 2)."""
+def conv_stage(
+    in_channels: int, out_channels: int, kernel_size: int, pool: str, batch_norm: bool, depth: int = 2
+) -> nn.Sequential:
+    """`depth` same-padded convolutions, then a 2x2 pool: (B, in, H, W) -> (B, out, H // 2, W // 2)."""
     layers: list[nn.Module] = []
-    for c_in in (in_channels, out_channels):
+    for c_in in (in_channels, *[out_channels] * (depth - 1)):
         # The bias is redundant when batch norm follows: its shift absorbs it.
         layers.append(nn.Conv2d(c_in, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm))
         if batch_norm:
@@ -40,9 +42,15 @@ class CNN(nn.Module):
         batch_norm: bool = True,
         dropout: float = 0.0,
         hidden_dim: int = 128,
+        depths: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         in_channels, height, width = image_shape
+        depths = list(depths) if depths is not None else [2] * len(channels)
+        if len(depths) != len(channels) or min(depths, default=1) < 1:
+            raise ConfigError(
+                f"depths needs one count of at least 1 per entry of channels ({len(channels)}), got {depths}"
+            )
         if min(height, width) < 2 ** len(channels):
             raise ConfigError(
                 f"an image of {height}x{width} is too small for {len(channels)} pooling stages; "
@@ -51,8 +59,8 @@ class CNN(nn.Module):
         if kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be odd to keep the image size, got {kernel_size}")
         stages = []
-        for out_channels in channels:
-            stages.append(conv_stage(in_channels, out_channels, kernel_size, pool, batch_norm))
+        for out_channels, depth in zip(channels, depths, strict=True):
+            stages.append(conv_stage(in_channels, out_channels, kernel_size, pool, batch_norm, depth))
             in_channels = out_channels
             height, width = height // 2, width // 2
         self.features = nn.Sequential(*stages)

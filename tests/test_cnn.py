@@ -54,6 +54,24 @@ def test_options_change_the_layers() -> None:
     normed = CNN((1, 16, 16), channels=(8, 8), kernel_size=5)
     convs = [conv for conv in normed.modules() if isinstance(conv, nn.Conv2d)]
     assert len(convs) == 4 and all(conv.kernel_size == (5, 5) and conv.bias is None for conv in convs)
+    shallow = CNN((1, 16, 16), channels=(8, 16, 32), depths=(1, 2, 3))
+    stages = [[m for m in stage.modules() if isinstance(m, nn.Conv2d)] for stage in shallow.features]
+    assert [len(convs) for convs in stages] == [1, 2, 3]
+    assert [convs[-1].out_channels for convs in stages] == [8, 16, 32]
+    assert shallow(torch.randn(2, 1, 16, 16)).shape == (2, 10)
+
+
+def test_channels_last_layout_gives_the_same_outputs() -> None:
+    from modules.image_classifier import ImageClassifier
+
+    torch.manual_seed(0)
+    nhwc = ImageClassifier(image_shape=(3, 16, 16), channels=(8, 16), channels_last=True).eval()
+    nchw = ImageClassifier(image_shape=(3, 16, 16), channels=(8, 16), channels_last=False).eval()
+    nchw.load_state_dict(nhwc.state_dict())
+    conv = nhwc.net.features[0][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    images = torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(nhwc(images), nchw(images), rtol=1e-4, atol=1e-5)
 
 
 def test_too_many_stages_for_the_image_is_a_clear_error() -> None:
@@ -61,6 +79,8 @@ def test_too_many_stages_for_the_image_is_a_clear_error() -> None:
         CNN((1, 8, 8), channels=(8, 8, 8, 8))
     with pytest.raises(ConfigError, match="kernel_size must be odd"):
         CNN((1, 8, 8), kernel_size=4)
+    with pytest.raises(ConfigError, match="depths needs one count of at least 1 per entry of channels"):
+        CNN((1, 8, 8), channels=(8, 8), depths=(2,))
 
 
 @pytest.mark.slow
