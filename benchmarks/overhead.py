@@ -2,8 +2,9 @@
 
     python -m benchmarks.overhead [--steps 300] [--repeats 3]
 
-The digits CNN (channels 32-64, hidden 128, NCHW layout like the hand-written loop) on the 1,294 training digits in batches of 128, AdamW with the
-preset's cosine schedule, trained by firstlight two ways, alternated `--repeats` times in this one process:
+The digits CNN (channels 32-64, hidden 128, NCHW layout like the hand-written loop) on the 1,294
+training digits in batches of 128, AdamW with the preset's cosine schedule, trained by firstlight two
+ways, alternated `--repeats` times in this one process:
 
 - lean: `ImageClassifier` and `ImageDataModule` through Lightning's Trainer without logger, progress bar
   or checkpoints;

@@ -1,13 +1,14 @@
 """checkpoints/last.ckpt, the checkpoint a run resumes from, always the latest state: saved after every
 training epoch (Lightning's `save_last` only refreshes it when a top-k checkpoint is saved) and, on
-SIGTERM or SIGUSR1, after the running batch, before the run stops cleanly.
+SIGTERM, SIGUSR1 or SIGINT (Ctrl-C), after the running batch, before the run stops cleanly.
 
 Clusters send SIGTERM before killing a job (SLURM: on preemption, `scancel`, `scontrol requeue`) and
 SIGUSR1 when asked to warn ahead of the time limit (`#SBATCH --signal=USR1@120`). The handler only sets
 a flag. At the end of the running batch every process agrees on it (one tiny all-reduce under DDP) and
 `last.ckpt` is saved (mid-epoch included: resuming continues with the next batch); the run stops as the
 next batch would start, once Lightning has logged the last one, raising `Preempted`, which
-`experiments.run` reports with exit code 128 + the signal number (143 for SIGTERM, 138 for SIGUSR1).
+`experiments.run` reports with exit code 128 + the signal number (143 for SIGTERM, 138 for SIGUSR1,
+130 for Ctrl-C; a second Ctrl-C stops at once, without saving).
 After SIGUSR1 under SLURM the job is requeued first, so that the requeued job resumes the run.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class Preempted(Exception):
@@ -41,13 +42,20 @@ class LastCheckpoint(L.Callback):
         self.stopping: str | None = None  # the signal's name, once the stop is agreed and saved
         self.saved_step = 0
         self.previous: dict[int, Any] = {}
+        self.announce = True  # rank 0 tells the user what a Ctrl-C does
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGINT:
+            if self.received is not None:  # Ctrl-C again: stop now, without saving
+                raise KeyboardInterrupt
+            if self.announce:  # os.write: safe inside a signal handler, unlike print
+                os.write(2, b"\nstopping after this batch, saving last.ckpt (Ctrl-C again to stop at once)\n")
         self.received = signal.Signals(signum)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning's own handlers are set (it would otherwise turn SIGTERM into an exception
         # raised at an arbitrary point of the loop, and SIGUSR1 is fatal by default).
+        self.announce = trainer.is_global_zero
         for sig in SIGNALS:
             self.previous[sig] = signal.signal(sig, self.handle)
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import warnings
@@ -23,7 +24,19 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a lost mount); the file it replaces is untouched."""
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        hint = "; free some space, or keep runs on another disk with --run.root" if error.errno == errno.ENOSPC else ""
+        super().__init__(error.errno, f"could not write checkpoint {path}: {error.strerror or error}{hint}")
+        self.path = path
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file, flushes it to disk and renames it over the old one, so a
+    checkpoint file is always complete: a save that fails (a full disk, a kill) leaves the previous file."""
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +47,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())  # on disk before the rename makes it the checkpoint
             os.replace(temporary, path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise CheckpointWriteError(path, error) from error
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
@@ -109,5 +125,9 @@ def resume_checkpoint(run_dir: Path) -> Path | None:
     for path in reversed(found):
         if loads(path):
             return path
-        warnings.warn(f"skipping checkpoint {path}: it does not load (truncated or corrupt)", stacklevel=2)
+        warnings.warn(
+            f"skipping checkpoint {path}: it does not load as plain tensors and data (truncated, corrupt, or "
+            "holding other pickled objects, which firstlight never unpickles)",
+            stacklevel=2,
+        )
     return None

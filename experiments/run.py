@@ -11,6 +11,7 @@ callback and `RunOptions`; `--help` lists them. User mistakes exit with code 2 a
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -31,12 +32,13 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from callbacks.attention import AttentionMaps
 from callbacks.epoch_log import EpochLog
+from callbacks.finite_loss import FiniteLoss, NonFiniteLoss
 from callbacks.last_checkpoint import LastCheckpoint, Preempted
 from callbacks.norms import ParameterNorms
 from callbacks.provenance import Provenance
 from callbacks.throughput import Throughput
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
-from experiments.checkpointing import AtomicCheckpointIO, RunState, resume_checkpoint
+from experiments.checkpointing import AtomicCheckpointIO, CheckpointWriteError, RunState, resume_checkpoint
 from experiments.history import HistoryLogger, trim_history
 from experiments.presets import expand_configs
 from experiments.rundir import (
@@ -179,6 +181,7 @@ class FirstlightCLI(LightningCLI):
             Provenance(str(self.run_dir)),
             LearningRateMonitor(logging_interval="step"),
             RunState(self.run_id),
+            FiniteLoss(),
             LastCheckpoint(self.config.checkpoint.dirpath),
         ]
         if options.patience is not None:
@@ -301,13 +304,24 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
         code = 128 + int(getattr(signal, stop.signal_name, signal.SIGTERM))
         if trainer.is_global_zero:
             then = "the job is requeued and will resume it" if stop.requeued else "resume it with"
+            what = "interrupted" if stop.signal_name == "SIGINT" else "preempted"
             print(
-                f"preempted: {stop}; {then}: python -m experiments.run --run.resume {cli.run_dir}",
+                f"{what}: {stop}; {then}: python -m experiments.run --run.resume {cli.run_dir}",
                 file=sys.stderr,
                 flush=True,
             )
             finish_tracking(trainer, exit_code=code)
         return code
+    except NonFiniteLoss as error:
+        return stopped_by_fault(
+            trainer, cli.run_dir, f"{error}; {last_good_checkpoint(cli.run_dir)}. {NON_FINITE_HINT}"
+        )
+    except CheckpointWriteError as error:
+        return stopped_by_fault(trainer, cli.run_dir, f"{error.strerror}; {last_good_checkpoint(cli.run_dir)}")
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        return stopped_by_fault(trainer, cli.run_dir, f"{error}; free some space, or keep runs on another disk")
     except Exception as error:
         if user_error(error) is not None and trainer.is_global_zero:
             discard_unused_run(trainer, cli.run_dir)
@@ -339,6 +353,25 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
         finish_tracking(trainer, summary)
         print_results(test_metrics, best_path, cli.run_dir)
     return 0
+
+
+def stopped_by_fault(trainer: L.Trainer, run_dir: Path, message: str) -> int:
+    """Report a run stopped by a fault (not a user's mistake) in one line; exit code 1, files kept."""
+    if trainer.is_global_zero:
+        print(f"error: {message}", file=sys.stderr)
+        finish_tracking(trainer, exit_code=1)
+    return 1
+
+
+NON_FINITE_HINT = "Lower the learning rate (--model.init_args.lr) or clip gradients (--trainer.gradient_clip_val 1.0)"
+
+
+def last_good_checkpoint(run_dir: Path) -> str:
+    """Which checkpoint a stopped run keeps, for its error message."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return f"the last good checkpoint is {last} (step {checkpoint_step(last)})"
+    return "no checkpoint had been saved yet"
 
 
 def discard_unused_run(trainer: L.Trainer, run_dir: Path) -> None:

@@ -46,18 +46,27 @@ class RunOptions:
 
 
 def wandb_mode() -> str:
-    """WANDB_MODE if set; else online only when credentials exist (WANDB_API_KEY or a netrc entry)."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
+    """WANDB_MODE if set; else online only when credentials exist (WANDB_API_KEY or a netrc entry).
+    Online without credentials falls back to offline with a warning (W&B would otherwise ask for a key)."""
+    mode = os.environ.get("WANDB_MODE") or ("online" if has_wandb_credentials() else "offline")
+    if mode == "online" and not has_wandb_credentials():
+        print(
+            "warning: WANDB_MODE=online but no W&B credentials (WANDB_API_KEY or `wandb login`); logging offline, "
+            "sync the run later with `wandb sync <run dir>/wandb/offline-run-*`",
+            file=sys.stderr,
+        )
+        return "offline"
+    return mode
+
+
+def has_wandb_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
-        return "online"
+        return True
     try:
         host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1]
-        if netrc.netrc().authenticators(host):
-            return "online"
+        return bool(netrc.netrc().authenticators(host))
     except (FileNotFoundError, netrc.NetrcParseError):
-        pass
-    return "offline"
+        return False
 
 
 def wandb_sweep_run_id() -> str | None:
@@ -95,9 +104,34 @@ def resilient_wandb_logger(**kwargs: Any) -> Logger:
     reaches every process of it, W&B's service too; training must still reach its next batch end to save
     the checkpoint it resumes from."""
     from lightning.pytorch.loggers import WandbLogger
+    from lightning.pytorch.loggers.logger import rank_zero_experiment
 
     class ResilientWandbLogger(WandbLogger):
         broken = False
+
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> Any:
+            """The W&B run; an online run that cannot start (no network, W&B down, a refused key) becomes an
+            offline run, with a warning: everything is kept for `wandb sync`."""
+            if self._experiment is None and self._wandb_init.get("mode") == "online":
+                try:
+                    return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+                except Exception as error:  # wandb.errors.CommError, UsageError, AuthenticationError, ...
+                    import wandb
+
+                    with contextlib.suppress(Exception):
+                        wandb.teardown()  # W&B's service still holds the half-started run's id
+                    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    print(
+                        f"warning: W&B could not start an online run ({reason}); logging offline instead, "
+                        f"sync it later with `wandb sync {self.save_dir}/wandb/offline-run-*`",
+                        file=sys.stderr,
+                    )
+                    self._experiment = None
+                    self._wandb_init["mode"] = "offline"
+            return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+
         log_hyperparams = outlives_wandb(WandbLogger.log_hyperparams)
         log_metrics = outlives_wandb(WandbLogger.log_metrics)
         log_table = outlives_wandb(WandbLogger.log_table)

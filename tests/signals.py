@@ -54,3 +54,52 @@ def child_processes() -> list[int]:
         if int(fields[1]) == os.getpid():
             children.append(int(stat.parent.name))
     return children
+
+
+class PoisonAt(L.Callback):
+    """Fills the model's first weight with NaN as training step `step` starts: its loss is NaN."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            next(pl_module.parameters()).data.fill_(float("nan"))
+
+
+class FillDiskAt(L.Callback):
+    """As training step `step` starts, fills the run directory's filesystem up to `leave_kib` KiB with a
+    ballast file, as a disk that other programs fill up. For a small filesystem made for the test only."""
+
+    def __init__(self, step: int, leave_kib: int = 256) -> None:
+        self.step = step
+        self.leave = leave_kib * 1024
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step:
+            return
+        root = Path(trainer.default_root_dir)
+        stats = os.statvfs(root)
+        free = stats.f_bavail * stats.f_frsize
+        with open(root / "ballast", "wb") as ballast:
+            os.posix_fallocate(ballast.fileno(), 0, max(0, free - self.leave))
+
+
+class FailWritesAt(L.Callback):
+    """From training step `step` on, every checkpoint write fails with "No space left on device": the
+    stand-in for FillDiskAt where no small filesystem can be mounted."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step != self.step:
+            return
+        import errno
+
+        import experiments.checkpointing
+
+        def no_space(*args: Any, **kwargs: Any) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        experiments.checkpointing.torch.save = no_space  # type: ignore[assignment]

@@ -16,8 +16,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+def run_cli(
+    *args: str, cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m experiments.run *args` in a fresh process (W&B offline unless `env` says otherwise)."""
+    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)} | (env or {})
     # A fresh process, as a user's command is: no run chosen by this one, and its own W&B service (W&B
     # hands its service's address to child processes in WANDB_SERVICE).
     for name in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):

@@ -1,0 +1,73 @@
+"""Secrets stay out of everything a run writes; checkpoints are never unpickled beyond plain data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.test_cli import REPO, run_cli
+
+PLANTED = {
+    "WANDB_API_KEY": "planted0wandb0key0000000000000000000000042",
+    "MY_SERVICE_TOKEN": "planted-service-token-7f3a9c",
+    "AWS_SECRET_ACCESS_KEY": "planted-aws-secret-51e2d0",
+    "HF_TOKEN": "hf_plantedTokenValue0913",
+}
+
+
+def test_planted_secrets_appear_in_no_file_or_output_of_a_run(tmp_path: Path) -> None:
+    env = os.environ | PLANTED | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
+    for name in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "experiments.run", "--config", "cnn_digits", "--trainer.max_epochs", "2"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
+    files = [path for path in run_dir.rglob("*") if path.is_file()]
+    # config.yaml, summary.json, history.jsonl, provenance, checkpoints, and W&B's files: its run record
+    # (config, summary, history, console output), metadata, logs and the model artifacts' staging.
+    assert any(path.suffix == ".wandb" for path in files) and any(path.suffix == ".ckpt" for path in files)
+    assert {"config.yaml", "summary.json", "history.jsonl"} <= {path.name for path in files}
+    for secret in PLANTED.values():
+        assert secret not in result.stdout + result.stderr
+        for path in files:
+            assert secret.encode() not in path.read_bytes(), f"{secret} found in {path}"
+
+
+class Payload:
+    """What an untrusted checkpoint can hide: unpickling it runs code (here: creates a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_holding_pickled_objects_is_refused_not_unpickled(tmp_path: Path) -> None:
+    stopped = run_cli(
+        "--config",
+        "cnn_digits",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.callbacks+=tests.signals.SignalAt",
+        "--trainer.callbacks.step=5",
+        cwd=tmp_path,
+    )
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
+    marker = tmp_path / "code-ran"
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["extra"] = Payload(marker)  # a tampered (or foreign) checkpoint in the run's place
+    torch.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
+
+    resumed = run_cli("--run.resume", str(run_dir), cwd=tmp_path)
+    assert resumed.returncode == 2, resumed.stderr[-3000:]
+    assert f"error: run {run_dir} has no checkpoint that loads; nothing to resume" in resumed.stderr
+    assert "holding other pickled objects, which firstlight never unpickles" in resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    assert not marker.exists()  # the payload never ran
