@@ -16,7 +16,7 @@ import os
 import random
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import lightning as L
 import numpy as np
@@ -33,6 +33,24 @@ class CheckpointWriteError(OSError):
         self.path = path
 
 
+class RecordedWrites:
+    """A binary file whose first failed write (its OSError: "No space left on device", ...) is kept."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes a checkpoint to a temporary file, flushes it to disk and renames it over the old one, so a
     checkpoint file is always complete: a save that fails (a full disk, a kill) leaves the previous file."""
@@ -43,7 +61,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with open(temporary, "wb") as file:
-                torch.save(checkpoint, file)
+                writes = RecordedWrites(file)
+                try:
+                    torch.save(checkpoint, writes)  # type: ignore[arg-type]  # (it only calls write and flush)
+                except RuntimeError as error:  # torch's zip writer reports a failed write as RuntimeError
+                    if writes.error is None:
+                        raise
+                    raise writes.error from error
                 file.flush()
                 os.fsync(file.fileno())  # on disk before the rename makes it the checkpoint
             os.replace(temporary, path)
