@@ -30,15 +30,27 @@ def split_dirs(root: Path) -> dict[str, Path]:
 
 
 def class_names(root: Path) -> list[str]:
-    """The classes of an image folder: the sub-folders of its training part, sorted."""
-    train = split_dirs(root)["train"]
-    classes = sorted(entry.name for entry in train.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    """The classes of an image folder: the sub-folders of its training part, sorted; the val and test parts,
+    if any, must have the same ones."""
+    splits = split_dirs(root)
+    train = splits["train"]
+    classes = sub_folders(train)
     if len(classes) < 2:
         raise ConfigError(
             f"{train} needs one sub-folder per class (at least 2), found {len(classes)}; "
             "arrange images as <data_dir>/<class>/<image>"
         )
+    for folder in splits.values():
+        if (present := sub_folders(folder)) != classes:
+            raise ConfigError(
+                f"the classes of {folder} ({', '.join(present)}) differ from those of the training folder "
+                f"({', '.join(classes)}); give every split the same class sub-folders"
+            )
     return classes
+
+
+def sub_folders(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
 
 
 def image_files(folder: Path) -> list[Path]:
@@ -101,12 +113,6 @@ def load_image_folder(root: Path, image_size: int | None) -> ImageSource:
     shape = image_shape(root, image_size)
     splits: dict[str, Split] = {}
     for split, folder in split_dirs(root).items():
-        present = sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
-        if split != "train" and present != classes:
-            raise ConfigError(
-                f"the classes of {folder} ({', '.join(present)}) differ from those of the training folder "
-                f"({', '.join(classes)}); give every split the same class sub-folders"
-            )
         images, labels = open_images(folder, classes)
         if not images:
             raise ConfigError(f"no readable images in {folder}; supported types: {', '.join(IMAGE_EXTENSIONS)}")

@@ -182,6 +182,7 @@ class FirstlightCLI(LightningCLI):
             LearningRateMonitor(logging_interval="step"),
             RunState(self.run_id),
             FiniteLoss(),
+            MonitorCheck(),
             LastCheckpoint(self.config.checkpoint.dirpath),
         ]
         if options.patience is not None:
@@ -323,8 +324,11 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
             raise
         return stopped_by_fault(trainer, cli.run_dir, f"{error}; free some space, or keep runs on another disk")
     except Exception as error:
-        if user_error(error) is not None and trainer.is_global_zero:
+        mistake = user_error(error) or unknown_monitor(error, trainer)
+        if mistake is not None and trainer.is_global_zero:
             discard_unused_run(trainer, cli.run_dir)
+        if mistake is not None and mistake is not user_error(error):
+            raise mistake from None
         raise
     if trainer.interrupted:
         print(f"interrupted; run dir: {cli.run_dir}", file=sys.stderr)
@@ -374,11 +378,38 @@ def last_good_checkpoint(run_dir: Path) -> str:
     return "no checkpoint had been saved yet"
 
 
+class MonitorCheck(L.Callback):
+    """Rejects a checkpoint monitor that names no validation metric of the model at the end of the sanity
+    check, before anything is trained or saved (Lightning finds out at the end of the first epoch)."""
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        monitor = getattr(trainer.checkpoint_callback, "monitor", None)
+        if monitor and monitor.startswith("val/") and monitor not in trainer.callback_metrics:
+            raise unknown_monitor_error(monitor, trainer)
+
+
+def unknown_monitor(error: BaseException, trainer: L.Trainer) -> ConfigError | None:
+    """A checkpoint or early-stopping monitor that names no logged metric, as Lightning reports it."""
+    text = str(error)
+    if "could not find the monitored key" not in text and "which is not available" not in text:
+        return None
+    return unknown_monitor_error(getattr(trainer.checkpoint_callback, "monitor", None), trainer)
+
+
+def unknown_monitor_error(monitor: str | None, trainer: L.Trainer) -> ConfigError:
+    logged = ", ".join(sorted(name for name in trainer.callback_metrics if "/" in name))
+    return ConfigError(f"--checkpoint.monitor {monitor} is not a metric this model logs; choose one of: {logged}")
+
+
 def discard_unused_run(trainer: L.Trainer, run_dir: Path) -> None:
-    """Remove the directory of a run stopped by a user mistake before it saved anything worth keeping."""
+    """Remove the directory of a run stopped by a user mistake before it saved anything worth keeping
+    (and the experiment and root folders if that leaves them empty)."""
     if not any((run_dir / "checkpoints").glob("*.ckpt")):
         finish_tracking(trainer)
         shutil.rmtree(run_dir, ignore_errors=True)
+        for folder in (run_dir.parent, run_dir.parent.parent):
+            with contextlib.suppress(OSError):  # not empty: other runs live there
+                folder.rmdir()
 
 
 def finish_tracking(trainer: L.Trainer, summary: dict[str, Any] | None = None, exit_code: int = 0) -> None:

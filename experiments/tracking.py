@@ -109,6 +109,10 @@ def resilient_wandb_logger(**kwargs: Any) -> Logger:
     class ResilientWandbLogger(WandbLogger):
         broken = False
 
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**options)
+            self._wandb_init.pop("anonymous", None)  # Lightning always sets it; W&B 0.31 warns on every run
+
         @property
         @rank_zero_experiment
         def experiment(self) -> Any:

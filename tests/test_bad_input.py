@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,54 @@ def folder_without_images(root: Path) -> str:
     return str(root / "images")
 
 
-# (case id, arguments given after the digits preset, words the message must contain)
+def csv(root: Path, name: str, text: str, encoding: str = "utf-8") -> str:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+    return str(path)
+
+
+def reviews(rows: int, label: callable = lambda i: "pos" if i % 2 else "neg") -> str:  # type: ignore[valid-type]
+    return "text,label\n" + "".join(
+        f"review number {i} is {'good' if i % 2 else 'bad'},{label(i)}\n" for i in range(rows)
+    )
+
+
+def label_seen_only_in_test(root: Path) -> str:
+    """Reviews where label "meh" occurs once, on a row that the seeded split puts in the test split."""
+    from datamodules.text import group_split
+
+    assignment = group_split([str(i) for i in range(200)], 0.1, 0.1, 0)
+    lone = assignment.index("test")
+    return csv(root, "reviews.csv", reviews(200, lambda i: "meh" if i == lone else ("pos" if i % 2 else "neg")))
+
+
+def series(values: list[str]) -> str:
+    return "year,value\n" + "".join(f"{1900 + i},{v}\n" for i, v in enumerate(values))
+
+
+def images_of_two_sizes(root: Path) -> str:
+    from tests.test_image_data import write_images
+
+    write_images(root / "mixed", {"a": 0, "b": 100}, count=3)
+    from PIL import Image
+
+    Image.new("L", (12, 9)).save(root / "mixed" / "a" / "odd.png")
+    return str(root / "mixed")
+
+
+def split_folders_with_other_classes(root: Path) -> str:
+    from tests.test_image_data import write_images
+
+    write_images(root / "split" / "train", {"a": 0, "b": 100}, count=3)
+    write_images(root / "split" / "test", {"a": 0, "c": 100}, count=3)
+    return str(root / "split")
+
+
+SENTIMENT = ["--config", "lstm_sentiment", "--data.source"]
+SUNSPOTS = ["--config", "lstm_sunspots", "--data.columns", "[value]", "--data.source"]
+
+# (case id, arguments (given after the digits preset unless they name a --config), words the message must contain)
 CASES = [
     ("unknown-model", lambda t: ["--model", "no.such.Model"], "no.such.Model"),
     ("unknown-dataset", lambda t: ["--data.dataset", "imagenet"], "Expected one of ['fashion_mnist'"),
@@ -71,6 +119,68 @@ CASES = [
         "no images found",
     ),
     ("too-many-stages", lambda t: ["--model.channels", "[8, 8, 8, 8]"], "too small for 4 pooling stages"),
+    ("unknown-preset", lambda t: ["--config", "cnn_imagenet"], "config file cnn_imagenet not found; give a path"),
+    ("unknown-optimizer", lambda t: ["--model.optimizer", "adagrad"], "Expected one of ['sgd', 'adam'"),
+    ("depths-mismatch", lambda t: ["--model.depths", "[1]"], "depths needs one count of at least 1 per entry"),
+    ("val-fraction-too-large", lambda t: ["--data.val_fraction", "0.9"], "val_fraction must be in (0.0, 0.5]"),
+    ("image-size-zero", lambda t: ["--data.image_size", "0"], "image_size must be in [1, inf), got 0"),
+    ("seed-not-a-number", lambda t: ["--seed_everything", "abc"], "seed_everything"),
+    ("gpu-without-gpu", lambda t: ["--trainer.accelerator", "gpu"], "trainer: "),
+    ("resume-unknown-run", lambda t: ["--run.resume", "no-such-run"], "no-such-run"),
+    ("monitor-unknown-metric", lambda t: ["--checkpoint.monitor", "val/nope"], "val/nope is not a metric"),
+    (
+        "images-of-different-sizes",
+        lambda t: ["--data.dataset", "folder", "--data.data_dir", images_of_two_sizes(t)],
+        "have different sizes (12x9 and 6x5); set --data.image_size",
+    ),
+    (
+        "test-classes-differ",
+        lambda t: ["--data.dataset", "folder", "--data.data_dir", split_folders_with_other_classes(t)],
+        "differ from those of the training folder (a, b)",
+    ),
+    ("csv-missing", lambda t: [*SENTIMENT, str(t / "none.csv")], "none.csv not found"),
+    ("csv-empty", lambda t: [*SENTIMENT, csv(t, "empty.csv", "")], "empty.csv is empty"),
+    ("csv-header-only", lambda t: [*SENTIMENT, csv(t, "header.csv", "text,label\n")], "header.csv has no rows"),
+    (
+        "csv-no-label-column",
+        lambda t: [*SENTIMENT, csv(t, "t.csv", "text,stars\ngood,5\nbad,1\n")],
+        "t.csv has no column label (found: text, stars)",
+    ),
+    (
+        "csv-not-utf8",
+        lambda t: [*SENTIMENT, csv(t, "latin.csv", "text,label\ncafé,pos\n", "latin-1")],
+        "latin.csv is not UTF-8 text (byte",
+    ),
+    (
+        "csv-one-label",
+        lambda t: [*SENTIMENT, csv(t, "one.csv", reviews(60, lambda i: "pos"))],
+        "have 1 label(s); need 2",
+    ),
+    (
+        "label-only-in-test",
+        lambda t: [*SENTIMENT, label_seen_only_in_test(t)],
+        "labels meh occur only outside the training",
+    ),
+    (
+        "series-with-nan",
+        lambda t: [*SUNSPOTS, csv(t, "nan.csv", series(["1.0"] * 50 + ["nan"] + ["2.0"] * 50))],
+        "nan.csv has a missing value (row 52)",
+    ),
+    (
+        "series-not-numbers",
+        lambda t: [*SUNSPOTS, csv(t, "words.csv", series(["1.0"] * 50 + ["many"] + ["2.0"] * 50))],
+        "a value is not a number",
+    ),
+    (
+        "series-too-short",
+        lambda t: [*SUNSPOTS, csv(t, "short.csv", series(["1.0"] * 20))],
+        "is too short for a window of",
+    ),
+    (
+        "series-without-columns",
+        lambda t: ["--config", "lstm_sunspots", "--data.source", csv(t, "s.csv", series(["1"] * 99))],
+        "a CSV source needs --data.columns",
+    ),
 ]
 
 
@@ -79,8 +189,12 @@ def test_user_mistake(arguments, expected, tmp_path, monkeypatch, capsys) -> Non
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
     args = arguments(tmp_path)
+    if not any(
+        arg == "--config" and value.endswith(("_sentiment", "_sunspots")) for arg, value in itertools.pairwise(args)
+    ):
+        args = ["--config", "cnn_digits", *args]
     try:
-        code = main(["--config", "cnn_digits", *args])
+        code = main(args)
     except SystemExit as exit_:
         code = exit_.code
     err = capsys.readouterr().err
