@@ -93,3 +93,15 @@ def test_overhead_benchmark_prints_its_ratios(tmp_path: Path) -> None:
     match = re.fullmatch(r"overhead default=([\d.]+) lean=([\d.]+)", last)
     assert match, out
     assert all(0.5 < float(ratio) < 3 for ratio in match.groups()), last
+
+
+@pytest.mark.slow
+def test_channels_last_benchmark_compares_both_layouts(tmp_path: Path) -> None:
+    out = benchmark("channels_last", "--steps", "1", "--repeats", "1", cwd=tmp_path)
+    rows = re.findall(r"^(16-32-64|32-64)\s+(fp32|bf16)\s+NCHW .+ channels-last .+ x([\d.]+)$", out, re.M)
+    assert [(name, precision) for name, precision, _ in rows] == [
+        ("16-32-64", "fp32"),
+        ("16-32-64", "bf16"),
+        ("32-64", "fp32"),
+        ("32-64", "bf16"),
+    ], out
