@@ -314,15 +314,13 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
             finish_tracking(trainer, exit_code=code)
         return code
     except NonFiniteLoss as error:
-        return stopped_by_fault(
-            trainer, cli.run_dir, f"{error}; {last_good_checkpoint(cli.run_dir)}. {NON_FINITE_HINT}"
-        )
+        return stopped_by_fault(trainer, f"{error}; {last_good_checkpoint(cli.run_dir)}. {NON_FINITE_HINT}")
     except CheckpointWriteError as error:
-        return stopped_by_fault(trainer, cli.run_dir, f"{error.strerror}; {last_good_checkpoint(cli.run_dir)}")
+        return stopped_by_fault(trainer, f"{error.strerror}; {last_good_checkpoint(cli.run_dir)}")
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
-        return stopped_by_fault(trainer, cli.run_dir, f"{error}; free some space, or keep runs on another disk")
+        return stopped_by_fault(trainer, f"{error}; free some space, or keep runs on another disk")
     except Exception as error:
         mistake = user_error(error) or unknown_monitor(error, trainer)
         if mistake is not None and trainer.is_global_zero:
@@ -359,7 +357,7 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
     return 0
 
 
-def stopped_by_fault(trainer: L.Trainer, run_dir: Path, message: str) -> int:
+def stopped_by_fault(trainer: L.Trainer, message: str) -> int:
     """Report a run stopped by a fault (not a user's mistake) in one line; exit code 1, files kept."""
     if trainer.is_global_zero:
         print(f"error: {message}", file=sys.stderr)
