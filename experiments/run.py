@@ -445,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
             cli = FirstlightCLI(args, preset)
         cli.datamodule.prepare_data()  # a missing dataset fails here, before anything is written
         return train_and_test(cli)
+    except KeyboardInterrupt:  # Ctrl-C outside training (while loading data, testing, ...)
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception as error:
         cause = user_error(error)
         if cause is None:
