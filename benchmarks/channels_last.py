@@ -12,32 +12,21 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
+from benchmarks.precision import time_steps
 from modules.image_classifier import ImageClassifier
 
 BATCH = 256
 NETWORKS = {"16-32-64": ((16, 32, 64), 128), "32-64": ((32, 64), 256)}
 
 
-def step_seconds(channels: tuple[int, ...], hidden: int, channels_last: bool, dtype: torch.dtype, steps: int) -> float:
+def step_seconds(channels: tuple[int, ...], hidden: int, channels_last: bool, bf16: bool, steps: int) -> float:
     torch.manual_seed(0)
     model = ImageClassifier(channels=channels, hidden_dim=hidden, channels_last=channels_last).train()
     images, labels = torch.randn(BATCH, 1, 28, 28), torch.randint(0, 10, (BATCH,))
-    optimizer = torch.optim.AdamW(model.parameters())
-    times = []
-    for _ in range(steps + 2):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:])
+    return time_steps(model, images, labels, lambda model, x: model(x), bf16, steps)
 
 
 def main() -> None:
@@ -47,14 +36,14 @@ def main() -> None:
     args = parser.parse_args()
     print(f"CPU, {torch.get_num_threads()} threads, batch {BATCH}; median ms per training step (s per 54k epoch)")
     for name, (channels, hidden) in NETWORKS.items():
-        for dtype in (torch.float32, torch.bfloat16):
+        for bf16 in (False, True):
             medians: dict[bool, list[float]] = {False: [], True: []}
             for _ in range(args.repeats):
                 for layout in (False, True):
-                    medians[layout].append(step_seconds(channels, hidden, layout, dtype, args.steps))
+                    medians[layout].append(step_seconds(channels, hidden, layout, bf16, args.steps))
             nchw, nhwc = (statistics.median(medians[layout]) for layout in (False, True))
             epoch = 54_000 / BATCH
-            precision = "bf16" if dtype == torch.bfloat16 else "fp32"
+            precision = "bf16" if bf16 else "fp32"
             print(
                 f"{name:9s} {precision}  NCHW {nchw * 1e3:7.1f} ms ({nchw * epoch:5.1f} s)"
                 f"  channels-last {nhwc * 1e3:7.1f} ms ({nhwc * epoch:5.1f} s)  x{nchw / nhwc:.2f}"

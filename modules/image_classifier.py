@@ -28,7 +28,7 @@ class ImageClassifier(ClassificationTask):
         hidden_dim: width of the hidden fully connected layer.
         label_smoothing: cross-entropy label smoothing.
         channels_last: keep images and convolution weights in the channels-last (NHWC) memory layout, which
-            the convolution kernels of CPUs (oneDNN) and GPUs (tensor cores) run faster: x1.05-1.6 per
+            the convolution kernels of CPUs (oneDNN) and GPUs (tensor cores) run faster: x1.2-1.6 per
             training step on a 2-core CPU for the Fashion-MNIST CNNs (python -m benchmarks.channels_last).
             The layout does not change results or checkpoints.
         **task_options: optimizer, schedule and penalty settings (see `TaskModule`).
