@@ -322,10 +322,11 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
             raise
         return stopped_by_fault(trainer, f"{error}; free some space, or keep runs on another disk")
     except Exception as error:
-        mistake = user_error(error) or unknown_monitor(error, trainer)
+        cause = user_error(error)
+        mistake = cause or unknown_monitor(error, trainer)
         if mistake is not None and trainer.is_global_zero:
             discard_unused_run(trainer, cli.run_dir)
-        if mistake is not None and mistake is not user_error(error):
+        if mistake is not None and cause is None:  # Lightning's report of an unknown monitor, made ours
             raise mistake from None
         raise
     if trainer.interrupted:

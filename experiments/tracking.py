@@ -48,8 +48,9 @@ class RunOptions:
 def wandb_mode() -> str:
     """WANDB_MODE if set; else online only when credentials exist (WANDB_API_KEY or a netrc entry).
     Online without credentials falls back to offline with a warning (W&B would otherwise ask for a key)."""
-    mode = os.environ.get("WANDB_MODE") or ("online" if has_wandb_credentials() else "offline")
-    if mode == "online" and not has_wandb_credentials():
+    credentials = has_wandb_credentials()
+    mode = os.environ.get("WANDB_MODE") or ("online" if credentials else "offline")
+    if mode == "online" and not credentials:
         print(
             "warning: WANDB_MODE=online but no W&B credentials (WANDB_API_KEY or `wandb login`); logging offline, "
             "sync the run later with `wandb sync <run dir>/wandb/offline-run-*`",
@@ -132,7 +133,6 @@ def resilient_wandb_logger(**kwargs: Any) -> Logger:
                         f"sync it later with `wandb sync {self.save_dir}/wandb/offline-run-*`",
                         file=sys.stderr,
                     )
-                    self._experiment = None
                     self._wandb_init["mode"] = "offline"
             return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
 
