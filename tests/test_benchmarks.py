@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -10,17 +9,14 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.test_cli import fresh_env
 
 
 def benchmark(name: str, *args: str, cwd: Path, timeout: int = 600) -> str:
-    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    for variable in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):
-        env.pop(variable, None)
     done = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{name}", *args],
         cwd=cwd,
-        env=env,
+        env=fresh_env(),
         capture_output=True,
         text=True,
         timeout=timeout,

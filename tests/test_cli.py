@@ -16,19 +16,23 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def fresh_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a user's command, W&B offline unless `extra` says otherwise: no run chosen by
+    this process, and its own W&B service (W&B hands its service's address to children in WANDB_SERVICE)."""
+    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)} | (extra or {})
+    for name in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):
+        env.pop(name, None)
+    return env
+
+
 def run_cli(
     *args: str, cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m experiments.run *args` in a fresh process (W&B offline unless `env` says otherwise)."""
-    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)} | (env or {})
-    # A fresh process, as a user's command is: no run chosen by this one, and its own W&B service (W&B
-    # hands its service's address to child processes in WANDB_SERVICE).
-    for name in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):
-        env.pop(name, None)
+    """`python -m experiments.run *args` in a fresh process (see `fresh_env`; `env` adds to it)."""
     return subprocess.run(
         [sys.executable, "-m", "experiments.run", *args],
         cwd=cwd,
-        env=env,
+        env=fresh_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

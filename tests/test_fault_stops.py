@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_cli import REPO, run_cli, wandb_records, wandb_summary
+from tests.test_cli import fresh_env, run_cli, wandb_records, wandb_summary
 
 DIGITS = ["--config", "cnn_digits", "--trainer.max_epochs", "3"]  # 20 steps per epoch
 
@@ -111,9 +111,7 @@ def test_ctrl_c_saves_and_stops_cleanly_then_resumes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_runs_started_together_get_their_own_directories(tmp_path: Path) -> None:
-    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    for name in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):
-        env.pop(name, None)
+    env = fresh_env()
     command = [sys.executable, "-m", "experiments.run", "--config", "cnn_digits", "--trainer.max_epochs", "1"]
     runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for run in runs:

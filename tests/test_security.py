@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from tests.test_cli import REPO, run_cli
+from tests.test_cli import run_cli
 
 PLANTED = {
     "WANDB_API_KEY": "planted0wandb0key0000000000000000000000042",
@@ -20,11 +17,7 @@ PLANTED = {
 
 
 def test_planted_secrets_appear_in_no_file_or_output_of_a_run(tmp_path: Path) -> None:
-    env = os.environ | PLANTED | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)}
-    for name in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):
-        env.pop(name, None)
-    command = [sys.executable, "-m", "experiments.run", "--config", "cnn_digits", "--trainer.max_epochs", "2"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    result = run_cli("--config", "cnn_digits", "--trainer.max_epochs", "2", cwd=tmp_path, env=PLANTED)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
     files = [path for path in run_dir.rglob("*") if path.is_file()]
