@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -48,9 +49,30 @@ def submit(cwd: Path, *run_args: str) -> str:
     return result.stdout.strip().split(";")[0]
 
 
+def job_fields(job: str) -> dict[str, str]:
+    """`scontrol show job`'s fields (JobState, Restarts, ...); {} if slurmctld did not answer this time.
+    Unlike squeue, it keeps showing a job for MinJobAge (300 s) after it ends, with its final state."""
+    result = subprocess.run(["scontrol", "show", "job", "-o", job], capture_output=True, text=True)
+    return dict(re.findall(r"(\w+)=(\S*)", result.stdout)) if result.returncode == 0 else {}
+
+
 def state(job: str) -> str:
-    """The job's state in the queue; "" once it has left it."""
-    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+    """The job's state: PENDING, RUNNING, COMPLETED, FAILED, ...; "" when slurmctld did not answer."""
+    return job_fields(job).get("JobState", "")
+
+
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
+
+
+def finished(job: str) -> bool:
+    return state(job) in FINAL_STATES
+
+
+def cluster_log(job: str) -> str:
+    """What to read when a job did not do what a test expected: its record and slurmctld's log."""
+    log = Path(os.environ["SLURM_CONF"]).parent / "log" / "slurmctld.log"
+    lines = log.read_text().splitlines()[-40:] if log.is_file() else []
+    return "\n".join([f"{k}={v}" for k, v in job_fields(job).items()] + lines)
 
 
 def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -62,7 +84,8 @@ def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no
 
 def test_a_two_task_job_trains_a_preset_with_ddp(tmp_path: Path) -> None:
     job = submit(tmp_path, "--trainer.max_epochs", "2")
-    wait_until(lambda: state(job) == "", 300, f"job {job} to finish")
+    wait_until(lambda: finished(job), 300, f"job {job} to finish")
+    assert state(job) == "COMPLETED", cluster_log(job)
     output = (tmp_path / f"slurm-{job}.out").read_text()
     run_dir = tmp_path / "runs" / "cnn_digits" / f"slurm-{job}"  # the job id is the run id
     assert f"run dir: {run_dir}" in output, output[-3000:]
@@ -88,14 +111,15 @@ def test_a_requeued_job_resumes_its_run_from_the_checkpoint(stop: list[str], sig
     history = run_dir / "history.jsonl"
     wait_until(lambda: history.is_file() and history.read_text().count('"val/acc"') >= 3, 300, "3 epochs")
     subprocess.run([*stop, job], check=True)
-    wait_until(lambda: state(job) == "PENDING", 120, "the requeued job to be pending")
+    wait_until(lambda: job_fields(job).get("Restarts") == "1" and state(job) == "PENDING", 120, "the requeue")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file() and not (run_dir / "summary.json").exists()
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # skip the requeue delay
-    wait_until(lambda: state(job) == "", 300, f"job {job} to finish after its requeue")
+    wait_until(lambda: finished(job), 300, f"job {job} to finish after its requeue")
+    assert state(job) == "COMPLETED", cluster_log(job)
 
     output = (tmp_path / f"slurm-{job}.out").read_text()
-    assert "restart 0" in output and "restart 1" in output, output[-3000:]
+    assert "restart 0" in output and "restart 1" in output, output[-3000:] + cluster_log(job)
     assert f"{signal_name}: saved {checkpoint} at step" in output  # mid-epoch, after the running batch
     assert f"resuming {run_dir} from last.ckpt" in output
     assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
