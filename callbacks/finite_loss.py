@@ -14,6 +14,7 @@ exits with code 1, keeping the checkpoints saved before it.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -74,5 +75,7 @@ class FiniteLoss(L.Callback):
 
     @staticmethod
     def check(loss: torch.Tensor, step: int, epoch: int) -> None:
-        if not bool(torch.isfinite(loss).all()):
-            raise NonFiniteLoss(float(loss.float().sum()), step, epoch)
+        # A scalar is read as it is (no kernel); otherwise the sum is NaN or infinite if any element is.
+        value = float(loss) if loss.numel() == 1 else float(loss.float().sum())
+        if not math.isfinite(value):
+            raise NonFiniteLoss(value, step, epoch)

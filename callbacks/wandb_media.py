@@ -166,11 +166,11 @@ class ConfusionMatrix(ScheduledMedia):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = wandb_logger(trainer)
-        confusion = getattr(pl_module, "val_confusion", None)
-        if logger is None or confusion is None or not self.schedule.due(trainer, agree=True):
+        confusion_counts = getattr(pl_module, "confusion_counts", None)
+        if logger is None or confusion_counts is None or not self.schedule.due(trainer, agree=True):
             return
         with self.schedule.timed():
-            counts = confusion.compute().cpu()  # (true, predicted), summed over all processes: all ranks take part
+            counts = confusion_counts("val").cpu()  # (true, predicted), summed over all processes: all ranks take part
             if trainer.is_global_zero:
                 self.log_chart(trainer, logger, counts)
 

@@ -40,6 +40,7 @@ from callbacks.throughput import Throughput
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.checkpointing import AtomicCheckpointIO, CheckpointWriteError, RunState, resume_checkpoint
 from experiments.history import HistoryLogger, trim_history
+from experiments.no_profiler import NoProfiler
 from experiments.presets import expand_configs
 from experiments.rundir import (
     cluster_run_id,
@@ -191,6 +192,8 @@ class FirstlightCLI(LightningCLI):
         loggers = [HistoryLogger(str(self.run_dir)), *([logger] if logger is not None else [])]
         plugins = self.config_init.trainer.get("plugins") or []
         plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
+        if self.config_init.trainer.get("profiler") is None:
+            kwargs["profiler"] = NoProfiler()
         try:
             return super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
         except (ValueError, MisconfigurationException) as error:  # Lightning rejects the trainer options

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassConfusionMatrix
 
+from modules.metrics import ConfusionCounts
 from modules.task import TaskModule, check_range
 
 
@@ -39,9 +39,9 @@ class ClassificationTask(TaskModule):
         # One confusion matrix per stage, counted on the model's device (one bincount per batch, no host sync);
         # accuracy and macro F1 are derived from it when the epoch ends, and the ConfusionMatrix callback
         # charts the validation one.
-        self.train_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
-        self.val_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.train_confusion = ConfusionCounts(num_classes)
+        self.val_confusion = ConfusionCounts(num_classes)
+        self.test_confusion = ConfusionCounts(num_classes)
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, labels = batch
@@ -53,15 +53,19 @@ class ClassificationTask(TaskModule):
 
     def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         metrics = super().epoch_metrics(stage)
-        confusion = self.confusion(stage)
-        if confusion.update_called:
-            accuracy, f1 = accuracy_and_macro_f1(confusion.compute())  # counts summed over all processes
+        counts = self.confusion_counts(stage)
+        if counts.sum() > 0:
+            accuracy, f1 = accuracy_and_macro_f1(counts)
             metrics |= {f"{stage}/acc": accuracy, f"{stage}/f1": f1}
-            confusion.reset()
+        self.confusion(stage).reset()
         return metrics
 
-    def confusion(self, stage: str) -> MulticlassConfusionMatrix:
+    def confusion(self, stage: str) -> ConfusionCounts:
         return getattr(self, f"{stage}_confusion")
+
+    def confusion_counts(self, stage: str) -> torch.Tensor:
+        """The stage's (true, predicted) counts of this epoch so far, summed over all processes (each calls)."""
+        return self.summed(self.confusion(stage).counts)
 
     def sample_rows(self, batch: tuple[torch.Tensor, torch.Tensor], datamodule: Any) -> tuple[list[str], list[list]]:
         """Rows for a W&B table: the input (an image, or the decoded text), true and predicted class, confidence."""

@@ -29,3 +29,29 @@ class WeightedMean(Metric):
 
     def compute(self) -> torch.Tensor:
         return self.total / self.weight
+
+
+class ConfusionCounts(torch.nn.Module):
+    """Counts of (true class, predicted class): a (num_classes, num_classes) buffer on the model's device,
+    from which accuracy and F1 are derived at epoch end. One bincount added in place per batch.
+
+    Not a torchmetrics Metric: inside a training step, a Metric's update wrapper alone costs ~0.14 ms and
+    MulticlassConfusionMatrix's input formatting another ~0.07 ms, against ~0.2 ms for the counting itself
+    (measured right after a forward and backward pass of the digits CNN, as in a real step). The sum over
+    processes is one all-reduce when the epoch ends (`TaskModule.summed`).
+    """
+
+    counts: torch.Tensor
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.register_buffer("counts", torch.zeros(num_classes, num_classes, dtype=torch.long), persistent=False)
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """logits (N, num_classes), labels (N,) in [0, num_classes)."""
+        pairs = labels * self.num_classes + logits.argmax(-1)
+        self.counts.add_(torch.bincount(pairs, minlength=self.num_classes**2).view(self.num_classes, -1))
+
+    def reset(self) -> None:
+        self.counts.zero_()

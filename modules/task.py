@@ -133,6 +133,12 @@ class TaskModule(L.LightningModule):
                 mean.reset()
         return metrics
 
+    def summed(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`tensor` summed over all processes (each must call this); as it is with one process."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return tensor
+        return self.trainer.strategy.reduce(tensor.clone(), reduce_op="sum")
+
     def log_epoch(self, stage: str) -> None:
         metrics = self.epoch_metrics(stage)
         # Already reduced across processes: sync_dist only averages equal values (and keeps Lightning quiet).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 from torch import nn
@@ -30,3 +32,10 @@ class LinearProbe(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
+
+
+class RecordProfiler(L.Callback):
+    """Writes the class name of the trainer's profiler to ./profiler.txt."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path("profiler.txt").write_text(type(trainer.profiler).__name__)

@@ -34,3 +34,18 @@ def test_weighted_mean_weights_each_batch_by_its_size() -> None:
     mean.update(losses[:3].mean(), 3)  # a batch of 3 examples, then one of 1
     mean.update(losses[3:].mean(), torch.tensor(1))
     torch.testing.assert_close(mean.compute(), losses.mean())
+
+
+def test_confusion_counts_match_torchmetrics_and_reset() -> None:
+    from modules.metrics import ConfusionCounts
+
+    generator = torch.Generator().manual_seed(0)
+    counts, expected = ConfusionCounts(6), MulticlassConfusionMatrix(6, validate_args=False)
+    for size in (50, 7, 1):  # batches of different sizes add up
+        labels, logits = torch.randint(0, 6, (size,), generator=generator), torch.randn(size, 6, generator=generator)
+        counts.update(logits, labels)
+        expected.update(logits, labels)
+    assert torch.equal(counts.counts, expected.compute())
+    assert int(counts.counts.sum()) == 58
+    counts.reset()
+    assert int(counts.counts.sum()) == 0

@@ -114,3 +114,15 @@ def test_accumulation_clipping_and_determinism_are_trainer_options(in_tmp: Path)
         weights.append(checkpoint["state_dict"])
     for name, tensor in weights[0].items():
         assert torch.equal(tensor, weights[1][name]), name
+
+
+def test_a_profiler_asked_for_replaces_the_free_default(in_tmp: Path) -> None:
+    args = ["--config", "cnn_digits", "--trainer.max_epochs", "1", "--run.logger", "none", "--run.test", "false"]
+    args += ["--trainer.callbacks+=tests.custom_models.RecordProfiler"]
+    assert main(args) == 0
+    assert (in_tmp / "profiler.txt").read_text() == "NoProfiler"  # the default: records nothing, costs nothing
+    simple = ["--trainer.profiler", "SimpleProfiler", "--trainer.profiler.dirpath", str(in_tmp)]
+    simple += ["--trainer.profiler.filename", "p"]
+    assert main([*args, *simple]) == 0
+    assert (in_tmp / "profiler.txt").read_text() == "SimpleProfiler"
+    assert "[Callback]FiniteLoss.on_before_backward" in (in_tmp / "fit-p.txt").read_text()  # every hook timed
