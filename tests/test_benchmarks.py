@@ -91,6 +91,22 @@ def test_overhead_benchmark_prints_its_ratios(tmp_path: Path) -> None:
     assert all(0.5 < float(ratio) < 3 for ratio in match.groups()), last
 
 
+def test_overhead_breakdown_times_every_part_of_both_steps(tmp_path: Path) -> None:
+    out = benchmark("overhead_breakdown", "--steps", "25", cwd=tmp_path)
+    rows = {
+        m[0].strip(): (float(m[1]), float(m[2]), float(m[3]))
+        for m in re.findall(r"^(.{58}) +(\d+) .* (\d+) +([+-]\d+)$", out, re.M)
+    }
+    assert len(rows) == 9, out  # 8 parts and the total
+    assert all(ours > 0 for ours, _, _ in rows.values()), out  # every firstlight part was timed
+    ours, hand, difference = rows["step (sum of the medians)"]
+    assert rows["network forward"][1] > 0 and rows["backward"][1] > 0 and hand > 0, out  # and the hand step's
+    assert difference == pytest.approx(ours - hand, abs=1), out
+    assert sum(row[2] for name, row in rows.items() if name != "step (sum of the medians)") == pytest.approx(
+        difference, abs=10
+    )
+
+
 @pytest.mark.slow
 def test_channels_last_benchmark_compares_both_layouts(tmp_path: Path) -> None:
     out = benchmark("channels_last", "--steps", "1", "--repeats", "1", cwd=tmp_path)

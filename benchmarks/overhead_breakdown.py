@@ -1,0 +1,134 @@
+"""Where the time of a training step goes, firstlight's next to a hand-written loop's, part by part.
+
+    python -m benchmarks.overhead_breakdown [--steps 300]
+
+The lean run of `benchmarks.overhead` (the digits CNN, batch 128, through Lightning's Trainer, each step
+followed by a hand-written step) with a timestamp at each of Lightning's step hooks, at the start of
+`training_step` and around the network's forward pass; the hand-written step is timed at the same
+places. Printed: the median microseconds of each part for both loops and their difference. Lightning
+calls the optimizer first and runs the forward and backward passes inside its closure, so the part
+"optimizer call until training_step" holds Lightning's closure machinery and the start of
+`optimizer.step` (its checks, which the hand-written loop pays in "optimizer step").
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from collections import defaultdict
+from typing import Any
+
+import lightning as L
+import torch
+
+from benchmarks.overhead import BATCH, Interleaved, digits, model
+
+PARTS = (  # (firstlight's part: from the previous mark to this one, the hand-written loop's counterpart)
+    ("after the step: hooks, scheduler, next batch, transfer", "scheduler step, next batch"),
+    ("optimizer call until training_step", ""),
+    ("network forward", "network forward"),
+    ("loss, metrics, closure", "loss"),
+    ("zero_grad", "zero_grad"),
+    ("backward", "backward"),
+    ("clipping hook", ""),
+    ("optimizer step and batch-end hooks", "optimizer step"),
+)
+
+
+class Breakdown(Interleaved):
+    """Interleaved, with both steps timed part by part: `self.parts[loop][part]` lists seconds per step."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(steps)
+        self.parts: dict[str, dict[str, list[float]]] = {"firstlight": defaultdict(list), "hand": defaultdict(list)}
+        self.marks: list[float] = []
+
+    def mark(self, *args: Any) -> None:
+        self.marks.append(time.perf_counter())
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        training_step = pl_module.training_step
+
+        def marked_training_step(*args: Any, **kwargs: Any) -> Any:
+            self.mark()
+            return training_step(*args, **kwargs)
+
+        pl_module.training_step = marked_training_step  # type: ignore[method-assign]
+        pl_module.net.register_forward_hook(self.mark)  # type: ignore[union-attr]
+
+    on_train_batch_start = on_before_zero_grad = on_before_backward = on_after_backward = mark  # type: ignore[assignment]
+    on_before_optimizer_step = mark  # type: ignore[assignment]
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        # Marks, in the order of the hooks under automatic optimization: the previous hand-written step's
+        # end, batch start, training_step, network forward end, before zero_grad, before backward, after
+        # backward, before the optimizer step, batch end: one interval per part of PARTS.
+        self.mark()
+        if len(self.marks) == len(PARTS) + 1:
+            for (name, _), a, b in zip(PARTS, self.marks, self.marks[1:], strict=False):
+                self.parts["firstlight"][name].append(b - a)
+        self.hand_step()
+        self.marks = [time.perf_counter()]
+
+    def hand_step(self) -> None:
+        hand, times = self.hand, [time.perf_counter()]
+        with torch.enable_grad():
+            hand.scheduler.step()
+            if hand.position + BATCH > len(hand.order):
+                hand.order, hand.position = torch.randperm(len(hand.labels), generator=hand.generator), 0
+            index = hand.order[hand.position : hand.position + BATCH]
+            hand.position += BATCH
+            x = (hand.images[index].float().div_(255) - hand.mean) / hand.std
+            times.append(time.perf_counter())
+            logits = hand.net(x)
+            times.append(time.perf_counter())
+            loss = hand.loss_fn(logits, hand.labels[index])
+            times.append(time.perf_counter())
+            hand.optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter())
+            loss.backward()
+            times.append(time.perf_counter())
+            hand.optimizer.step()
+            times.append(time.perf_counter())
+        names = ["scheduler step, next batch", "network forward", "loss", "zero_grad", "backward", "optimizer step"]
+        for name, a, b in zip(names, times, times[1:], strict=False):  # len(times) == len(names) + 1
+            self.parts["hand"][name].append(b - a)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=300)
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    data = digits()
+    breakdown = Breakdown(args.steps)
+    trainer = L.Trainer(
+        max_steps=args.steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[breakdown],
+    )
+    trainer.fit(model(data), datamodule=data)
+
+    def median_us(loop: str, part: str) -> float:
+        values = breakdown.parts[loop].get(part, [])[10:]  # past the first steps' warm-up
+        return statistics.median(values) * 1e6 if values else 0.0
+
+    print(f"{'firstlight part':58s} {'us':>7s}   {'hand-written part':28s} {'us':>7s}  {'difference':>10s}")
+    totals = [0.0, 0.0]
+    for ours, theirs in PARTS:
+        a, b = median_us("firstlight", ours), median_us("hand", theirs)
+        totals[0], totals[1] = totals[0] + a, totals[1] + b
+        print(f"{ours:58s} {a:7.0f}   {theirs or '-':28s} {b:7.0f}  {a - b:+10.0f}")
+    ours_total, hand_total = totals
+    total = "step (sum of the medians)"
+    print(f"{total:58s} {ours_total:7.0f}   {'':28s} {hand_total:7.0f}  {ours_total - hand_total:+10.0f}")
+
+
+if __name__ == "__main__":
+    main()
