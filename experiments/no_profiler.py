@@ -4,7 +4,7 @@ Lightning wraps every hook call (each callback and the module, about 100 calls p
 the default callbacks) in `trainer.profiler.profile(...)`; its default PassThroughProfiler records
 nothing but still builds and enters a generator-based context manager each time. Returning one shared
 `nullcontext` instead took the default run's median step from x1.19 to x1.15 of a hand-written loop
-(python -m benchmarks.overhead). `--trainer.profiler simple` (or any profiler) replaces it.
+(python -m benchmarks.overhead). `--trainer.profiler SimpleProfiler` (or any profiler) replaces it.
 """
 
 from __future__ import annotations
