@@ -122,9 +122,10 @@ class Interleaved(L.Callback):
             Path(self.path).write_text(json.dumps(self.times))
 
 
-def lean(steps: int) -> dict[str, list[float]]:
+def lean(steps: int, pairs: Interleaved | None = None) -> dict[str, list[float]]:
+    """The lean variant, each step paired with a hand-written one by `pairs` (by default an Interleaved)."""
     data = digits()
-    pairs = Interleaved(steps)
+    pairs = pairs or Interleaved(steps)
     trainer = L.Trainer(
         max_steps=steps,
         logger=False,

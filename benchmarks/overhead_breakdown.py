@@ -14,6 +14,7 @@ calls the optimizer first and runs the forward and backward passes inside its cl
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import statistics
 import time
@@ -23,7 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from benchmarks.overhead import BATCH, Interleaved, digits, model
+from benchmarks.overhead import BATCH, Interleaved, lean
 
 PARTS = (  # (firstlight's part: from the previous mark to this one, the hand-written loop's counterpart)
     ("after the step: hooks, scheduler, next batch, transfer", "scheduler step, next batch"),
@@ -67,15 +68,16 @@ class Breakdown(Interleaved):
         # backward, before the optimizer step, batch end: one interval per part of PARTS.
         self.mark()
         if len(self.marks) == len(PARTS) + 1:
-            for (name, _), a, b in zip(PARTS, self.marks, self.marks[1:], strict=False):
+            for (name, _), (a, b) in zip(PARTS, itertools.pairwise(self.marks), strict=True):
                 self.parts["firstlight"][name].append(b - a)
         self.hand_step()
         self.marks = [time.perf_counter()]
 
     def hand_step(self) -> None:
+        """HandWrittenLoop.step, timed at each part (the scheduler's step counts with loading the batch,
+        as Lightning steps it between batches)."""
         hand, times = self.hand, [time.perf_counter()]
         with torch.enable_grad():
-            hand.scheduler.step()
             if hand.position + BATCH > len(hand.order):
                 hand.order, hand.position = torch.randperm(len(hand.labels), generator=hand.generator), 0
             index = hand.order[hand.position : hand.position + BATCH]
@@ -92,9 +94,13 @@ class Breakdown(Interleaved):
             times.append(time.perf_counter())
             hand.optimizer.step()
             times.append(time.perf_counter())
+            hand.scheduler.step()
+            times.append(time.perf_counter())
+        seconds = [b - a for a, b in itertools.pairwise(times)]
+        seconds[0] += seconds.pop()  # the scheduler's step, with the next batch
         names = ["scheduler step, next batch", "network forward", "loss", "zero_grad", "backward", "optimizer step"]
-        for name, a, b in zip(names, times, times[1:], strict=False):  # len(times) == len(names) + 1
-            self.parts["hand"][name].append(b - a)
+        for name, value in zip(names, seconds, strict=True):
+            self.parts["hand"][name].append(value)
 
 
 def main() -> None:
@@ -102,18 +108,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    data = digits()
     breakdown = Breakdown(args.steps)
-    trainer = L.Trainer(
-        max_steps=args.steps,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[breakdown],
-    )
-    trainer.fit(model(data), datamodule=data)
+    lean(args.steps, breakdown)  # the lean run of benchmarks.overhead, timed part by part
 
     def median_us(loop: str, part: str) -> float:
         values = breakdown.parts[loop].get(part, [])[10:]  # past the first steps' warm-up
