@@ -64,8 +64,13 @@ def state(job: str) -> str:
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
 
 
-def finished(job: str) -> bool:
-    return state(job) in FINAL_STATES
+def final_state(job: str, timeout: float) -> str:
+    """Waits for the job to end; its final state, read once (a second query might go unanswered)."""
+    deadline = time.monotonic() + timeout
+    while (current := state(job)) not in FINAL_STATES:
+        assert time.monotonic() < deadline, f"timed out waiting for job {job} to finish"
+        time.sleep(0.5)
+    return current
 
 
 def cluster_log(job: str) -> str:
@@ -84,8 +89,7 @@ def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no
 
 def test_a_two_task_job_trains_a_preset_with_ddp(tmp_path: Path) -> None:
     job = submit(tmp_path, "--trainer.max_epochs", "2")
-    wait_until(lambda: finished(job), 300, f"job {job} to finish")
-    assert state(job) == "COMPLETED", cluster_log(job)
+    assert final_state(job, 300) == "COMPLETED", cluster_log(job)
     output = (tmp_path / f"slurm-{job}.out").read_text()
     run_dir = tmp_path / "runs" / "cnn_digits" / f"slurm-{job}"  # the job id is the run id
     assert f"run dir: {run_dir}" in output, output[-3000:]
@@ -115,8 +119,7 @@ def test_a_requeued_job_resumes_its_run_from_the_checkpoint(stop: list[str], sig
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file() and not (run_dir / "summary.json").exists()
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # skip the requeue delay
-    wait_until(lambda: finished(job), 300, f"job {job} to finish after its requeue")
-    assert state(job) == "COMPLETED", cluster_log(job)
+    assert final_state(job, 300) == "COMPLETED", cluster_log(job)  # after its requeue
 
     output = (tmp_path / f"slurm-{job}.out").read_text()
     assert "restart 0" in output and "restart 1" in output, output[-3000:] + cluster_log(job)
