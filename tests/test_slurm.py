@@ -73,6 +73,16 @@ def final_state(job: str, timeout: float) -> str:
     return current
 
 
+def previous_instance_gone(job: str) -> bool:
+    """No process of the job's previous run is left on this one-node cluster (its slurmstepd included)
+    and the node is idle. Started before that, a requeued job meets the credential that SLURM revoked
+    when it stopped the previous run, and fails ("Job credential revoked"); SLURM's own requeue delay
+    avoids this, and the test skips that delay only once this holds."""
+    steps = subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."], capture_output=True)
+    node = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    return steps.returncode == 1 and node.returncode == 0 and node.stdout.split() == ["idle"]
+
+
 def cluster_log(job: str) -> str:
     """What to read when a job did not do what a test expected: its record and slurmctld's log."""
     log = Path(os.environ["SLURM_CONF"]).parent / "log" / "slurmctld.log"
@@ -118,6 +128,8 @@ def test_a_requeued_job_resumes_its_run_from_the_checkpoint(stop: list[str], sig
     wait_until(lambda: job_fields(job).get("Restarts") == "1" and state(job) == "PENDING", 120, "the requeue")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file() and not (run_dir / "summary.json").exists()
+    wait_until(lambda: previous_instance_gone(job), 120, f"job {job}'s previous run to end on the node")
+    time.sleep(2)  # SLURM compares credential times in whole seconds
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # skip the requeue delay
     assert final_state(job, 300) == "COMPLETED", cluster_log(job)  # after its requeue
 
