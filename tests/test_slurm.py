@@ -129,7 +129,7 @@ def test_a_requeued_job_resumes_its_run_from_the_checkpoint(stop: list[str], sig
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file() and not (run_dir / "summary.json").exists()
     wait_until(lambda: previous_instance_gone(job), 120, f"job {job}'s previous run to end on the node")
-    time.sleep(2)  # SLURM compares credential times in whole seconds
+    time.sleep(2)  # a margin: the node compares the new credential's time with that of the revocation
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # skip the requeue delay
     assert final_state(job, 300) == "COMPLETED", cluster_log(job)  # after its requeue
 
