@@ -4,18 +4,12 @@ SIGTERM, SIGUSR1 or SIGINT (Ctrl-C), after the running batch, before the run sto
 
 Clusters send SIGTERM before killing a job (SLURM: on preemption, `scancel`, `scontrol requeue`) and
 SIGUSR1 when asked to warn ahead of the time limit (`#SBATCH --signal=USR1@120`). The handler only sets
-a flag. At the end of a batch the processes agree on it and `last.ckpt` is saved (mid-epoch included:
-resuming continues with the next batch); the run stops as the next batch would start, once Lightning has
-logged the last one, raising `Preempted`, which
+a flag. At the end of the running batch every process agrees on it (one tiny all-reduce under DDP) and
+`last.ckpt` is saved (mid-epoch included: resuming continues with the next batch); the run stops as the
+next batch would start, once Lightning has logged the last one, raising `Preempted`, which
 `experiments.run` reports with exit code 128 + the signal number (143 for SIGTERM, 138 for SIGUSR1,
 130 for Ctrl-C; a second Ctrl-C stops at once, without saving).
 After SIGUSR1 under SLURM the job is requeued first, so that the requeued job resumes the run.
-
-One process stops after the batch it is running. Under DDP every process adds its flag to a tiny
-all-reduce at the end of every batch and reads the sum of the previous batch's: on GPUs, reading the
-current sum would make the host wait for the device at every step (no more overlap of the next step's
-Python with the device's work), while the previous one is complete by then. So all processes stop
-together, one batch after the signal.
 """
 
 from __future__ import annotations
@@ -28,7 +22,6 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
@@ -50,7 +43,6 @@ class LastCheckpoint(L.Callback):
         self.saved_step = 0
         self.previous: dict[int, Any] = {}
         self.announce = True  # rank 0 tells the user what a Ctrl-C does
-        self.flags: tuple[torch.Tensor, Any] | None = None  # DDP: the last batch's summed flags (host), ready event
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGINT:
@@ -86,30 +78,14 @@ class LastCheckpoint(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.stopping is not None or not self.agreed(trainer):
+        if self.stopping is not None or not trainer.strategy.reduce_boolean_decision(
+            self.received is not None, all=False
+        ):
             return
         self.stopping = self.received.name if self.received else "a signal on another process"
         self.saved_step = trainer.global_step
         trainer.save_checkpoint(self.checkpoint_path, weights_only=False)
         rank_zero_info(f"{self.stopping}: saved {self.checkpoint_path} at step {trainer.global_step}; stopping")
-
-    def agreed(self, trainer: L.Trainer) -> bool:
-        """Whether the processes stop now: one received a signal (under DDP: by the previous batch's end)."""
-        received = self.received is not None
-        if trainer.world_size == 1 or not torch.distributed.is_initialized():
-            return received
-        flags = torch.tensor([float(received)], device=trainer.strategy.root_device)
-        torch.distributed.all_reduce(flags)  # queued on a GPU: no wait
-        on_host = flags.to("cpu", non_blocking=True)  # complete once `ready` is
-        ready = torch.cuda.Event() if flags.device.type == "cuda" else None
-        if ready is not None:
-            ready.record()
-        previous, self.flags = self.flags, (on_host, ready)
-        if previous is None:
-            return False
-        if previous[1] is not None:
-            previous[1].synchronize()  # the previous batch's all-reduce: done on the device by now, normally
-        return bool(previous[0].item() > 0)
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
