@@ -36,3 +36,23 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
     (single,) = trainer.test(model, datamodule=ImageDataModule(dataset="digits", batch_size=64), verbose=False)
     for name in ("test/acc", "test/f1", "test/loss"):
         assert summary[name] == pytest.approx(single[name], abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_both_at_the_same_step_and_the_run_resumes(tmp_path: Path) -> None:
+    """SIGTERM to rank 0 alone as step 7 starts: the processes agree at that batch's end (step 8) and
+    both stop there, together."""
+    import torch
+
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    args = ["--config", "cnn_digits", "--trainer.max_epochs", "2", *ddp]
+    stop = ["--trainer.callbacks+=tests.signals.SignalAt", "--trainer.callbacks.step=7"]
+    stopped = run_cli(*args, *stop, cwd=tmp_path)
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "preempted: SIGTERM at step 8" in stopped.stderr and "Traceback" not in stopped.stderr
+    (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+
+    resumed = run_cli("--run.resume", str(run_dir), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
