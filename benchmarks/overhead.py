@@ -33,6 +33,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +86,27 @@ class HandWrittenLoop:
         self.order, self.position = torch.randperm(len(self.labels), generator=self.generator), 0
         self.net.train()
 
-    def step(self) -> None:
+    def step(self, mark: Callable[[], None] = lambda: None) -> None:
+        """One step; `mark()` is called after each part (batch, forward, loss, zero_grad, backward,
+        optimizer step, scheduler step), for benchmarks.overhead_breakdown's timings."""
         if self.position + BATCH > len(self.order):  # a new epoch, dropping the last partial batch
             self.order, self.position = torch.randperm(len(self.labels), generator=self.generator), 0
         index = self.order[self.position : self.position + BATCH]
         self.position += BATCH
         x = (self.images[index].float().div_(255) - self.mean) / self.std
-        loss = self.loss_fn(self.net(x), self.labels[index])
+        mark()
+        logits = self.net(x)
+        mark()
+        loss = self.loss_fn(logits, self.labels[index])
+        mark()
         self.optimizer.zero_grad(set_to_none=True)
+        mark()
         loss.backward()
+        mark()
         self.optimizer.step()
+        mark()
         self.scheduler.step()
+        mark()
 
 
 class Interleaved(L.Callback):

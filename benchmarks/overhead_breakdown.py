@@ -24,7 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from benchmarks.overhead import BATCH, Interleaved, lean
+from benchmarks.overhead import Interleaved, lean
 
 PARTS = (  # (firstlight's part: from the previous mark to this one, the hand-written loop's counterpart)
     ("after the step: hooks, scheduler, next batch, transfer", "scheduler step, next batch"),
@@ -76,26 +76,9 @@ class Breakdown(Interleaved):
     def hand_step(self) -> None:
         """HandWrittenLoop.step, timed at each part (the scheduler's step counts with loading the batch,
         as Lightning steps it between batches)."""
-        hand, times = self.hand, [time.perf_counter()]
+        times = [time.perf_counter()]
         with torch.enable_grad():
-            if hand.position + BATCH > len(hand.order):
-                hand.order, hand.position = torch.randperm(len(hand.labels), generator=hand.generator), 0
-            index = hand.order[hand.position : hand.position + BATCH]
-            hand.position += BATCH
-            x = (hand.images[index].float().div_(255) - hand.mean) / hand.std
-            times.append(time.perf_counter())
-            logits = hand.net(x)
-            times.append(time.perf_counter())
-            loss = hand.loss_fn(logits, hand.labels[index])
-            times.append(time.perf_counter())
-            hand.optimizer.zero_grad(set_to_none=True)
-            times.append(time.perf_counter())
-            loss.backward()
-            times.append(time.perf_counter())
-            hand.optimizer.step()
-            times.append(time.perf_counter())
-            hand.scheduler.step()
-            times.append(time.perf_counter())
+            self.hand.step(lambda: times.append(time.perf_counter()))
         seconds = [b - a for a, b in itertools.pairwise(times)]
         seconds[0] += seconds.pop()  # the scheduler's step, with the next batch
         names = ["scheduler step, next batch", "network forward", "loss", "zero_grad", "backward", "optimizer step"]
