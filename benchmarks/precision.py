@@ -1,49 +1,36 @@
-"""fp32 against bf16 mixed precision on this machine's CPU: a training step of each preset's network.
+"""fp32 against bf16 mixed precision on this machine's CPU: a training step of every preset's network.
 
-    python -m benchmarks.precision [--steps 20] [--repeats 5]
+    python -m benchmarks.precision [--steps 10] [--repeats 3] [--presets cnn_digits lstm_shakespeare]
 
-For the Fashion-MNIST CNN (batch 128 of 28x28), the character Transformer (32 x 64 tokens, dim 128,
-4 layers) and the character LSTM (32 x 128 tokens, 2 x 256): forward, cross-entropy, backward and an
-AdamW step, in fp32 and under `torch.autocast("cpu", torch.bfloat16)` (what Lightning's "bf16-mixed"
-does), alternated `--repeats` times; prints the median step time of each and their ratio.
+Each preset's model and data are built as `python -m experiments.run --config <preset>` builds them, and
+trained by a Lightning Trainer for `--steps` steps (after 2 warm-up steps) in `32-true` and in
+`bf16-mixed`, alternated `--repeats` times; prints the machine, then per preset the median step time of
+each and their ratio, or `unsupported` where torch cannot run the network in bf16 on this CPU (an LSTM
+on a CPU without native bf16). `--trainer.precision auto` follows these figures (experiments/hardware.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import statistics
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import lightning as L
 import torch
 from torch import nn
 
-from modules.cnn import CNN
-from modules.recurrent import RecurrentLMNet
-from modules.transformer import TransformerLMNet
-
-
-def cases() -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, Callable]]:
-    torch.manual_seed(0)
-    cnn = CNN((1, 28, 28), 10, channels=(32, 64), hidden_dim=256, dropout=0.2)
-    images, labels = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
-    text = torch.randint(0, 70, (32, 129))
-    transformer = TransformerLMNet(70, dim=128, num_layers=4, num_heads=4, max_length=64)
-    lstm = RecurrentLMNet(70, embed_dim=128, hidden_dim=256, num_layers=2)
-
-    def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        out = model(x)
-        out = out[0] if isinstance(out, tuple) else out
-        return out.reshape(-1, out.shape[-1])
-
-    return {
-        "CNN, Fashion-MNIST": (cnn, images, labels, logits),
-        "Transformer LM": (transformer, text[:, :64], text[:, 1:65].reshape(-1), logits),
-        "LSTM LM": (lstm, text[:, :128], text[:, 1:129].reshape(-1), logits),
-    }
+from experiments.hardware import machine_summary
+from experiments.presets import expand_configs, preset_names
 
 
 def time_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: Callable, bf16: bool, steps: int) -> float:
+    """Median seconds of a plain training step (forward, cross-entropy, backward, AdamW) of `model`."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     durations = []
     for _ in range(steps + 2):  # two warm-up steps
@@ -57,21 +44,94 @@ def time_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: Calla
     return statistics.median(durations[2:])
 
 
+class StepTimes(L.Callback):
+    """Wall time of each training step, from the start of one batch to the start of the next."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, *args: Any) -> None:
+        self.starts.append(time.perf_counter())
+
+    def median(self, warmup: int = 2) -> float:
+        steps = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+        return statistics.median(steps[warmup:])
+
+
+@contextlib.contextmanager
+def no_run_identity() -> Iterator[None]:
+    """The command's CLI records the run it chose in the environment; a benchmark builds several."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def build_preset(preset: str) -> tuple[L.LightningModule, L.LightningDataModule]:
+    """The preset's model and datamodule, built and linked by the command's own CLI (nothing is written)."""
+    from experiments.run import FirstlightCLI
+
+    args, _ = expand_configs(["--config", preset, "--run.logger", "none", "--run.root", os.devnull])
+    with no_run_identity(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "LightningCLI's args parameter")
+        cli = FirstlightCLI(args, preset)
+    cli.datamodule.prepare_data()
+    return cli.model, cli.datamodule
+
+
+def step_seconds(model: L.LightningModule, data: L.LightningDataModule, precision: str, steps: int) -> float:
+    timer = StepTimes()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=precision,  # type: ignore[arg-type]
+        max_steps=steps + 2,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+    )
+    trainer.fit(model, datamodule=data)
+    return timer.median()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--presets", nargs="+", default=preset_names(), choices=preset_names())
     args = parser.parse_args()
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} x {args.steps} steps"
-    )
-    for name, (model, x, y, logits) in cases().items():
-        times: dict[bool, list[float]] = {False: [], True: []}
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no notices for every Trainer
+    print(machine_summary())
+    print(f"torch {torch.__version__}; median ms per training step of {args.repeats} x {args.steps} steps")
+    for preset in args.presets:
+        model, data = build_preset(preset)
+        times: dict[str, list[float]] = {"32-true": [], "bf16-mixed": []}
+        unsupported = ""
         for _ in range(args.repeats):
-            for bf16 in (False, True):
-                times[bf16].append(time_steps(model, x, y, logits, bf16, args.steps))
-        full, mixed = statistics.median(times[False]), statistics.median(times[True])
-        print(f"{name:20s} fp32 {full * 1000:7.1f} ms  bf16-mixed {mixed * 1000:7.1f} ms  speed-up x{full / mixed:.2f}")
+            for precision in times:
+                if precision == "bf16-mixed" and unsupported:
+                    continue
+                try:
+                    times[precision].append(step_seconds(model, data, precision, args.steps))
+                except RuntimeError as error:  # torch has no bf16 kernel for a layer on this CPU
+                    if precision == "32-true":
+                        raise
+                    unsupported = str(error).split(".")[0]
+        full = statistics.median(times["32-true"])
+        if unsupported:
+            print(f"{preset:24s} fp32 {full * 1e3:7.1f}  bf16-mixed unsupported ({unsupported})")
+            continue
+        mixed = statistics.median(times["bf16-mixed"])
+        print(f"{preset:24s} fp32 {full * 1e3:7.1f}  bf16-mixed {mixed * 1e3:7.1f}  speed-up x{full / mixed:.2f}")
 
 
 if __name__ == "__main__":

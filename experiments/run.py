@@ -37,8 +37,10 @@ from callbacks.last_checkpoint import LastCheckpoint, Preempted
 from callbacks.norms import ParameterNorms
 from callbacks.provenance import Provenance
 from callbacks.throughput import Throughput
+from callbacks.time_budget import ScheduleFollowsTimeBudget
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.checkpointing import AtomicCheckpointIO, CheckpointWriteError, RunState, resume_checkpoint
+from experiments.hardware import check_bf16_on_cpu, resolve_precision
 from experiments.history import HistoryLogger, trim_history
 from experiments.no_profiler import NoProfiler
 from experiments.presets import expand_configs
@@ -54,6 +56,7 @@ from experiments.rundir import (
     write_summary,
 )
 from experiments.tracking import RunOptions, make_logger, wandb_sweep_run_id
+from experiments.trainer import Trainer
 from modules.errors import ConfigError
 
 # What a datamodule tells a model (decision 2): linked wherever the chosen model takes the argument.
@@ -126,6 +129,7 @@ class FirstlightCLI(LightningCLI):
             L.LightningDataModule,
             subclass_mode_model=True,
             subclass_mode_data=True,
+            trainer_class=Trainer,  # Lightning's, with precision "auto" (the default)
             parser_class=ConciseParser,
             save_config_callback=None,  # the run directory gets config.yaml instead
             seed_everything_default=0,
@@ -168,11 +172,21 @@ class FirstlightCLI(LightningCLI):
         # The config as the user gave it, without the run's own paths, so it can be rerun as a new run
         # of the same experiment.
         options.experiment, options.resume = self.experiment, None
+        # "auto" precision resolved for this machine, so config.yaml, W&B and a resumed run record what ran.
+        trainer = self.config.trainer
+        self.precision_choice = resolve_precision(trainer.precision, trainer.accelerator)
+        if self.precision_choice:
+            trainer.precision = self.precision_choice.precision
         self.config_yaml = self.parser.dump(self.config)
         self.config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         self.config.trainer.default_root_dir = str(self.run_dir)
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = self.config.trainer
+        # One line on what precision runs and why (or what a bf16 precision costs on this CPU).
+        self.precision_note = check_bf16_on_cpu(trainer.precision, trainer.accelerator, self.model) or str(
+            self.precision_choice or f"precision: {trainer.precision} (given)"
+        )
         options = RunOptions(**self.config.run)
         options.name = options.name or self.default_name
         logger = make_logger(options, self.experiment, self.run_id, self.run_dir)
@@ -181,6 +195,7 @@ class FirstlightCLI(LightningCLI):
             EpochLog(),
             Provenance(str(self.run_dir)),
             LearningRateMonitor(logging_interval="step"),
+            ScheduleFollowsTimeBudget(),
             RunState(self.run_id),
             FiniteLoss(),
             MonitorCheck(),
@@ -195,9 +210,12 @@ class FirstlightCLI(LightningCLI):
         if self.config_init.trainer.get("profiler") is None:
             kwargs["profiler"] = NoProfiler()
         try:
-            return super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
+            instance = super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
         except (ValueError, MisconfigurationException) as error:  # Lightning rejects the trainer options
             raise ConfigError(f"trainer: {error}") from None
+        if instance.is_global_zero:
+            print(self.precision_note, file=sys.stderr)
+        return instance
 
 
 def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:
