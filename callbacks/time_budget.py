@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Timer
+from torch.optim.lr_scheduler import LRScheduler
 
 
 class ScheduleFollowsTimeBudget(L.Callback):
@@ -35,6 +36,6 @@ class ScheduleFollowsTimeBudget(L.Callback):
         target = min(int(spent * planned), planned - 1)
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
-            if config.interval == "step" and target > scheduler.last_epoch:
+            if isinstance(scheduler, LRScheduler) and config.interval == "step" and target > scheduler.last_epoch:
                 scheduler.last_epoch = target - 1
                 scheduler.step()  # sets each group's learning rate (and OneCycle's momentum) for step `target`

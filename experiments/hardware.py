@@ -58,14 +58,15 @@ def cpu_has_native_bf16() -> bool:
 def machine_summary() -> str:
     """One line naming the hardware a figure was measured on: the CPU, its bf16, threads, and any GPU."""
     bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
-    line = f"CPU: {cpu_name()} ({platform.machine()}, {os.cpu_count()} cores, {bf16}), {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    line = f"CPU: {cpu_name()} ({platform.machine()}, {os.cpu_count()} cores, {bf16}), {threads} threads"
     if torch.cuda.is_available():
         line += f"; GPU: {torch.cuda.get_device_name()}"
     return line
 
 
 def device_kind(accelerator: Any) -> str:
-    """"cpu", "cuda" or "mps": where a Trainer with this `accelerator` setting (a name, or a class path) trains."""
+    """ "cpu", "cuda" or "mps": where a Trainer with this `accelerator` setting (a name, or a class path) trains."""
     name = str(accelerator).lower()
     if name == AUTO:
         if torch.cuda.is_available():
@@ -117,10 +118,11 @@ def check_bf16_on_cpu(precision: Any, accelerator: Any, model: nn.Module) -> str
     in bf16 here (oneDNN's LSTM), else return a warning giving the expected slowdown. None otherwise."""
     if str(precision) not in BF16 or device_kind(accelerator) != "cpu" or cpu_has_native_bf16():
         return None
-    for layer_type in sorted({type(m) for m in model.modules() if isinstance(m, nn.RNNBase)}, key=str):
-        if not runs_in_bf16(layer_type):
+    for layer in model.modules():
+        if isinstance(layer, nn.RNNBase) and not runs_in_bf16(layer):
+            name = type(layer).__name__
             raise ConfigError(
-                f"this CPU ({cpu_name()}, no native bf16) cannot run an {layer_type.__name__} in {precision}; "
+                f"this CPU ({cpu_name()}, no native bf16) cannot run an {name} in {precision}; "
                 "use --trainer.precision 32-true (or auto, which chooses it here)"
             )
     return (
@@ -129,13 +131,11 @@ def check_bf16_on_cpu(precision: Any, accelerator: Any, model: nn.Module) -> str
     )
 
 
-@functools.cache
-def runs_in_bf16(layer_type: type[nn.RNNBase]) -> bool:
-    """Whether torch runs this recurrent layer type forward under CPU bf16 autocast on this machine."""
-    layer = layer_type(4, 4, batch_first=True)
+def runs_in_bf16(layer: nn.RNNBase) -> bool:
+    """Whether torch runs this recurrent layer forward under CPU bf16 autocast on this machine."""
     try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            layer(torch.zeros(1, 2, 4))
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            layer(torch.zeros(1, 2, layer.input_size))
     except RuntimeError:  # "could not create a primitive descriptor for the LSTM forward propagation primitive"
         return False
     return True

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import fresh_env
+from tests.test_cli import HANG_GUARD_S, fresh_env
 
 
-def benchmark(name: str, *args: str, cwd: Path, timeout: int = 600) -> str:
+def benchmark(name: str, *args: str, cwd: Path, timeout: int = HANG_GUARD_S) -> str:
     done = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{name}", *args],
         cwd=cwd,

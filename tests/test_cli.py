@@ -14,6 +14,9 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# How long a test waits for a command before calling it hung: a guard against hangs, not a speed limit, so
+# generous enough for a slow 2-core CPU without native bf16 (no test may depend on the machine's speed).
+HANG_GUARD_S = 1800
 
 
 def fresh_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -26,7 +29,7 @@ def fresh_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, cwd: Path, timeout: int = 600, env: dict[str, str] | None = None
+    *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """`python -m experiments.run *args` in a fresh process (see `fresh_env`; `env` adds to it)."""
     return subprocess.run(
@@ -74,6 +77,8 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
         "0.5",
         "--samples.max_overhead",
         "1",
+        "--confusion.max_overhead",
+        "1",  # media every epoch whatever the machine's speed (the budget itself: test_media_schedule_...)
         cwd=cwd,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -88,7 +93,7 @@ def test_digits_run_reaches_high_accuracy_and_writes_its_summary(digits_run: Any
     assert summary["test/f1"] > 0.9 and summary["test/loss"] < 0.3
     assert summary["val/acc_best"] >= summary["val/acc"] - 1e-6
     assert summary["run_id"] == run_dir.name and summary["run_dir"] == str(run_dir)
-    assert 0 < summary["wall_time_s"] < 300
+    assert summary["wall_time_s"] > 0
     assert f"run dir: {run_dir}" in result.stdout
     assert "test/acc" in result.stdout and f"{summary['test/acc']:.4f}" in result.stdout
     assert "Traceback" not in result.stderr
@@ -132,7 +137,7 @@ def test_wandb_run_holds_nested_config_and_metrics_at_their_steps(digits_run: An
     wandb = wandb_summary(run_dir)
     assert wandb["state"] == "finished" and wandb["run_id"] == summary["run_id"]
     assert wandb["tags"] == ["ci", "digits"]  # repeated tags are given once
-    assert wandb["name"] == "cnn_digits histogram_every_n_steps=200 peak_tflops=0.5 max_overhead=1"
+    assert wandb["name"] == "cnn_digits histogram_every_n_steps=200 peak_tflops=0.5 max_overhead=1 max_overhead=1"
     assert wandb["summary"]["val/acc_best"] == pytest.approx(summary["val/acc_best"])
     config = wandb["config"]
     assert config["model"]["init_args"]["lr"] == 0.003
@@ -243,11 +248,9 @@ def test_sample_predictions_and_confusion_matrix_are_logged(digits_run: Any) -> 
     (files,) = (run_dir / "wandb").glob("offline-run-*/files")
     assert len(list(files.glob("media/images/val/sample_images_*.png"))) == 20 * 8
     confusion = logged_tables(run_dir, "val/confusion_matrix_table")
-    # On a 0.5% time budget by default: a 20 ms chart after each 0.4 s epoch would cost 5%, so most are skipped,
-    # but never the first or the final epoch.
     history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
     steps = [item["trainer/global_step"] for item in history if "val/confusion_matrix_table.path" in item]
-    assert 2 <= len(confusion) < 20 and steps[0] == 20 and steps[-1] == 400
+    assert len(confusion) == 20 and steps == list(range(20, 401, 20))  # after every epoch
     assert confusion[-1]["columns"] == ["Actual", "Predicted", "nPredictions"]
     assert sum(row[2] for row in confusion[-1]["data"]) == 144  # every validation digit counted once
     correct = sum(row[2] for row in confusion[-1]["data"] if row[0] == row[1])
@@ -274,7 +277,7 @@ def test_throughput_is_logged_per_interval(digits_run: Any) -> None:
     _, run_dir = digits_run
     history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
     rates = [item for item in history if "throughput/samples_per_s" in item]
-    assert rates and all(item["throughput/samples_per_s"] > 100 for item in rates)  # 64-digit batches, ms each
+    assert rates and all(item["throughput/samples_per_s"] > 0 for item in rates)
     summary = json.loads((run_dir / "summary.json").read_text())
     # No interval is faster than the whole run's average allows by orders of magnitude.
     assert max(item["throughput/samples_per_s"] for item in rates) < 1294 * 20 / summary["wall_time_s"] * 50

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_cli import fresh_env, run_cli, wandb_records, wandb_summary
+from tests.test_cli import HANG_GUARD_S, fresh_env, run_cli, wandb_records, wandb_summary
 
 DIGITS = ["--config", "cnn_digits", "--trainer.max_epochs", "3"]  # 20 steps per epoch
 
@@ -115,7 +115,7 @@ def test_runs_started_together_get_their_own_directories(tmp_path: Path) -> None
     command = [sys.executable, "-m", "experiments.run", "--config", "cnn_digits", "--trainer.max_epochs", "1"]
     runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for run in runs:
-        _, stderr = run.communicate(timeout=600)
+        _, stderr = run.communicate(timeout=HANG_GUARD_S)
         assert run.returncode == 0, stderr[-3000:]
     run_dirs = list((tmp_path / "runs" / "cnn_digits").iterdir())
     assert len(run_dirs) == 3

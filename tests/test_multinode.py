@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import wandb_records
+from tests.test_cli import HANG_GUARD_S, wandb_records
 
 ARGS = [
     "--config",
@@ -48,7 +48,7 @@ def test_torchrun_with_two_nodes_completes_a_preset(tmp_path: Path) -> None:
         ]
         log = open(tmp_path / f"node{rank}.log", "w")  # noqa: SIM115 - closed below
         nodes.append((subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    codes = [process.wait(timeout=600) for process, _ in nodes]
+    codes = [process.wait(timeout=HANG_GUARD_S) for process, _ in nodes]
     for _, log in nodes:
         log.close()
     output = (tmp_path / "node0.log").read_text()

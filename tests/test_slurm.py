@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import wandb_records
+from tests.test_cli import HANG_GUARD_S, wandb_records
 
 REPO = Path(__file__).parents[1]
 TEMPLATE = REPO / "experiments" / "cluster" / "train.sbatch"
@@ -99,7 +99,7 @@ def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no
 
 def test_a_two_task_job_trains_a_preset_with_ddp(tmp_path: Path) -> None:
     job = submit(tmp_path, "--trainer.max_epochs", "2")
-    assert final_state(job, 300) == "COMPLETED", cluster_log(job)
+    assert final_state(job, HANG_GUARD_S) == "COMPLETED", cluster_log(job)
     output = (tmp_path / f"slurm-{job}.out").read_text()
     run_dir = tmp_path / "runs" / "cnn_digits" / f"slurm-{job}"  # the job id is the run id
     assert f"run dir: {run_dir}" in output, output[-3000:]
@@ -123,7 +123,7 @@ def test_a_requeued_job_resumes_its_run_from_the_checkpoint(stop: list[str], sig
     job = submit(tmp_path, "--trainer.max_epochs", "12")
     run_dir = tmp_path / "runs" / "cnn_digits" / f"slurm-{job}"
     history = run_dir / "history.jsonl"
-    wait_until(lambda: history.is_file() and history.read_text().count('"val/acc"') >= 3, 300, "3 epochs")
+    wait_until(lambda: history.is_file() and history.read_text().count('"val/acc"') >= 3, HANG_GUARD_S, "3 epochs")
     subprocess.run([*stop, job], check=True)
     wait_until(lambda: job_fields(job).get("Restarts") == "1" and state(job) == "PENDING", 120, "the requeue")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
@@ -131,7 +131,7 @@ def test_a_requeued_job_resumes_its_run_from_the_checkpoint(stop: list[str], sig
     wait_until(lambda: previous_instance_gone(job), 120, f"job {job}'s previous run to end on the node")
     time.sleep(2)  # a margin: the node compares the new credential's time with that of the revocation
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)  # skip the requeue delay
-    assert final_state(job, 300) == "COMPLETED", cluster_log(job)  # after its requeue
+    assert final_state(job, HANG_GUARD_S) == "COMPLETED", cluster_log(job)  # after its requeue
 
     output = (tmp_path / f"slurm-{job}.out").read_text()
     assert "restart 0" in output and "restart 1" in output, output[-3000:] + cluster_log(job)
