@@ -16,6 +16,7 @@ import statistics
 import torch
 
 from benchmarks.precision import time_steps
+from experiments.hardware import machine_summary
 from modules.image_classifier import ImageClassifier
 
 BATCH = 256
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    print(machine_summary())  # the figures below hold for this hardware
     print(f"CPU, {torch.get_num_threads()} threads, batch {BATCH}; median ms per training step (s per 54k epoch)")
     for name, (channels, hidden) in NETWORKS.items():
         for bf16 in (False, True):

@@ -33,6 +33,7 @@ from torchvision import datasets, transforms
 
 from datamodules.image import ImageDataModule
 from datamodules.image_sources import locate_mnist_like
+from experiments.hardware import machine_summary
 
 BATCH = 128
 WARMUP = 3  # batches before the clock starts
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="torchvision DataLoader worker processes")
     args = parser.parse_args()
+    print(machine_summary())  # the figures below hold for this hardware
     data = ImageDataModule(dataset="fashion_mnist", batch_size=BATCH, crop_padding=2, hflip=True)
     data.prepare_data()
     data.setup()

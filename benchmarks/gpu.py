@@ -31,6 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from callbacks.throughput import peak_flops
+from experiments.hardware import machine_summary
 from modules.image_classifier import ImageClassifier
 from modules.language_model import TransformerLanguageModel
 from modules.task import TaskModule
@@ -163,6 +164,7 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, if not known")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
     args = parser.parse_args()
+    print(machine_summary())  # the figures below hold for this hardware
     device, size = torch.device(args.device), SIZES[args.size]
     torch.set_float32_matmul_precision("high")  # fp32 matmuls on tensor cores (TF32), as Lightning suggests
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"

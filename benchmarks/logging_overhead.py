@@ -33,6 +33,7 @@ from callbacks.attention import AttentionMaps
 from callbacks.norms import ParameterNorms
 from callbacks.throughput import Throughput
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
+from experiments.hardware import machine_summary
 from experiments.run import main as run
 
 LOGGING_CALLBACKS = (PredictionSamples, ConfusionMatrix, ParameterNorms, Throughput, AttentionMaps)
@@ -125,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     repeats = parser.parse_args().repeats
+    print(machine_summary())  # the figures below hold for this hardware
     os.environ.setdefault("WANDB_MODE", "offline")
     results: dict[str, list[dict[str, float]]] = {"off": [], "default": []}
     with tempfile.TemporaryDirectory() as scratch:

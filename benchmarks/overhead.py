@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from datamodules.image import ImageDataModule
+from experiments.hardware import machine_summary
 from experiments.run import main as run
 from modules.image_classifier import ImageClassifier
 from modules.optim import build_optimizer, build_scheduler
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    print(machine_summary())  # the figures below hold for this hardware
     os.environ.setdefault("WANDB_MODE", "offline")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     ratios: dict[str, list[tuple[float, float, float, float]]] = {"lean": [], "default": []}

@@ -25,6 +25,7 @@ import lightning as L
 import torch
 
 from benchmarks.overhead import Interleaved, lean
+from experiments.hardware import machine_summary
 
 PARTS = (  # (firstlight's part: from the previous mark to this one, the hand-written loop's counterpart)
     ("after the step: hooks, scheduler, next batch, transfer", "scheduler step, next batch"),
@@ -90,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300)
     args = parser.parse_args()
+    print(machine_summary())  # the figures below hold for this hardware
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     breakdown = Breakdown(args.steps)
     lean(args.steps, breakdown)  # the lean run of benchmarks.overhead, timed part by part

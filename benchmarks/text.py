@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from datamodules.text import TextClassificationDataModule
+from experiments.hardware import machine_summary
 from modules.task import TaskModule
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed training steps per measurement")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    print(machine_summary())  # the figures below hold for this hardware
     data = {"bucketed": sentiment(bucket=True), "plain": sentiment(bucket=False)}
     results: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeats):

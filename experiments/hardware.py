@@ -1,9 +1,9 @@
 """What this machine can do, read at run time, and the training precision that suits it.
 
 Machines of the same kind differ: some x86 CPUs have native bf16 (AVX512-BF16, AMX), where bf16 mixed
-precision trains 1.3-1.8x faster than fp32; others (AVX2 only) emulate it 3-8x slower, and oneDNN cannot
-run an LSTM in bf16 there at all. `--trainer.precision auto` (every preset's default) picks from what the
-machine reports, never from the machine the presets were written on.
+precision trains the presets' networks up to 1.5-1.8x faster than fp32; others (AVX2 only) emulate it
+3-11x slower, and oneDNN cannot run an LSTM in bf16 there at all. `--trainer.precision auto` (every
+preset's default) picks from what the machine reports, never from the machine the presets were written on.
 
 To see the path of a CPU without native bf16 on one that has it, cap oneDNN's instruction set:
 `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` (the probe below then reports no bf16, and the kernels
@@ -66,7 +66,7 @@ def machine_summary() -> str:
 
 
 def device_kind(accelerator: Any) -> str:
-    """ "cpu", "cuda" or "mps": where a Trainer with this `accelerator` setting (a name, or a class path) trains."""
+    """Where a Trainer with this `accelerator` setting (a name, or a class path) trains: cpu, cuda or mps."""
     name = str(accelerator).lower()
     if name == AUTO:
         if torch.cuda.is_available():

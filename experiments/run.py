@@ -184,7 +184,7 @@ class FirstlightCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = self.config.trainer
         # One line on what precision runs and why (or what a bf16 precision costs on this CPU).
-        self.precision_note = check_bf16_on_cpu(trainer.precision, trainer.accelerator, self.model) or str(
+        precision_note = check_bf16_on_cpu(trainer.precision, trainer.accelerator, self.model) or str(
             self.precision_choice or f"precision: {trainer.precision} (given)"
         )
         options = RunOptions(**self.config.run)
@@ -199,6 +199,7 @@ class FirstlightCLI(LightningCLI):
             RunState(self.run_id),
             FiniteLoss(),
             MonitorCheck(),
+            StartNote(precision_note),
             LastCheckpoint(self.config.checkpoint.dirpath),
         ]
         if options.patience is not None:
@@ -210,12 +211,9 @@ class FirstlightCLI(LightningCLI):
         if self.config_init.trainer.get("profiler") is None:
             kwargs["profiler"] = NoProfiler()
         try:
-            instance = super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
+            return super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
         except (ValueError, MisconfigurationException) as error:  # Lightning rejects the trainer options
             raise ConfigError(f"trainer: {error}") from None
-        if instance.is_global_zero:
-            print(self.precision_note, file=sys.stderr)
-        return instance
 
 
 def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:
@@ -406,6 +404,18 @@ class MonitorCheck(L.Callback):
         monitor = getattr(trainer.checkpoint_callback, "monitor", None)
         if monitor and monitor.startswith("val/") and monitor not in trainer.callback_metrics:
             raise unknown_monitor_error(monitor, trainer)
+
+
+class StartNote(L.Callback):
+    """Prints a line about the run's set-up (its precision and why) when training starts: after the data
+    and the sanity check have passed, so a mistake found there is still reported in one line alone."""
+
+    def __init__(self, note: str) -> None:
+        self.note = note
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            print(self.note, file=sys.stderr, flush=True)
 
 
 def unknown_monitor(error: BaseException, trainer: L.Trainer) -> ConfigError | None:

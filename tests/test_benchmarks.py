@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import HANG_GUARD_S, fresh_env
+from tests.test_hardware import NO_NATIVE_BF16, x86_only
 
 
-def benchmark(name: str, *args: str, cwd: Path, timeout: int = HANG_GUARD_S) -> str:
+def benchmark(name: str, *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [sys.executable, "-m", f"benchmarks.{name}", *args],
         cwd=cwd,
-        env=fresh_env(),
+        env=fresh_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -59,7 +60,8 @@ def test_gpu_benchmark_runs_at_tiny_size_on_the_cpu(tmp_path: Path) -> None:
         "0.001",
         cwd=tmp_path,
     )
-    assert all(re.search(r"MFU\s+[\d.]+%$", line) for line in out.splitlines()[1:]), out  # ...unless given
+    # (lines 0 and 1: the machine and the set-up)
+    assert all(re.search(r"MFU\s+[\d.]+%$", line) for line in out.splitlines()[2:]), out  # ...unless given
 
 
 @pytest.mark.slow
@@ -117,3 +119,13 @@ def test_channels_last_benchmark_compares_both_layouts(tmp_path: Path) -> None:
         ("32-64", "fp32"),
         ("32-64", "bf16"),
     ], out
+
+
+@x86_only
+def test_precision_benchmark_measures_presets_and_reports_what_cannot_run(tmp_path: Path) -> None:
+    """On a CPU without native bf16 (oneDNN capped at AVX2) the LSTM has no bf16 kernel: a row says so."""
+    args = ("--steps", "1", "--repeats", "1", "--presets", "cnn_digits", "lstm_sunspots")
+    out = benchmark("precision", *args, cwd=tmp_path, env=NO_NATIVE_BF16)
+    assert re.match(r"CPU: .+ no native bf16", out), out
+    assert re.search(r"^cnn_digits\s+fp32\s+[\d.]+\s+bf16-mixed\s+[\d.]+\s+speed-up x[\d.]+$", out, re.M), out
+    assert re.search(r"^lstm_sunspots\s+fp32\s+[\d.]+\s+bf16-mixed unsupported \(could not create", out, re.M), out
