@@ -84,9 +84,13 @@ def test_too_many_stages_for_the_image_is_a_clear_error() -> None:
 
 
 @pytest.mark.slow
-def test_a_compiled_network_keeps_plain_checkpoint_keys() -> None:
+def test_a_compiled_network_keeps_plain_checkpoint_keys(tmp_path, monkeypatch) -> None:
     """`compile: true` compiles the core in place: its state_dict loads into an uncompiled model as is."""
     from modules.image_classifier import ImageClassifier
+
+    # Kernels of its own: Inductor's shared cache can hold kernels built under another instruction-set cap
+    # (ATEN_CPU_CAPABILITY, as the no-native-bf16 runs use) that abort when loaded without it.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
 
     compiled = ImageClassifier(image_shape=(1, 8, 8), num_classes=10, compile=True)
     compiled.setup("fit")
