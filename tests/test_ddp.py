@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import yaml
 
 from tests.test_cli import run_cli, wandb_records, wandb_summary
 
@@ -32,7 +33,8 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
     from modules.image_classifier import ImageClassifier
 
     model = ImageClassifier.load_from_checkpoint(best, weights_only=True)
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    precision = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"]  # as resolved
+    trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False, enable_progress_bar=False)
     (single,) = trainer.test(model, datamodule=ImageDataModule(dataset="digits", batch_size=64), verbose=False)
     for name in ("test/acc", "test/f1", "test/loss"):
         assert summary[name] == pytest.approx(single[name], abs=1e-6), name

@@ -86,7 +86,8 @@ def test_the_run_prints_and_records_the_precision_it_chose(native: bool, tmp_pat
         pytest.skip("caps an x86 instruction set")
     env = {} if native else NO_NATIVE_BF16
     expected = ("bf16-mixed" if native and cpu_has_native_bf16() else "32-true", cpu_name())
-    result = run_cli("--config", "cnn_digits", "--trainer.max_epochs", "1", cwd=tmp_path, env=env)
+    args = ("--config", "cnn_digits", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu")
+    result = run_cli(*args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     bf16 = "has native bf16" if expected[0] == "bf16-mixed" else "has no native bf16"
     assert f"precision: {expected[0]} (this CPU, {expected[1]}, {bf16})" in result.stderr

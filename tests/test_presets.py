@@ -53,7 +53,7 @@ def test_every_preset_runs_here_and_reports_its_metrics(preset: str, tmp_path: P
     if "test/bpc" in summary:  # characters: bits per character are nats per token / ln 2
         assert summary["test/bpc"] == pytest.approx(summary["test/loss"] / 0.6931471805599453, rel=1e-4)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["trainer"]["precision"] == resolve_precision("auto", "cpu").precision  # type: ignore[union-attr]
+    assert config["trainer"]["precision"] == resolve_precision("auto", "auto").precision  # type: ignore[union-attr]
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     tokenized = "vocab_size" in checkpoint["hyper_parameters"]
     assert (run_dir / "tokenizer.json").is_file() == tokenized
