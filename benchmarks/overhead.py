@@ -10,7 +10,7 @@ ways, alternated `--repeats` times in this one process:
   or checkpoints;
 - default: `python -m experiments.run --config cnn_digits` as users run it (W&B offline, checkpoints,
   the logging callbacks, history.jsonl, logging every 5 steps), validation switched off so that only
-  training steps compare.
+  training steps compare, and in 32-true like the hand-written loop (not the precision `auto` picks).
 
 Each firstlight step is paired with a step of a hand-written loop (index a batch of the uint8 tensors,
 normalise, forward, cross-entropy, backward, optimizer and scheduler step; its own copy of the model),
@@ -155,7 +155,7 @@ def default(steps: int, root: Path) -> dict[str, list[float]]:
     path = root / f"times-{time.perf_counter_ns()}.json"
     args = ["--config", "cnn_digits", "--data.batch_size", str(BATCH), "--trainer.max_steps", str(steps)]
     args += ["--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0", "--run.test", "false"]
-    args += ["--checkpoint.monitor", "null", "--model.channels_last", "false"]
+    args += ["--checkpoint.monitor", "null", "--model.channels_last", "false", "--trainer.precision", "32-true"]
     args += ["--trainer.callbacks+=benchmarks.overhead.Interleaved"]
     args += [f"--trainer.callbacks.steps={steps}", f"--trainer.callbacks.path={path}", "--run.root", str(root)]
     os.environ.pop("FIRSTLIGHT_RUN_ID", None)
