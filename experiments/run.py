@@ -490,6 +490,17 @@ def main(argv: list[str] | None = None) -> int:
         if owns_run_id:  # DDP workers inherit the id from this process's environment; the next run must not
             for name in (RUN_ID_ENV, RUN_DIR_ENV, RESUME_ENV):
                 os.environ.pop(name, None)
+        leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Shut down this process's DDP process group before the interpreter exits. Left to interpreter
+    shutdown, gloo's threads can be torn down while joinable, and the process aborts after a finished run
+    ("terminate called without an active exception", exit code 134), which a scheduler records as a failure."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
