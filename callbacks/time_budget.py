@@ -22,18 +22,25 @@ class ScheduleFollowsTimeBudget(L.Callback):
     """Advances step-interval LR schedulers to the share of `--trainer.max_time` spent, when that is ahead
     of the steps taken. A no-op without a time budget."""
 
+    def __init__(self) -> None:
+        self.timer: Timer | None = None
+        self.planned = 0
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
+        """Find the budget once per run, not at every step: Lightning's Timer, if it has a duration."""
+        timers = (c for c in trainer.callbacks if isinstance(c, Timer))  # type: ignore[attr-defined]
+        self.timer = next((t for t in timers if t.time_remaining() is not None), None)
+        # The schedules span `estimated_stepping_batches` steps (fixed for the run).
+        self.planned = int(trainer.estimated_stepping_batches) if self.timer is not None else 0
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
-        remaining = timer.time_remaining() if timer is not None else None
-        if timer is None or remaining is None:
+        if self.timer is None:
             return
-        elapsed = timer.time_elapsed()
+        elapsed, remaining = self.timer.time_elapsed(), self.timer.time_remaining() or 0.0
         spent = min(1.0, elapsed / max(elapsed + remaining, 1e-9))
         spent = trainer.strategy.broadcast(spent)  # rank 0's clock: every process steps its schedule alike
-        # The schedules span `estimated_stepping_batches` steps; the last one is kept for the final step
-        # (OneCycleLR refuses to step beyond its total).
-        planned = int(trainer.estimated_stepping_batches)
-        target = min(int(spent * planned), planned - 1)
+        # The last step is kept for the final step (OneCycleLR refuses to step beyond its total).
+        target = min(int(spent * self.planned), self.planned - 1)
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, LRScheduler) and config.interval == "step" and target > scheduler.last_epoch:
