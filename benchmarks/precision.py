@@ -18,30 +18,14 @@ import os
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 
 from experiments.hardware import machine_summary
 from experiments.presets import expand_configs, preset_names
-
-
-def time_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, logits: Callable, bf16: bool, steps: int) -> float:
-    """Median seconds of a plain training step (forward, cross-entropy, backward, AdamW) of `model`."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    durations = []
-    for _ in range(steps + 2):  # two warm-up steps
-        started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = nn.functional.cross_entropy(logits(model, x).float(), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        durations.append(time.perf_counter() - started)
-    return statistics.median(durations[2:])
 
 
 class StepTimes(L.Callback):
