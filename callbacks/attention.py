@@ -10,13 +10,14 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.wandb_media import ScheduledMedia, log_dict, wandb_logger
-from modules.transformer import Attention
+from cores.transformer import Attention
+from modules.task import TaskModule
 
 
 class AttentionMaps(ScheduledMedia):
     """Logs `attention/<layer>`: one image per attention layer, a heat map per head (query rows, key
     columns), for the first example of the first validation batch (fixed for the whole run). Works for
-    any model built from `modules.transformer.Attention`; does nothing for others or without W&B.
+    any model built from `cores.transformer.Attention`; does nothing for others or without W&B.
 
     Args:
         every_n_epochs: log after every n-th validation epoch...
@@ -70,8 +71,8 @@ class AttentionMaps(ScheduledMedia):
         handles = [m.register_forward_hook(hook(name, m), with_kwargs=True) for name, m in layers]
         try:
             example = tuple(t.to(pl_module.device) for t in self.example)
-            model_inputs = getattr(pl_module, "model_inputs", None)  # firstlight tasks; else the batch's first item
-            inputs = model_inputs(example) if callable(model_inputs) else example[:1]
+            # A firstlight task says which items of a batch its forward takes; other models get the first.
+            inputs = pl_module.model_inputs(example) if isinstance(pl_module, TaskModule) else example[:1]
             with torch.no_grad():
                 pl_module(*inputs)
         finally:

@@ -13,6 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from callbacks.wandb_media import wandb_logger
+from modules.task import TaskModule
 
 # Dense (not 2:4-sparse) peak FLOP/s of GPUs whose entry Lightning lacks or gives with sparsity: the H200
 # has the H100 SXM's tensor cores (NVIDIA's H200 datasheet lists 1,979 TFLOPS bf16 "with sparsity").
@@ -41,10 +42,11 @@ def compute_dtype(trainer: L.Trainer) -> torch.dtype:
     return _plugin_to_compute_dtype(trainer.precision_plugin)
 
 
-def count_tokens(inputs: Any, pad_id: int = 0) -> torch.Tensor | int:
-    """Non-padding tokens of an integer (B, T) batch, as a tensor left on its device; 0 for other inputs."""
+def count_tokens(inputs: Any, pad_id: int | None = None) -> torch.Tensor | int:
+    """Non-padding tokens of an integer (B, T) batch (all of them without a `pad_id`), as a tensor left on
+    its device; 0 for other inputs."""
     if isinstance(inputs, torch.Tensor) and inputs.ndim == 2 and not inputs.is_floating_point():
-        return (inputs != pad_id).sum()
+        return inputs.numel() if pad_id is None else (inputs != pad_id).sum()
     return 0
 
 
@@ -119,7 +121,7 @@ class Throughput(L.Callback):
         self.last = now
         self.batches += 1
         self.samples += len(inputs)
-        self.tokens = self.tokens + count_tokens(inputs, getattr(pl_module, "pad_id", 0))
+        self.tokens = self.tokens + count_tokens(inputs, pl_module.pad_id if isinstance(pl_module, TaskModule) else None)
         if self.batches < self.every_n_steps:
             return
         logger = wandb_logger(trainer)

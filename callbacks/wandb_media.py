@@ -1,8 +1,7 @@
 """W&B media: tables of sample predictions and the validation confusion matrix.
 
-Both log from rank zero only, import `wandb` lazily and do nothing without a WandbLogger. A model opts in
-by implementing `sample_rows(batch, datamodule) -> (columns, rows)` (every firstlight task does) and, for
-the confusion matrix, by being a classification task. Media are logged on a budget (`MediaSchedule`).
+Both log from rank zero only, import `wandb` lazily and do nothing without a WandbLogger. They ask a task
+(`modules.task.TaskModule`) for its `sample_rows` and `confusion_counts`; a task without them returns None. Media are logged on a budget (`MediaSchedule`).
 """
 
 from __future__ import annotations
@@ -16,6 +15,8 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+
+from modules.task import TaskModule
 
 
 def wandb_logger(trainer: L.Trainer) -> Any:
@@ -124,15 +125,19 @@ class PredictionSamples(ScheduledMedia):
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = wandb_logger(trainer)
-        sample_rows = getattr(pl_module, "sample_rows", None)
-        if logger is None or self.batch is None or sample_rows is None or not self.schedule.due(trainer):
+        if logger is None or self.batch is None or not isinstance(pl_module, TaskModule):
+            return
+        if not self.schedule.due(trainer):
             return
         with self.schedule.timed():
-            self.log_samples(trainer, logger, sample_rows)
+            self.log_samples(trainer, logger, pl_module)
 
-    def log_samples(self, trainer: L.Trainer, logger: Any, sample_rows: Any) -> None:
+    def log_samples(self, trainer: L.Trainer, logger: Any, task: TaskModule) -> None:
         with torch.no_grad():
-            columns, rows = sample_rows(self.batch, trainer.datamodule)  # type: ignore[attr-defined]
+            table = task.sample_rows(self.batch, trainer.datamodule)  # type: ignore[attr-defined]
+        if table is None:  # the task has no sample table
+            return
+        columns, rows = table
         logger.log_table(key="val/samples", columns=columns, data=rows, step=trainer.global_step)
         # W&B drops images inside tables of offline runs (wandb/wandb#4611): log them as images too,
         # captioned with the row's other cells, so offline runs keep them and sync them later.
@@ -166,12 +171,12 @@ class ConfusionMatrix(ScheduledMedia):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = wandb_logger(trainer)
-        confusion_counts = getattr(pl_module, "confusion_counts", None)
-        if logger is None or confusion_counts is None or not self.schedule.due(trainer, agree=True):
+        if logger is None or not isinstance(pl_module, TaskModule) or not self.schedule.due(trainer, agree=True):
             return
         with self.schedule.timed():
-            counts = confusion_counts("val").cpu()  # (true, predicted), summed over all processes: all ranks take part
-            if trainer.is_global_zero:
+            counts = pl_module.confusion_counts("val")  # (true, predicted), summed over all processes: all take part
+            if counts is not None and trainer.is_global_zero:
+                counts = counts.cpu()
                 self.log_chart(trainer, logger, counts)
 
     @staticmethod

@@ -24,8 +24,8 @@ from datamodules.image_sources import (
     locate_cifar10,
     locate_mnist_like,
 )
-from modules.errors import ConfigError
-from modules.task import check_range
+from validation import ConfigError
+from validation import check_range
 
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "digits", "folder"]
 BUILTIN_SHAPES = {  # (C, H, W), number of classes
@@ -60,6 +60,8 @@ class ImageDataModule(DataModule):
         hflip: flip training images left-right at random (right for photos, wrong for digits).
         image_size: resize a folder's images to image_size x image_size (needed when their sizes differ).
     """
+
+    model_facts = ("image_shape", "num_classes")
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from datamodules.image_sources import IMAGE_EXTENSIONS, ImageSource, Split
-from modules.errors import ConfigError
+from validation import ConfigError
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modules.errors import ConfigError
+from validation import ConfigError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")

@@ -10,8 +10,8 @@ import torch
 from datamodules.sequence_base import SequenceDataModule
 from datamodules.text_sources import read_text_file, shakespeare
 from datamodules.tokenization import CharTokenizer, TokenizerKind, train_tokenizer
-from modules.errors import ConfigError
-from modules.task import check_range
+from validation import ConfigError
+from validation import check_range
 
 
 class LanguageModelDataModule(SequenceDataModule):
@@ -29,6 +29,8 @@ class LanguageModelDataModule(SequenceDataModule):
         test_fraction: share of the text, at the end, for testing.
         seed: seed of the shuffling order.
     """
+
+    model_facts = ("vocab_size", "pad_id", "chars_per_token")
 
     def __init__(
         self,

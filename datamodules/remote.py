@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datamodules.image_sources import cache_dir
-from modules.errors import ConfigError
+from validation import ConfigError
 
 
 @dataclass(frozen=True)

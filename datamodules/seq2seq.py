@@ -10,8 +10,8 @@ import torch
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.text_sources import read_table
 from datamodules.tokenization import BOS_ID, EOS_ID, TokenizerKind, train_tokenizer
-from modules.errors import ConfigError
-from modules.task import check_range
+from validation import ConfigError
+from validation import check_range
 
 TASKS = ("reverse", "sort", "addition")
 
@@ -51,6 +51,8 @@ class Seq2SeqDataModule(SequenceDataModule):
         test_fraction: share of the pairs for testing.
         seed: seed of the generated pairs, the split and the shuffling order.
     """
+
+    model_facts = ("vocab_size", "pad_id", "bos_id", "eos_id")
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ import torch
 from datamodules.base import DataModule
 from datamodules.batches import IndexBatches, ShardedOrder, batches_done
 from datamodules.tokenization import PAD_ID, Tokenizer
-from modules.task import check_range
+from validation import check_range
 
 
 def pad(sequences: list[torch.Tensor], value: int = PAD_ID) -> torch.Tensor:

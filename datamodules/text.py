@@ -10,8 +10,8 @@ import torch
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.text_sources import read_table, rotten_tomatoes
 from datamodules.tokenization import BOS_ID, TokenizerKind, train_tokenizer
-from modules.errors import ConfigError
-from modules.task import check_range
+from validation import ConfigError
+from validation import check_range
 
 
 def group_split(groups: list[str], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
@@ -42,6 +42,8 @@ class TextClassificationDataModule(SequenceDataModule):
         test_fraction: share held out for testing.
         seed: seed of the split and of the shuffling order.
     """
+
+    model_facts = ("vocab_size", "pad_id", "num_classes")
 
     def __init__(
         self,

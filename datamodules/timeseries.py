@@ -9,8 +9,8 @@ import torch
 
 from datamodules.sequence_base import SequenceDataModule
 from datamodules.text_sources import read_table
-from modules.errors import ConfigError
-from modules.task import check_range
+from validation import ConfigError
+from validation import check_range
 
 # statsmodels dataset -> the column to forecast
 BUILTIN = {"sunspots": "SUNACTIVITY", "nile": "volume", "co2": "co2", "elnino": None}
@@ -58,6 +58,8 @@ class TimeSeriesDataModule(SequenceDataModule):
         test_fraction: share of the time steps, at the end, for testing.
         seed: seed of the shuffling order.
     """
+
+    model_facts = ("num_features", "horizon")
 
     def __init__(
         self,

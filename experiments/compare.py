@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from experiments.history import read_history
+from callbacks.history import read_history
 
 HIGHER_IS_BETTER = ("acc", "f1", "exact_match")
 

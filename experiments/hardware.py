@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modules.errors import ConfigError
+from validation import ConfigError
 
 AUTO = "auto"
 BF16 = ("bf16-mixed", "bf16-true", "bf16")

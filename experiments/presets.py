@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from modules.errors import ConfigError
+from validation import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRESET = "cnn_fashion_mnist"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modules.errors import ConfigError
+from validation import ConfigError
 
 
 def new_run_id() -> str:

@@ -30,7 +30,7 @@ from typing import Any
 from experiments.rundir import new_run_id, write_atomic
 from experiments.sweep_spec import SweepSpec, check_parameter, load_spec, plan_trials, trial_args
 from experiments.tracking import wandb_mode
-from modules.errors import ConfigError
+from validation import ConfigError
 
 DONE = ("finished", "failed")
 

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from experiments.presets import check_yaml
-from modules.errors import ConfigError
+from validation import ConfigError
 
 TOP_LEVEL_KEYS = {
     "name",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import lightning as L
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 
@@ -168,3 +169,22 @@ def make_logger(options: RunOptions, experiment: str, run_id: str, run_dir: Path
         resume="allow",  # a resumed run continues its W&B run
         log_model=True,  # checkpoints become model artifacts ("best", "latest") at the end of training
     )
+
+
+def finish_tracking(trainer: L.Trainer, summary: dict[str, Any] | None = None, exit_code: int = 0) -> None:
+    """Put the final metrics (best validation value, test metrics) in the W&B summary and close the run,
+    so its files are complete (offline runs can then be synced or inspected). A preempted run (non-zero
+    `exit_code`) is marked as preempting, which W&B shows as resumable."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if not isinstance(logger, WandbLogger) or logger._experiment is None or getattr(logger, "broken", False):
+            continue
+        try:
+            if summary:
+                logger.experiment.summary.update(summary)
+            if exit_code:
+                logger.experiment.mark_preempting()
+            logger.experiment.finish(exit_code=exit_code)
+        except OSError:  # W&B's service stopped (a cluster signals every process of a job, W&B's too)
+            print("note: W&B's service had stopped; its files keep what was logged until then", file=sys.stderr)

@@ -7,8 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from cores.contracts import ClassifierCore
 from modules.metrics import ConfusionCounts
-from modules.task import TaskModule, check_range
+from modules.task import TaskModule
+from validation import check_range
 
 
 def accuracy_and_macro_f1(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,16 +25,28 @@ def accuracy_and_macro_f1(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 class ClassificationTask(TaskModule):
-    """A model whose `forward(inputs)` returns class logits (B, num_classes) for batches `(inputs, labels)`.
+    """Batches `(inputs, labels)`; the core maps inputs to class logits (B, num_classes). Cross-entropy loss;
+    accuracy and macro F1 from confusion counts.
 
     Args:
-        num_classes: number of classes; linked from the datamodule by the CLI.
+        net: a `ClassifierCore`: `cores.cnn.CNNClassifier`, `cores.vit.ViTClassifier`,
+            `cores.recurrent.RNNClassifier`, `cores.transformer.TransformerClassifier`, or your own.
+        num_classes: number of classes; from the datamodule.
+        pad_id: padding id of token inputs (None for images); from the datamodule.
         label_smoothing: cross-entropy label smoothing in [0, 1).
         **task_options: optimizer, schedule and penalty settings of `TaskModule`.
     """
 
-    def __init__(self, num_classes: int, label_smoothing: float = 0.0, **task_options: Any) -> None:
-        super().__init__(**task_options)
+    def __init__(
+        self,
+        net: ClassifierCore,
+        num_classes: int = 2,
+        pad_id: int | None = None,
+        label_smoothing: float = 0.0,
+        **task_options: Any,
+    ) -> None:
+        super().__init__(net, **task_options)
+        self.pad_id = pad_id
         check_range("num_classes", num_classes, 2)
         check_range("label_smoothing", label_smoothing, 0.0, 0.999)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)

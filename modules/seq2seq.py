@@ -1,4 +1,4 @@
-"""Sequence-to-sequence: an encoder-decoder Transformer, teacher-forced in training, greedy in evaluation."""
+"""Sequence-to-sequence: teacher-forced cross-entropy in training, greedy decoding in evaluation."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from modules.positional import PositionalKind
-from modules.task import TaskModule, check_range
-from modules.transformer import TransformerSeq2SeqNet
+from cores.contracts import Seq2SeqCore
+from modules.task import TaskModule
+from validation import check_range
 
 
-class TransformerSeq2Seq(TaskModule):
+class Seq2SeqTask(TaskModule):
     """Batches (source (B, S), target (B, T)) with target = <bos> ... <eos>, padded with pad_id.
 
     The loss is teacher-forced cross-entropy; validation and test also decode greedily from the source
@@ -20,49 +20,29 @@ class TransformerSeq2Seq(TaskModule):
     `token_acc` (share of target tokens right).
 
     Args:
-        vocab_size: vocabulary size (shared by source and target); linked from the datamodule.
-        pad_id: padding id; linked from the datamodule.
-        bos_id: start-of-sequence id; linked from the datamodule.
-        eos_id: end-of-sequence id; linked from the datamodule.
-        dim: model width.
-        num_layers: encoder blocks and decoder blocks.
-        num_heads: attention heads (must divide dim).
-        mlp_ratio: width of each block's MLP, in multiples of dim.
-        dropout: dropout probability.
-        max_length: longest source or target, in tokens.
-        positional: "sinusoidal" (Vaswani et al.) or "learned".
+        net: a `Seq2SeqCore`: `cores.transformer.TransformerSeq2Seq`, `cores.recurrent.RNNSeq2Seq`, or your own.
+        pad_id: padding id; from the datamodule.
+        bos_id: start-of-sequence id; from the datamodule.
+        eos_id: end-of-sequence id; from the datamodule.
         label_smoothing: cross-entropy label smoothing.
         **task_options: optimizer, schedule and penalty settings (see `TaskModule`).
     """
 
+    net: Seq2SeqCore
+
     def __init__(
         self,
-        vocab_size: int = 16,
+        net: Seq2SeqCore,
         pad_id: int = 0,
         bos_id: int = 2,
         eos_id: int = 3,
-        dim: int = 128,
-        num_layers: int = 2,
-        num_heads: int = 4,
-        mlp_ratio: int = 4,
-        dropout: float = 0.1,
-        max_length: int = 128,
-        positional: PositionalKind = "sinusoidal",
         label_smoothing: float = 0.0,
         **task_options: Any,
     ) -> None:
-        super().__init__(**task_options)
-        check_range("dropout", dropout, 0.0, 0.999)
+        super().__init__(net, **task_options)
         check_range("label_smoothing", label_smoothing, 0.0, 0.999)
-        self.save_hyperparameters(logger=False)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.label_smoothing = label_smoothing
-        self.net = TransformerSeq2SeqNet(
-            vocab_size, pad_id, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional
-        )
-
-    def forward(self, source: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
-        return self.net(source, target_in)
 
     def model_inputs(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         source, target = batch

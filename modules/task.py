@@ -1,8 +1,11 @@
-"""What every firstlight model shares: optimizer, LR schedule, weight penalties and one step for all stages.
+"""What every firstlight task shares: its core, optimizer, LR schedule, weight penalties, one step for all
+stages, and the hooks that callbacks use.
 
-A model subclasses a task (e.g. `ClassificationTask`), builds its core `nn.Module` in `__init__` and
-implements `forward`; the task turns batches into a loss and metrics. Hyperparameters are saved as plain
-data, so checkpoints load with `torch.load(weights_only=True)`.
+A model is a task (`ClassificationTask`, `LanguageModelTask`, `Seq2SeqTask`, `ForecastTask`) wrapped around
+a core, a plain `nn.Module` that fulfils the task's contract (`cores/contracts.py`): on the command line
+`--model ClassificationTask --model.net cores.cnn.CNNClassifier --model.net.channels [32,64]`. The task
+turns batches into a loss and metrics; the core is the architecture. Hyperparameters, the core's included,
+are saved as plain data, so checkpoints load with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from typing import Any, cast
 import lightning as L
 import torch
 
-from modules.errors import ConfigError
+from torch import nn
+
+from cores.contracts import build_core
 from modules.metrics import WeightedMean
 from modules.optim import (
     OptimizerName,
@@ -22,21 +27,14 @@ from modules.optim import (
     split_decay_groups,
     weight_penalty,
 )
-
-
-def check_range(name: str, value: float, low: float, high: float = float("inf"), *, low_open: bool = False) -> None:
-    """Reject a setting outside [low, high] (or (low, high]) with a message that names it."""
-    below = value <= low if low_open else value < low
-    if below or value > high:
-        bracket = "(" if low_open else "["
-        upper = "inf)" if high == float("inf") else f"{high}]"
-        raise ConfigError(f"{name} must be in {bracket}{low}, {upper}, got {value}")
+from validation import ConfigError, check_range
 
 
 class TaskModule(L.LightningModule):
     """Optimization shared by all tasks.
 
     Args:
+        net: the core network (`cores/`), whose contract the task names (e.g. `ClassifierCore`).
         optimizer: "sgd", "adam", "adamw" (decoupled weight decay) or "rmsprop".
         lr: peak learning rate.
         weight_decay: the optimizer's weight decay, applied to weights only (not biases or norm scales).
@@ -54,6 +52,7 @@ class TaskModule(L.LightningModule):
 
     def __init__(
         self,
+        net: nn.Module,
         optimizer: OptimizerName = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -67,6 +66,7 @@ class TaskModule(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        self.net = build_core(net)  # a checkpoint gives the core as plain data: {"class_path", "init_args"}
         check_range("lr", lr, 0.0, low_open=True)
         for name, value in (("weight_decay", weight_decay), ("l1", l1), ("l2", l2)):
             check_range(name, value, 0.0)
@@ -74,7 +74,11 @@ class TaskModule(L.LightningModule):
         check_range("warmup_fraction", warmup_fraction, 0.0, 1.0)
         if nesterov and (optimizer != "sgd" or momentum == 0):
             raise ConfigError("nesterov needs optimizer 'sgd' with momentum > 0")
-        # Subclasses call save_hyperparameters(); the W&B logger receives the full nested run config instead.
+        # The task's arguments and its subclass's, the core as plain data; the tracker gets the whole nested
+        # run config instead.
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        if hasattr(self.net, "config"):
+            self.hparams["net"] = self.net.config()
         self.optimizer_name = optimizer
         self.lr = lr
         self.weight_decay = weight_decay
@@ -92,9 +96,8 @@ class TaskModule(L.LightningModule):
         self.epoch_means = torch.nn.ModuleDict()
 
     def setup(self, stage: str) -> None:
-        net = getattr(self, "net", None)
-        if self.compile_net and isinstance(net, torch.nn.Module):
-            net.compile()  # in place: the module and its state_dict keys stay as they are
+        if self.compile_net:
+            self.net.compile()  # in place: the module and its state_dict keys stay as they are
 
     def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         """The loss of a batch at `stage` ("train", "val" or "test"), accumulating the stage's metrics."""
@@ -153,9 +156,27 @@ class TaskModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log_epoch("test")
 
+    # What callbacks ask of a task; each task overrides what applies to it.
+
+    #: The padding id of token inputs (None: inputs without padding); Throughput counts real tokens with it.
+    pad_id: int | None = None
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return self.net(*inputs)
+
     def model_inputs(self, batch: Any) -> tuple[torch.Tensor, ...]:
-        """The arguments of `forward` for a batch: its inputs, without the targets."""
+        """The arguments of `forward` for a batch: its inputs, without the targets (AttentionMaps runs it)."""
         return (batch[0],)
+
+    def sample_rows(self, batch: Any, datamodule: Any) -> tuple[list[str], list[list]] | None:
+        """Columns and rows of a W&B table showing what the model makes of a few validation examples
+        (PredictionSamples logs it); None: the task has no such table."""
+        return None
+
+    def confusion_counts(self, stage: str) -> torch.Tensor | None:
+        """(true, predicted) counts of `stage` this epoch, summed over all processes (each must call);
+        None: not a classification task (ConfusionMatrix charts them)."""
+        return None
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self.regularized(self.shared_step(batch, "train"))

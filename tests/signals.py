@@ -97,9 +97,9 @@ class FailWritesAt(L.Callback):
             return
         import errno
 
-        import experiments.checkpointing
+        import callbacks.checkpointing
 
         def no_space(*args: Any, **kwargs: Any) -> None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        experiments.checkpointing.torch.save = no_space  # type: ignore[assignment]
+        callbacks.checkpointing.torch.save = no_space  # type: ignore[assignment]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from modules.cnn import CNN
-from modules.errors import ConfigError
+from validation import ConfigError
 
 
 @pytest.mark.parametrize(

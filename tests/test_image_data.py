@@ -15,7 +15,7 @@ from datamodules.augment import random_crop, random_hflip
 from datamodules.batches import ShardedOrder, tensor_batches
 from datamodules.image import ImageDataModule, split_off
 from datamodules.image_sources import DEBIAN_FASHION_MNIST, load_mnist_like
-from modules.errors import ConfigError
+from validation import ConfigError
 
 
 def rows(images: torch.Tensor) -> list[bytes]:

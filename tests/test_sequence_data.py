@@ -14,7 +14,7 @@ from datamodules.seq2seq import Seq2SeqDataModule, generate_pairs
 from datamodules.text import TextClassificationDataModule
 from datamodules.timeseries import TimeSeriesDataModule
 from datamodules.tokenization import BOS_ID, EOS_ID, PAD_ID, UNK_ID, load_tokenizer, train_tokenizer
-from modules.errors import ConfigError
+from validation import ConfigError
 
 
 @pytest.mark.parametrize("kind", ["char", "bpe"])

@@ -15,7 +15,7 @@ from experiments.compare import main as compare
 from experiments.sweep import SweepState
 from experiments.sweep import main as sweep
 from experiments.sweep_spec import load_spec, plan_trials, trial_args
-from modules.errors import ConfigError
+from validation import ConfigError
 
 COMMAND = ["${env}", "${interpreter}", "-m", "experiments.run", "--config", "cnn_digits", "${args}"]
 

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.positional import PositionalEncoding, PositionalKind
+from cores.contracts import ClassifierCore, LanguageModelCore, Seq2SeqCore
+from cores.positional import PositionalEncoding, PositionalKind
+from validation import check_range
 
 
 def key_padding_mask(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -159,16 +161,28 @@ class TransformerStack(nn.Module):
         return self.norm(x)
 
 
-class TransformerClassifierNet(nn.Module):
-    """Encoder over (B, T) token ids with padding -> class logits (B, num_classes).
+class TransformerClassifier(ClassifierCore):
+    """Encoder over (B, T) token ids padded with pad_id -> class logits (B, num_classes); padding is never
+    attended to.
 
-    pooling "mean" averages the real (non-padding) positions; "first" takes position 0 (a [CLS]/BOS token).
+    Args:
+        vocab_size: vocabulary size; from the datamodule.
+        num_classes: number of classes; from the datamodule.
+        pad_id: padding id; from the datamodule.
+        dim: model width.
+        num_layers: encoder blocks.
+        num_heads: attention heads (must divide dim).
+        mlp_ratio: width of each block's MLP, in multiples of dim.
+        dropout: dropout probability.
+        max_length: longest input, in tokens.
+        positional: "sinusoidal" (Vaswani et al.) or "learned".
+        pooling: "mean" over the real (non-padding) positions, or "first" (position 0, a <bos>/[CLS] token).
     """
 
     def __init__(
         self,
-        vocab_size: int,
-        num_classes: int,
+        vocab_size: int = 1000,
+        num_classes: int = 2,
         pad_id: int = 0,
         dim: int = 128,
         num_layers: int = 2,
@@ -180,6 +194,8 @@ class TransformerClassifierNet(nn.Module):
         pooling: Literal["mean", "first"] = "mean",
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
+        check_range("dropout", dropout, 0.0, 0.999)
         self.pad_id = pad_id
         self.pooling = pooling
         self.encoder = TransformerStack(
@@ -198,12 +214,24 @@ class TransformerClassifierNet(nn.Module):
         return self.head(pooled)
 
 
-class TransformerLMNet(nn.Module):
-    """Decoder-only language model: (B, T) ids -> next-token logits (B, T, vocab), causal, tied embeddings."""
+class TransformerLanguageModel(LanguageModelCore):
+    """Decoder-only language model: (B, T) ids -> next-token logits (B, T, vocab_size), causal self-attention,
+    tied input/output embeddings (Press & Wolf, 2017).
+
+    Args:
+        vocab_size: vocabulary size; from the datamodule.
+        dim: model width.
+        num_layers: decoder blocks.
+        num_heads: attention heads (must divide dim).
+        mlp_ratio: width of each block's MLP, in multiples of dim.
+        dropout: dropout probability.
+        max_length: longest context, in tokens.
+        positional: "sinusoidal" (Vaswani et al.) or "learned".
+    """
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int = 256,
         dim: int = 256,
         num_layers: int = 4,
         num_heads: int = 4,
@@ -213,27 +241,38 @@ class TransformerLMNet(nn.Module):
         positional: PositionalKind = "sinusoidal",
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
+        check_range("dropout", dropout, 0.0, 0.999)
         self.max_length = max_length
         self.decoder = TransformerStack(
             vocab_size, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional
         )
         self.head = nn.Linear(dim, vocab_size, bias=False)
-        self.head.weight = self.decoder.embedding.weight  # weight tying (Press & Wolf, 2017)
+        self.head.weight = self.decoder.embedding.weight
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.decoder(tokens, causal=True))
 
 
-class TransformerSeq2SeqNet(nn.Module):
-    """Encoder-decoder over one shared vocabulary: (B, S) source, (B, T) target input -> (B, T, vocab).
+class TransformerSeq2Seq(Seq2SeqCore):
+    """Encoder-decoder over one shared vocabulary (Vaswani et al.): the decoder attends to its own past
+    (causal) and to the encoded source (cross-attention); embeddings shared by both and the output layer.
 
-    The decoder's input is the target shifted right (starting with BOS); in training it sees the true
-    previous tokens (teacher forcing), in `greedy_decode` its own predictions.
+    Args:
+        vocab_size: vocabulary size (shared by source and target); from the datamodule.
+        pad_id: padding id; from the datamodule.
+        dim: model width.
+        num_layers: encoder blocks and decoder blocks.
+        num_heads: attention heads (must divide dim).
+        mlp_ratio: width of each block's MLP, in multiples of dim.
+        dropout: dropout probability.
+        max_length: longest source or target, in tokens.
+        positional: "sinusoidal" (Vaswani et al.) or "learned".
     """
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int = 16,
         pad_id: int = 0,
         dim: int = 128,
         num_layers: int = 2,
@@ -244,6 +283,8 @@ class TransformerSeq2SeqNet(nn.Module):
         positional: PositionalKind = "sinusoidal",
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
+        check_range("dropout", dropout, 0.0, 0.999)
         self.pad_id = pad_id
         self.max_length = max_length
         args = (vocab_size, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional)
@@ -256,25 +297,8 @@ class TransformerSeq2SeqNet(nn.Module):
         mask = key_padding_mask(source, self.pad_id)
         return self.encoder(source, mask=mask), mask  # (B, S, dim), (B, 1, 1, S)
 
-    def decode(self, target_in: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor) -> torch.Tensor:
+    def decode(self, target_in: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        source_states, source_mask = memory
         mask = key_padding_mask(target_in, self.pad_id)
-        hidden = self.decoder(target_in, mask=mask, causal=True, memory=memory, memory_mask=memory_mask)
+        hidden = self.decoder(target_in, mask=mask, causal=True, memory=source_states, memory_mask=source_mask)
         return self.head(hidden)  # (B, T, vocab)
-
-    def forward(self, source: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
-        return self.decode(target_in, *self.encode(source))
-
-    @torch.no_grad()
-    def greedy_decode(self, source: torch.Tensor, bos_id: int, eos_id: int, max_new_tokens: int) -> torch.Tensor:
-        """(B, S) -> (B, L) generated ids without BOS, padded with pad_id after each sequence's EOS."""
-        memory, memory_mask = self.encode(source)
-        output = torch.full((len(source), 1), bos_id, dtype=torch.long, device=source.device)
-        finished = torch.zeros(len(source), dtype=torch.bool, device=source.device)
-        for _ in range(min(max_new_tokens, self.max_length - 1)):
-            next_token = self.decode(output, memory, memory_mask)[:, -1].argmax(-1)
-            next_token = torch.where(finished, torch.full_like(next_token, self.pad_id), next_token)
-            output = torch.cat([output, next_token[:, None]], dim=1)
-            finished |= next_token == eos_id
-            if finished.all():
-                break
-        return output[:, 1:]

@@ -8,6 +8,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from cores.contracts import ClassifierCore, ForecasterCore, LanguageModelCore, Seq2SeqCore
+from cores.sampling import sample_next
+from validation import check_range
+
 CellKind = Literal["lstm", "gru"]
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (layers * dirs, B, H)
 
@@ -55,13 +59,26 @@ class RecurrentEncoder(nn.Module):
         return outputs, final, state
 
 
-class RecurrentClassifierNet(nn.Module):
-    """(B, T) token ids, padded with pad_id -> class logits (B, num_classes), from the final state."""
+class RNNClassifier(ClassifierCore):
+    """(B, T) token ids padded with pad_id -> class logits (B, num_classes), from the final state of a
+    (bi)LSTM/GRU read over each text's real tokens only.
+
+    Args:
+        vocab_size: vocabulary size; from the datamodule.
+        num_classes: number of classes; from the datamodule.
+        pad_id: padding id; from the datamodule.
+        embed_dim: token embedding size.
+        hidden_dim: recurrent state size per direction.
+        num_layers: stacked recurrent layers.
+        cell: "lstm" or "gru".
+        bidirectional: read the text both ways.
+        dropout: dropout between layers and before the classifier.
+    """
 
     def __init__(
         self,
-        vocab_size: int,
-        num_classes: int,
+        vocab_size: int = 1000,
+        num_classes: int = 2,
         pad_id: int = 0,
         embed_dim: int = 128,
         hidden_dim: int = 128,
@@ -71,6 +88,8 @@ class RecurrentClassifierNet(nn.Module):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
+        check_range("dropout", dropout, 0.0, 0.999)
         self.pad_id = pad_id
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.encoder = RecurrentEncoder(embed_dim, hidden_dim, num_layers, cell, bidirectional, dropout)
@@ -82,16 +101,23 @@ class RecurrentClassifierNet(nn.Module):
         return self.head(final)
 
 
-class RecurrentLMNet(nn.Module):
-    """(B, T) ids -> next-token logits (B, T, vocab) and the recurrent state, for continuing a sequence.
+class RNNLanguageModel(LanguageModelCore):
+    """Stacked LSTM/GRU language model: (B, T) ids -> next-token logits (B, T, vocab_size).
 
-    With `tie_weights`, the output layer shares the embedding matrix (through a projection when
-    hidden_dim differs from embed_dim).
+    Args:
+        vocab_size: vocabulary size; from the datamodule.
+        embed_dim: token embedding size.
+        hidden_dim: recurrent state size.
+        num_layers: stacked recurrent layers.
+        cell: "lstm" or "gru".
+        dropout: dropout on embeddings, between layers and before the output layer.
+        tie_weights: share the embedding matrix with the output layer (through a projection when
+            hidden_dim differs from embed_dim).
     """
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: int = 256,
         embed_dim: int = 128,
         hidden_dim: int = 256,
         num_layers: int = 2,
@@ -100,6 +126,8 @@ class RecurrentLMNet(nn.Module):
         tie_weights: bool = True,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
+        check_range("dropout", dropout, 0.0, 0.999)
         self.embedding = nn.Embedding(vocab_size, embed_dim)
         self.encoder = RecurrentEncoder(embed_dim, hidden_dim, num_layers, cell, False, dropout)
         self.dropout = nn.Dropout(dropout)
@@ -109,16 +137,40 @@ class RecurrentLMNet(nn.Module):
         if tie_weights:
             self.head.weight = self.embedding.weight
 
-    def forward(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def step(self, tokens: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """(B, T) ids continuing from `state` -> logits (B, T, vocab_size) and the state after them."""
         outputs, _, state = self.encoder(self.dropout(self.embedding(tokens)), state=state)
         return self.head(self.project(self.dropout(outputs))), state
 
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.step(tokens)[0]
 
-class RecurrentForecasterNet(nn.Module):
+    @torch.no_grad()
+    def generate(
+        self, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
+    ) -> torch.Tensor:
+        """(B, T) prompt ids -> (B, T + max_new_tokens), carrying the recurrent state token by token."""
+        logits, state = self.step(prompt)
+        tokens = prompt
+        for _ in range(max_new_tokens):
+            next_token = sample_next(logits[:, -1], temperature, top_k)[:, None]
+            tokens = torch.cat([tokens, next_token], dim=1)
+            logits, state = self.step(next_token, state)
+        return tokens
+
+
+class RNNForecaster(ForecasterCore):
     """(B, T, num_features) window -> (B, horizon, num_features) forecast.
 
-    With `residual`, the network predicts the change from the last observed value, so an untrained
-    model starts as the naive "repeat the last value" forecast and only has to learn the difference.
+    Args:
+        num_features: values per time step; from the datamodule.
+        horizon: future steps predicted; from the datamodule.
+        hidden_dim: recurrent state size.
+        num_layers: stacked recurrent layers.
+        cell: "lstm" or "gru".
+        dropout: dropout between recurrent layers.
+        residual: predict the change from the last observed value, so an untrained model starts as the
+            naive "repeat the last value" forecast and only has to learn the difference.
     """
 
     def __init__(
@@ -132,6 +184,8 @@ class RecurrentForecasterNet(nn.Module):
         residual: bool = True,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
+        check_range("dropout", dropout, 0.0, 0.999)
         self.horizon = horizon
         self.num_features = num_features
         self.residual = residual

@@ -1,0 +1,215 @@
+"""The command line: LightningCLI with one-line errors, the data's facts given to the model, and the run's
+callbacks, loggers and plugins."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+import sys
+from typing import Any, NoReturn
+
+import lightning as L
+import yaml
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from callbacks.attention import AttentionMaps
+from callbacks.checkpointing import AtomicCheckpointIO, RunState
+from callbacks.epoch_log import EpochLog
+from callbacks.finite_loss import FiniteLoss
+from callbacks.history import HistoryLogger
+from callbacks.last_checkpoint import LastCheckpoint
+from callbacks.monitor_check import MonitorCheck
+from callbacks.no_profiler import NoProfiler
+from callbacks.norms import ParameterNorms
+from callbacks.provenance import Provenance
+from callbacks.start_note import StartNote
+from callbacks.throughput import Throughput
+from callbacks.time_budget import ScheduleFollowsTimeBudget
+from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
+from experiments.hardware import check_bf16_on_cpu, resolve_precision
+from experiments.renamed import renamed_hint
+from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV, choose_run
+from experiments.tracking import RunOptions, make_logger
+from experiments.trainer import Trainer
+from validation import ConfigError
+
+
+class ConciseParser(LightningArgumentParser):
+    """Reports a parsing mistake as one line on stderr and exits with code 2."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        hint = renamed_hint(str(message))
+        print(f"error: {hint or short_message(message)} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+# Lines of jsonargparse's nested reports that restate the type machinery rather than the mistake.
+NOISE = (
+    "Does not validate against any of the Union subtypes",
+    "Subtypes:",
+    "Errors:",
+    "Given value type:",
+    "Expected a <class 'NoneType'>",
+    "Expected a path but",
+)
+
+
+def short_message(message: str) -> str:
+    """One line from jsonargparse's multi-line report: the key, the reasons, and the value given."""
+    lines = [line.strip().lstrip("-").strip() for line in str(message).splitlines()]
+    lines = [line for line in lines if line and not line.startswith(NOISE)]
+    given = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")]
+    text = " ".join(line for line in lines if not line.startswith("Given value:")) or "invalid arguments"
+    if given and "Got value:" not in text:
+        text += f" (got {given[0]})"
+    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
+    return text.replace("Expected a typing.Literal", "Expected one of ").replace("Expected a int", "Expected an int")
+
+
+def give_facts(model: Namespace, facts: dict[str, Any]) -> None:
+    """Set each of the data's facts as an argument of the task and of its core, wherever their `__init__`
+    takes one of that name (a `num_classes` for the classifier, a `vocab_size` for its embedding, ...)."""
+    for component in (model, model.init_args.get("net")):
+        if not isinstance(component, Namespace) or "class_path" not in component:
+            continue
+        module_name, _, class_name = component.class_path.rpartition(".")
+        parameters = inspect.signature(getattr(importlib.import_module(module_name), class_name).__init__).parameters
+        for name, value in facts.items():
+            if name in parameters:
+                component.init_args[name] = value
+
+
+class FirstlightCLI(LightningCLI):
+    def __init__(self, args: list[str], preset: str) -> None:
+        self.preset = preset
+        self.default_name = derived_name(preset, args)
+        super().__init__(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_class=Trainer,  # Lightning's, with precision "auto" (the default)
+            parser_class=ConciseParser,
+            save_config_callback=None,  # the run directory gets config.yaml instead
+            seed_everything_default=0,
+            trainer_defaults={"enable_progress_bar": sys.stdout.isatty()},
+            auto_configure_optimizers=False,  # models configure their own optimizer and schedule
+            run=False,
+            args=args,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(RunOptions, "run")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(PredictionSamples, "samples")  # W&B media: no-ops without W&B
+        parser.add_lightning_class_args(ConfusionMatrix, "confusion")
+        parser.add_lightning_class_args(ParameterNorms, "norms")
+        parser.add_lightning_class_args(Throughput, "throughput")
+        parser.add_lightning_class_args(AttentionMaps, "attention")
+        # save_last: last.ckpt becomes the W&B model artifact "latest" (LastCheckpoint keeps it current).
+        # No "-v1" suffixes: LastCheckpoint rewrites last.ckpt too, and top-k names hold their step anyway.
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.enable_version_counter": False,
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Name the run and point the checkpoints at its directory (created later, once the data is found)."""
+        options = self.config.run
+        self.run_dir, self.resume_from = choose_run(options, options.experiment or self.preset)
+        self.experiment, self.run_id = self.run_dir.parent.name, self.run_dir.name
+        os.environ.setdefault(RUN_ID_ENV, self.run_id)
+        os.environ.setdefault(RUN_DIR_ENV, str(self.run_dir))
+        if self.resume_from:
+            os.environ.setdefault(RESUME_ENV, str(self.resume_from))
+        # The config as the user gave it, without the run's own paths, so it can be rerun as a new run
+        # of the same experiment.
+        options.experiment, options.resume = self.experiment, None
+        # "auto" precision resolved for this machine, so config.yaml, W&B and a resumed run record what ran.
+        trainer = self.config.trainer
+        self.precision_choice = resolve_precision(trainer.precision, trainer.accelerator)
+        if self.precision_choice:
+            trainer.precision = self.precision_choice.precision
+        self.config_yaml = self.parser.dump(self.config)
+        self.config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
+        self.config.trainer.default_root_dir = str(self.run_dir)
+
+    def instantiate_classes(self) -> None:
+        """The datamodule first; then the model, with the data's facts among its arguments (recorded in its
+        hyperparameters, so a checkpoint rebuilds the same model); then the trainer."""
+        data_only = self.config.clone()
+        data_only.model = None
+        self.datamodule = self.parser.instantiate_classes(data_only, instantiate_groups=False).data
+        give_facts(self.config.model, self.datamodule.facts())
+        vars(self).pop("config_dump", None)  # Lightning's record of the given hyperparameters, now with the facts
+        rest = self.config.clone()
+        rest.data = None
+        self.config_init = self.parser.instantiate_classes(rest)
+        self.config_init.data = self.datamodule
+        self.model = self.config_init.model
+        self.trainer = self.instantiate_trainer()
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = self.config.trainer
+        # One line on what precision runs and why (or what a bf16 precision costs on this CPU).
+        precision_note = check_bf16_on_cpu(trainer.precision, trainer.accelerator, self.model) or str(
+            self.precision_choice or f"precision: {trainer.precision} (given)"
+        )
+        options = RunOptions(**self.config.run)
+        options.name = options.name or self.default_name
+        logger = make_logger(options, self.experiment, self.run_id, self.run_dir)
+        callbacks = list(self.config_init.trainer.get("callbacks") or [])
+        callbacks += [
+            EpochLog(),
+            Provenance(str(self.run_dir)),
+            LearningRateMonitor(logging_interval="step"),
+            ScheduleFollowsTimeBudget(),
+            RunState(self.run_id),
+            FiniteLoss(),
+            MonitorCheck(),
+            StartNote(precision_note),
+            LastCheckpoint(self.config.checkpoint.dirpath),
+        ]
+        if options.patience is not None:
+            checkpoint = self.config.checkpoint
+            callbacks.append(EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode))
+        loggers = [HistoryLogger(str(self.run_dir)), *([logger] if logger is not None else [])]
+        plugins = self.config_init.trainer.get("plugins") or []
+        plugins = [*(plugins if isinstance(plugins, list) else [plugins]), AtomicCheckpointIO()]
+        if self.config_init.trainer.get("profiler") is None:
+            kwargs["profiler"] = NoProfiler()
+        try:
+            return super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
+        except (ValueError, MisconfigurationException) as error:  # Lightning rejects the trainer options
+            raise ConfigError(f"trainer: {error}") from None
+
+
+def derived_name(preset: str, args: list[str]) -> str:
+    """A run name from the preset and the arguments given beside it: "cnn_digits lr=0.01 max_epochs=5"."""
+    parts = [preset]
+    items = iter(args)
+    for arg in items:
+        if not arg.startswith("--"):
+            continue
+        key, has_value, value = arg[2:].partition("=")
+        if not has_value:
+            value = next(items, "")
+        if key != "config" and not key.startswith("run.") and key not in ("print_config", "help"):
+            parts.append(f"{key.split('.')[-1]}={value}")
+    return " ".join(parts)
+
+
+def nested_config(cli: FirstlightCLI) -> dict[str, Any]:
+    """The resolved config as nested plain data, for the tracker."""
+    config: dict[str, Any] = yaml.safe_load(cli.config_yaml)
+    config.pop("config", None)
+    return config | {"experiment": cli.experiment, "run_id": cli.run_id}

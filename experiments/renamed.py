@@ -1,0 +1,64 @@
+"""Hints for settings of earlier versions: the class paths and keys that the task/core split renamed."""
+
+from __future__ import annotations
+
+import re
+
+# Earlier model classes -> the task and the core that replace them.
+RENAMED_MODELS = {
+    "modules.image_classifier.ImageClassifier": (
+        "modules.classification.ClassificationTask",
+        "cores.cnn.CNNClassifier",
+    ),
+    "modules.sequence_classifiers.RNNClassifier": (
+        "modules.classification.ClassificationTask",
+        "cores.recurrent.RNNClassifier",
+    ),
+    "modules.sequence_classifiers.TransformerClassifier": (
+        "modules.classification.ClassificationTask",
+        "cores.transformer.TransformerClassifier",
+    ),
+    "modules.language_model.TransformerLanguageModel": (
+        "modules.language_model.LanguageModelTask",
+        "cores.transformer.TransformerLanguageModel",
+    ),
+    "modules.language_model.RNNLanguageModel": (
+        "modules.language_model.LanguageModelTask",
+        "cores.recurrent.RNNLanguageModel",
+    ),
+    "modules.seq2seq.TransformerSeq2Seq": ("modules.seq2seq.Seq2SeqTask", "cores.transformer.TransformerSeq2Seq"),
+    "modules.forecaster.RNNForecaster": ("modules.forecasting.ForecastTask", "cores.recurrent.RNNForecaster"),
+}
+
+
+def renamed_hint(message: str) -> str | None:
+    """A one-line hint when a parsing error comes from a class path or key of an earlier version."""
+    for old, (task, core) in RENAMED_MODELS.items():
+        if old in message or old.rpartition(".")[2] in re.findall(r"'([\w.]+)'", message) and "class_path" in message:
+            return (
+                f"{old} is now the task {task} with the core {core}: "
+                f"--model {task} --model.net {core} (a config's model.init_args.net.class_path); "
+                "the core's settings move under model.init_args.net.init_args"
+            )
+    key = re.search(r"(?:No action for key|Key) \"?'?([\w.]+)", message)
+    moved = key and core_setting(key.group(1).rpartition(".")[2])
+    if moved:
+        return (
+            f"'{key.group(1)}' is a setting of the model's core now: "  # type: ignore[union-attr]
+            f"--model.init_args.net.init_args.{moved} (in a config, under model.init_args.net.init_args)"
+        )
+    return None
+
+
+def core_setting(name: str) -> str | None:
+    """`name` if some core takes an argument of that name, else None."""
+    import inspect
+
+    from cores import cnn, recurrent, transformer
+
+    for module in (cnn, recurrent, transformer):
+        for value in vars(module).values():
+            if isinstance(value, type) and "__init__" in vars(value) and value.__module__ == module.__name__:
+                if name in inspect.signature(value.__init__).parameters and name != "self":
+                    return name
+    return None

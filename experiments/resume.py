@@ -1,0 +1,80 @@
+"""Which run a command trains: a new one, or an unfinished one to resume, and from which checkpoint."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+from callbacks.checkpointing import resume_checkpoint
+from experiments.rundir import cluster_run_id, finished, locate_run, new_run_id, unfinished_runs
+from experiments.tracking import wandb_sweep_run_id
+from validation import ConfigError
+
+RUN_ID_ENV = "FIRSTLIGHT_RUN_ID"  # shared with the worker processes that DDP launches
+RUN_DIR_ENV = "FIRSTLIGHT_RUN_DIR"  # the directory rank 0 chose, for those workers
+RESUME_ENV = "FIRSTLIGHT_RESUME_FROM"  # the checkpoint rank 0 chose to resume from, for those workers
+
+
+def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:
+    """The run's directory and the checkpoint to resume from (None for a new run).
+
+    DDP workers take rank 0's choice from the environment. `--run.resume` names a run (directory or
+    id) or asks for the newest unfinished run of the experiment ("auto"). Under SLURM the run id is the
+    job's, so a requeued job finds and resumes its own run.
+    """
+    root = Path(options.root)
+    if RUN_ID_ENV in os.environ:  # chosen by rank 0 (or by a sweep, which names the id only)
+        chosen = os.environ.get(RESUME_ENV)
+        chosen_dir = Path(os.environ.get(RUN_DIR_ENV) or root / experiment / os.environ[RUN_ID_ENV])
+        return chosen_dir.absolute(), Path(chosen) if chosen else None
+    run_dir: Path | None
+    if options.resume == "auto":
+        candidates = unfinished_runs(root / experiment)
+        run_dir = candidates[0] if candidates else None
+    elif options.resume:
+        run_dir = locate_run(options.resume, root)
+        if finished(run_dir):
+            raise ConfigError(f"run {run_dir} has finished; nothing to resume (leave out --run.resume for a new run)")
+    else:
+        cluster_id = cluster_run_id()
+        run_dir = root / experiment / cluster_id if cluster_id else None
+        if run_dir is None or finished(run_dir):
+            return (root / experiment / (wandb_sweep_run_id() or new_run_id())).absolute(), None
+    if run_dir is None:
+        return (root / experiment / new_run_id()).absolute(), None
+    checkpoint = resume_checkpoint(run_dir) if run_dir.is_dir() else None
+    if checkpoint is None and options.resume not in (None, "auto"):
+        raise ConfigError(f"run {run_dir} has no checkpoint that loads; nothing to resume")
+    return run_dir.absolute(), checkpoint
+
+
+def forget_run_choice() -> None:
+    """Clear rank 0's choice from the environment, so the next run in this process chooses anew."""
+    for name in (RUN_ID_ENV, RUN_DIR_ENV, RESUME_ENV):
+        os.environ.pop(name, None)
+
+
+def resumed_config(args: list[str]) -> list[str]:
+    """`--run.resume <run>` without `--config` runs with the config that run was started with."""
+    options = dict(itertools.pairwise(args)) | dict(a.split("=", 1) for a in args if "=" in a)
+    run = options.get("--run.resume")
+    if not run or run == "auto" or any(a in ("-c", "--config") or a.startswith("--config=") for a in args):
+        return args
+    return ["--config", str(locate_run(run, Path(options.get("--run.root", "runs"))) / "config.yaml"), *args]
+
+
+def checkpoint_step(path: Path) -> int:
+    """The training step a checkpoint was saved at."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+def last_good_checkpoint(run_dir: Path) -> str:
+    """Which checkpoint a stopped run keeps, for its error message."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return f"the last good checkpoint is {last} (step {checkpoint_step(last)})"
+    return "no checkpoint had been saved yet"

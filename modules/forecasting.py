@@ -1,0 +1,39 @@
+"""Forecasting: the next values of a series, MSE loss, with the naive forecast's error beside it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cores.contracts import ForecasterCore
+from modules.task import TaskModule
+
+
+class ForecastTask(TaskModule):
+    """Batches (window (B, T, F), next values (B, horizon, F)) in normalised units; loss = MSE.
+
+    Evaluation also reports `mae` and `mse_naive`, the MSE of repeating the last observed value: a
+    forecaster is only useful when its `mse` is below that.
+
+    Args:
+        net: a `ForecasterCore`: `cores.recurrent.RNNForecaster`, or your own.
+        **task_options: optimizer, schedule and penalty settings (see `TaskModule`).
+    """
+
+    def __init__(self, net: ForecasterCore, **task_options: Any) -> None:
+        super().__init__(net, **task_options)
+
+    def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        window, target = batch
+        forecast = self(window)
+        loss = F.mse_loss(forecast.float(), target)
+        size = len(window)
+        self.log_loss(stage, loss, size)
+        if stage != "train":  # per-batch means weighted by batch size: the epoch value is the split's mean
+            naive = window[:, -1:, :].expand_as(target)
+            self.add_to_mean(stage, "mse", loss, size)
+            self.add_to_mean(stage, "mae", F.l1_loss(forecast.float(), target), size)
+            self.add_to_mean(stage, "mse_naive", F.mse_loss(naive, target), size)
+        return loss
