@@ -121,7 +121,9 @@ class Throughput(L.Callback):
         self.last = now
         self.batches += 1
         self.samples += len(inputs)
-        self.tokens = self.tokens + count_tokens(inputs, pl_module.pad_id if isinstance(pl_module, TaskModule) else None)
+        self.tokens = self.tokens + count_tokens(
+            inputs, pl_module.pad_id if isinstance(pl_module, TaskModule) else None
+        )
         if self.batches < self.every_n_steps:
             return
         logger = wandb_logger(trainer)

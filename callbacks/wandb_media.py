@@ -1,7 +1,8 @@
 """W&B media: tables of sample predictions and the validation confusion matrix.
 
 Both log from rank zero only, import `wandb` lazily and do nothing without a WandbLogger. They ask a task
-(`modules.task.TaskModule`) for its `sample_rows` and `confusion_counts`; a task without them returns None. Media are logged on a budget (`MediaSchedule`).
+(`modules.task.TaskModule`) for its `sample_rows` and `confusion_counts`; a task without them returns
+None. Media are logged on a budget (`MediaSchedule`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cores.contracts import ClassifierCore, ForecasterCore, LanguageModelCore, Seq2SeqCore
 from cores.sampling import sample_next
-from validation import check_range
+from validation import ConfigError, check_range
 
 CellKind = Literal["lstm", "gru"]
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (layers * dirs, B, H)
@@ -199,3 +199,75 @@ class RNNForecaster(ForecasterCore):
         _, final, _ = self.encoder(window)
         forecast = self.head(final).view(-1, self.horizon, self.num_features)
         return forecast + window[:, -1:, :] if self.residual else forecast
+
+
+class RNNSeq2Seq(Seq2SeqCore):
+    """Recurrent encoder-decoder with attention (Luong et al., 2015) over one shared vocabulary.
+
+    A bidirectional LSTM/GRU reads the source; the decoder, started from the encoder's final states, reads
+    the target shifted right; each decoder output attends (scaled dot product, padding masked) to the
+    encoder's outputs, and [output; context] -> tanh layer -> vocabulary logits. Attention comes after the
+    recurrence, so teacher-forced training runs the decoder over the whole target in one call.
+
+    Args:
+        vocab_size: vocabulary size (shared by source and target); from the datamodule.
+        pad_id: padding id; from the datamodule.
+        embed_dim: token embedding size (shared by encoder, decoder and the tied output layer).
+        hidden_dim: recurrent state size (each encoder direction: hidden_dim // 2).
+        num_layers: stacked recurrent layers of the encoder and of the decoder.
+        cell: "lstm" or "gru".
+        dropout: dropout on embeddings, between layers and before the output layer.
+        max_length: longest output that greedy decoding writes, in tokens.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 16,
+        pad_id: int = 0,
+        embed_dim: int = 64,
+        hidden_dim: int = 128,
+        num_layers: int = 1,
+        cell: CellKind = "gru",
+        dropout: float = 0.1,
+        max_length: int = 128,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        check_range("dropout", dropout, 0.0, 0.999)
+        check_range("hidden_dim", hidden_dim, 2)
+        if hidden_dim % 2:
+            raise ConfigError(f"hidden_dim must be even (half of it reads each direction), got {hidden_dim}")
+        self.pad_id = pad_id
+        self.max_length = max_length
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.encoder = RecurrentEncoder(embed_dim, hidden_dim // 2, num_layers, cell, True, dropout)
+        self.decoder = RecurrentEncoder(embed_dim, hidden_dim, num_layers, cell, False, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.combine = nn.Linear(2 * hidden_dim, embed_dim)
+        self.head = nn.Linear(embed_dim, vocab_size)
+        self.head.weight = self.embedding.weight
+
+    def encode(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """(B, S) -> encoder outputs (B, S, hidden_dim), padding mask (B, 1, S), the decoder's first state."""
+        real = source != self.pad_id
+        outputs, _, state = self.encoder(self.dropout(self.embedding(source)), real.sum(1).clamp(min=1))
+        return outputs, real[:, None, :], self.merge_directions(state)
+
+    @staticmethod
+    def merge_directions(state: State) -> State:
+        """(layers * 2, B, H/2) per direction -> (layers, B, H): each layer's forward and backward halves."""
+
+        def merge(h: torch.Tensor) -> torch.Tensor:
+            layers2, batch, half = h.shape
+            return h.view(layers2 // 2, 2, batch, half).permute(0, 2, 1, 3).reshape(layers2 // 2, batch, 2 * half)
+
+        return (merge(state[0]), merge(state[1])) if isinstance(state, tuple) else merge(state)
+
+    def decode(self, target_in: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor, State]) -> torch.Tensor:
+        source_states, source_mask, state = memory
+        outputs, _, _ = self.decoder(self.dropout(self.embedding(target_in)), state=state)  # (B, T, H)
+        scores = outputs @ source_states.transpose(1, 2) / source_states.shape[-1] ** 0.5  # (B, T, S)
+        weights = scores.masked_fill(~source_mask, float("-inf")).softmax(-1)
+        context = weights @ source_states  # (B, T, H)
+        combined = torch.tanh(self.combine(torch.cat([outputs, context], dim=-1)))
+        return self.head(self.dropout(combined))  # (B, T, vocab)

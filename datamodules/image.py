@@ -24,8 +24,7 @@ from datamodules.image_sources import (
     locate_cifar10,
     locate_mnist_like,
 )
-from validation import ConfigError
-from validation import check_range
+from validation import ConfigError, check_range
 
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "digits", "folder"]
 BUILTIN_SHAPES = {  # (C, H, W), number of classes

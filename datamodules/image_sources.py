@@ -8,7 +8,6 @@ not found on disk and the network is reachable.
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from datamodules.cache import cache_dir
 from validation import ConfigError
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -34,12 +34,6 @@ class ImageSource:
     classes: list[str]
     test: Split | None = None
     val: Split | None = None
-
-
-def cache_dir() -> Path:
-    """Where downloads go when no data_dir is given: $FIRSTLIGHT_DATA, else ~/.cache/firstlight/data."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "firstlight" / "data"
-    return Path(os.environ.get("FIRSTLIGHT_DATA", default))
 
 
 def read_idx(path: Path) -> torch.Tensor:

@@ -10,8 +10,7 @@ import torch
 from datamodules.sequence_base import SequenceDataModule
 from datamodules.text_sources import read_text_file, shakespeare
 from datamodules.tokenization import CharTokenizer, TokenizerKind, train_tokenizer
-from validation import ConfigError
-from validation import check_range
+from validation import ConfigError, check_range
 
 
 class LanguageModelDataModule(SequenceDataModule):

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from datamodules.image_sources import cache_dir
+from datamodules.cache import cache_dir
 from validation import ConfigError
 
 

@@ -10,8 +10,7 @@ import torch
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.text_sources import read_table
 from datamodules.tokenization import BOS_ID, EOS_ID, TokenizerKind, train_tokenizer
-from validation import ConfigError
-from validation import check_range
+from validation import ConfigError, check_range
 
 TASKS = ("reverse", "sort", "addition")
 

@@ -10,8 +10,7 @@ import torch
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.text_sources import read_table, rotten_tomatoes
 from datamodules.tokenization import BOS_ID, TokenizerKind, train_tokenizer
-from validation import ConfigError
-from validation import check_range
+from validation import ConfigError, check_range
 
 
 def group_split(groups: list[str], val_fraction: float, test_fraction: float, seed: int) -> list[str]:

@@ -9,8 +9,7 @@ import torch
 
 from datamodules.sequence_base import SequenceDataModule
 from datamodules.text_sources import read_table
-from validation import ConfigError
-from validation import check_range
+from validation import ConfigError, check_range
 
 # statsmodels dataset -> the column to forecast
 BUILTIN = {"sunspots": "SUNACTIVITY", "nile": "volume", "co2": "co2", "elnino": None}

@@ -139,7 +139,7 @@ class FirstlightCLI(LightningCLI):
         self.precision_choice = resolve_precision(trainer.precision, trainer.accelerator)
         if self.precision_choice:
             trainer.precision = self.precision_choice.precision
-        self.config_yaml = self.parser.dump(self.config)
+        self.config_yaml = without_facts(self.parser.dump(self.config), self.config.data)
         self.config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         self.config.trainer.default_root_dir = str(self.run_dir)
 
@@ -191,6 +191,19 @@ class FirstlightCLI(LightningCLI):
             return super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
         except (ValueError, MisconfigurationException) as error:  # Lightning rejects the trainer options
             raise ConfigError(f"trainer: {error}") from None
+
+
+def without_facts(config_yaml: str, data: Namespace) -> str:
+    """The config without the model arguments that the data fills in (their defaults would mislead)."""
+    module_name, _, class_name = data.class_path.rpartition(".")
+    facts = getattr(getattr(importlib.import_module(module_name), class_name), "model_facts", ())
+    config = yaml.safe_load(config_yaml)
+    model = config.get("model") or {}
+    for component in (model, (model.get("init_args") or {}).get("net")):
+        init_args = component.get("init_args") if isinstance(component, dict) else None
+        for name in facts:
+            (init_args or {}).pop(name, None)
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def derived_name(preset: str, args: list[str]) -> str:

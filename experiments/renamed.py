@@ -34,13 +34,13 @@ RENAMED_MODELS = {
 def renamed_hint(message: str) -> str | None:
     """A one-line hint when a parsing error comes from a class path or key of an earlier version."""
     for old, (task, core) in RENAMED_MODELS.items():
-        if old in message or old.rpartition(".")[2] in re.findall(r"'([\w.]+)'", message) and "class_path" in message:
+        if old in message or (old.rpartition(".")[2] in re.findall(r"'([\w.]+)'", message) and "class_path" in message):
             return (
                 f"{old} is now the task {task} with the core {core}: "
                 f"--model {task} --model.net {core} (a config's model.init_args.net.class_path); "
                 "the core's settings move under model.init_args.net.init_args"
             )
-    key = re.search(r"(?:No action for key|Key) \"?'?([\w.]+)", message)
+    key = re.search(r"(?:No action for key|Key|Option) \"?'?([\w.]+)", message)
     moved = key and core_setting(key.group(1).rpartition(".")[2])
     if moved:
         return (
@@ -51,14 +51,14 @@ def renamed_hint(message: str) -> str | None:
 
 
 def core_setting(name: str) -> str | None:
-    """`name` if some core takes an argument of that name, else None."""
+    """`name` if a firstlight core takes an argument of that name, else None."""
     import inspect
 
-    from cores import cnn, recurrent, transformer
+    from cores import cnn, recurrent, transformer, vit  # noqa: F401  (each defines cores)
+    from cores.contracts import Core
 
-    for module in (cnn, recurrent, transformer):
-        for value in vars(module).values():
-            if isinstance(value, type) and "__init__" in vars(value) and value.__module__ == module.__name__:
-                if name in inspect.signature(value.__init__).parameters and name != "self":
-                    return name
-    return None
+    def all_cores(base: type[Core]) -> list[type[Core]]:
+        return [c for sub in base.__subclasses__() for c in (sub, *all_cores(sub))]
+
+    takes = any(name in inspect.signature(core).parameters for core in all_cores(Core))
+    return name if takes and name != "self" else None

@@ -21,8 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
-from callbacks.finite_loss import NonFiniteLoss
 from callbacks.checkpointing import CheckpointWriteError
+from callbacks.finite_loss import NonFiniteLoss
 from callbacks.history import trim_history
 from callbacks.last_checkpoint import Preempted
 from callbacks.monitor_check import unknown_monitor

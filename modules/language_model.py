@@ -25,6 +25,7 @@ class LanguageModelTask(TaskModule):
     """
 
     net: LanguageModelCore
+    pad_id: int
 
     def __init__(
         self, net: LanguageModelCore, pad_id: int = 0, chars_per_token: float = 1.0, **task_options: Any

@@ -29,6 +29,7 @@ class Seq2SeqTask(TaskModule):
     """
 
     net: Seq2SeqCore
+    pad_id: int
 
     def __init__(
         self,

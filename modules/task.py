@@ -14,10 +14,9 @@ from typing import Any, cast
 
 import lightning as L
 import torch
-
 from torch import nn
 
-from cores.contracts import build_core
+from cores.contracts import Core, build_core
 from modules.metrics import WeightedMean
 from modules.optim import (
     OptimizerName,
@@ -77,7 +76,7 @@ class TaskModule(L.LightningModule):
         # The task's arguments and its subclass's, the core as plain data; the tracker gets the whole nested
         # run config instead.
         self.save_hyperparameters(ignore=["net"], logger=False)
-        if hasattr(self.net, "config"):
+        if isinstance(self.net, Core):  # a core of another kind must be passed again to load_from_checkpoint
             self.hparams["net"] = self.net.config()
         self.optimizer_name = optimizer
         self.lr = lr
