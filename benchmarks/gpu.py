@@ -3,12 +3,12 @@
     python -m benchmarks.gpu                  # on a GPU: the full sizes below
     python -m benchmarks.gpu --size tiny      # anywhere; the test suite runs it on the CPU
 
-- Transformer language model (`TransformerLanguageModel`, decoder-only): full size 12 layers, width 768,
-  12 heads, vocabulary 32,768, sequences of 1,024 tokens (about 110M parameters), batch 16, bf16
-  autocast, AdamW; eager and with `torch.compile` (the network compiled in place, as `--model.compile
-  true` does).
-- CNN (`ImageClassifier`): 3x32x32 images, stages of 64-128-256 channels, batch 512; float32 vs bf16
-  autocast, each with the default (NCHW) and the channels-last memory layout.
+- Transformer language model (the core `TransformerLanguageModel`, decoder-only, in `LanguageModelTask`):
+  full size 12 layers, width 768, 12 heads, vocabulary 32,768, sequences of 1,024 tokens (about 110M
+  parameters), batch 16, bf16 autocast, AdamW; eager and with `torch.compile` (the core compiled in place,
+  as `--model.compile true` does).
+- CNN (the core `CNNClassifier` in `ClassificationTask`): 3x32x32 images, stages of 64-128-256 channels,
+  batch 512; float32 vs bf16 autocast, each with the default (NCHW) and the channels-last memory layout.
 
 Each variant runs `--warmup` untimed steps (compilation happens there), then `--steps` timed ones, the
 device synchronised at both ends. A step is the module's training step (forward, loss, metrics),
@@ -31,9 +31,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from callbacks.throughput import peak_flops
+from cores.cnn import CNNClassifier
+from cores.transformer import TransformerLanguageModel
 from experiments.hardware import machine_summary
-from modules.image_classifier import ImageClassifier
-from modules.language_model import TransformerLanguageModel
+from modules.classification import ClassificationTask
+from modules.language_model import LanguageModelTask
 from modules.task import TaskModule
 
 
@@ -121,7 +123,7 @@ def synchronize(device: torch.device) -> None:
 
 def language_model(size: Size, device: torch.device, compiled: bool, args: argparse.Namespace) -> Result:
     torch.manual_seed(0)
-    model = TransformerLanguageModel(**size.lm, dropout=0.0).to(device).train()
+    model = LanguageModelTask(TransformerLanguageModel(**size.lm, dropout=0.0)).to(device).train()
     tokens = torch.randint(1, size.lm["vocab_size"], (size.lm_batch, size.seq_len + 1), device=device)
     batch = (tokens[:, :-1], tokens[:, 1:])
     step = training_step(model, batch, torch.bfloat16)
@@ -137,9 +139,10 @@ def language_model(size: Size, device: torch.device, compiled: bool, args: argpa
 
 def cnn(size: Size, device: torch.device, dtype: torch.dtype, channels_last: bool, args: argparse.Namespace) -> Result:
     torch.manual_seed(0)
-    model = ImageClassifier(
+    net = CNNClassifier(
         image_shape=(3, 32, 32), num_classes=10, channels=size.cnn_channels, hidden_dim=256, channels_last=channels_last
     )
+    model = ClassificationTask(net, num_classes=10)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(device).train()
     images = torch.randn(size.cnn_batch, 3, 32, 32, device=device).contiguous(memory_format=layout)

@@ -6,8 +6,8 @@ The digits CNN (channels 32-64, hidden 128, NCHW layout like the hand-written lo
 training digits in batches of 128, AdamW with the preset's cosine schedule, trained by firstlight two
 ways, alternated `--repeats` times in this one process:
 
-- lean: `ImageClassifier` and `ImageDataModule` through Lightning's Trainer without logger, progress bar
-  or checkpoints;
+- lean: `ClassificationTask` around the core `CNNClassifier`, and `ImageDataModule`, through Lightning's
+  Trainer without logger, progress bar or checkpoints;
 - default: `python -m experiments.run --config cnn_digits` as users run it (W&B offline, checkpoints,
   the logging callbacks, history.jsonl, logging every 5 steps), validation switched off so that only
   training steps compare, and in 32-true like the hand-written loop (not the precision `auto` picks).
@@ -41,10 +41,11 @@ import lightning as L
 import torch
 from torch import nn
 
+from cores.cnn import CNNClassifier
 from datamodules.image import ImageDataModule
 from experiments.hardware import machine_summary
 from experiments.run import main as run
-from modules.image_classifier import ImageClassifier
+from modules.classification import ClassificationTask
 from modules.optim import build_optimizer, build_scheduler
 
 BATCH = 128
@@ -57,16 +58,17 @@ def digits() -> ImageDataModule:
     return data
 
 
-def model(data: ImageDataModule) -> ImageClassifier:
+def model(data: ImageDataModule) -> ClassificationTask:
+    """The digits CNN in its task; the hand-written loop trains a copy of the core (`.net`)."""
     torch.manual_seed(0)
-    return ImageClassifier(
+    net = CNNClassifier(
         image_shape=data.image_shape,
         num_classes=data.num_classes,
         channels=(32, 64),
         hidden_dim=128,
-        lr=3e-3,
         channels_last=False,  # the layout the hand-written loop uses
     )
+    return ClassificationTask(net, num_classes=data.num_classes, lr=3e-3)
 
 
 class HandWrittenLoop:
@@ -155,7 +157,7 @@ def default(steps: int, root: Path) -> dict[str, list[float]]:
     path = root / f"times-{time.perf_counter_ns()}.json"
     args = ["--config", "cnn_digits", "--data.batch_size", str(BATCH), "--trainer.max_steps", str(steps)]
     args += ["--trainer.max_epochs", "-1", "--trainer.limit_val_batches", "0", "--run.test", "false"]
-    args += ["--checkpoint.monitor", "null", "--model.channels_last", "false", "--trainer.precision", "32-true"]
+    args += ["--checkpoint.monitor", "null", "--model.net.channels_last", "false", "--trainer.precision", "32-true"]
     args += ["--trainer.callbacks+=benchmarks.overhead.Interleaved"]
     args += [f"--trainer.callbacks.steps={steps}", f"--trainer.callbacks.path={path}", "--run.root", str(root)]
     os.environ.pop("FIRSTLIGHT_RUN_ID", None)

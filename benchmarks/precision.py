@@ -57,8 +57,9 @@ def no_run_identity() -> Iterator[None]:
 
 
 def build_preset(preset: str) -> tuple[L.LightningModule, L.LightningDataModule]:
-    """The preset's model and datamodule, built and linked by the command's own CLI (nothing is written)."""
-    from experiments.run import FirstlightCLI
+    """The preset's task (its core inside) and datamodule, built by the command's own CLI, which gives the
+    data's facts to both (nothing is written)."""
+    from experiments.cli import FirstlightCLI
 
     args, _ = expand_configs(["--config", preset, "--run.logger", "none", "--run.root", os.devnull])
     with no_run_identity(), warnings.catch_warnings():

@@ -20,15 +20,16 @@ the same tokens.
 from __future__ import annotations
 
 import argparse
-import importlib
 import statistics
 import time
 from pathlib import Path
 
 import torch
 import yaml
+from jsonargparse import ArgumentParser
 
 from datamodules.text import TextClassificationDataModule
+from experiments.cli import give_facts
 from experiments.hardware import machine_summary
 from modules.task import TaskModule
 
@@ -43,13 +44,14 @@ def sentiment(bucket: bool) -> TextClassificationDataModule:
 
 
 def preset_model(preset: str, data: TextClassificationDataModule) -> TaskModule:
-    """The preset's model, with the vocabulary, classes and padding id the CLI would link from the data."""
-    spec = yaml.safe_load((CONFIGS / f"{preset}.yaml").read_text())["model"]
-    module_name, class_name = spec["class_path"].rsplit(".", 1)
-    model_class = getattr(importlib.import_module(module_name), class_name)
+    """The preset's task and core from its config file, given the data's facts (vocabulary, classes, padding
+    id) as the command gives them."""
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(TaskModule, "model")
+    config = parser.parse_object({"model": yaml.safe_load((CONFIGS / f"{preset}.yaml").read_text())["model"]})
+    give_facts(config.model, data.facts())
     torch.manual_seed(0)
-    links = {"vocab_size": data.vocab_size, "num_classes": data.num_classes, "pad_id": data.pad_id}
-    return model_class(**spec["init_args"], **links)
+    return parser.instantiate_classes(config).model
 
 
 def padding_and_loader_rate(data: TextClassificationDataModule) -> tuple[float, float]:

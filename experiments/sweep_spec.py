@@ -7,7 +7,7 @@
     run_cap: 20                              # optional: most trials
     parameters:
       model.lr: {values: [0.01, 0.003]}
-      model.dropout: {min: 0.0, max: 0.5}    # random search only
+      model.net.dropout: {min: 0.0, max: 0.5}    # random search only
       trainer.max_epochs: {value: 5}
 
 The arguments of `command` after `experiments.run` are the base of every trial; each parameter becomes
