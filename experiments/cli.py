@@ -42,8 +42,16 @@ from validation import ConfigError
 class ConciseParser(LightningArgumentParser):
     """Reports a parsing mistake as one line on stderr and exits with code 2."""
 
+    # The command-line arguments, for hints about keys of earlier versions; on the class, because the
+    # parsers that jsonargparse makes for nested classes report their own mistakes.
+    given: tuple[str, ...] = ()
+
+    def parse_args(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        ConciseParser.given = tuple(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, *rest, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        hint = renamed_hint(str(message))
+        hint = renamed_hint(str(message), self.given)
         print(f"error: {hint or short_message(message)} (see --help)", file=sys.stderr)
         sys.exit(2)
 

@@ -31,17 +31,20 @@ RENAMED_MODELS = {
 }
 
 
-def renamed_hint(message: str) -> str | None:
-    """A one-line hint when a parsing error comes from a class path or key of an earlier version."""
+def renamed_hint(message: str, given: tuple[str, ...] = ()) -> str | None:
+    """A one-line hint when a parsing error comes from a class path or key of an earlier version: an
+    old model class, or a core's setting given to the task (`--model.dropout`, not `--model.net.dropout`)."""
     for old, (task, core) in RENAMED_MODELS.items():
-        if old in message or (old.rpartition(".")[2] in re.findall(r"'([\w.]+)'", message) and "class_path" in message):
+        if old in message:
             return (
                 f"{old} is now the task {task} with the core {core}: "
                 f"--model {task} --model.net {core} (a config's model.init_args.net.class_path); "
                 "the core's settings move under model.init_args.net.init_args"
             )
     key = re.search(r"(?:No action for key|Key|Option) \"?'?([\w.]+)", message)
-    moved = key and core_setting(key.group(1).rpartition(".")[2])
+    name = key.group(1).rpartition(".")[2] if key else ""
+    at_task_level = any(re.fullmatch(rf"--model\.(init_args\.)?{re.escape(name)}(=.*)?", arg) for arg in given)
+    moved = at_task_level and core_setting(name)
     if moved:
         return (
             f"'{key.group(1)}' is a setting of the model's core now: "  # type: ignore[union-attr]

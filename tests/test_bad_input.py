@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from experiments.run import main
-from tests.test_cli import run_cli
+from tests.helpers import run_cli, write_images
 
 
 def write(path: Path, text: str) -> str:
@@ -52,8 +52,6 @@ def series(values: list[str]) -> str:
 
 
 def images_of_two_sizes(root: Path) -> str:
-    from tests.test_image_data import write_images
-
     write_images(root / "mixed", {"a": 0, "b": 100}, count=3)
     from PIL import Image
 
@@ -62,8 +60,6 @@ def images_of_two_sizes(root: Path) -> str:
 
 
 def split_folders_with_other_classes(root: Path) -> str:
-    from tests.test_image_data import write_images
-
     write_images(root / "split" / "train", {"a": 0, "b": 100}, count=3)
     write_images(root / "split" / "test", {"a": 0, "c": 100}, count=3)
     return str(root / "split")
@@ -83,8 +79,10 @@ CASES = [
     ),
     ("negative-lr", lambda t: ["--model.lr", "-0.1"], "lr must be in (0.0, inf), got -0.1"),
     ("zero-batch-size", lambda t: ["--data.batch_size", "0"], "batch_size must be in [1, inf), got 0"),
-    ("dropout-above-1", lambda t: ["--model.dropout", "1.5"], "dropout must be in [0.0, 0.999], got 1.5"),
+    ("dropout-above-1", lambda t: ["--model.net.dropout", "1.5"], "dropout must be in [0.0, 0.999], got 1.5"),
     ("unknown-option", lambda t: ["--model.init_args.layers", "3"], "layers"),
+    ("unknown-core-option", lambda t: ["--model.net.layers", "3"], "layers"),
+    ("unknown-core", lambda t: ["--model.net", "cores.cnn.NoSuchCore"], "cores.cnn.NoSuchCore"),
     (
         "fsdp-on-cpu",
         lambda t: ["--trainer.strategy", "fsdp", "--trainer.accelerator", "cpu"],
@@ -118,10 +116,10 @@ CASES = [
         lambda t: ["--data.dataset", "folder", "--data.data_dir", folder_without_images(t)],
         "no images found",
     ),
-    ("too-many-stages", lambda t: ["--model.channels", "[8, 8, 8, 8]"], "too small for 4 pooling stages"),
+    ("too-many-stages", lambda t: ["--model.net.channels", "[8, 8, 8, 8]"], "too small for 4 pooling stages"),
     ("unknown-preset", lambda t: ["--config", "cnn_imagenet"], "config file cnn_imagenet not found; give a path"),
     ("unknown-optimizer", lambda t: ["--model.optimizer", "adagrad"], "Expected one of ['sgd', 'adam'"),
-    ("depths-mismatch", lambda t: ["--model.depths", "[1]"], "depths needs one count of at least 1 per entry"),
+    ("depths-mismatch", lambda t: ["--model.net.depths", "[1]"], "depths needs one count of at least 1 per entry"),
     ("val-fraction-too-large", lambda t: ["--data.val_fraction", "0.9"], "val_fraction must be in (0.0, 0.5]"),
     ("image-size-zero", lambda t: ["--data.image_size", "0"], "image_size must be in [1, inf), got 0"),
     ("seed-not-a-number", lambda t: ["--seed_everything", "abc"], "seed_everything"),
@@ -185,10 +183,8 @@ CASES = [
 
 
 @pytest.mark.parametrize(("arguments", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_user_mistake(arguments, expected, tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
-    args = arguments(tmp_path)
+def test_user_mistake(arguments, expected, in_tmp: Path, capsys) -> None:
+    args = arguments(in_tmp)
     if not any(
         arg == "--config" and value.endswith(("_sentiment", "_sunspots")) for arg, value in itertools.pairwise(args)
     ):
@@ -203,7 +199,7 @@ def test_user_mistake(arguments, expected, tmp_path, monkeypatch, capsys) -> Non
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expected in lines[0]
     assert "Traceback" not in err
-    assert not (tmp_path / "runs").exists()
+    assert not (in_tmp / "runs").exists()
 
 
 def test_a_mistake_from_the_shell_exits_2_without_traceback(tmp_path: Path) -> None:
@@ -234,9 +230,7 @@ def test_existing_run_directories_are_never_reused(tmp_path: Path, monkeypatch) 
     assert (run_dir / "summary.json").read_text() == "{}"
 
 
-def test_any_lightning_module_by_class_path_gets_the_links_it_takes(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+def test_any_lightning_module_by_class_path_gets_the_links_it_takes(in_tmp: Path, capsys) -> None:
     code = main(
         [
             "--config", "cnn_digits",
@@ -248,7 +242,7 @@ def test_any_lightning_module_by_class_path_gets_the_links_it_takes(tmp_path, mo
         ]
     )  # fmt: skip
     assert code == 0, capsys.readouterr().err
-    (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
+    (run_dir,) = (in_tmp / "runs" / "cnn_digits").iterdir()
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["num_classes"] == 10  # linked from the data, not the default 3
     import json
@@ -256,17 +250,13 @@ def test_any_lightning_module_by_class_path_gets_the_links_it_takes(tmp_path, mo
     assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
 
 
-def test_a_data_mistake_found_during_training_leaves_nothing_behind(tmp_path, monkeypatch, capsys) -> None:
-    from tests.test_image_data import write_images
-
-    write_images(tmp_path / "data" / "train", {"a": 0, "b": 100}, count=4)
+def test_a_data_mistake_found_during_training_leaves_nothing_behind(in_tmp: Path, capsys) -> None:
+    write_images(in_tmp / "data" / "train", {"a": 0, "b": 100}, count=4)
     for name in ("a", "b"):  # the test split exists but holds only files that are not images
-        write(tmp_path / "data" / "test" / name / "0.png", "not a png")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
-    data = ["--data.dataset", "folder", "--data.data_dir", str(tmp_path / "data")]
+        write(in_tmp / "data" / "test" / name / "0.png", "not a png")
+    data = ["--data.dataset", "folder", "--data.data_dir", str(in_tmp / "data")]
     with pytest.warns(UserWarning, match="skipping unreadable image"):
-        code = main(["--config", "cnn_digits", *data, "--model.channels", "[4]"])
+        code = main(["--config", "cnn_digits", *data, "--model.net.channels", "[4]"])
     assert code == 2
     assert "error: no readable images in" in capsys.readouterr().err
-    assert not any((tmp_path / "runs").rglob("*.*"))
+    assert not any((in_tmp / "runs").rglob("*.*"))

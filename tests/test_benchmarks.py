@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import HANG_GUARD_S, fresh_env
-from tests.test_hardware import NO_NATIVE_BF16, x86_only
+from tests.helpers import HANG_GUARD_S, NO_NATIVE_BF16, fresh_env, x86_only
 
 
 def benchmark(name: str, *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env: dict[str, str] | None = None) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,53 +11,7 @@ import pytest
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-# How long a test waits for a command before calling it hung: a guard against hangs, not a speed limit, so
-# generous enough for a slow 2-core CPU without native bf16 (no test may depend on the machine's speed).
-HANG_GUARD_S = 1800
-
-
-def fresh_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a user's command, W&B offline unless `extra` says otherwise: no run chosen by
-    this process, and its own W&B service (W&B hands its service's address to children in WANDB_SERVICE)."""
-    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)} | (extra or {})
-    for name in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):
-        env.pop(name, None)
-    return env
-
-
-def run_cli(
-    *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """`python -m experiments.run *args` in a fresh process (see `fresh_env`; `env` adds to it)."""
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.run", *args],
-        cwd=cwd,
-        env=fresh_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def wandb_records(run_dir: Path) -> list[dict[str, Any]]:
-    output = subprocess.run(
-        ["wandb", "leet", "inspect", "--json", str(run_dir / "wandb")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [json.loads(line) for line in output.splitlines() if line.strip()]
-
-
-def wandb_summary(run_dir: Path) -> dict[str, Any]:
-    output = subprocess.run(
-        ["wandb", "leet", "inspect", "--summary", "--json", str(run_dir / "wandb")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(output)
+from tests.helpers import REPO, logged_tables, run_cli, wandb_records, wandb_summary
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +57,70 @@ def test_checkpoints_load_with_weights_only(digits_run: Any) -> None:
     best = Path(summary["best_checkpoint"])
     assert best.parent == run_dir / "checkpoints" and (run_dir / "checkpoints" / "last.ckpt").is_file()
     checkpoint = torch.load(best, weights_only=True, map_location="cpu")
-    assert checkpoint["hyper_parameters"]["lr"] == 0.003
-    assert checkpoint["hyper_parameters"]["image_shape"] == (1, 8, 8)  # linked from the datamodule
+    task = checkpoint["hyper_parameters"]
+    assert task["lr"] == 0.003
     assert checkpoint["datamodule_hyper_parameters"]["dataset"] == "digits"
+
+
+def test_the_data_facts_reach_the_task_and_its_core_but_not_the_saved_config(digits_run: Any) -> None:
+    """The digits datamodule's facts (8x8 grey images, 10 classes) are given to the task and to the core
+    wherever their __init__ takes them, over the defaults (28x28, 2 classes for the task); the checkpoint
+    records them, so it rebuilds the same model. config.yaml leaves them out: the data decides them."""
+    from modules.classification import ClassificationTask
+
+    _, run_dir = digits_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    task = torch.load(last, weights_only=True, map_location="cpu")["hyper_parameters"]
+    core = task["net"]
+    assert core["class_path"] == "cores.cnn.CNNClassifier"
+    assert tuple(core["init_args"]["image_shape"]) == (1, 8, 8) and core["init_args"]["num_classes"] == 10
+    assert task["num_classes"] == 10 and "image_shape" not in task  # the task takes no image_shape
+    assert core["init_args"]["dropout"] == 0.2 and core["init_args"]["channels"] == [32, 64]  # the preset's
+    model = ClassificationTask.load_from_checkpoint(last, weights_only=True, map_location="cpu")
+    assert model.net.classifier[-1].out_features == 10 and model.test_confusion.counts.shape == (10, 10)
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    model_args = config["model"]["init_args"]
+    for fact in ("image_shape", "num_classes"):
+        assert fact not in model_args and fact not in model_args["net"]["init_args"], fact
+    assert model_args["net"]["init_args"]["dropout"] == 0.2  # the core's own settings stay
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["--model.init_args.dropout", "0.3"], "--model.init_args.net.init_args.dropout"),
+        (["--model.dropout", "0.3"], "--model.init_args.net.init_args.dropout"),
+        (
+            ["--model", "modules.image_classifier.ImageClassifier"],
+            "--model modules.classification.ClassificationTask --model.net cores.cnn.CNNClassifier",
+        ),
+    ],
+    ids=["old-key", "old-shorthand", "old-class-path"],
+)
+def test_settings_of_the_earlier_layout_name_their_new_place(arguments: list[str], named: str, tmp_path: Path) -> None:
+    result = run_cli("--config", "cnn_digits", *arguments, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing written under the run root
+
+
+def test_a_setting_the_chosen_core_lacks_is_not_called_a_setting_of_the_earlier_layout(tmp_path: Path) -> None:
+    """The sentiment LSTM takes no `channels` (the CNN does): the line must not send the user to the key
+    they already gave."""
+    result = run_cli("--config", "lstm_sentiment", "--model.net.channels", "[8]", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "channels" in line and "--model.init_args.net.init_args.channels" not in line, line
 
 
 def test_saved_config_reruns_as_a_new_run_of_the_same_experiment(digits_run: Any, tmp_path: Path) -> None:
     _, run_dir = digits_run
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["model"]["class_path"] == "modules.image_classifier.ImageClassifier"
+    assert config["model"]["class_path"] == "modules.classification.ClassificationTask"
+    assert config["model"]["init_args"]["net"]["class_path"] == "cores.cnn.CNNClassifier"
     assert config["data"]["init_args"]["dataset"] == "digits"
     assert config["run"]["experiment"] == "cnn_digits"
     assert "dirpath" not in config["checkpoint"]  # run-specific paths are not part of the config
@@ -157,10 +164,12 @@ def test_wandb_run_holds_nested_config_and_metrics_at_their_steps(digits_run: An
 
 
 def test_run_names_show_what_differs_from_the_preset() -> None:
-    from experiments.run import derived_name
+    from experiments.cli import derived_name
 
     args = ["--config", "x.yaml", "--model.init_args.lr", "0.01", "--trainer.max_epochs=5", "--run.tags", "[a]"]
     assert derived_name("cnn_digits", args) == "cnn_digits lr=0.01 max_epochs=5"
+    core = ["--model.net.dropout", "0.3", "--model.init_args.net.init_args.hidden_dim=64"]
+    assert derived_name("cnn_digits", core) == "cnn_digits dropout=0.3 hidden_dim=64"
 
 
 def test_print_config_shows_overrides_and_writes_nothing(tmp_path: Path) -> None:
@@ -169,6 +178,8 @@ def test_print_config_shows_overrides_and_writes_nothing(tmp_path: Path) -> None
         "cnn_digits",
         "--model.init_args.lr",
         "0.05",
+        "--model.net.channels",
+        "[8]",
         "--data.batch_size",
         "32",
         "--print_config",
@@ -177,6 +188,9 @@ def test_print_config_shows_overrides_and_writes_nothing(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     assert config["model"]["init_args"]["lr"] == 0.05 and config["data"]["init_args"]["batch_size"] == 32
+    core = config["model"]["init_args"]["net"]
+    assert core["class_path"] == "cores.cnn.CNNClassifier" and core["init_args"]["channels"] == [8]
+    assert core["init_args"]["hidden_dim"] == 128  # the preset's other core settings stay
     assert not (tmp_path / "runs").exists()
 
 
@@ -184,7 +198,8 @@ def test_default_experiment_is_fashion_mnist(tmp_path: Path) -> None:
     result = run_cli("--print_config", cwd=tmp_path)
     config = yaml.safe_load(result.stdout)
     assert config["data"]["init_args"]["dataset"] == "fashion_mnist"
-    assert config["model"]["class_path"] == "modules.image_classifier.ImageClassifier"
+    assert config["model"]["class_path"] == "modules.classification.ClassificationTask"
+    assert config["model"]["init_args"]["net"]["class_path"] == "cores.cnn.CNNClassifier"
 
 
 def test_help_lists_model_data_trainer_and_run_options(tmp_path: Path) -> None:
@@ -229,14 +244,6 @@ def test_checkpoints_are_model_artifacts_with_best_and_latest_aliases(digits_run
     best = by_file[Path(summary["best_checkpoint"]).name]
     assert "best" in best["aliases"]
     assert "latest" in models[-1]["aliases"] and json.loads(models[-1]["metadata"])["original_filename"] == "last.ckpt"
-
-
-def logged_tables(run_dir: Path, key: str) -> list[dict[str, Any]]:
-    """The W&B tables logged under `key`, read from the offline run's media files, in step order."""
-    (files,) = (run_dir / "wandb").glob("offline-run-*/files")
-    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
-    paths = [item[f"{key}.path"] for item in history if f"{key}.path" in item]
-    return [json.loads((files / path).read_text()) for path in paths]
 
 
 def test_sample_predictions_and_confusion_matrix_are_logged(digits_run: Any) -> None:
@@ -307,7 +314,10 @@ def test_peak_flops_are_known_for_gpus_only() -> None:
 def test_tokens_are_counted_without_padding() -> None:
     from callbacks.throughput import count_tokens
 
-    assert int(count_tokens(torch.tensor([[5, 6, 0], [7, 0, 0]]))) == 3
+    tokens = torch.tensor([[5, 6, 0], [7, 0, 0]])
+    assert int(count_tokens(tokens, pad_id=0)) == 3
+    assert int(count_tokens(tokens, pad_id=6)) == 5  # the task's padding id, whatever it is
+    assert int(count_tokens(tokens)) == 6  # a task without padding: every token counts
     assert count_tokens(torch.zeros(2, 1, 8, 8)) == 0  # images have no tokens
 
 

@@ -26,7 +26,7 @@ def test_compare_prints_differing_keys_sorted_by_metric(three_runs: Path, tmp_pa
     lines = capsys.readouterr().out.splitlines()
     header = lines[0].split()
     assert header[:2] == ["run", "model.lr"]  # the only config key that differs (run.logger aside)
-    assert "run.logger" in header and "test/acc" in header and "model.channels" not in header
+    assert "run.logger" in header and "test/acc" in header and "model.net.channels" not in header
     rows = [line.split() for line in lines[1:4]]
     accuracies = [float(row[header.index("test/acc")]) for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)  # accuracy: best first

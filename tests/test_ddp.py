@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import yaml
 
-from tests.test_cli import run_cli, wandb_records, wandb_summary
+from tests.helpers import run_cli, wandb_records, wandb_summary
 
 
 @pytest.mark.slow
@@ -30,9 +30,9 @@ def test_two_process_ddp_makes_one_run(tmp_path: Path) -> None:
     # The same checkpoint tested by one process: the same metrics, because every rank's shard is counted
     # once and losses and metrics are reduced as sums and counts, not as means of per-rank means.
     from datamodules.image import ImageDataModule
-    from modules.image_classifier import ImageClassifier
+    from modules.classification import ClassificationTask
 
-    model = ImageClassifier.load_from_checkpoint(best, weights_only=True)
+    model = ClassificationTask.load_from_checkpoint(best, weights_only=True)
     precision = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"]  # as resolved
     trainer = L.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False, enable_progress_bar=False)
     (single,) = trainer.test(model, datamodule=ImageDataModule(dataset="digits", batch_size=64), verbose=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from datamodules.image_sources import DEBIAN_FASHION_MNIST
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_cli import HANG_GUARD_S, fresh_env, run_cli, wandb_records, wandb_summary
+from tests.helpers import HANG_GUARD_S, fresh_env, run_cli, wandb_records, wandb_summary
 
 DIGITS = ["--config", "cnn_digits", "--trainer.max_epochs", "3"]  # 20 steps per epoch
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import run_cli, wandb_summary
+from tests.helpers import run_cli, wandb_summary
 
 
 def test_a_run_outlives_its_wandb_service(tmp_path: Path) -> None:

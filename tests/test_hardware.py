@@ -24,10 +24,7 @@ from experiments.hardware import (
     machine_summary,
     resolve_precision,
 )
-from tests.test_cli import run_cli, wandb_summary
-
-NO_NATIVE_BF16 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
-x86_only = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="caps an x86 instruction set")
+from tests.helpers import NO_NATIVE_BF16, fresh_env, run_cli, wandb_summary, x86_only
 
 
 @pytest.mark.parametrize(
@@ -67,8 +64,6 @@ def test_the_machine_summary_names_the_cpu_and_its_bf16() -> None:
 
 
 def probe_in_subprocess(env: dict[str, str]) -> bool:
-    from tests.test_cli import fresh_env
-
     code = "from experiments.hardware import cpu_has_native_bf16 as p; print(p())"
     done = subprocess.run([sys.executable, "-c", code], env=fresh_env(env), capture_output=True, text=True, check=True)
     return done.stdout.strip() == "True"

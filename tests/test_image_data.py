@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from datamodules.augment import random_crop, random_hflip
 from datamodules.batches import ShardedOrder, tensor_batches
 from datamodules.image import ImageDataModule, split_off
 from datamodules.image_sources import DEBIAN_FASHION_MNIST, load_mnist_like
+from tests.helpers import write_images
 from validation import ConfigError
 
 
@@ -117,14 +117,6 @@ def test_random_hflip_mirrors_about_half() -> None:
     unchanged = (flipped == images).view(400, -1).all(-1)
     assert (mirrored ^ unchanged).all()
     assert 150 < mirrored.sum().item() < 250
-
-
-def write_images(folder: Path, colors: dict[str, int], count: int, size: tuple[int, int] = (6, 5)) -> None:
-    for name, value in colors.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            pixels = np.full((size[1], size[0], 3), value + index, dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / name / f"{index}.png")
 
 
 def test_image_folder_loads_labels_and_skips_corrupt_files(tmp_path: Path) -> None:

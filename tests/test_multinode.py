@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import HANG_GUARD_S, wandb_records
+from tests.helpers import HANG_GUARD_S, wandb_records
 
 ARGS = [
     "--config",

@@ -8,9 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from validation import ConfigError
-from modules.image_classifier import ImageClassifier
+from cores.cnn import CNNClassifier
+from modules.classification import ClassificationTask
 from modules.optim import build_optimizer, build_scheduler, split_decay_groups, warmup_cosine, weight_penalty
+from validation import ConfigError
+
+
+def classifier(num_classes: int = 10, core: dict | None = None, **task_options: object) -> ClassificationTask:
+    """A small CNN on 8x8 images inside its task; `core` adds to the core's settings."""
+    net = CNNClassifier(image_shape=(1, 8, 8), num_classes=num_classes, channels=(4,), **(core or {}))
+    return ClassificationTask(net, num_classes=num_classes, **task_options)  # type: ignore[arg-type]
 
 
 def small_net() -> nn.Module:
@@ -83,41 +90,51 @@ def test_weight_penalty_values() -> None:
 
 
 def test_regularized_loss_adds_penalty_on_weights_only() -> None:
-    model = ImageClassifier(image_shape=(1, 8, 8), channels=(4,), hidden_dim=8, l2=0.01)
+    model = classifier(core={"hidden_dim": 8}, l2=0.01)
     loss = torch.tensor(1.0)
     expected = 0.01 * sum(p.pow(2).sum() for p in model.parameters() if p.ndim >= 2)
     assert model.regularized(loss).item() == pytest.approx(1.0 + expected.item(), rel=1e-5)
-    assert ImageClassifier(image_shape=(1, 8, 8), channels=(4,)).regularized(loss) is loss
+    assert classifier().regularized(loss) is loss
 
 
 def test_label_smoothing_raises_the_loss_of_confident_predictions() -> None:
     logits, labels = torch.tensor([[10.0, -10.0]]), torch.tensor([0])
-    smooth = ImageClassifier(image_shape=(1, 8, 8), num_classes=2, channels=(4,), label_smoothing=0.2)
-    sharp = ImageClassifier(image_shape=(1, 8, 8), num_classes=2, channels=(4,))
+    smooth = classifier(num_classes=2, label_smoothing=0.2)
+    sharp = classifier(num_classes=2)
     assert smooth.loss_fn(logits, labels) > sharp.loss_fn(logits, labels) + 1.0
 
 
 @pytest.mark.parametrize(
-    ("options", "message"),
+    ("core", "options", "message"),
     [
-        ({"lr": -0.1}, r"lr must be in \(0.0, inf\), got -0.1"),
-        ({"lr": 0.0}, "lr must be in"),
-        ({"dropout": 1.5}, "dropout must be in"),
-        ({"weight_decay": -1.0}, "weight_decay must be in"),
-        ({"momentum": 1.5}, "momentum must be in"),
-        ({"label_smoothing": 1.0}, "label_smoothing must be in"),
-        ({"num_classes": 1}, "num_classes must be in"),
-        ({"hidden_dim": 0}, "hidden_dim"),
-        ({"optimizer": "adam", "nesterov": True}, "nesterov needs optimizer 'sgd'"),
+        ({}, {"lr": -0.1}, r"lr must be in \(0.0, inf\), got -0.1"),
+        ({}, {"lr": 0.0}, "lr must be in"),
+        ({"dropout": 1.5}, {}, "dropout must be in"),
+        ({}, {"weight_decay": -1.0}, "weight_decay must be in"),
+        ({}, {"momentum": 1.5}, "momentum must be in"),
+        ({}, {"label_smoothing": 1.0}, "label_smoothing must be in"),
+        ({}, {"num_classes": 1}, "num_classes must be in"),
+        ({"hidden_dim": 0}, {}, "hidden_dim"),
+        ({}, {"optimizer": "adam", "nesterov": True}, "nesterov needs optimizer 'sgd'"),
     ],
 )
-def test_bad_settings_are_clear_errors(options: dict, message: str) -> None:
+def test_bad_settings_are_clear_errors(core: dict, options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        ImageClassifier(image_shape=(1, 8, 8), channels=(4,), **options)
+        classifier(core=core, **options)
+
+
+def plain_data(value: object) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and plain_data(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return all(plain_data(item) for item in value)
+    return isinstance(value, int | float | str | bool | type(None))
 
 
 def test_hyperparameters_are_plain_data() -> None:
-    model = ImageClassifier(image_shape=(1, 8, 8), channels=(4,), optimizer="sgd", lr=0.1)
-    allowed = (int, float, str, bool, list, tuple, type(None))
-    assert all(isinstance(value, allowed) for value in model.hparams.values())
+    """The task's settings and its core's, as plain data: a checkpoint loads with torch.load(weights_only=True)."""
+    model = classifier(core={"dropout": 0.3}, optimizer="sgd", lr=0.1)
+    assert plain_data(dict(model.hparams))
     assert model.hparams["optimizer"] == "sgd" and model.hparams["lr"] == 0.1
+    assert model.hparams["net"]["class_path"] == "cores.cnn.CNNClassifier"
+    assert model.hparams["net"]["init_args"]["dropout"] == 0.3

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 
 def summary_of(preset: str, cwd: Path, *args: str) -> dict[str, float]:

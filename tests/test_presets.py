@@ -3,6 +3,7 @@ log their media."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -16,6 +17,7 @@ from datamodules.image_sources import DEBIAN_FASHION_MNIST
 from experiments.hardware import resolve_precision
 from experiments.presets import PRESETS_DIR, preset_names
 from experiments.run import main
+from tests.helpers import logged_tables, wandb_records
 
 SHORT = [
     "--trainer.max_steps=-1",
@@ -34,18 +36,17 @@ def preset_monitor(preset: str) -> str:
 
 def runnable(preset: str) -> Any:
     """The preset, skipped where its data needs an install step this machine lacks (the set-up makes it)."""
-    needs_debian_data = preset == "cnn_fashion_mnist" and not DEBIAN_FASHION_MNIST.is_dir()
+    data = yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())["data"].get("init_args") or {}
+    needs_debian_data = data.get("dataset") == "fashion_mnist" and not DEBIAN_FASHION_MNIST.is_dir()
     return pytest.param(preset, marks=pytest.mark.skipif(needs_debian_data, reason="needs dataset-fashion-mnist"))
 
 
 @pytest.mark.parametrize("preset", [runnable(name) for name in preset_names()])
-def test_every_preset_runs_here_and_reports_its_metrics(preset: str, tmp_path: Path, monkeypatch) -> None:
+def test_every_preset_runs_here_and_reports_its_metrics(preset: str, in_tmp: Path) -> None:
     """Discovered from experiments/configs/: a preset that cannot run on the machine running the tests, in
     the precision `auto` resolves for it (bf16 where the CPU has it, else fp32), fails here."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
     assert main(["--config", preset, *SHORT]) == 0
-    (run_dir,) = (tmp_path / "runs" / preset).iterdir()
+    (run_dir,) = (in_tmp / "runs" / preset).iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     monitor = preset_monitor(preset)  # e.g. val/acc, and its test counterpart test/acc
     for metric in (monitor, monitor.replace("val/", "test/"), "val/loss", "test/loss"):
@@ -55,10 +56,19 @@ def test_every_preset_runs_here_and_reports_its_metrics(preset: str, tmp_path: P
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["trainer"]["precision"] == resolve_precision("auto", "auto").precision  # type: ignore[union-attr]
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    tokenized = "vocab_size" in checkpoint["hyper_parameters"]
+    core = checkpoint["hyper_parameters"]["net"]["init_args"]  # the core, as plain data
+    tokenized = "vocab_size" in core
     assert (run_dir / "tokenizer.json").is_file() == tokenized
     if tokenized:
-        assert checkpoint["hyper_parameters"]["vocab_size"] > 4  # linked from the trained tokenizer
+        assert core["vocab_size"] > 4  # given by the data: the trained tokenizer's
+    # Every fact of the data reaches the task or its core (the checkpoint rebuilds the model), none the config.
+    module_name, _, class_name = config["data"]["class_path"].rpartition(".")
+    facts = getattr(importlib.import_module(module_name), class_name).model_facts
+    task = checkpoint["hyper_parameters"]
+    model_args = config["model"]["init_args"]
+    for fact in facts:
+        assert fact in task or fact in core, fact
+        assert fact not in model_args and fact not in model_args["net"]["init_args"], fact
 
 
 @pytest.mark.parametrize(
@@ -69,14 +79,10 @@ def test_every_preset_runs_here_and_reports_its_metrics(preset: str, tmp_path: P
         ("transformer_reverse", ["source", "target", "output", "correct"]),
     ],
 )
-def test_sample_tables_of_sequence_tasks(preset: str, columns: list[str], tmp_path: Path, monkeypatch) -> None:
-    from tests.test_cli import logged_tables
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+def test_sample_tables_of_sequence_tasks(preset: str, columns: list[str], in_tmp: Path) -> None:
     forced = "--samples.max_overhead=1"  # logged whatever the machine's speed, not on a time budget
     assert main(["--config", preset, *SHORT, "--run.logger=wandb", "--samples.num_samples=4", forced]) == 0
-    (run_dir,) = (tmp_path / "runs" / preset).iterdir()
+    (run_dir,) = (in_tmp / "runs" / preset).iterdir()
     (table,) = logged_tables(run_dir, "val/samples")
     assert table["columns"] == columns and 1 <= len(table["data"]) <= 4
     assert all(isinstance(row[0], str) and row[0] for row in table["data"])  # decoded text, not ids
@@ -86,16 +92,12 @@ def test_sample_tables_of_sequence_tasks(preset: str, columns: list[str], tmp_pa
 
 
 @pytest.mark.parametrize(("preset", "layers"), [("transformer_sentiment", 2), ("transformer_reverse", 2 + 2 * 2)])
-def test_attention_maps_are_logged_per_layer(preset: str, layers: int, tmp_path: Path, monkeypatch) -> None:
+def test_attention_maps_are_logged_per_layer(preset: str, layers: int, in_tmp: Path) -> None:
     from PIL import Image
 
-    from tests.test_cli import wandb_records
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
     forced = ["--attention.every_n_epochs=1", "--attention.max_overhead=1"]
     assert main(["--config", preset, *SHORT, "--run.logger=wandb", *forced]) == 0
-    (run_dir,) = (tmp_path / "runs" / preset).iterdir()
+    (run_dir,) = (in_tmp / "runs" / preset).iterdir()
     history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
     (logged,) = [item for item in history if any(key.startswith("attention/") for key in item)]
     paths = [value for key, value in logged.items() if key.startswith("attention/") and key.endswith(".path")]

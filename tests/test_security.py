@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import torch
 
-from tests.test_cli import run_cli
+from tests.helpers import run_cli
 
+# Drawn afresh for each session: a run records the uncommitted changes of the code (code.diff), which may
+# include this file, so a secret written out here would be found in it.
 PLANTED = {
-    "WANDB_API_KEY": "planted0wandb0key0000000000000000000000042",
-    "MY_SERVICE_TOKEN": "planted-service-token-7f3a9c",
-    "AWS_SECRET_ACCESS_KEY": "planted-aws-secret-51e2d0",
-    "HF_TOKEN": "hf_plantedTokenValue0913",
+    "WANDB_API_KEY": f"planted0wandb0key{secrets.token_hex(12)}0",
+    "MY_SERVICE_TOKEN": f"planted-service-token-{secrets.token_hex(3)}",
+    "AWS_SECRET_ACCESS_KEY": f"planted-aws-secret-{secrets.token_hex(3)}",
+    "HF_TOKEN": f"hf_plantedTokenValue{secrets.token_hex(2)}",
 }
 
 

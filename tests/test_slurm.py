@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import HANG_GUARD_S, wandb_records
+from tests.helpers import HANG_GUARD_S, wandb_records
 
 REPO = Path(__file__).parents[1]
 TEMPLATE = REPO / "experiments" / "cluster" / "train.sbatch"

@@ -28,10 +28,11 @@ def write_spec(directory: Path, **spec: object) -> Path:
 
 
 def test_grid_plans_every_combination_in_order(tmp_path: Path) -> None:
-    params = {"model.lr": {"values": [0.1, 0.01]}, "model.dropout": {"values": [0.0, 0.5]}, "x": {"value": 3}}
+    params = {"model.lr": {"values": [0.1, 0.01]}, "model.net.dropout": {"values": [0.0, 0.5]}, "x": {"value": 3}}
     spec = load_spec(write_spec(tmp_path, parameters=params))
     trials = plan_trials(spec)
-    assert [(t["model.lr"], t["model.dropout"]) for t in trials] == [(0.1, 0.0), (0.1, 0.5), (0.01, 0.0), (0.01, 0.5)]
+    pairs = [(t["model.lr"], t["model.net.dropout"]) for t in trials]
+    assert pairs == [(0.1, 0.0), (0.1, 0.5), (0.01, 0.0), (0.01, 0.5)]
     assert all(t["x"] == 3 for t in trials)
     assert plan_trials(spec, count=3) == trials[:3]
     assert spec.base_args == ["--config", "cnn_digits"]
@@ -39,16 +40,17 @@ def test_grid_plans_every_combination_in_order(tmp_path: Path) -> None:
         "--config",
         "cnn_digits",
         "--model.lr=0.1",
-        "--model.dropout=0.5",
+        "--model.net.dropout=0.5",
         "--x=3",
     ]
 
 
 def test_nested_parameters_become_dotted_keys(tmp_path: Path) -> None:
-    params = {"model": {"parameters": {"lr": {"values": [1, 2]}, "channels": {"value": [8, 16]}}}}
+    core = {"parameters": {"channels": {"value": [8, 16]}}}
+    params = {"model": {"parameters": {"lr": {"values": [1, 2]}, "net": core}}}
     spec = load_spec(write_spec(tmp_path, parameters=params))
-    assert list(spec.parameters) == ["model.lr", "model.channels"]
-    assert trial_args(spec, plan_trials(spec)[0])[-1] == "--model.channels=[8, 16]"
+    assert list(spec.parameters) == ["model.lr", "model.net.channels"]
+    assert trial_args(spec, plan_trials(spec)[0])[-1] == "--model.net.channels=[8, 16]"
 
 
 def test_random_search_is_seeded_extends_and_respects_distributions(tmp_path: Path) -> None:
@@ -154,7 +156,7 @@ def test_trials_are_claimed_once_and_stale_claims_are_taken_over(tmp_path: Path)
 def test_offline_sweep_records_a_failure_goes_on_and_resumes(tmp_path: Path, capsys) -> None:
     """Four trials of the digits CNN, the third with an impossible dropout; stopped after three, resumed."""
     parameters = {
-        "model.dropout": {"values": [0.0, 0.2, 1.5, 0.4]},
+        "model.net.dropout": {"values": [0.0, 0.2, 1.5, 0.4]},
         "trainer.max_epochs": {"value": 1},
         "trainer.limit_train_batches": {"value": 5},
     }
@@ -178,7 +180,7 @@ def test_offline_sweep_records_a_failure_goes_on_and_resumes(tmp_path: Path, cap
         run_dir = Path(trial["run_dir"])
         assert run_dir.parent == root / "digits"  # ordinary run directories of the sweep's experiment
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        assert config["model"]["init_args"]["dropout"] == trial["params"]["model.dropout"]
+        assert config["model"]["init_args"]["net"]["init_args"]["dropout"] == trial["params"]["model.net.dropout"]
         summary = json.loads((run_dir / "summary.json").read_text())
         assert trial["metric"] == summary["val/acc"] and "test/acc" in summary
     best = max((t for t in trials if t["status"] == "finished"), key=lambda t: t["metric"])
@@ -194,7 +196,7 @@ def test_offline_sweep_records_a_failure_goes_on_and_resumes(tmp_path: Path, cap
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "sweep digits: 3 finished, 1 failed"
     assert "failed trial 3: error: dropout must be in [0.0, 0.999], got 1.5" in lines[1]
-    assert lines[2].split()[:2] == ["run", "model.dropout"] and len(lines) == 3 + 3 + 1
+    assert lines[2].split()[:2] == ["run", "model.net.dropout"] and len(lines) == 3 + 3 + 1
 
 
 def test_the_wandb_agent_command_is_one_the_run_accepts(tmp_path: Path) -> None:

@@ -1,0 +1,89 @@
+"""Helpers shared by the test modules: the command line in a fresh process, the offline W&B files it
+writes, image folders on disk, and the no-native-bf16 environment. Test modules import from here, never
+from one another."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+# How long a test waits for a command before calling it hung: a guard against hangs, not a speed limit, so
+# generous enough for a slow 2-core CPU without native bf16 (no test may depend on the machine's speed).
+HANG_GUARD_S = 1800
+
+# A CPU without native bf16, for real: oneDNN capped at AVX2 (its probe then reports no bf16 and its kernels
+# are the AVX2 ones) and ATen's kernels capped alike.
+NO_NATIVE_BF16 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+x86_only = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="caps an x86 instruction set")
+
+
+def fresh_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a user's command, W&B offline unless `extra` says otherwise: no run chosen by
+    this process, and its own W&B service (W&B hands its service's address to children in WANDB_SERVICE)."""
+    env = os.environ | {"WANDB_MODE": "offline", "PYTHONPATH": str(REPO)} | (extra or {})
+    for name in ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM", "WANDB_SERVICE"):
+        env.pop(name, None)
+    return env
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m experiments.run *args` in a fresh process (see `fresh_env`; `env` adds to it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args],
+        cwd=cwd,
+        env=fresh_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wandb_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of the run's offline W&B files, as `wandb leet inspect` reads them."""
+    output = subprocess.run(
+        ["wandb", "leet", "inspect", "--json", str(run_dir / "wandb")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def wandb_summary(run_dir: Path) -> dict[str, Any]:
+    """The offline W&B run's state, name, tags, config and summary."""
+    output = subprocess.run(
+        ["wandb", "leet", "inspect", "--summary", "--json", str(run_dir / "wandb")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(output)
+
+
+def logged_tables(run_dir: Path, key: str) -> list[dict[str, Any]]:
+    """The W&B tables logged under `key`, read from the offline run's media files, in step order."""
+    (files,) = (run_dir / "wandb").glob("offline-run-*/files")
+    history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
+    paths = [item[f"{key}.path"] for item in history if f"{key}.path" in item]
+    return [json.loads((files / path).read_text()) for path in paths]
+
+
+def write_images(folder: Path, colors: dict[str, int], count: int, size: tuple[int, int] = (6, 5)) -> None:
+    """`count` PNGs of `size` (width, height) per class sub-folder, each class a flat colour (value + index)."""
+    for name, value in colors.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            pixels = np.full((size[1], size[0], 3), value + index, dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{index}.png")
