@@ -55,10 +55,15 @@ def renamed_hint(message: str, given: tuple[str, ...] = ()) -> str | None:
 
 def core_setting(name: str) -> str | None:
     """`name` if a firstlight core takes an argument of that name, else None."""
+    import importlib
     import inspect
+    import pkgutil
 
-    from cores import cnn, recurrent, transformer, vit  # noqa: F401  (each defines cores)
+    import cores
     from cores.contracts import Core
+
+    for module in pkgutil.iter_modules(cores.__path__):  # every core defined, whichever file it is in
+        importlib.import_module(f"cores.{module.name}")
 
     def all_cores(base: type[Core]) -> list[type[Core]]:
         return [c for sub in base.__subclasses__() for c in (sub, *all_cores(sub))]

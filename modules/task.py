@@ -30,7 +30,7 @@ from validation import ConfigError, check_range
 
 
 class TaskModule(L.LightningModule):
-    """Optimization shared by all tasks.
+    """What all tasks share: the core, its optimizer and schedule, weight penalties, epoch metrics.
 
     Args:
         net: the core network (`cores/`), whose contract the task names (e.g. `ClassifierCore`).
