@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -71,20 +72,22 @@ def build_preset(preset: str) -> tuple[L.LightningModule, L.LightningDataModule]
 
 def step_seconds(model: L.LightningModule, data: L.LightningDataModule, precision: str, steps: int) -> float:
     timer = StepTimes()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        precision=precision,  # type: ignore[arg-type]
-        max_steps=steps + 2,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[timer],
-    )
-    trainer.fit(model, datamodule=data)
+    with tempfile.TemporaryDirectory() as scratch:  # what a run keeps (a tokenizer.json) goes nowhere
+        trainer = L.Trainer(
+            default_root_dir=scratch,
+            accelerator="cpu",
+            devices=1,
+            precision=precision,  # type: ignore[arg-type]
+            max_steps=steps + 2,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+        )
+        trainer.fit(model, datamodule=data)
     return timer.median()
 
 
