@@ -93,7 +93,7 @@ class ImageDataModule(DataModule):
         self.mean = self.std = torch.zeros(0)
         self.normalisers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    # What a model must know, available before any image is loaded (the CLI links these into the model).
+    # What a model must know, available before any image is loaded (facts the command gives the model).
     @property
     def image_shape(self) -> tuple[int, int, int]:
         if self.dataset == "folder":
