@@ -66,6 +66,7 @@ class TextClassificationDataModule(SequenceDataModule):
         check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
         self.save_hyperparameters(logger=False)
         self.classes: list[str] = []
+        self.texts: dict[str, list[str]] = {}  # split -> its texts as read, for references on the same split
 
     def read(self) -> tuple[list[str], list[str], list[str]]:
         """(texts, labels, groups) of the whole source."""
@@ -101,6 +102,7 @@ class TextClassificationDataModule(SequenceDataModule):
                 for i in members
             ]
             self.splits[name] = (tokens, torch.tensor([label_ids[labels[i]] for i in members]))
+            self.texts[name] = [texts[i] for i in members]
             self.lengths[name] = torch.tensor([len(t) for t in tokens])
 
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -128,3 +128,31 @@ def test_precision_benchmark_measures_presets_and_reports_what_cannot_run(tmp_pa
     assert re.match(r"CPU: .+ no native bf16", out), out
     assert re.search(r"^cnn_digits\s+fp32\s+[\d.]+\s+bf16-mixed\s+[\d.]+\s+speed-up x[\d.]+$", out, re.M), out
     assert re.search(r"^lstm_sunspots\s+fp32\s+[\d.]+\s+bf16-mixed unsupported \(could not create", out, re.M), out
+
+
+def test_baselines_fit_each_presets_own_splits_and_report_in_its_units(tmp_path: Path) -> None:
+    presets = ("cnn_digits", "lstm_sentiment", "lstm_sunspots", "lstm_shakespeare", "transformer_reverse")
+    out = benchmark("baselines", "--presets", *presets, cwd=tmp_path)
+    rows = re.findall(r"^(\w+)\s+(.+?)\s+(test/\w+)\s+([\d.]+)\s+([\d,]+)\s+[\d.]+$", out, re.M)
+    table = {
+        (preset, reference.split(" (")[0].split(",")[0]): (metric, float(value), int(n.replace(",", "")))
+        for preset, reference, metric, value, n in rows
+    }
+    assert {preset for preset, _ in table} == set(presets) - {"transformer_reverse"}  # seq2seq: no reference
+    assert table["cnn_digits", "logistic regression on pixels"][:1] == ("test/acc",)
+    assert table["cnn_digits", "logistic regression on pixels"][1] > 0.9
+    assert table["cnn_digits", "logistic regression on pixels"][2] == 359  # the preset's test split
+    bayes, logistic = (
+        table["lstm_sentiment", "naive Bayes"],
+        table["lstm_sentiment", "TF-IDF 1-2-grams + logistic regression"],
+    )
+    assert bayes[2] == logistic[2] == 1373  # the split by movie, test part
+    assert 0.65 < bayes[1] < 0.9 and 0.65 < logistic[1] < 0.9
+    naive, linear = (
+        table["lstm_sunspots", "naive: repeat the last value"],
+        table["lstm_sunspots", "linear autoregression on 24 lags"],
+    )
+    assert naive[1] == pytest.approx(0.7238, abs=1e-3)  # the task's own test/mse_naive on this split
+    assert linear[1] < naive[1]
+    unigram, bigram = table["lstm_shakespeare", "unigram"], table["lstm_shakespeare", "bigram"]
+    assert unigram[0] == bigram[0] == "test/loss" and bigram[1] < unigram[1] < 4.0  # uniform over ~65 characters: 4.2

@@ -1,0 +1,168 @@
+"""The simple references a practitioner fits first, on exactly each preset's splits.
+
+    python -m benchmarks.baselines [--presets lstm_sentiment lstm_sunspots]
+
+Each preset's datamodule is built as `python -m experiments.run --config <preset>` builds it (same source,
+split, seed, tokenizer), and the reference is fitted on its training split, tuned on its validation split
+where it has a setting, and scored on its test split, in the unit the preset reports:
+
+- images: multinomial logistic regression on standardised pixels, 300 L-BFGS iterations (test accuracy);
+- text classification: multinomial naive Bayes on word uni+bigram counts, and TF-IDF + logistic
+  regression (test accuracy);
+- language models: unigram and bigram models over the preset's own tokens, add-k smoothed (test nats
+  per token, the preset's `test/loss`, and bits per character);
+- time series: the naive "repeat the last value" forecast and a linear autoregressive model on the
+  preset's window (test MSE in the preset's normalised units).
+
+Sequence-to-sequence presets have no such reference and are skipped. Prints the machine, then one row per
+reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from benchmarks.precision import build_preset
+from datamodules.image import ImageDataModule
+from datamodules.language_model import LanguageModelDataModule
+from datamodules.text import TextClassificationDataModule
+from datamodules.timeseries import TimeSeriesDataModule
+from experiments.hardware import machine_summary
+from experiments.presets import preset_names
+
+Row = tuple[str, str, float, int]  # reference, metric, value on the test split, test examples
+
+
+def best_on_val(settings: list[float], score: Callable[[float], float]) -> float:
+    """The setting with the highest validation score."""
+    return max(settings, key=score)
+
+
+def image_references(data: ImageDataModule) -> Iterator[Row]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    def flat(split: str) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = data.splits[split]
+        pixels = images.float().div(255).sub(data.mean).div(data.std)  # the model's normalisation
+        return pixels.flatten(1).double().numpy(), labels.numpy()
+
+    (x, y), (x_val, y_val), (x_test, y_test) = flat("train"), flat("val"), flat("test")
+    with warnings.catch_warnings():  # 300 L-BFGS iterations: a budget, not convergence, on 54k images
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = {c: LogisticRegression(C=c, max_iter=300).fit(x, y) for c in (0.01, 0.1, 1.0)}
+    c = best_on_val(list(fitted), lambda c: fitted[c].score(x_val, y_val))
+    yield f"logistic regression on pixels (C={c})", "test/acc", fitted[c].score(x_test, y_test), len(y_test)
+
+
+def text_references(data: TextClassificationDataModule) -> Iterator[Row]:
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import MultinomialNB
+
+    texts = data.texts
+    labels = {split: data.splits[split][1].numpy() for split in ("train", "val", "test")}
+    counts = CountVectorizer(ngram_range=(1, 2)).fit(texts["train"])
+    x = {split: counts.transform(texts[split]) for split in texts}
+    bayes = {a: MultinomialNB(alpha=a).fit(x["train"], labels["train"]) for a in (0.1, 0.3, 1.0, 3.0)}
+    a = best_on_val(list(bayes), lambda a: bayes[a].score(x["val"], labels["val"]))
+    n = len(labels["test"])
+    yield f"naive Bayes, word 1-2-grams (alpha={a})", "test/acc", bayes[a].score(x["test"], labels["test"]), n
+    tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit(texts["train"])
+    x = {split: tfidf.transform(texts[split]) for split in texts}
+    logistic = {c: LogisticRegression(C=c, max_iter=1000).fit(x["train"], labels["train"]) for c in (1.0, 3.0, 10.0)}
+    c = best_on_val(list(logistic), lambda c: logistic[c].score(x["val"], labels["val"]))
+    yield f"TF-IDF 1-2-grams + logistic regression (C={c})", "test/acc", logistic[c].score(x["test"], labels["test"]), n
+
+
+def language_model_references(data: LanguageModelDataModule) -> Iterator[Row]:
+    """n-gram models of the pairs the model is scored on: each window's (previous token, next token)."""
+    vocab = data.vocab_size
+
+    def pairs(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        windows = data.splits[split]
+        return windows[:, :-1].flatten(), windows[:, 1:].flatten()
+
+    (prev, nxt), (prev_val, nxt_val), (prev_test, nxt_test) = pairs("train"), pairs("val"), pairs("test")
+    unigram = torch.bincount(nxt, minlength=vocab).double()
+    bigram = torch.zeros(vocab, vocab, dtype=torch.float64).index_put_((prev, nxt), torch.ones(len(nxt)).double(), True)
+
+    def unigram_nats(k: float, targets: torch.Tensor) -> float:
+        p = (unigram + k) / (unigram.sum() + k * vocab)
+        return float(-p[targets].log().mean())
+
+    def bigram_nats(k: float, before: torch.Tensor, targets: torch.Tensor) -> float:
+        p = (bigram + k) / (bigram.sum(1, keepdim=True) + k * vocab)
+        return float(-p[before, targets].log().mean())
+
+    ks = [0.01, 0.1, 1.0]
+    per_char = 1 / math.log(2) / data.chars_per_token
+    k = best_on_val(ks, lambda k: -unigram_nats(k, nxt_val))
+    nats = unigram_nats(k, nxt_test)
+    yield f"unigram (add-{k}; {nats * per_char:.2f} bits/char)", "test/loss", nats, len(nxt_test)
+    k = best_on_val(ks, lambda k: -bigram_nats(k, prev_val, nxt_val))
+    nats = bigram_nats(k, prev_test, nxt_test)
+    yield f"bigram (add-{k}; {nats * per_char:.2f} bits/char)", "test/loss", nats, len(nxt_test)
+
+
+def timeseries_references(data: TimeSeriesDataModule) -> Iterator[Row]:
+    from sklearn.linear_model import Ridge
+
+    def flat(split: str) -> tuple[np.ndarray, np.ndarray]:
+        inputs, targets = data.splits[split]
+        return inputs.flatten(1).double().numpy(), targets.flatten(1).double().numpy()
+
+    (x, y), (x_val, y_val), (x_test, y_test) = flat("train"), flat("val"), flat("test")
+    inputs, targets = data.splits["test"]
+    naive = inputs[:, -1:, :].expand_as(targets)
+    yield "naive: repeat the last value", "test/mse", float(((naive - targets) ** 2).mean()), len(y_test)
+
+    def mse(model: Ridge, features: np.ndarray, truth: np.ndarray) -> float:
+        # Ridge returns (N,) for a single target column (N, 1): reshaped, or the difference broadcasts to (N, N).
+        return float(((model.predict(features).reshape(truth.shape) - truth) ** 2).mean())
+
+    fitted = {a: Ridge(alpha=a).fit(x, y) for a in (0.01, 0.1, 1.0, 10.0)}
+    a = best_on_val(list(fitted), lambda a: -mse(fitted[a], x_val, y_val))
+    window = inputs.shape[1]
+    yield f"linear autoregression on {window} lags (ridge {a})", "test/mse", mse(fitted[a], x_test, y_test), len(y_test)
+
+
+def references(data: object) -> Iterator[Row]:
+    if isinstance(data, ImageDataModule):
+        data.setup()  # loads the images once
+        return image_references(data)
+    if isinstance(data, TextClassificationDataModule | LanguageModelDataModule | TimeSeriesDataModule):
+        data.ready()  # reads, splits and tokenizes once
+    if isinstance(data, TextClassificationDataModule):
+        return text_references(data)
+    if isinstance(data, LanguageModelDataModule):
+        return language_model_references(data)
+    if isinstance(data, TimeSeriesDataModule):
+        return timeseries_references(data)
+    return iter(())  # sequence to sequence: no simple reference
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=preset_names(), choices=preset_names())
+    args = parser.parse_args()
+    print(machine_summary())
+    print(f"{'preset':<24} {'reference':<52} {'metric':<10} {'value':>8} {'test n':>8} {'fit s':>6}")
+    for preset in args.presets:
+        _, data = build_preset(preset)
+        started = time.perf_counter()
+        for reference, metric, value, count in references(data):
+            seconds = time.perf_counter() - started
+            print(f"{preset:<24} {reference:<52} {metric:<10} {value:>8.4f} {count:>8,} {seconds:>6.1f}", flush=True)
+            started = time.perf_counter()
+
+
+if __name__ == "__main__":
+    main()
