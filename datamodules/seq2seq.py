@@ -95,7 +95,9 @@ class Seq2SeqDataModule(SequenceDataModule):
         kind: TokenizerKind = "char" if hp["source"] in TASKS else hp["tokenizer"]
         self.tokenizer = train_tokenizer(kind, [text for pair in parts["train"] for text in pair], hp["vocab_size"])
         for name, part in parts.items():
-            sources = [torch.tensor(self.tokenizer.encode(s), dtype=torch.long) for s, _ in part]
+            # The source ends with <eos> too: the decoder can find where it ends by attention (reversal
+            # starts there) instead of counting padding.
+            sources = [torch.tensor([*self.tokenizer.encode(s), EOS_ID], dtype=torch.long) for s, _ in part]
             targets = [torch.tensor([BOS_ID, *self.tokenizer.encode(t), EOS_ID], dtype=torch.long) for _, t in part]
             self.splits[name] = (sources, targets)
             self.lengths[name] = torch.tensor([len(s) for s in sources])
