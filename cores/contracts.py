@@ -26,9 +26,6 @@ from cores.sampling import sample_next
 class Core(HyperparametersMixin, nn.Module):
     """A network that a task trains. Subclasses call `self.save_hyperparameters()` first in `__init__`."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     def config(self) -> dict[str, Any]:
         """The core as plain data, `{"class_path": ..., "init_args": {...}}`: how checkpoints name it."""
         return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": dict(self.hparams)}

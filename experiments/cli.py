@@ -79,14 +79,19 @@ def short_message(message: str) -> str:
     return text.replace("Expected a typing.Literal", "Expected one of ").replace("Expected a int", "Expected an int")
 
 
+def import_class(class_path: str) -> type:
+    """The class a config's `class_path` names (jsonargparse has imported it while parsing)."""
+    module_name, _, class_name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
 def give_facts(model: Namespace, facts: dict[str, Any]) -> None:
     """Set each of the data's facts as an argument of the task and of its core, wherever their `__init__`
     takes one of that name (a `num_classes` for the classifier, a `vocab_size` for its embedding, ...)."""
     for component in (model, model.init_args.get("net")):
         if not isinstance(component, Namespace) or "class_path" not in component:
             continue
-        module_name, _, class_name = component.class_path.rpartition(".")
-        parameters = inspect.signature(getattr(importlib.import_module(module_name), class_name).__init__).parameters
+        parameters = inspect.signature(import_class(component.class_path)).parameters
         for name, value in facts.items():
             if name in parameters:
                 component.init_args[name] = value
@@ -203,8 +208,7 @@ class FirstlightCLI(LightningCLI):
 
 def without_facts(config_yaml: str, data: Namespace) -> str:
     """The config without the model arguments that the data fills in (their defaults would mislead)."""
-    module_name, _, class_name = data.class_path.rpartition(".")
-    facts = getattr(getattr(importlib.import_module(module_name), class_name), "model_facts", ())
+    facts = getattr(import_class(data.class_path), "model_facts", ())
     config = yaml.safe_load(config_yaml)
     model = config.get("model") or {}
     for component in (model, (model.get("init_args") or {}).get("net")):

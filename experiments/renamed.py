@@ -42,19 +42,20 @@ def renamed_hint(message: str, given: tuple[str, ...] = ()) -> str | None:
                 "the core's settings move under model.init_args.net.init_args"
             )
     key = re.search(r"(?:No action for key|Key|Option) \"?'?([\w.]+)", message)
-    name = key.group(1).rpartition(".")[2] if key else ""
+    if key is None:
+        return None
+    name = key.group(1).rpartition(".")[2]
     at_task_level = any(re.fullmatch(rf"--model\.(init_args\.)?{re.escape(name)}(=.*)?", arg) for arg in given)
-    moved = at_task_level and core_setting(name)
-    if moved:
-        return (
-            f"'{key.group(1)}' is a setting of the model's core now: "  # type: ignore[union-attr]
-            f"--model.init_args.net.init_args.{moved} (in a config, under model.init_args.net.init_args)"
-        )
-    return None
+    if not (at_task_level and is_core_setting(name)):
+        return None
+    return (
+        f"'{key.group(1)}' is a setting of the model's core now: "
+        f"--model.init_args.net.init_args.{name} (in a config, under model.init_args.net.init_args)"
+    )
 
 
-def core_setting(name: str) -> str | None:
-    """`name` if a firstlight core takes an argument of that name, else None."""
+def is_core_setting(name: str) -> bool:
+    """Whether a firstlight core takes an argument of that name."""
     import importlib
     import inspect
     import pkgutil
@@ -68,5 +69,4 @@ def core_setting(name: str) -> str | None:
     def all_cores(base: type[Core]) -> list[type[Core]]:
         return [c for sub in base.__subclasses__() for c in (sub, *all_cores(sub))]
 
-    takes = any(name in inspect.signature(core).parameters for core in all_cores(Core))
-    return name if takes and name != "self" else None
+    return any(name in inspect.signature(core).parameters for core in all_cores(Core))
