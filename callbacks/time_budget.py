@@ -39,10 +39,15 @@ class ScheduleFollowsTimeBudget(L.Callback):
         elapsed, remaining = self.timer.time_elapsed(), self.timer.time_remaining() or 0.0
         spent = min(1.0, elapsed / max(elapsed + remaining, 1e-9))
         spent = trainer.strategy.broadcast(spent)  # rank 0's clock: every process steps its schedule alike
-        # The last step is kept for the final step (OneCycleLR refuses to step beyond its total).
-        target = min(int(spent * self.planned), self.planned - 1)
+        # Lightning has stepped each scheduler for this batch already: it stands at `global_step` unless this
+        # callback moved it. Where the budget leads, it is set to the budget's position at every step, not only
+        # when that advances, so Lightning's own step cannot carry it past its end between two of ours while
+        # the last share of the budget runs out (OneCycleLR refuses to step beyond its total, and a run
+        # stopped with exactly that error). One step is kept for Lightning's last. Where the steps lead,
+        # nothing changes.
+        position = max(trainer.global_step, int(spent * self.planned))
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
-            if isinstance(scheduler, LRScheduler) and config.interval == "step" and target > scheduler.last_epoch:
-                scheduler.last_epoch = target - 1
-                scheduler.step()  # sets each group's learning rate (and OneCycle's momentum) for step `target`
+            if isinstance(scheduler, LRScheduler) and config.interval == "step" and scheduler.last_epoch != position:
+                scheduler.last_epoch = min(position, self.planned - 1) - 1
+                scheduler.step()  # sets each group's learning rate (and OneCycle's momentum) for that position

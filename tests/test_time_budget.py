@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from callbacks.time_budget import ScheduleFollowsTimeBudget
 from modules.optim import build_scheduler
@@ -38,11 +40,28 @@ class SlowRegression(L.LightningModule):
         return torch.utils.data.DataLoader(data, batch_size=4)  # 16 steps per epoch
 
 
-def fit(model: SlowRegression, max_time: dict[str, float] | None, max_epochs: int) -> L.Trainer:
+class SteppedClock(Timer):
+    """Lightning's Timer on a clock that moves by the given seconds at the start of each training batch: a
+    machine whose step times vary, made deterministic."""
+
+    def __init__(self, seconds: float, advances: list[float], then: float) -> None:
+        super().__init__(duration=timedelta(seconds=seconds), interval="step")
+        self.now, self.advances, self.then = 0.0, iter(advances), then
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.now += next(self.advances, self.then)
+
+    def time_elapsed(self, stage: str = "train") -> float:
+        return self.now
+
+
+def fit(
+    model: SlowRegression, max_time: dict[str, float] | None, max_epochs: int, clock: Timer | None = None
+) -> L.Trainer:
     trainer = L.Trainer(
         max_epochs=max_epochs,
         max_time=max_time,
-        callbacks=[ScheduleFollowsTimeBudget()],
+        callbacks=[*([clock] if clock else []), ScheduleFollowsTimeBudget()],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -76,3 +95,15 @@ def test_a_budget_that_does_not_bind_changes_nothing(scheduler: str) -> None:
     fit(within, {"hours": 1}, max_epochs=3)
     assert len(within.lrs) == 48 and within.lrs == without.lrs
     assert torch.equal(within.layer.weight, without.layer.weight)
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "onecycle"])
+def test_steps_left_after_the_budget_carried_the_schedule_to_its_end_keep_it_there(scheduler: str) -> None:
+    """A first step that spends 99.99% of the budget carries the schedule to its end; ten fast steps follow
+    before the time is up. Lightning steps the schedulers at every one of them: the schedule must stay at
+    its end, not run past it (OneCycleLR raised "Tried to step 401 times" and the run died)."""
+    model = SlowRegression(scheduler)
+    fit(model, None, max_epochs=25, clock=SteppedClock(10.0, [9.999], then=0.0001))  # 400 steps planned
+    assert 5 < len(model.lrs) < 20  # stopped by the clock, not by the 400 planned steps
+    assert model.lrs[1:] == sorted(model.lrs[1:], reverse=True)
+    assert max(model.lrs[1:]) < 0.001 * 0.01  # annealed from the second step on, and stays so
