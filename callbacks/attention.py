@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -55,8 +55,15 @@ class AttentionMaps(ScheduledMedia):
             if maps:
                 import wandb
 
-                images = {f"attention/{n}": wandb.Image(self.draw(n, weights)) for n, weights in maps.items()}
+                images = {
+                    f"attention/{name}": wandb.Image(self.draw(weights), caption=self.caption(name, weights))
+                    for name, weights in maps.items()
+                }
                 log_dict(logger, {**images, "trainer/global_step": trainer.global_step})
+
+    @staticmethod
+    def caption(name: str, weights: torch.Tensor) -> str:
+        return f"{name}: heads 0-{weights.shape[0] - 1} left to right; rows are queries, columns keys (0 to 1)"
 
     def capture(self, pl_module: L.LightningModule, layers: list[tuple[str, Attention]]) -> dict[str, torch.Tensor]:
         """Run the example once, recomputing each layer's probabilities from the inputs it receives."""
@@ -81,25 +88,16 @@ class AttentionMaps(ScheduledMedia):
         return maps
 
     @staticmethod
-    def draw(name: str, weights: torch.Tensor) -> Any:
-        """(H, T, S) -> a PIL image with one heat map per head."""
-        import matplotlib
+    def draw(weights: torch.Tensor, gap: int = 4) -> np.ndarray:
+        """(H, T, S) probabilities -> an RGB image (T * cell, H * (S * cell + gap) - gap, 3), cells of about
+        192 / max(T, S) pixels: the heads' heat maps side by side, queries down, keys across, viridis from 0
+        to 1. Drawn with array operations: a matplotlib figure per layer took ~0.5 s, longer than a whole
+        validation pass of a small model."""
+        from matplotlib import colormaps
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from PIL import Image
-
-        heads = weights.shape[0]
-        figure, axes = plt.subplots(1, heads, figsize=(2.6 * heads, 2.8), squeeze=False)
-        for head, axis in enumerate(axes[0]):
-            axis.imshow(weights[head].numpy(), cmap="viridis", vmin=0, vmax=1)
-            axis.set_title(f"{name} head {head}", fontsize=7)
-            axis.set_xlabel("key", fontsize=7)
-            axis.set_ylabel("query", fontsize=7)
-            axis.tick_params(labelsize=6)
-        figure.tight_layout()
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=80)
-        plt.close(figure)
-        buffer.seek(0)
-        return Image.open(buffer)
+        cell = max(1, 192 // max(weights.shape[1:]))
+        colours = colormaps["viridis"](weights.clamp(0, 1).numpy())[..., :3]  # (H, T, S, 3) in [0, 1]
+        cells = colours.repeat(cell, axis=1).repeat(cell, axis=2)  # (H, T * cell, S * cell, 3)
+        white = np.ones((cells.shape[1], gap, 3))
+        panels = [part for head in cells for part in (head, white)][:-1]
+        return (np.concatenate(panels, axis=1) * 255).astype(np.uint8)

@@ -39,7 +39,7 @@ def log_dict(logger: Any, data: dict[str, Any]) -> None:
 class MediaSchedule:
     """When a media log is due: after every n-th validation epoch, except while the time spent logging
     these media (including the next one, estimated by the last) would exceed `max_overhead` of the
-    training time so far. The first and the final epoch always log. With short epochs media are logged
+    training time so far. The first and the final validation always log. With short epochs media are logged
     every few epochs rather than slowing every epoch down; with long ones, every epoch.
     """
 
@@ -56,7 +56,7 @@ class MediaSchedule:
         """Whether to log now; `agree` makes every process take rank 0's decision (for collective work)."""
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return False
-        decision = self.spent == 0 or final_epoch(trainer) or self.within_budget()
+        decision = self.spent == 0 or final_validation(trainer) or self.within_budget()
         return bool(trainer.strategy.broadcast(decision, src=0)) if agree else decision
 
     def within_budget(self) -> bool:
@@ -83,11 +83,26 @@ class ScheduledMedia(L.Callback):
         self.schedule.start()
 
 
-def final_epoch(trainer: L.Trainer) -> bool:
-    last_by_epochs = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs > 0
-    if trainer.max_steps <= 0 or not math.isfinite(trainer.num_training_batches):
-        return last_by_epochs
-    return last_by_epochs or trainer.max_steps - trainer.global_step <= trainer.num_training_batches
+def final_validation(trainer: L.Trainer) -> bool:
+    """Whether training stops (at `max_steps` or `max_epochs`) before another validation falls due.
+
+    A run that validates every few hundred steps of one long epoch (a language model) is in its final epoch
+    all along; only its last validation counts as final. A stop by `max_time` cannot be foreseen.
+    """
+    batches = trainer.num_training_batches
+    if not math.isfinite(batches):
+        return trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs > 0
+    if trainer.check_val_every_n_epoch is None or trainer.val_check_batch < batches:
+        gap = trainer.val_check_batch  # validation every so many batches
+    else:
+        gap = batches * trainer.check_val_every_n_epoch  # at the end of every n-th epoch
+    done_in_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    steps_left = []
+    if trainer.max_steps > 0:
+        steps_left.append(trainer.max_steps - trainer.global_step)
+    if trainer.max_epochs is not None and trainer.max_epochs > 0:
+        steps_left.append((trainer.max_epochs - trainer.current_epoch) * batches - done_in_epoch)
+    return bool(steps_left) and min(steps_left) < gap
 
 
 def first_examples(batch: Any, count: int) -> Any:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datamodules.batches import IndexBatches
 from datamodules.sequence_base import SequenceDataModule
 from datamodules.text_sources import read_text_file, shakespeare
 from datamodules.tokenization import CharTokenizer, TokenizerKind, train_tokenizer
@@ -15,8 +16,13 @@ from validation import ConfigError, check_range
 
 class LanguageModelDataModule(SequenceDataModule):
     """One text cut by position into train | val | test (contiguous, in that order: no leakage), tokenized,
-    and chopped into windows of `context_length + 1` tokens -> batches (inputs (B, T), targets (B, T)),
-    targets being the inputs shifted by one.
+    and cut into windows of `context_length + 1` tokens -> batches (inputs (B, T), targets (B, T)), targets
+    being the inputs shifted by one.
+
+    Validation and test windows are fixed consecutive chunks. Training windows start at a random offset
+    within their chunk, drawn anew every epoch (from `seed` and the epoch, so a resumed run draws the same):
+    across epochs every character is predicted from every amount of context, as with nanoGPT's random
+    windows, while an epoch still covers the text about once.
 
     Args:
         source: "shakespeare" (5.06 M characters) or the path of a UTF-8 text file.
@@ -51,6 +57,7 @@ class LanguageModelDataModule(SequenceDataModule):
         self.save_hyperparameters(logger=False)
         self.characters = 1.0
         self.tokens = 1.0
+        self.offsets, self.offsets_epoch = torch.zeros(0, dtype=torch.long), -1  # training windows' shifts
 
     def build(self) -> None:
         hp = self.hparams
@@ -60,6 +67,7 @@ class LanguageModelDataModule(SequenceDataModule):
         parts = {"train": text[:val_start], "val": text[val_start:test_start], "test": text[test_start:]}
         self.tokenizer = train_tokenizer(hp["tokenizer"], [parts["train"]], hp["vocab_size"])
         window = hp["context_length"] + 1
+        self.ids: dict[str, torch.Tensor] = {}  # split -> its whole token sequence (N,)
         for name, part in parts.items():
             if isinstance(self.tokenizer, CharTokenizer):
                 ids = self.tokenizer.encode_array(part)
@@ -67,8 +75,10 @@ class LanguageModelDataModule(SequenceDataModule):
                 ids = np.asarray(self.tokenizer.encode(part), dtype=np.int64)
             if name == "train":
                 self.characters, self.tokens = len(part), len(ids)
-            # Windows overlap by one token, so every token of the part is a target exactly once.
-            count = (len(ids) - 1) // (window - 1)
+            self.ids[name] = torch.from_numpy(ids)
+            # Windows overlap by one token, so every token of the part is a target exactly once; a training
+            # window may move by up to a window, so training has one fewer.
+            count = (len(ids) - 1) // (window - 1) - (name == "train")
             if count == 0:
                 raise ConfigError(
                     f"the {name} part of {hp['source']} has {len(ids)} tokens, fewer than one window of {window}; "
@@ -79,6 +89,24 @@ class LanguageModelDataModule(SequenceDataModule):
 
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         windows = self.splits[split][indices]
+        return windows[:, :-1], windows[:, 1:]
+
+    def loader(self, split: str, batch_size: int, shuffle: bool) -> IndexBatches:
+        loader = super().loader(split, batch_size, shuffle)
+        if split == "train":
+            order = loader.sampler
+            loader.fetch = lambda indices: self.shifted_windows(indices, order.epoch)
+        return loader
+
+    def shifted_windows(self, indices: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training windows `indices` of `epoch`, each moved right by its own offset in [0, context_length)."""
+        step = self.hparams["context_length"]
+        if self.offsets_epoch != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self.offsets = torch.randint(step, (len(self.splits["train"]),), generator=generator)
+            self.offsets_epoch = epoch
+        starts = indices * step + self.offsets[indices]  # (B,)
+        windows = self.ids["train"][starts[:, None] + torch.arange(step + 1)]  # (B, T + 1)
         return windows[:, :-1], windows[:, 1:]
 
     @property

@@ -323,16 +323,15 @@ def test_tokens_are_counted_without_padding() -> None:
 
 def test_media_schedule_keeps_to_its_time_budget() -> None:
     """Epochs of 1 s and media costing 0.1 s each: a 5% budget allows one log every other epoch."""
-    from types import SimpleNamespace
-
     from callbacks.wandb_media import MediaSchedule
 
     schedule = MediaSchedule(every_n_epochs=1, max_overhead=0.05)
     schedule.start()
-    trainer = SimpleNamespace(sanity_checking=False, max_epochs=40, max_steps=-1, global_step=0, current_epoch=0)
+    trainer = fake_trainer(max_epochs=40, max_steps=-1, batches=10, val_every=None)
     logged = []
     for epoch in range(40):
         trainer.current_epoch = epoch
+        trainer.global_step = 10 * (epoch + 1)
         schedule.started -= 1.0  # one more second of training has passed
         if schedule.due(trainer):  # type: ignore[arg-type]
             logged.append(epoch)
@@ -341,3 +340,42 @@ def test_media_schedule_keeps_to_its_time_budget() -> None:
     assert logged[0] == 0 and logged[-1] == 39  # the first and the final epoch always log
     assert 0.1 * (len(logged) - 1) <= 0.05 * 40 + 0.1  # within budget, the forced final log aside
     assert 18 <= len(logged) <= 22
+
+
+def fake_trainer(max_epochs: int, max_steps: int, batches: int, val_every: int | None) -> Any:
+    """What `MediaSchedule` reads of a trainer, validating at every epoch's end or every `val_every` steps."""
+    from types import SimpleNamespace
+
+    progress = SimpleNamespace(current=SimpleNamespace(processed=batches))
+    return SimpleNamespace(
+        sanity_checking=False,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        global_step=0,
+        current_epoch=0,
+        num_training_batches=batches,
+        check_val_every_n_epoch=1 if val_every is None else None,
+        val_check_batch=val_every or batches,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+        strategy=None,
+    )
+
+
+def test_media_of_a_run_in_one_long_epoch_are_final_only_at_its_last_validation() -> None:
+    """A language model validating every 250 of 2,000 steps in an epoch of 17,000 batches: media costing
+    far more than the budget log at the first and the last validation only, not at every one."""
+    from callbacks.wandb_media import MediaSchedule
+
+    schedule = MediaSchedule(every_n_epochs=1, max_overhead=0.005)
+    schedule.start()
+    trainer = fake_trainer(max_epochs=-1, max_steps=2000, batches=17_000, val_every=250)
+    logged = []
+    for step in range(250, 2001, 250):
+        trainer.global_step = step
+        trainer.fit_loop.epoch_loop.batch_progress.current.processed = step
+        schedule.started -= 10.0  # ten seconds of training per 250 steps
+        if schedule.due(trainer):  # type: ignore[arg-type]
+            logged.append(step)
+            schedule.spent += 1.0
+            schedule.last_cost = 1.0
+    assert logged == [250, 2000]

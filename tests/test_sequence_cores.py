@@ -12,7 +12,7 @@ import torch
 from cores.positional import PositionalEncoding, sinusoidal_encoding
 from cores.recurrent import RecurrentEncoder, RNNForecaster
 from cores.sampling import sample_next
-from cores.transformer import Attention, TransformerClassifier
+from cores.transformer import Attention, TransformerClassifier, TransformerLanguageModel
 
 
 def test_sinusoidal_encoding_equals_the_formula() -> None:
@@ -92,3 +92,26 @@ def test_attention_weights_are_what_forward_applies() -> None:
     values = attention.key_value(x).view(2, 5, 2, 4, 4)[:, :, 1].transpose(1, 2)  # (B, H, S, hs)
     by_hand = attention.out((weights @ values).transpose(1, 2).reshape(2, 5, 16))
     assert torch.allclose(by_hand, attention(x, mask=mask, causal=True), atol=1e-5)
+
+
+def test_cached_generation_refills_its_window_from_the_last_half_of_the_context() -> None:
+    """Keys and values are cached; once `max_length` positions are cached, the context restarts from the
+    last max_length // 2 tokens. Each greedy token is the argmax given exactly that context, recomputed."""
+    torch.manual_seed(0)
+    for positional in ("sinusoidal", "learned"):
+        core = TransformerLanguageModel(
+            vocab_size=20,
+            dim=32,
+            num_layers=2,
+            num_heads=4,
+            max_length=8,
+            positional=positional,  # type: ignore[arg-type]
+        ).eval()
+        prompt = torch.randint(4, 20, (3, 5))
+        greedy = core.generate(prompt, max_new_tokens=14, temperature=0)
+        start = 0
+        for t in range(5, 19):
+            if t - start > 8:
+                start = t - 4
+            expected = core(greedy[:, start:t])[:, -1].argmax(-1)
+            assert torch.equal(greedy[:, t], expected), (positional, t)

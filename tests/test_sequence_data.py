@@ -140,9 +140,33 @@ def test_shakespeare_is_the_complete_works() -> None:
     datamodule = LanguageModelDataModule(context_length=256)
     datamodule.ready()
     assert datamodule.vocab_size == 4 + 84 and datamodule.chars_per_token == 1.0
-    # Windows overlap by one token, so windows * 256 + 1 tokens cover each part (up to one window's rest).
+    # Windows overlap by one token, so windows * 256 + 1 tokens cover each part (up to one window's rest;
+    # training keeps one window's room for its shifts).
     covered = sum(len(windows) * 256 for windows in datamodule.splits.values())
-    assert 5_057_198 - 3 * 257 < covered <= 5_057_198
+    assert 5_057_198 - 4 * 257 < covered <= 5_057_198
+
+
+def test_training_windows_shift_within_their_chunk_anew_each_epoch(tmp_path: Path) -> None:
+    text = "".join(chr(ord("A") + i % 50) + chr(ord("a") + i // 50 % 26) for i in range(1300))  # 2,600 characters
+    datamodule = LanguageModelDataModule(source=write(tmp_path / "text.txt", text), context_length=16, batch_size=8)
+    datamodule.ready()
+    train = datamodule.ids["train"]
+    loader = datamodule.train_dataloader()
+    starts_by_epoch = []
+    for epoch in (0, 1, 0):
+        loader.sampler.set_epoch(epoch)
+        starts = {}
+        for batch_indices, (inputs, targets) in zip(loader.batches(), loader, strict=True):
+            assert torch.equal(inputs[:, 1:], targets[:, :-1])
+            for index, window in zip(batch_indices.tolist(), inputs, strict=True):
+                # The window is the training text from a start within its own chunk of 16 tokens.
+                matches = [s for s in range(index * 16, index * 16 + 16) if torch.equal(train[s : s + 16], window)]
+                assert len(matches) == 1
+                starts[index] = matches[0]
+        starts_by_epoch.append(starts)
+    assert starts_by_epoch[0] == starts_by_epoch[2]  # drawn from seed and epoch: a resumed run sees the same
+    assert starts_by_epoch[0] != starts_by_epoch[1]
+    assert len({start % 16 for start in starts_by_epoch[0].values()}) > 8  # offsets spread over the chunk
 
 
 def test_generated_pairs_are_right_and_deterministic() -> None:
