@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import lightning as L
+from lightning.pytorch.plugins.precision import MixedPrecision
 import torch
 from torch import nn
 
@@ -195,8 +196,12 @@ class TaskModule(L.LightningModule):
         return loss if penalty is None else loss + penalty
 
     def configure_optimizers(self) -> Any:
+        # Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it cannot tell
+        # bf16, which needs no unscaling, from fp16 with its scaler), so that combination stays unfused.
+        clipped = bool(self.trainer.gradient_clip_val)
+        fused = not (clipped and isinstance(self.trainer.precision_plugin, MixedPrecision))
         optimizer = build_optimizer(
-            self, self.optimizer_name, self.lr, self.weight_decay, self.momentum, self.nesterov, self.betas
+            self, self.optimizer_name, self.lr, self.weight_decay, self.momentum, self.nesterov, self.betas, fused
         )
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = build_scheduler(optimizer, self.scheduler_name, total_steps, self.warmup_fraction)

@@ -156,3 +156,32 @@ def test_baselines_fit_each_presets_own_splits_and_report_in_its_units(tmp_path:
     assert linear[1] < naive[1]
     unigram, bigram = table["lstm_shakespeare", "unigram"], table["lstm_shakespeare", "bigram"]
     assert unigram[0] == bigram[0] == "test/loss" and bigram[1] < unigram[1] < 4.0  # uniform over ~65 characters: 4.2
+
+
+def test_hand_written_language_model_loop_learns_and_evaluates_the_first_validation_batches(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from benchmarks.gpt_loop import GPTLoop, GPTSettings, validation_loss
+    from datamodules.language_model import LanguageModelDataModule
+
+    source = tmp_path / "text.txt"
+    source.write_text("To be, or not to be, that is the question.\n" * 300, encoding="utf-8")
+    data = LanguageModelDataModule(source=str(source), context_length=16, batch_size=8, val_fraction=0.2)
+    settings = GPTSettings(dim=32, num_layers=1, num_heads=2, context_length=16, batch_size=8, max_steps=60)
+    loop = GPTLoop(data, replace(settings, eval_interval=20, eval_batches=2))
+    before = loop.evaluate()
+    seconds = loop.train()
+    assert loop.steps == 60 and seconds > 0
+    assert loop.evaluate() < before - 1.0  # a repeated line is quickly learnt
+    first_two = data.splits["val"][: 2 * 16]  # 2 batches of 2 * batch_size windows
+    assert loop.evaluate(2) == pytest.approx(validation_loss(loop.net, first_two, 16))
+
+
+@pytest.mark.slow
+def test_language_model_side_by_side_prints_both_steps_and_losses(tmp_path: Path) -> None:
+    out = benchmark("lm_side_by_side", "--steps", "30", "--pair-steps", "30", cwd=tmp_path)
+    ratio = re.search(r"step ratio firstlight/hand-written: median ([\d.]+)  mean ([\d.]+)", out)
+    assert ratio and all(float(value) > 0 for value in ratio.groups()), out
+    runs = re.findall(r"^  (.+?)\s+([\d.]+) s\s+(\d+) steps .* tokens/s  val loss ([\d.]+)$", out, re.M)
+    assert [name for name, *_ in runs] == ["hand-written loop", "firstlight, same settings", "transformer_shakespeare"]
+    assert int(runs[0][2]) == 30 and all(0 < float(loss) < 5 for *_, loss in runs), out

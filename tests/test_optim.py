@@ -49,6 +49,24 @@ def test_build_optimizer(name: str, cls: type) -> None:
         assert weights["nesterov"] and weights["momentum"] == 0.9
     if name in ("adam", "adamw"):
         assert weights["betas"] == (0.8, 0.99)
+        assert weights["fused"]  # one kernel for all parameters: the CPU's default loops over tensors
+
+
+@pytest.mark.parametrize(("precision", "fused"), [("32-true", True), ("bf16-mixed", False)])
+def test_clipped_training_in_mixed_precision_uses_an_unfused_optimizer(precision: str, fused: bool) -> None:
+    """Lightning refuses to clip a fused optimizer's gradients under mixed precision: there it stays unfused."""
+    import lightning as L
+
+    images, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=8)
+    task = classifier(optimizer="adamw")
+    trainer = L.Trainer(
+        max_steps=2, precision=precision, gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(task, train_dataloaders=loader)
+    assert trainer.global_step == 2
+    assert trainer.optimizers[0].param_groups[0]["fused"] is fused
 
 
 def test_warmup_cosine_shape() -> None:
