@@ -9,6 +9,8 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cores.contracts import ClassifierCore, ForecasterCore, LanguageModelCore, Seq2SeqCore
+from cores.dropout import WordDropout
+from cores.pooling import pool
 from cores.sampling import sample_next
 from validation import ConfigError, check_range
 
@@ -60,8 +62,8 @@ class RecurrentEncoder(nn.Module):
 
 
 class RNNClassifier(ClassifierCore):
-    """(B, T) token ids padded with pad_id -> class logits (B, num_classes), from the final state of a
-    (bi)LSTM/GRU read over each text's real tokens only.
+    """(B, T) token ids padded with pad_id -> class logits (B, num_classes), from a (bi)LSTM/GRU read over
+    each text's real tokens only: its final state, or its outputs pooled over the real positions.
 
     Args:
         vocab_size: vocabulary size; from the datamodule.
@@ -73,6 +75,8 @@ class RNNClassifier(ClassifierCore):
         cell: "lstm" or "gru".
         bidirectional: read the text both ways.
         dropout: dropout between layers and before the classifier.
+        word_dropout: probability of hiding a whole token (its embedding zeroed) in training.
+        pooling: "final" state (both directions' ends), or "max" / "mean" of the outputs over real tokens.
     """
 
     def __init__(
@@ -86,19 +90,25 @@ class RNNClassifier(ClassifierCore):
         cell: CellKind = "lstm",
         bidirectional: bool = True,
         dropout: float = 0.2,
+        word_dropout: float = 0.0,
+        pooling: Literal["final", "max", "mean"] = "final",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_range("dropout", dropout, 0.0, 0.999)
+        check_range("word_dropout", word_dropout, 0.0, 0.999)
         self.pad_id = pad_id
+        self.pooling = pooling
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.word_dropout = WordDropout(word_dropout)
         self.encoder = RecurrentEncoder(embed_dim, hidden_dim, num_layers, cell, bidirectional, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.output_dim, num_classes))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        lengths = (tokens != self.pad_id).sum(1).clamp(min=1)  # (B,)
-        _, final, _ = self.encoder(self.embedding(tokens), lengths)
-        return self.head(final)
+        real = tokens != self.pad_id  # (B, T)
+        lengths = real.sum(1).clamp(min=1)  # (B,)
+        outputs, final, _ = self.encoder(self.word_dropout(self.embedding(tokens)), lengths)
+        return self.head(pool(outputs, real, self.pooling) if self.pooling != "final" else final)
 
 
 class RNNLanguageModel(LanguageModelCore):

@@ -177,8 +177,20 @@ LINES = [
     line("cores.vit.ViTClassifier", IMAGES, patch_size=2, dim=32, num_heads=4, pooling="cls"),
     line("cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, cell="lstm", dropout=0.0),
     line("cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, cell="gru", dropout=0.0),
+    line(
+        "cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, dropout=0.0, pooling="max", word_dropout=0.1
+    ),
     line("cores.transformer.TransformerClassifier", TEXT, dim=32, num_layers=2, num_heads=4, dropout=0.0),
     line("cores.transformer.TransformerClassifier", TEXT, dim=32, num_heads=4, dropout=0.0, pooling="first"),
+    line(
+        "cores.transformer.TransformerClassifier",
+        TEXT,
+        dim=32,
+        num_heads=4,
+        dropout=0.0,
+        pooling="max",
+        word_dropout=0.1,
+    ),
     line("cores.recurrent.RNNLanguageModel", LM, embed_dim=16, hidden_dim=32, num_layers=2, dropout=0.0),
     line("cores.transformer.TransformerLanguageModel", LM, dim=32, num_layers=2, num_heads=4, max_length=16),
     line("cores.transformer.TransformerLanguageModel", LM, dim=32, num_heads=4, max_length=16, positional="learned"),

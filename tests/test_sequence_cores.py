@@ -115,3 +115,26 @@ def test_cached_generation_refills_its_window_from_the_last_half_of_the_context(
                 start = t - 4
             expected = core(greedy[:, start:t])[:, -1].argmax(-1)
             assert torch.equal(greedy[:, t], expected), (positional, t)
+
+
+def test_word_dropout_hides_whole_tokens_in_training_only() -> None:
+    from cores.dropout import WordDropout
+
+    layer, embedded = WordDropout(0.25), torch.ones(40, 50, 8)
+    assert torch.equal(layer.eval()(embedded), embedded)
+    dropped = layer.train()(embedded)
+    per_token = dropped[..., 0]
+    assert torch.equal(dropped, per_token.unsqueeze(-1).expand_as(dropped))  # a token is kept or hidden whole
+    hidden, kept = per_token.unique().tolist()
+    assert hidden == 0.0 and kept == pytest.approx(1 / 0.75)
+    assert 0.2 < (per_token == 0).float().mean() < 0.3
+
+
+def test_pooling_reads_real_positions_only() -> None:
+    from cores.pooling import pool
+
+    outputs = torch.tensor([[[1.0], [5.0], [100.0]], [[2.0], [-100.0], [-100.0]]])  # (2, 3, 1)
+    real = torch.tensor([[True, True, False], [True, False, False]])
+    assert pool(outputs, real, "max").flatten().tolist() == [5.0, 2.0]
+    assert pool(outputs, real, "mean").flatten().tolist() == [3.0, 2.0]
+    assert pool(outputs, real, "first").flatten().tolist() == [1.0, 2.0]
