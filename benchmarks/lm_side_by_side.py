@@ -1,6 +1,6 @@
 """firstlight's Transformer language model beside a hand-written loop (and nanoGPT), on the same text.
 
-    python -m benchmarks.lm_side_by_side [--steps 2000] [--pair-steps 500] [--nanogpt DIR] [--skip PART ...]
+    python -m benchmarks.lm_side_by_side [--steps 2000] [--pair-steps 2000] [--nanogpt DIR] [--skip PART ...]
 
 The text is nanoGPT's Shakespeare size taken from firstlight's data: the first 1,115,394 characters of the
 complete works (sha256 a089c185...), split by `LanguageModelDataModule` with val_fraction 0.1 and
@@ -184,7 +184,7 @@ def nanogpt(clone: Path, data: LanguageModelDataModule, scratch: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=SETTINGS.max_steps, help="steps of the hand-written loop")
-    parser.add_argument("--pair-steps", type=int, default=500, help="paired steps measuring the step cost")
+    parser.add_argument("--pair-steps", type=int, default=SETTINGS.max_steps, help="paired steps measuring the step cost")
     parser.add_argument("--nanogpt", type=Path, help="a clone of karpathy/nanoGPT, to run it as well")
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts to leave out")
     args = parser.parse_args()

@@ -19,10 +19,11 @@ class LanguageModelDataModule(SequenceDataModule):
     and cut into windows of `context_length + 1` tokens -> batches (inputs (B, T), targets (B, T)), targets
     being the inputs shifted by one.
 
-    Validation and test windows are fixed consecutive chunks. Training windows start at a random offset
-    within their chunk, drawn anew every epoch (from `seed` and the epoch, so a resumed run draws the same):
-    across epochs every character is predicted from every amount of context, as with nanoGPT's random
-    windows, while an epoch still covers the text about once.
+    Validation and test windows are fixed consecutive chunks, validation's in a fixed random order, so that
+    `--trainer.limit_val_batches N` estimates the loss from a sample of the whole split. Training windows
+    start at a random offset within their chunk, drawn anew every epoch (from `seed` and the epoch, so a
+    resumed run draws the same): across epochs every character is predicted from every amount of context,
+    as with nanoGPT's random windows, while an epoch still covers the text about once.
 
     Args:
         source: "shakespeare" (5.06 M characters) or the path of a UTF-8 text file.
@@ -85,7 +86,11 @@ class LanguageModelDataModule(SequenceDataModule):
                     "use a longer text or a smaller --data.context_length"
                 )
             starts = np.arange(count) * (window - 1)
-            self.splits[name] = torch.from_numpy(ids[starts[:, None] + np.arange(window)])  # (count, window)
+            windows = torch.from_numpy(ids[starts[:, None] + np.arange(window)])  # (count, window)
+            if name == "val":  # a fixed random order: the first batches (--trainer.limit_val_batches) are a
+                # sample of the whole split, not the opening of one play
+                windows = windows[torch.randperm(count, generator=torch.Generator().manual_seed(hp["seed"]))]
+            self.splits[name] = windows
 
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         windows = self.splits[split][indices]

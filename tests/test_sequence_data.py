@@ -136,6 +136,19 @@ def test_language_model_split_is_contiguous_and_tokenizer_sees_training_text_onl
     assert inputs.shape[1] == 10 and torch.equal(inputs[:, 1:], targets[:, :-1])
 
 
+def test_validation_windows_come_in_a_fixed_random_order_so_a_prefix_samples_the_split(tmp_path: Path) -> None:
+    text = "".join(f"{i:05d}," for i in range(500))  # 3,000 characters, no window like another
+    datamodule = LanguageModelDataModule(source=write(tmp_path / "text.txt", text), context_length=8, val_fraction=0.4)
+    val_ids = datamodule.ready().ids["val"]
+    windows = datamodule.splits["val"]
+    starts = [next(s for s in range(0, len(val_ids) - 8, 8) if torch.equal(val_ids[s : s + 9], w)) for w in windows]
+    assert sorted(starts) == list(range(0, 8 * len(windows), 8))  # every chunk once, each whole
+    first_tenth = starts[: len(starts) // 10]
+    assert max(first_tenth) - min(first_tenth) > len(val_ids) / 2  # the first batches span the split
+    again = LanguageModelDataModule(source=write(tmp_path / "text.txt", text), context_length=8, val_fraction=0.4)
+    assert torch.equal(again.ready().splits["val"], windows)  # the same order every time
+
+
 def test_shakespeare_is_the_complete_works() -> None:
     datamodule = LanguageModelDataModule(context_length=256)
     datamodule.ready()
