@@ -184,7 +184,7 @@ def nanogpt(clone: Path, data: LanguageModelDataModule, scratch: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=SETTINGS.max_steps, help="steps of the hand-written loop")
-    parser.add_argument("--pair-steps", type=int, default=SETTINGS.max_steps, help="paired steps measuring the step cost")
+    parser.add_argument("--pair-steps", type=int, default=SETTINGS.max_steps, help="paired steps for the step cost")
     parser.add_argument("--nanogpt", type=Path, help="a clone of karpathy/nanoGPT, to run it as well")
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts to leave out")
     args = parser.parse_args()

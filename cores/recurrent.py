@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from cores.contracts import ClassifierCore, ForecasterCore, LanguageModelCore, Seq2SeqCore
 from cores.dropout import WordDropout
+from cores.ngrams import NgramLogits
 from cores.pooling import pool
 from cores.sampling import sample_next
 from validation import ConfigError, check_range
@@ -77,6 +78,8 @@ class RNNClassifier(ClassifierCore):
         dropout: dropout between layers and before the classifier.
         word_dropout: probability of hiding a whole token (its embedding zeroed) in training.
         pooling: "final" state (both directions' ends), or "max" / "mean" of the outputs over real tokens.
+        ngram_buckets: with > 0, a linear model over the text's unigrams and its bigrams hashed into this
+            many buckets adds to the logits (`cores.ngrams.NgramLogits`).
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class RNNClassifier(ClassifierCore):
         dropout: float = 0.2,
         word_dropout: float = 0.0,
         pooling: Literal["final", "max", "mean"] = "final",
+        ngram_buckets: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -103,12 +107,15 @@ class RNNClassifier(ClassifierCore):
         self.word_dropout = WordDropout(word_dropout)
         self.encoder = RecurrentEncoder(embed_dim, hidden_dim, num_layers, cell, bidirectional, dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.output_dim, num_classes))
+        check_range("ngram_buckets", ngram_buckets, 0)
+        self.ngrams = NgramLogits(vocab_size, num_classes, ngram_buckets, pad_id) if ngram_buckets else None
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         real = tokens != self.pad_id  # (B, T)
         lengths = real.sum(1).clamp(min=1)  # (B,)
         outputs, final, _ = self.encoder(self.word_dropout(self.embedding(tokens)), lengths)
-        return self.head(pool(outputs, real, self.pooling) if self.pooling != "final" else final)
+        logits = self.head(pool(outputs, real, self.pooling) if self.pooling != "final" else final)
+        return logits if self.ngrams is None else logits + self.ngrams(tokens)
 
 
 class RNNLanguageModel(LanguageModelCore):

@@ -13,6 +13,7 @@ from torch import nn
 
 from cores.contracts import ClassifierCore, LanguageModelCore, Seq2SeqCore
 from cores.dropout import WordDropout
+from cores.ngrams import NgramLogits
 from cores.pooling import PoolingKind, pool
 from cores.positional import PositionalEncoding, PositionalKind
 from cores.sampling import sample_next
@@ -201,6 +202,8 @@ class TransformerClassifier(ClassifierCore):
         pooling: "mean" or "max" over the real (non-padding) positions, or "first" (position 0, a <bos>/[CLS]
             token).
         word_dropout: probability of hiding a whole token (its embedding zeroed) in training.
+        ngram_buckets: with > 0, a linear model over the text's unigrams and its bigrams hashed into this
+            many buckets adds to the logits (`cores.ngrams.NgramLogits`).
     """
 
     def __init__(
@@ -217,21 +220,25 @@ class TransformerClassifier(ClassifierCore):
         positional: PositionalKind = "sinusoidal",
         pooling: PoolingKind = "mean",
         word_dropout: float = 0.0,
+        ngram_buckets: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_range("dropout", dropout, 0.0, 0.999)
+        check_range("ngram_buckets", ngram_buckets, 0)
         self.pad_id = pad_id
         check_range("word_dropout", word_dropout, 0.0, 0.999)
         self.pooling = pooling
         args = (vocab_size, dim, num_layers, num_heads, mlp_ratio, dropout, max_length, positional)
         self.encoder = TransformerStack(*args, word_dropout=word_dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
+        self.ngrams = NgramLogits(vocab_size, num_classes, ngram_buckets, pad_id) if ngram_buckets else None
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         real = tokens != self.pad_id  # (B, T)
         hidden = self.encoder(tokens, mask=real[:, None, None, :])  # (B, T, dim)
-        return self.head(pool(hidden, real, self.pooling))
+        logits = self.head(pool(hidden, real, self.pooling))
+        return logits if self.ngrams is None else logits + self.ngrams(tokens)
 
 
 class TransformerLanguageModel(LanguageModelCore):

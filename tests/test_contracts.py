@@ -180,6 +180,7 @@ LINES = [
     line(
         "cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, dropout=0.0, pooling="max", word_dropout=0.1
     ),
+    line("cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, dropout=0.0, ngram_buckets=64),
     line("cores.transformer.TransformerClassifier", TEXT, dim=32, num_layers=2, num_heads=4, dropout=0.0),
     line("cores.transformer.TransformerClassifier", TEXT, dim=32, num_heads=4, dropout=0.0, pooling="first"),
     line(
@@ -190,6 +191,7 @@ LINES = [
         dropout=0.0,
         pooling="max",
         word_dropout=0.1,
+        ngram_buckets=64,
     ),
     line("cores.recurrent.RNNLanguageModel", LM, embed_dim=16, hidden_dim=32, num_layers=2, dropout=0.0),
     line("cores.transformer.TransformerLanguageModel", LM, dim=32, num_layers=2, num_heads=4, max_length=16),

@@ -138,3 +138,17 @@ def test_pooling_reads_real_positions_only() -> None:
     assert pool(outputs, real, "max").flatten().tolist() == [5.0, 2.0]
     assert pool(outputs, real, "mean").flatten().tolist() == [3.0, 2.0]
     assert pool(outputs, real, "first").flatten().tolist() == [1.0, 2.0]
+
+
+def test_ngram_logits_average_the_texts_unigrams_and_bigrams_ignoring_padding() -> None:
+    from cores.ngrams import NgramLogits
+
+    ngrams = NgramLogits(vocab_size=10, num_classes=2, buckets=7, pad_id=0)
+    assert torch.equal(ngrams(torch.tensor([[5, 6, 0]])), torch.zeros(1, 2))  # starts at zero
+    torch.nn.init.normal_(ngrams.table.weight)
+    text = torch.tensor([[5, 6, 7]])
+    rows = [5, 6, 7, 10 + (5 * 1_000_003 + 6) % 7, 10 + (6 * 1_000_003 + 7) % 7]  # 3 words, 2 bigram buckets
+    torch.testing.assert_close(ngrams(text), ngrams.table.weight[rows].mean(0, keepdim=True))
+    padded = torch.tensor([[5, 6, 7, 0, 0], [5, 6, 0, 0, 0]])
+    torch.testing.assert_close(ngrams(padded)[:1], ngrams(text))
+    torch.testing.assert_close(ngrams(padded)[1:], ngrams(torch.tensor([[5, 6]])))
