@@ -89,19 +89,18 @@ def final_validation(trainer: L.Trainer) -> bool:
     A run that validates every few hundred steps of one long epoch (a language model) is in its final epoch
     all along; only its last validation counts as final. A stop by `max_time` cannot be foreseen.
     """
-    batches = trainer.num_training_batches
-    if not math.isfinite(batches):
+    batches, between = trainer.num_training_batches, trainer.val_check_batch
+    if not math.isfinite(batches) or between is None:
         return trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs > 0
-    if trainer.check_val_every_n_epoch is None or trainer.val_check_batch < batches:
-        gap = trainer.val_check_batch  # validation every so many batches
-    else:
-        gap = batches * trainer.check_val_every_n_epoch  # at the end of every n-th epoch
-    done_in_epoch = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    every_n_epochs = trainer.check_val_every_n_epoch
+    # Validation every so many batches, or at the end of every n-th epoch.
+    gap = between if every_n_epochs is None or between < batches else batches * every_n_epochs
+    done_in_epoch: int = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
     steps_left = []
     if trainer.max_steps > 0:
         steps_left.append(trainer.max_steps - trainer.global_step)
     if trainer.max_epochs is not None and trainer.max_epochs > 0:
-        steps_left.append((trainer.max_epochs - trainer.current_epoch) * batches - done_in_epoch)
+        steps_left.append((trainer.max_epochs - trainer.current_epoch) * int(batches) - done_in_epoch)
     return bool(steps_left) and min(steps_left) < gap
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 import lightning as L
-from lightning.pytorch.plugins.precision import MixedPrecision
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from cores.contracts import Core, build_core
