@@ -46,9 +46,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 
 from benchmarks.gpt_loop import GPTLoop, GPTSettings, validation_loss
+from benchmarks.overhead import Interleaved
 from datamodules.language_model import LanguageModelDataModule
 from datamodules.text_sources import shakespeare
 from experiments.hardware import machine_summary
@@ -77,29 +77,20 @@ def text_data(source: Path) -> LanguageModelDataModule:
     return data.ready()  # type: ignore[return-value]
 
 
-class HandSteps(L.Callback):
-    """After every firstlight training batch, one step of the hand-written loop; both steps' seconds are
-    written as JSON `{"firstlight": [...], "hand": [...]}` to `path` when training ends."""
+class HandSteps(Interleaved):
+    """After every firstlight training batch, one step of the hand-written language-model loop; both steps'
+    seconds are written as JSON `{"firstlight": [...], "hand": [...]}` to `path` when fitting ends."""
 
     def __init__(self, text: str, path: str) -> None:
-        self.loop = GPTLoop(text_data(Path(text)), SETTINGS)
-        self.path = path
-        self.times: dict[str, list[float]] = {"firstlight": [], "hand": []}
-        self.resumed = 0.0  # when the last hand-written step ended and firstlight's work resumed
+        self.text = text
+        super().__init__(steps=SETTINGS.max_steps, path=path)
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        ended = time.perf_counter()
-        with torch.enable_grad():
-            self.loop.step()
-        self.resumed, previous = time.perf_counter(), self.resumed
-        if previous:
-            self.times["firstlight"].append(ended - previous)
-            self.times["hand"].append(self.resumed - ended)
+    def hand_written_loop(self, steps: int) -> GPTLoop:
+        return GPTLoop(text_data(Path(self.text)), SETTINGS)
 
     def on_train_end(self, trainer: L.Trainer, *args: Any) -> None:
         """The validation after the last step (and what comes with it) belongs to that step."""
         self.times["firstlight"][-1] += time.perf_counter() - self.resumed
-        Path(self.path).write_text(json.dumps(self.times))
 
 
 class FinalValidation(L.Callback):

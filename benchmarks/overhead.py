@@ -117,10 +117,14 @@ class Interleaved(L.Callback):
     JSON `{"firstlight": [...], "hand": [...]}` to `path` when fitting ends."""
 
     def __init__(self, steps: int, path: str = "") -> None:
-        self.hand = HandWrittenLoop(steps)
+        self.hand = self.hand_written_loop(steps)
         self.path = path
         self.times: dict[str, list[float]] = {"firstlight": [], "hand": []}
         self.resumed = 0.0  # when the last hand-written step ended and firstlight's work resumed
+
+    def hand_written_loop(self, steps: int) -> Any:
+        """The loop paired with firstlight's: anything with a `step()`."""
+        return HandWrittenLoop(steps)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         ended = time.perf_counter()
