@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cores.transformer import TransformerLanguageModel
-from datamodules.language_model import LanguageModelDataModule
+from datamodules.language_model import LanguageModelDataModule, windows_at
 from modules.optim import build_optimizer, build_scheduler
 
 
@@ -101,8 +101,7 @@ class GPTLoop:
         """nanoGPT's get_batch: `batch_size` windows starting anywhere in the training text."""
         T = self.settings.context_length
         starts = torch.randint(len(self.train_ids) - T, (self.settings.batch_size,), generator=self.generator)
-        windows = self.train_ids[starts[:, None] + torch.arange(T + 1)]  # (B, T + 1)
-        return windows[:, :-1], windows[:, 1:]
+        return windows_at(self.train_ids, starts, T)
 
     def step(self) -> float:
         """One optimizer step, and an evaluation after every `eval_interval`-th; returns the training loss."""

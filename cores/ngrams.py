@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cores.pooling import pool
+
 
 class NgramLogits(nn.Module):
     """(B, T) token ids padded with `pad_id` -> (B, num_classes): the mean of one learned logit vector per
@@ -23,6 +25,5 @@ class NgramLogits(nn.Module):
         real = tokens != self.pad_id  # (B, T)
         bigrams = (tokens[:, :-1] * 1_000_003 + tokens[:, 1:]) % self.buckets + self.vocab_size  # (B, T - 1)
         ids = torch.cat([tokens, bigrams], dim=1)
-        present = torch.cat([real, real[:, :-1] & real[:, 1:]], dim=1).unsqueeze(-1)  # (B, 2T - 1, 1)
-        weights = present.to(self.table.weight.dtype)
-        return (self.table(ids) * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, num_classes)
+        present = torch.cat([real, real[:, :-1] & real[:, 1:]], dim=1)  # (B, 2T - 1)
+        return pool(self.table(ids), present, "mean")  # (B, num_classes)

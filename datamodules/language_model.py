@@ -110,12 +110,16 @@ class LanguageModelDataModule(SequenceDataModule):
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self.offsets = torch.randint(step, (len(self.splits["train"]),), generator=generator)
             self.offsets_epoch = epoch
-        starts = indices * step + self.offsets[indices]  # (B,)
-        windows = self.ids["train"][starts[:, None] + torch.arange(step + 1)]  # (B, T + 1)
-        return windows[:, :-1], windows[:, 1:]
+        return windows_at(self.ids["train"], indices * step + self.offsets[indices], step)
 
     @property
     def chars_per_token(self) -> float:
         """Characters per token in the training text: 1 for "char"; converts nats/token to bits/char."""
         self.ready()
         return self.characters / self.tokens
+
+
+def windows_at(ids: torch.Tensor, starts: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) token ids, (B,) start positions -> inputs (B, length) and targets (B, length), shifted by one."""
+    windows = ids[starts[:, None] + torch.arange(length + 1)]  # (B, length + 1)
+    return windows[:, :-1], windows[:, 1:]
