@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_only
 
 from modules.task import TaskModule
@@ -39,8 +40,10 @@ def log_dict(logger: Any, data: dict[str, Any]) -> None:
 class MediaSchedule:
     """When a media log is due: after every n-th validation epoch, except while the time spent logging
     these media (including the next one, estimated by the last) would exceed `max_overhead` of the
-    training time so far. The first and the final validation always log. With short epochs media are logged
-    every few epochs rather than slowing every epoch down; with long ones, every epoch.
+    training time so far. The first and the final validation always log; under `--trainer.max_time` the
+    final one is the one after which less time remains than the last interval between validations took.
+    With short epochs media are logged every few epochs rather than slowing every epoch down; with long
+    ones, every epoch.
     """
 
     def __init__(self, every_n_epochs: int, max_overhead: float) -> None:
@@ -48,20 +51,27 @@ class MediaSchedule:
         self.max_overhead = max_overhead
         self.started: float | None = None
         self.spent = self.last_cost = 0.0
+        self.last_validation = 0.0  # training seconds at the previous validation
 
     def start(self) -> None:
         self.started = time.perf_counter()
 
     def due(self, trainer: L.Trainer, agree: bool = False) -> bool:
         """Whether to log now; `agree` makes every process take rank 0's decision (for collective work)."""
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if trainer.sanity_checking:
             return False
-        decision = self.spent == 0 or final_validation(trainer) or self.within_budget()
+        interval, self.last_validation = self.elapsed() - self.last_validation, self.elapsed()
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return False
+        final = final_validation(trainer) or time_runs_out(trainer, interval)
+        decision = self.spent == 0 or final or self.within_budget()
         return bool(trainer.strategy.broadcast(decision, src=0)) if agree else decision
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - (self.started or time.perf_counter())
+
     def within_budget(self) -> bool:
-        elapsed = time.perf_counter() - (self.started or time.perf_counter())
-        return self.spent + self.last_cost <= self.max_overhead * elapsed
+        return self.spent + self.last_cost <= self.max_overhead * self.elapsed()
 
     @contextlib.contextmanager
     def timed(self) -> Iterator[None]:
@@ -80,7 +90,16 @@ class ScheduledMedia(L.Callback):
         self.schedule = MediaSchedule(every_n_epochs, max_overhead)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and wandb_logger(trainer) is not None:
+            warm_up_tables()
         self.schedule.start()
+
+
+def warm_up_tables() -> None:
+    """Import what a first `wandb.Table` imports (pandas, to test whether its data is a DataFrame: 0.15-0.3
+    s on a 2-core CPU) before training starts, so the first media log does not stall a training step."""
+    with contextlib.suppress(ImportError):
+        import pandas  # noqa: F401
 
 
 def final_validation(trainer: L.Trainer) -> bool:
@@ -102,6 +121,14 @@ def final_validation(trainer: L.Trainer) -> bool:
     if trainer.max_epochs is not None and trainer.max_epochs > 0:
         steps_left.append((trainer.max_epochs - trainer.current_epoch) * int(batches) - done_in_epoch)
     return bool(steps_left) and min(steps_left) < gap
+
+
+def time_runs_out(trainer: L.Trainer, interval: float) -> bool:
+    """Whether the run's `max_time` (Lightning's Timer) ends within `interval` seconds: before the next
+    validation, if it comes as long after this one as this one came after the last."""
+    timers = (c for c in getattr(trainer, "callbacks", []) if isinstance(c, Timer))
+    remaining = next((r for r in (t.time_remaining() for t in timers) if r is not None), None)
+    return remaining is not None and remaining < interval
 
 
 def first_examples(batch: Any, count: int) -> Any:

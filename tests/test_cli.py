@@ -379,3 +379,34 @@ def test_media_of_a_run_in_one_long_epoch_are_final_only_at_its_last_validation(
             schedule.spent += 1.0
             schedule.last_cost = 1.0
     assert logged == [250, 2000]
+
+
+def test_media_of_a_run_under_max_time_log_at_the_validation_before_the_time_runs_out() -> None:
+    """A run stopped by `max_time` cannot know its last step; its last validation is the one after which
+    less time remains than the last interval between validations took (95 s of budget, one per 10 s)."""
+    from lightning.pytorch.callbacks import Timer
+
+    from callbacks.wandb_media import MediaSchedule
+
+    class ClockTimer(Timer):  # a Timer whose remaining time follows the test's clock
+        remaining = 95.0
+
+        def time_remaining(self, stage: object = None) -> float:
+            return self.remaining
+
+    schedule = MediaSchedule(every_n_epochs=1, max_overhead=0.005)
+    schedule.start()
+    trainer = fake_trainer(max_epochs=-1, max_steps=60_000, batches=17_000, val_every=250)
+    timer = ClockTimer(duration="00:00:01:35")
+    trainer.callbacks = [timer]
+    logged = []
+    for step in range(250, 2251, 250):  # the Timer stops the run before the next one
+        trainer.global_step = step
+        trainer.fit_loop.epoch_loop.batch_progress.current.processed = step
+        schedule.started -= 10.0  # ten seconds of training per 250 steps
+        timer.remaining -= 10.0
+        if schedule.due(trainer):  # type: ignore[arg-type]
+            logged.append(step)
+            schedule.spent += 1.0
+            schedule.last_cost = 1.0
+    assert logged == [250, 2250]  # 5 s remain after 2,250 steps: no validation comes after it
