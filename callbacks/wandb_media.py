@@ -175,7 +175,7 @@ class PredictionSamples(ScheduledMedia):
             self.log_samples(trainer, logger, pl_module)
 
     def log_samples(self, trainer: L.Trainer, logger: Any, task: TaskModule) -> None:
-        with torch.no_grad():
+        with torch.inference_mode():  # rows become strings and images: nothing leaks
             table = task.sample_rows(self.batch, trainer.datamodule)  # type: ignore[attr-defined]
         if table is None:  # the task has no sample table
             return
