@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.rundir import new_run_id, write_atomic
+from experiments.spread import spread_lines
 from experiments.sweep_spec import SweepSpec, check_parameter, load_spec, plan_trials, trial_args
 from experiments.tracking import wandb_mode
 from validation import ConfigError
@@ -221,6 +222,8 @@ def report(spec: SweepSpec, state: dict[str, Any], planned: int, root: Path) -> 
         print(f"  run dir: {best['run_dir']}")
     elif spec.metric and finished:
         print(f"no finished trial has {spec.metric} in its summary.json; check the metric name in the spec")
+    for line in spread_lines(finished):
+        print(line)
     print(f"compare the trials: python -m experiments.compare {root / spec.name}")
     return 0 if finished or not trials else 1
 

@@ -85,7 +85,11 @@ def load_spec(path: Path) -> SweepSpec:
     if not path.is_file():
         raise ConfigError(f"sweep spec {path} not found; give the path of a YAML file in W&B's sweep format")
     check_yaml(path)
-    raw = yaml.safe_load(path.read_text())
+    return parse_spec(yaml.safe_load(path.read_text()), path)
+
+
+def parse_spec(raw: Any, path: Path) -> SweepSpec:
+    """A checked spec from its parsed YAML (`path` names it in messages)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep spec is a mapping with method, metric and parameters")
     unknown = sorted(set(raw) - TOP_LEVEL_KEYS)

@@ -235,3 +235,46 @@ def test_a_wandb_sweep_trial_uses_the_agent_run_id(monkeypatch: pytest.MonkeyPat
     assert wandb_sweep_run_id() is None  # a run id alone is not a sweep
     monkeypatch.setenv("WANDB_SWEEP_ID", "sweep9")
     assert wandb_sweep_run_id() == "abc123"
+
+
+def test_seeds_runs_a_preset_per_seed_and_prints_the_spread_of_its_test_metrics(tmp_path: Path, capsys) -> None:
+    """Two short digits runs that differ only in their seed: mean ± sample std of each test metric, from
+    the runs' own summaries; the same command again trains nothing."""
+    from experiments.seeds import main as seeds
+
+    root = tmp_path / "runs"
+    options = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--run.logger=none"]
+    assert seeds(["cnn_digits", "--seeds", "0", "1", "--root", str(root), "--", *options]) == 0
+    out = capsys.readouterr().out
+    assert "2 finished, 0 failed, 0 not run" in out
+    (sweep_dir,) = root.iterdir()
+    assert sweep_dir.name.startswith("cnn_digits_seeds_")  # not the defaults: a directory of its own
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    runs = [Path(state["trials"][str(i)]["run_dir"]) for i in range(2)]
+    configs = [yaml.safe_load((run / "config.yaml").read_text()) for run in runs]
+    assert [c["seed_everything"] for c in configs] == [0, 1] and configs[0]["trainer"]["max_epochs"] == 1
+    accuracy = [json.loads((run / "summary.json").read_text())["test/acc"] for run in runs]
+    assert accuracy[0] != accuracy[1]  # the seed changes the initialisation
+    mean, std = sum(accuracy) / 2, abs(accuracy[0] - accuracy[1]) / math.sqrt(2)
+    assert "over seeds 0, 1 (mean ± sample std; each seed):" in out
+    assert f"test/acc                 {mean:.4g} ± {std:.2g}  ({accuracy[0]:.4g}, {accuracy[1]:.4g})" in out
+
+    assert seeds(["cnn_digits", "--seeds", "0", "1", "--root", str(root), "--", *options]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 trials" in out and "test/acc" in out  # resumed: nothing trained, the spread again
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cnn_digits", "--seeds", "3"], "--seeds needs two or more different seeds"),
+        (["no_such_preset"], "rejects the trial"),
+    ],
+)
+def test_seeds_mistakes_exit_2_before_any_run(args: list[str], message: str, tmp_path: Path, capsys) -> None:
+    from experiments.seeds import main as seeds
+
+    assert seeds([*args, "--root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
