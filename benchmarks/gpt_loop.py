@@ -5,14 +5,16 @@ It trains the same core (`cores.transformer.TransformerLanguageModel`) on the sa
 `LanguageModelDataModule`) as `python -m experiments.run` does, with nanoGPT's recipe: batches of windows
 at random positions of the training text, AdamW with decay on weights only, linear warm-up then cosine,
 gradients clipped to norm 1, and every `eval_interval` steps the mean loss over the first `eval_batches`
-validation batches. `benchmarks.lm_side_by_side` runs it beside firstlight; it is the reference that
-firstlight's step time is held to.
+validation batches, after which, like nanoGPT, it saves a checkpoint (model, optimizer, schedule, step) when
+that loss is the best so far, if given a `checkpoint` path. `benchmarks.lm_side_by_side` runs it beside
+firstlight; it is the reference that firstlight's step time is held to.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -76,8 +78,11 @@ class GPTSettings:
 class GPTLoop:
     """One training run, a step at a time: `step()`, `evaluate()`, or `train(seconds)` for the whole loop."""
 
-    def __init__(self, data: LanguageModelDataModule, settings: GPTSettings, seed: int = 0) -> None:
+    def __init__(
+        self, data: LanguageModelDataModule, settings: GPTSettings, seed: int = 0, checkpoint: Path | None = None
+    ) -> None:
         s = self.settings = settings
+        self.checkpoint, self.best_loss = checkpoint, float("inf")
         data.ready()
         self.train_ids, self.val_windows = data.ids["train"], data.splits["val"]  # (N,), (windows, T + 1)
         torch.manual_seed(seed)
@@ -116,8 +121,17 @@ class GPTLoop:
         self.scheduler.step()
         self.steps += 1
         if self.steps % self.settings.eval_interval == 0:
-            self.evaluate(self.settings.eval_batches)
+            evaluated = self.evaluate(self.settings.eval_batches)
+            if self.checkpoint is not None and evaluated < self.best_loss:
+                self.best_loss = evaluated
+                self.save(self.checkpoint)
         return loss.item()
+
+    def save(self, path: Path) -> None:
+        """nanoGPT's checkpoint: one `torch.save` of the model, the optimizer and where training stands."""
+        state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state |= {"scheduler": self.scheduler.state_dict(), "step": self.steps, "best_loss": self.best_loss}
+        torch.save(state, path)
 
     def evaluate(self, batches: int | None = None) -> float:
         """Mean loss per token over the first `batches` validation batches of 2 * batch_size (None: all)."""

@@ -6,7 +6,8 @@ The text is nanoGPT's Shakespeare size taken from firstlight's data: the first 1
 complete works (sha256 a089c185...), split by `LanguageModelDataModule` with val_fraction 0.1 and
 test_fraction 0.001. The settings are nanoGPT's README configuration for a CPU (`GPTSettings`: 4 layers,
 4 heads, width 128, context 64, batch 12, 2,000 steps, lr 1e-3 with 100 warm-up steps and cosine decay,
-AdamW with weight decay 0.1, clipping at 1, an evaluation of 480 windows every 250 steps), in fp32. Parts:
+AdamW with weight decay 0.1, clipping at 1, an evaluation of 480 windows every 250 steps and, as nanoGPT's
+`train.py` does, a checkpoint after each evaluation that improves on the best), in fp32. Parts:
 
 1. `pairs`: the cost of a step. `python -m experiments.run` with those settings, as users run it (W&B
    offline, checkpoints, every callback), each of its steps followed by one step of the hand-written loop
@@ -86,7 +87,7 @@ class HandSteps(Interleaved):
         super().__init__(steps=SETTINGS.max_steps, path=path)
 
     def hand_written_loop(self, steps: int) -> GPTLoop:
-        return GPTLoop(text_data(Path(self.text)), SETTINGS)
+        return GPTLoop(text_data(Path(self.text)), SETTINGS, checkpoint=Path(self.text).with_name("pairs-ckpt.pt"))
 
     def on_train_end(self, trainer: L.Trainer, *args: Any) -> None:
         """The validation after the last step (and what comes with it) belongs to that step."""
@@ -191,7 +192,7 @@ def main() -> None:
         budget_args: list[str] = []
         print("same text; validation loss of the final model over the whole validation split:")
         if "hand" not in args.skip:
-            loop = GPTLoop(data, replace(SETTINGS, max_steps=args.steps))
+            loop = GPTLoop(data, replace(SETTINGS, max_steps=args.steps), checkpoint=scratch / "hand-ckpt.pt")
             budget = loop.train()
             tokens = loop.steps * SETTINGS.batch_size * SETTINGS.context_length
             report("hand-written loop", budget, loop.steps, tokens, loop.evaluate())

@@ -163,6 +163,8 @@ def test_baselines_fit_each_presets_own_splits_and_report_in_its_units(tmp_path:
 def test_hand_written_language_model_loop_learns_and_evaluates_the_first_validation_batches(tmp_path: Path) -> None:
     from dataclasses import replace
 
+    import torch
+
     from benchmarks.gpt_loop import GPTLoop, GPTSettings, validation_loss
     from datamodules.language_model import LanguageModelDataModule
 
@@ -170,13 +172,16 @@ def test_hand_written_language_model_loop_learns_and_evaluates_the_first_validat
     source.write_text("To be, or not to be, that is the question.\n" * 300, encoding="utf-8")
     data = LanguageModelDataModule(source=str(source), context_length=16, batch_size=8, val_fraction=0.2)
     settings = GPTSettings(dim=32, num_layers=1, num_heads=2, context_length=16, batch_size=8, max_steps=60)
-    loop = GPTLoop(data, replace(settings, eval_interval=20, eval_batches=2))
+    loop = GPTLoop(data, replace(settings, eval_interval=20, eval_batches=2), checkpoint=tmp_path / "ckpt.pt")
     before = loop.evaluate()
     seconds = loop.train()
     assert loop.steps == 60 and seconds > 0
     assert loop.evaluate() < before - 1.0  # a repeated line is quickly learnt
     first_two = data.splits["val"][: 2 * 16]  # 2 batches of 2 * batch_size windows
     assert loop.evaluate(2) == pytest.approx(validation_loss(loop.net, first_two, 16))
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=True)  # nanoGPT's: after the best evaluation
+    assert saved["best_loss"] == loop.best_loss == pytest.approx(loop.evaluate(2)) and saved["step"] == 60
+    assert torch.equal(saved["model"]["head.weight"], loop.net.state_dict()["head.weight"])
 
 
 @pytest.mark.slow
