@@ -60,7 +60,8 @@ class MediaSchedule:
         """Whether to log now; `agree` makes every process take rank 0's decision (for collective work)."""
         if trainer.sanity_checking:
             return False
-        interval, self.last_validation = self.elapsed() - self.last_validation, self.elapsed()
+        now = self.elapsed()
+        interval, self.last_validation = now - self.last_validation, now
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return False
         final = final_validation(trainer) or time_runs_out(trainer, interval)
