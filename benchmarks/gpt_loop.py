@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +130,7 @@ class GPTLoop:
 
     def save(self, path: Path) -> None:
         """nanoGPT's checkpoint: one `torch.save` of the model, the optimizer and where training stands."""
-        state = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state: dict[str, Any] = {"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
         state |= {"scheduler": self.scheduler.state_dict(), "step": self.steps, "best_loss": self.best_loss}
         torch.save(state, path)
 

@@ -21,6 +21,8 @@ import time
 import warnings
 from pathlib import Path
 
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
 from callbacks.checkpointing import CheckpointWriteError
 from callbacks.finite_loss import NonFiniteLoss
 from callbacks.history import trim_history
@@ -95,6 +97,8 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cli.resume_from, weights_only=True)
+    except SystemExit as stop:  # a signal before training started (the sanity check) or after it ended
+        return stopped_by_signal(cli, stop, "outside the training loop")
     except Preempted as stop:
         code = 128 + int(getattr(signal, stop.signal_name, signal.SIGTERM))
         if trainer.is_global_zero:
@@ -131,9 +135,12 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
     best_path = getattr(checkpoint, "best_model_path", "")
     test_metrics: dict[str, float] = {}
     if cli.config.run.test:
-        results = trainer.test(
-            model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True
-        )
+        try:
+            results = trainer.test(
+                model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True
+            )
+        except SystemExit as stop:
+            return stopped_by_signal(cli, stop, "while testing")
         test_metrics = {name: float(value) for name, value in (results[0] if results else {}).items()}
     if trainer.is_global_zero:
         best_score = getattr(checkpoint, "best_model_score", None)
@@ -150,6 +157,24 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
         finish_tracking(trainer, summary)
         print_results(test_metrics, best_path, cli.run_dir)
     return 0
+
+
+def stopped_by_signal(cli: FirstlightCLI, stop: SystemExit, when: str) -> int:
+    """Lightning's own ends for a signal where firstlight's handler is not active (it is from the first
+    training step to the last): SIGTERM raises its `SIGTERMException`, a SystemExit with no code (exit 0,
+    a success to a scheduler), and Ctrl-C becomes `sys.exit(1)`. Both become firstlight's exit codes and
+    its one-line report; the run is left unfinished and resumable. Any other SystemExit goes on."""
+    if isinstance(stop, SIGTERMException):
+        what, code = "preempted: SIGTERM", 128 + signal.SIGTERM
+    elif isinstance(stop.__context__, KeyboardInterrupt):
+        what, code = "interrupted: SIGINT", 128 + signal.SIGINT
+    else:
+        raise stop
+    if cli.trainer.is_global_zero:
+        resume = f"python -m experiments.run --run.resume {cli.run_dir}"
+        print(f"{what} {when}; no summary written; resume it with: {resume}", file=sys.stderr, flush=True)
+        finish_tracking(cli.trainer, exit_code=code)
+    return code
 
 
 def print_results(test_metrics: dict[str, float], checkpoint: str, run_dir: Path) -> None:

@@ -25,6 +25,30 @@ class SignalAt(L.Callback):
             os.kill(os.getpid(), getattr(signal, self.signal_name))
 
 
+class SignalOutsideTraining(L.Callback):
+    """Sends `signal_name` to this process as the sanity check starts (`when="sanity"`) or as the first test
+    batch starts (`when="test"`): where Lightning's signal handling, not firstlight's, is active. Once per
+    working directory (a marker file), so the resumed run, which keeps its callbacks, is not signalled."""
+
+    def __init__(self, when: str = "test", signal_name: str = "SIGTERM") -> None:
+        self.when = when
+        self.signal_name = signal_name
+
+    def send(self) -> None:
+        marker = Path("signalled-outside-training")
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), getattr(signal, self.signal_name))
+
+    def on_sanity_check_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.when == "sanity":
+            self.send()
+
+    def on_test_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.when == "test" and trainer.test_loop.batch_progress.current.ready == 1:
+            self.send()
+
+
 class StopWandbService(L.Callback):
     """Sends SIGTERM to this process's W&B service (wandb-core) when training step `step` starts, as a
     cluster's SIGTERM to every process of a job does."""

@@ -109,6 +109,35 @@ def test_ctrl_c_saves_and_stops_cleanly_then_resumes(tmp_path: Path) -> None:
     assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
 
 
+@pytest.mark.parametrize(
+    ("when", "signal_name", "code"),
+    [
+        ("test", "SIGTERM", 143),
+        pytest.param("sanity", "SIGTERM", 143, marks=pytest.mark.slow),
+        pytest.param("test", "SIGINT", 130, marks=pytest.mark.slow),
+        pytest.param("sanity", "SIGINT", 130, marks=pytest.mark.slow),
+    ],
+)
+def test_a_signal_outside_the_training_loop_is_no_success(
+    when: str, signal_name: str, code: int, tmp_path: Path
+) -> None:
+    """SIGTERM or Ctrl-C during the sanity check or the test of the best checkpoint, where Lightning's own
+    handling is active: the run ends with 143 or 130 (not 0 or 1), one line, no summary, and resumes."""
+    stop = ["--trainer.callbacks+=tests.signals.SignalOutsideTraining", f"--trainer.callbacks.when={when}"]
+    args = [*DIGITS, "--trainer.max_epochs=1", *stop, f"--trainer.callbacks.signal_name={signal_name}"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == code, result.stderr[-3000:]
+    run_dir = only_run(tmp_path / "runs")
+    what = "preempted: SIGTERM" if signal_name == "SIGTERM" else "interrupted: SIGINT"
+    where = "while testing" if when == "test" else "outside the training loop"
+    assert f"{what} {where}; no summary written; resume it with: " in result.stderr
+    assert "Traceback" not in result.stderr and not (run_dir / "summary.json").exists()
+    if when == "test":  # trained: resuming tests the best checkpoint and finishes the run
+        resumed = run_cli("--run.resume", str(run_dir), cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
+
+
 @pytest.mark.slow
 def test_runs_started_together_get_their_own_directories(tmp_path: Path) -> None:
     env = fresh_env()
