@@ -12,6 +12,8 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from validation import ConfigError
+
 
 class HistoryLogger(Logger):
     """Appends one JSON object per logging call: {"step": 99, "val/acc": 0.91, ...}."""
@@ -49,7 +51,24 @@ def trim_history(run_dir: Path, last_step: int) -> None:
 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of history.jsonl. A last line that is not JSON is an append cut short (a kill, a crash or
+    a full disk in the middle of a write): that one record is lost and left out. Damage anywhere else is
+    reported, naming the line."""
     path = run_dir / "history.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = path.read_text(errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):
+                break
+            raise ConfigError(f"{path} line {number} is damaged (not JSON); delete that line to go on") from None
+        if not isinstance(record, dict):
+            raise ConfigError(f"{path} line {number} is damaged (not a record); delete that line to go on")
+        records.append(record)
+    return records

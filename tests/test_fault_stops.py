@@ -138,6 +138,34 @@ def test_a_signal_outside_the_training_loop_is_no_success(
         assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
 
 
+def test_a_history_line_cut_short_by_a_crash_does_not_stop_resume_or_compare(tmp_path: Path) -> None:
+    """A run preempted, then its history.jsonl's last append cut short (as a kill or a full disk during the
+    write leaves it): resuming drops that partial record and finishes; compare reads the run. A damaged line
+    elsewhere is named in one line."""
+    from callbacks.history import read_history
+    from experiments.compare import main as compare
+    from validation import ConfigError
+
+    stop = ["--trainer.callbacks+=tests.signals.SignalAt", "--trainer.callbacks.step=25"]
+    result = run_cli(*DIGITS, "--trainer.max_epochs=2", *stop, "--trainer.log_every_n_steps=5", cwd=tmp_path)
+    assert result.returncode == 143, result.stderr[-3000:]
+    run_dir = only_run(tmp_path / "runs")
+    history = run_dir / "history.jsonl"
+    complete = read_history(run_dir)
+    with history.open("a") as file:
+        file.write('{"step": 26, "train/lo')  # no newline: the write stopped here
+    assert read_history(run_dir) == complete
+    resumed = run_cli("--run.resume", str(run_dir), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    lines = history.read_text().splitlines()
+    assert all(json.loads(line)["step"] >= 0 for line in lines)  # every line whole again
+    assert compare([str(run_dir), "--output", str(tmp_path / "c.png")]) == 0
+
+    history.write_text('{"step": 1}\n{"step": 2, "x\n{"step": 3}\n')
+    with pytest.raises(ConfigError, match=r"history.jsonl line 2 is damaged \(not JSON\); delete that line"):
+        read_history(run_dir)
+
+
 @pytest.mark.slow
 def test_runs_started_together_get_their_own_directories(tmp_path: Path) -> None:
     env = fresh_env()
