@@ -21,12 +21,13 @@ import time
 import warnings
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.checkpointing import CheckpointWriteError
 from callbacks.finite_loss import NonFiniteLoss
 from callbacks.history import trim_history
-from callbacks.last_checkpoint import Preempted
+from callbacks.last_checkpoint import LastCheckpoint, Preempted
 from callbacks.monitor_check import unknown_monitor
 from experiments.cli import FirstlightCLI, nested_config
 from experiments.failures import NON_FINITE_HINT, discard_unused_run, stopped_by_fault, user_error
@@ -98,7 +99,7 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cli.resume_from, weights_only=True)
     except SystemExit as stop:  # a signal before training started (the sanity check) or after it ended
-        return stopped_by_signal(cli, stop, "outside the training loop")
+        return stopped_by_signal(cli, stop, where_fit_stopped(trainer))
     except Preempted as stop:
         code = 128 + int(getattr(signal, stop.signal_name, signal.SIGTERM))
         if trainer.is_global_zero:
@@ -175,6 +176,15 @@ def stopped_by_signal(cli: FirstlightCLI, stop: SystemExit, when: str) -> int:
         print(f"{what} {when}; no summary written; resume it with: {resume}", file=sys.stderr, flush=True)
         finish_tracking(cli.trainer, exit_code=code)
     return code
+
+
+def where_fit_stopped(trainer: L.Trainer) -> str:
+    """Where a signal that Lightning handled stopped `fit`: a second Ctrl-C in training (the first is
+    firstlight's: save, then stop), or outside the training loop (before its first step, after its last)."""
+    handlers = (c for c in trainer.callbacks if isinstance(c, LastCheckpoint))  # type: ignore[attr-defined]
+    if any(handler.received is not None for handler in handlers):
+        return "again in training, before saving"
+    return "outside the training loop"
 
 
 def print_results(test_metrics: dict[str, float], checkpoint: str, run_dir: Path) -> None:

@@ -11,18 +11,21 @@ import lightning as L
 
 
 class SignalAt(L.Callback):
-    """Sends `signal_name` to this process when training step `step` starts (rank 0 only, once per run)."""
+    """Sends `signal_name` to this process `times` times when training step `step` starts (rank 0 only,
+    once per run)."""
 
-    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
+    def __init__(self, step: int, signal_name: str = "SIGTERM", times: int = 1) -> None:
         self.step = step
         self.signal_name = signal_name
+        self.times = times
 
     def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
         self.armed = trainer.global_step < self.step  # a run resumed at or after the step is not signalled again
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if self.armed and trainer.global_step == self.step and trainer.is_global_zero:
-            os.kill(os.getpid(), getattr(signal, self.signal_name))
+            for _ in range(self.times):
+                os.kill(os.getpid(), getattr(signal, self.signal_name))
 
 
 class SignalOutsideTraining(L.Callback):

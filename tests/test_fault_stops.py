@@ -138,6 +138,19 @@ def test_a_signal_outside_the_training_loop_is_no_success(
         assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
 
 
+def test_a_second_ctrl_c_stops_at_once_with_130_and_resumes_from_the_last_save(tmp_path: Path) -> None:
+    """Two Ctrl-C at step 25: the second stops before anything is saved (Lightning turns it into exit 1);
+    the run ends with 130 and one line, and resumes from the end of epoch 1."""
+    stop = ["--trainer.callbacks+=tests.signals.SignalAt", "--trainer.callbacks.step=25"]
+    stop += ["--trainer.callbacks.signal_name=SIGINT", "--trainer.callbacks.times=2"]
+    result = run_cli(*DIGITS, *stop, cwd=tmp_path)
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "interrupted: SIGINT again in training, before saving; no summary written; resume it" in result.stderr
+    assert "Traceback" not in result.stderr
+    run_dir = only_run(tmp_path / "runs")
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
+
+
 def test_a_history_line_cut_short_by_a_crash_does_not_stop_resume_or_compare(tmp_path: Path) -> None:
     """A run preempted, then its history.jsonl's last append cut short (as a kill or a full disk during the
     write leaves it): resuming drops that partial record and finishes; compare reads the run. A damaged line
