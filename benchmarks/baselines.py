@@ -92,19 +92,22 @@ def nbsvm(texts: dict[str, list[str]], labels: dict[str, np.ndarray]) -> Row:
 
     binary = CountVectorizer(ngram_range=(1, 2), binary=True).fit(texts["train"])
     x = {split: binary.transform(texts[split]).tocsr() for split in texts}
-    y = labels["train"]
-    scores: dict[float, dict[str, np.ndarray]] = {}
+    y, classes = labels["train"], np.unique(labels["train"])
+    scaled = []  # one-vs-rest: per class, every split's features scaled by that class's ratios
+    for k in classes:  # (with two classes, two mirror-image models: argmax still decides)
+        inside, outside = 1 + x["train"][y == k].sum(0), 1 + x["train"][y != k].sum(0)
+        ratio = np.asarray(np.log(inside / inside.sum()) - np.log(outside / outside.sum())).ravel()
+        scaled.append({split: x[split].multiply(ratio).tocsr() for split in x})
+    accuracy = {}
     for c in (0.3, 1.0, 3.0):
-        per_class = []  # one-vs-rest: each class's logistic regression on its own ratio-scaled features
-        for k in np.unique(y):  # (with two classes, two mirror-image models: argmax still decides)
-            inside, outside = 1 + x["train"][y == k].sum(0), 1 + x["train"][y != k].sum(0)
-            ratio = np.asarray(np.log(inside / inside.sum()) - np.log(outside / outside.sum())).ravel()
-            scaled = {split: x[split].multiply(ratio).tocsr() for split in x}
-            model = LogisticRegression(C=c, max_iter=2000).fit(scaled["train"], y == k)
-            per_class.append({split: model.decision_function(scaled[split]) for split in ("val", "test")})
-        scores[c] = {split: np.stack([s[split] for s in per_class], 1) for split in ("val", "test")}
-    classes = np.unique(y)
-    accuracy = {c: {s: float((classes[v.argmax(1)] == labels[s]).mean()) for s, v in scores[c].items()} for c in scores}
+        models = [
+            LogisticRegression(C=c, max_iter=2000).fit(f["train"], y == k) for f, k in zip(scaled, classes, strict=True)
+        ]
+        scores = {
+            split: np.stack([m.decision_function(f[split]) for m, f in zip(models, scaled, strict=True)], 1)
+            for split in ("val", "test")
+        }
+        accuracy[c] = {split: float((classes[v.argmax(1)] == labels[split]).mean()) for split, v in scores.items()}
     c = best_on_val(list(accuracy), lambda c: accuracy[c]["val"])
     return f"NBSVM, word 1-2-grams (C={c})", "test/acc", accuracy[c]["test"], len(labels["test"])
 

@@ -18,6 +18,12 @@ from lightning.pytorch.callbacks import Timer
 from torch.optim.lr_scheduler import LRScheduler
 
 
+def budget_timer(trainer: L.Trainer) -> Timer | None:
+    """The run's time budget: Lightning's Timer, if it has a duration (`--trainer.max_time`)."""
+    timers = (c for c in trainer.callbacks if isinstance(c, Timer))  # type: ignore[attr-defined]
+    return next((t for t in timers if t.time_remaining() is not None), None)
+
+
 class ScheduleFollowsTimeBudget(L.Callback):
     """Advances step-interval LR schedulers to the share of `--trainer.max_time` spent, when that is ahead
     of the steps taken. A no-op without a time budget."""
@@ -27,9 +33,8 @@ class ScheduleFollowsTimeBudget(L.Callback):
         self.planned = 0
 
     def on_train_start(self, trainer: L.Trainer, *args: Any) -> None:
-        """Find the budget once per run, not at every step: Lightning's Timer, if it has a duration."""
-        timers = (c for c in trainer.callbacks if isinstance(c, Timer))  # type: ignore[attr-defined]
-        self.timer = next((t for t in timers if t.time_remaining() is not None), None)
+        """Find the budget once per run, not at every step."""
+        self.timer = budget_timer(trainer)
         # The schedules span `estimated_stepping_batches` steps (fixed for the run).
         self.planned = int(trainer.estimated_stepping_batches) if self.timer is not None else 0
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.utilities import rank_zero_only
 
+from callbacks.time_budget import budget_timer
 from modules.task import TaskModule
 
 
@@ -127,9 +127,8 @@ def final_validation(trainer: L.Trainer) -> bool:
 def time_runs_out(trainer: L.Trainer, interval: float) -> bool:
     """Whether the run's `max_time` (Lightning's Timer) ends within `interval` seconds: before the next
     validation, if it comes as long after this one as this one came after the last."""
-    timers = (c for c in getattr(trainer, "callbacks", []) if isinstance(c, Timer))
-    remaining = next((r for r in (t.time_remaining() for t in timers) if r is not None), None)
-    return remaining is not None and remaining < interval
+    timer = budget_timer(trainer)
+    return timer is not None and (timer.time_remaining() or 0.0) < interval
 
 
 def first_examples(batch: Any, count: int) -> Any:

@@ -8,6 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from experiments.sweep_spec import describe
+
 SEED = "seed_everything"
 
 
@@ -22,12 +24,12 @@ def spread_lines(trials: list[dict[str, Any]]) -> list[str]:
         seed = params.pop(SEED)
         summary = Path(trial["run_dir"]) / "summary.json"
         if summary.is_file():
-            groups[" ".join(f"{k}={v}" for k, v in params.items())].append((seed, json.loads(summary.read_text())))
+            groups[describe(params)].append((seed, json.loads(summary.read_text())))
     lines = []
     for others, runs in groups.items():
         if len(runs) < 2:
             continue
-        runs.sort(key=lambda run: str(run[0]))
+        runs.sort(key=lambda run: run[0])  # seeds are integers: 2 before 10
         seeds = ", ".join(str(seed) for seed, _ in runs)
         lines.append(f"over seeds {seeds}{' with ' + others if others else ''} (mean ± sample std; each seed):")
         names = sorted({k for _, s in runs for k, v in s.items() if k.startswith("test/") and is_number(v)})

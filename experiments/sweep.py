@@ -29,7 +29,7 @@ from typing import Any
 
 from experiments.rundir import new_run_id, write_atomic
 from experiments.spread import spread_lines
-from experiments.sweep_spec import SweepSpec, check_parameter, load_spec, plan_trials, trial_args
+from experiments.sweep_spec import SweepSpec, check_parameter, describe, load_spec, plan_trials, trial_args
 from experiments.tracking import wandb_mode
 from validation import ConfigError
 
@@ -136,10 +136,6 @@ def check_trial_args(spec: SweepSpec, trials: list[dict[str, Any]]) -> None:
 def last_line(log: Path) -> str:
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
-
-
-def describe(params: dict[str, Any]) -> str:
-    return " ".join(f"{key}={value}" for key, value in params.items())
 
 
 def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str) -> dict[str, Any]:

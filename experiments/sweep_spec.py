@@ -247,6 +247,11 @@ def trial_args(spec: SweepSpec, params: dict[str, Any]) -> list[str]:
     return [*spec.base_args, *(f"--{key}={format_value(value)}" for key, value in params.items())]
 
 
+def describe(params: dict[str, Any]) -> str:
+    """A trial's parameters in one line: `model.lr=0.01 model.net.dropout=0.3`."""
+    return " ".join(f"{key}={value}" for key, value in params.items())
+
+
 def format_value(value: Any) -> str:
     if value is None:
         return "null"  # str(None) would reach the parser as the string "None"

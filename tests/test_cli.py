@@ -358,6 +358,7 @@ def fake_trainer(max_epochs: int, max_steps: int, batches: int, val_every: int |
         val_check_batch=val_every or batches,
         fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
         strategy=None,
+        callbacks=[],
     )
 
 
