@@ -74,6 +74,9 @@ class ClassificationTask(TaskModule):
         self.confusion(stage).reset()
         return metrics
 
+    def train_metric_state(self) -> dict[str, torch.Tensor]:
+        return {"train_confusion": self.train_confusion.counts}
+
     def confusion(self, stage: str) -> ConfusionCounts:
         return getattr(self, f"{stage}_confusion")
 

@@ -94,6 +94,7 @@ class TaskModule(L.LightningModule):
         # across processes once, at the end of the epoch: the exact mean over all examples whatever the shards
         # and batch sizes (a mean of per-rank means is not), and no host sync or `self.log` per step.
         self.epoch_means = torch.nn.ModuleDict()
+        self.resumed_train_metrics: dict[str, torch.Tensor] | None = None  # from a checkpoint, until training starts
 
     def setup(self, stage: str) -> None:
         if self.compile_net:
@@ -141,6 +142,28 @@ class TaskModule(L.LightningModule):
         if self._trainer is None or self.trainer.world_size == 1:
             return tensor
         return self.trainer.strategy.reduce(tensor.clone(), reduce_op="sum")
+
+    def train_metric_state(self) -> dict[str, torch.Tensor]:
+        """The tensors in which the running training epoch's metrics accumulate (tasks add theirs): saved in
+        every checkpoint, so that a run resumed in the middle of an epoch reports that epoch's metrics over all
+        its batches, as if it had never stopped."""
+        return {}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Summed over processes (all of them save, rank 0 writes); restored on rank 0 alone, so sums stay exact.
+        state = self.train_metric_state()
+        checkpoint["train_metric_state"] = {name: self.summed(tensor).cpu() for name, tensor in state.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.resumed_train_metrics = checkpoint.get("train_metric_state")
+
+    def on_train_start(self) -> None:
+        saved, self.resumed_train_metrics = self.resumed_train_metrics, None
+        # Only a checkpoint from inside an epoch resumes that epoch; one from its end starts the next.
+        if saved and self.trainer.fit_loop.restarted_mid_epoch and self.trainer.is_global_zero:
+            for name, tensor in self.train_metric_state().items():
+                if name in saved:
+                    tensor.copy_(saved[name])
 
     def log_epoch(self, stage: str) -> None:
         metrics = self.epoch_metrics(stage)

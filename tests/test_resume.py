@@ -141,9 +141,10 @@ def wandb_train_steps(run_dir: Path) -> list[list[int]]:
     return segments
 
 
-def history_steps(run_dir: Path, metric: str) -> list[int]:
-    lines = (run_dir / "history.jsonl").read_text().splitlines()
-    return [record["step"] for record in map(json.loads, lines) if metric in record]
+def history(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
+    """The steps and values of every record of `metric` in history.jsonl."""
+    records = [record for record in map(json.loads, (run_dir / "history.jsonl").read_text().splitlines())]
+    return [r["step"] for r in records if metric in r], [r[metric] for r in records if metric in r]
 
 
 def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -160,18 +161,21 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("signal_name", "code", "how"), [("SIGTERM", 143, "by_dir"), ("SIGUSR1", 138, "auto")])
+@pytest.mark.parametrize(
+    ("signal_name", "code", "how", "at_step"), [("SIGTERM", 143, "by_dir", 47), ("SIGUSR1", 138, "auto", 27)]
+)
 def test_killed_mid_epoch_and_resumed_ends_as_if_never_stopped(
-    signal_name: str, code: int, how: str, uninterrupted: Path, tmp_path: Path
+    signal_name: str, code: int, how: str, at_step: int, uninterrupted: Path, tmp_path: Path
 ) -> None:
-    """Digits, 3 epochs of 20 steps, dropout on: a real signal arrives as step 27 starts (mid-epoch 2)."""
-    stop = ["--trainer.callbacks+=tests.signals.SignalAt", "--trainer.callbacks.step=27"]
+    """Digits, 3 epochs of 20 steps, dropout on: a real signal arrives as step `at_step` starts, in the middle
+    of the last epoch (47) or of the second (27)."""
+    stop = ["--trainer.callbacks+=tests.signals.SignalAt", f"--trainer.callbacks.step={at_step}"]
     stopped = run_cli(*DIGITS, *stop, f"--trainer.callbacks.signal_name={signal_name}", cwd=tmp_path)
     assert stopped.returncode == code, stopped.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
-    # The signal arrives as step 27 starts; the run stops before the next batch it would start.
+    # The signal arrives as the step starts; the run stops before the next batch it would start.
     step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert step in (27, 28) and f"preempted: {signal_name} at step {step}" in stopped.stderr
+    assert step in (at_step, at_step + 1) and f"preempted: {signal_name} at step {step}" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     assert not (run_dir / "summary.json").exists()  # unfinished: resumable
 
@@ -185,11 +189,14 @@ def test_killed_mid_epoch_and_resumed_ends_as_if_never_stopped(
     expected_weights, expected_summary = final_state(uninterrupted)
     for name, tensor in expected_weights.items():
         torch.testing.assert_close(weights[name], tensor, rtol=0, atol=1e-6)
-    for name, value in expected_summary.items():
-        if name.startswith(("test/", "val/", "train/")):
-            assert summary[name] == pytest.approx(value, abs=1e-6), name
-    for metric in ("train/loss", "val/acc"):
-        assert history_steps(run_dir, metric) == history_steps(uninterrupted, metric)
+    # Every metric, the interrupted epoch's training accuracy and F1 included (their counts are checkpointed).
+    metrics = {name for name, value in expected_summary.items() if isinstance(value, float)} - {"wall_time_s"}
+    assert {"train/acc", "train/f1", "test/acc", "val/loss"} <= metrics <= set(summary)
+    for name in metrics:
+        assert summary[name] == pytest.approx(expected_summary[name], abs=1e-6), name
+    for metric in ("train/loss", "train/acc", "val/acc"):  # the same steps, none twice, and the same values
+        (steps, values), (expected_steps, expected_values) = history(run_dir, metric), history(uninterrupted, metric)
+        assert steps == expected_steps and values == pytest.approx(expected_values, abs=1e-6), metric
 
     before, after = wandb_train_steps(run_dir)  # one W&B run id, two offline segments
     (reference,) = wandb_train_steps(uninterrupted)
