@@ -2,7 +2,8 @@
 
 Layouts:  root/<class>/<image>            (train/val/test are split from it by the datamodule)
           root/train/<class>/<image>, optional root/val/... and root/test/...
-Unreadable images are skipped with a warning that names each file.
+Unreadable images are skipped with a warning that names each file. Images are read as 8-bit: 16-bit grey
+ones are scaled down (not clipped), and floating-point ones refused, as their range is unknown.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from PIL import Image, UnidentifiedImageError
 from datamodules.image_sources import IMAGE_EXTENSIONS, ImageSource, Split
 from validation import ConfigError
 
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+# What PIL raises for a file it cannot decode; a decompression bomb (more pixels than PIL's
+# MAX_IMAGE_PIXELS, a huge image from a tiny file) counts as one, its warning made an error in `read_image`.
+UNREADABLE = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 
 
 def split_dirs(root: Path) -> dict[str, Path]:
@@ -54,7 +63,42 @@ def sub_folders(folder: Path) -> list[str]:
 
 
 def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """The image files under a class folder, sorted. A link to a file is followed wherever it points (the
+    folder is the user's own); a link to a folder is not entered (one to a parent would loop, or bring in
+    another class's images) and is named in a warning; a link to nothing is kept, to be reported unreadable."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir() and path.is_symlink():
+            warnings.warn(f"not following {path}, a link to a folder; link its images one by one", stacklevel=2)
+        elif path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_dir():
+            files.append(path)
+    return files
+
+
+def read_image(path: Path) -> Image.Image:
+    """The decoded image, 8-bit (see `eight_bit`); raises one of UNREADABLE if PIL cannot decode it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            image.load()
+            return eight_bit(image.copy(), path)
+
+
+def eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """The image in a mode of 8 bits per channel: 16-bit grey ("I;16", "I;16B", ..., and "I", as which some
+    Pillows open 16-bit PNGs) scaled from 0-65535 to 0-255 by v / 257, rounded, so a 16-bit copy of an 8-bit
+    image comes back exact (`convert("L")` would clip every value above 255 to 255)."""
+    if image.mode == "F":
+        raise ConfigError(f"{path} has floating-point pixels, of unknown range; save it as an 8- or 16-bit image")
+    if not image.mode.startswith("I"):
+        return image
+    pixels = np.asarray(image).astype(np.int64)  # (H, W)
+    if pixels.min() < 0 or pixels.max() > 65535:
+        raise ConfigError(
+            f"{path} has pixel values outside 0-65535 ({pixels.min()} to {pixels.max()}); "
+            "save it as an 8- or 16-bit image"
+        )
+    return Image.fromarray(((pixels + 128) // 257).astype(np.uint8))
 
 
 def open_images(folder: Path, classes: list[str]) -> tuple[list[Image.Image], list[int]]:
@@ -62,10 +106,8 @@ def open_images(folder: Path, classes: list[str]) -> tuple[list[Image.Image], li
     for label, name in enumerate(classes):
         for path in image_files(folder / name):
             try:
-                with Image.open(path) as image:
-                    image.load()
-                    images.append(image.copy())
-            except (UnidentifiedImageError, OSError, SyntaxError) as error:
+                images.append(read_image(path))
+            except UNREADABLE as error:
                 warnings.warn(f"skipping unreadable image {path}: {error}", stacklevel=2)
                 continue
             labels.append(label)
@@ -78,11 +120,11 @@ def image_shape(root: Path, image_size: int | None) -> tuple[int, int, int]:
     for name in class_names(root):
         for path in image_files(train / name):
             try:
-                with Image.open(path) as image:
-                    channels = 1 if image.mode in GREY_MODES else 3
-                    width, height = image.size
-            except (UnidentifiedImageError, OSError, SyntaxError):
+                image = read_image(path)
+            except UNREADABLE:
                 continue
+            channels = 1 if Image.getmodebase(image.mode) == "L" else 3  # grey (with alpha) or colour
+            width, height = image.size
             return (channels, image_size, image_size) if image_size else (channels, height, width)
     raise ConfigError(f"no images found in {train}; supported types: {', '.join(IMAGE_EXTENSIONS)}")
 

@@ -8,6 +8,7 @@ not found on disk and the network is reachable.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -38,13 +39,31 @@ class ImageSource:
 
 def read_idx(path: Path) -> torch.Tensor:
     """Read an IDX file (the MNIST format), gzipped or not, into a uint8 tensor of its stored shape."""
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
-        data = file.read()
-    dtype_code, ndim = data[2], data[3]
-    if data[:2] != b"\x00\x00" or dtype_code != 0x08:
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+            data = file.read()
+    except (OSError, EOFError) as error:  # a damaged or truncated gzip, a file we may not read
+        raise ConfigError(f"{path} cannot be read ({error}); replace it with the original file") from None
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise ConfigError(f"{path} is not an IDX file of unsigned bytes; replace it with the original file")
+    ndim = data[3]
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(shape)
+    body = data[4 + 4 * ndim :]
+    if len(data) < 4 + 4 * ndim or len(body) != math.prod(shape):
+        raise ConfigError(
+            f"{path} holds {len(body)} bytes of data where its header promises {math.prod(shape)} (truncated?); "
+            "replace it with the original file"
+        )
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
+
+
+def labelled(images: torch.Tensor, labels: torch.Tensor, classes: list[str], where: Path) -> Split:
+    """A split of a dataset's files, checked: as many labels as images, each naming one of the classes."""
+    if len(images) != len(labels):
+        raise ConfigError(f"{where} has {len(images)} images but {len(labels)} labels; replace its files")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(classes):
+        raise ConfigError(f"{where} has labels outside 0-{len(classes) - 1}; replace its files")
+    return images, labels.long()
 
 
 def find_idx(directories: list[Path], stem: str) -> Path | None:
@@ -97,11 +116,16 @@ def locate_mnist_like(name: str, data_dir: str | None) -> list[Path]:
 
 
 def load_mnist_like(name: str, data_dir: str | None) -> ImageSource:
-    train_images, train_labels, test_images, test_labels = map(read_idx, locate_mnist_like(name, data_dir))
+    paths = locate_mnist_like(name, data_dir)
+    train_images, train_labels, test_images, test_labels = map(read_idx, paths)
+    for path, images in ((paths[0], train_images), (paths[2], test_images)):
+        if images.dim() != 3:
+            raise ConfigError(f"{path} holds no images (N, H, W); replace it with the original file")
+    classes = MNIST_CLASSES[name]
     return ImageSource(
-        train=(train_images.unsqueeze(1), train_labels.long()),
-        test=(test_images.unsqueeze(1), test_labels.long()),
-        classes=MNIST_CLASSES[name],
+        train=labelled(train_images.unsqueeze(1), train_labels, classes, paths[1]),
+        test=labelled(test_images.unsqueeze(1), test_labels, classes, paths[3]),
+        classes=classes,
     )
 
 
@@ -138,22 +162,56 @@ def locate_cifar10(data_dir: str | None) -> Path:
 def load_cifar10(data_dir: str | None) -> ImageSource:
     """CIFAR-10 from its Python pickles (torchvision's download format), read directly."""
     folder = locate_cifar10(data_dir) / "cifar-10-batches-py"
+    classes = [name.decode() if isinstance(name, bytes) else str(name) for name in cifar_part(folder, "batches.meta")]
     splits = []
     for names in ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]):
-        batches = [unpickle(folder / name) for name in names]
-        images = np.concatenate([batch["data"] for batch in batches]).reshape(-1, 3, 32, 32)  # rows are CHW
-        labels = np.concatenate([batch["labels"] for batch in batches])
-        splits.append((torch.from_numpy(images).contiguous(), torch.from_numpy(labels).long()))
-    classes = unpickle(folder / "batches.meta")["label_names"]
-    names = [name.decode() if isinstance(name, bytes) else str(name) for name in classes]
-    return ImageSource(train=splits[0], test=splits[1], classes=names)
+        parts = [cifar_part(folder, name) for name in names]
+        images = np.concatenate([data for data, _ in parts]).reshape(-1, 3, 32, 32)  # rows are CHW
+        labels = torch.from_numpy(np.concatenate([labels for _, labels in parts]))
+        splits.append(labelled(torch.from_numpy(images).contiguous(), labels, classes, folder / names[-1]))
+    return ImageSource(train=splits[0], test=splits[1], classes=classes)
 
 
-def unpickle(path: Path) -> dict[str, Any]:
+# The functions a CIFAR-10 pickle (or any numpy array's) calls; `PlainUnpickler` refuses every other.
+PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),  # numpy 1's name, in the original files
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),  # protocol 5
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes pickled with protocol 2
+    }
+)
+
+
+class PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: a pickle is a program, and a data_dir's files may come
+    from anywhere, so a planted one must not run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in PICKLE_GLOBALS:
+            raise ConfigError(f"it asks to run {module}.{name}, which no data file needs")
+        return super().find_class(module, name)
+
+
+def cifar_part(folder: Path, name: str) -> Any:
+    """A batch's (data (N, 3072) uint8, labels (N,)), or the class names of "batches.meta"."""
+    path = folder / name
     if not path.is_file():
         raise ConfigError(f"{path} is missing; put the whole cifar-10-batches-py folder in --data.data_dir")
-    with path.open("rb") as file:
-        return {key.decode(): value for key, value in pickle.load(file, encoding="bytes").items()}
+    try:
+        with path.open("rb") as file:
+            content = {key.decode(): value for key, value in PlainUnpickler(file, encoding="bytes").load().items()}
+        if name == "batches.meta":
+            return list(content["label_names"])
+        data, labels = np.asarray(content["data"]), np.asarray(content["labels"], dtype=np.int64)
+    except Exception as error:  # garbage in a pickle can raise almost anything
+        raise ConfigError(f"{path} is not a CIFAR-10 file ({error}); replace it with the original file") from None
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise ConfigError(f"{path} holds no 32x32 colour images in bytes; replace it with the original file")
+    return data, labels
 
 
 def load_digits() -> ImageSource:
