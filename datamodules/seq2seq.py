@@ -77,7 +77,7 @@ class Seq2SeqDataModule(SequenceDataModule):
         hp = self.hparams
         if hp["source"] in TASKS:
             return generate_pairs(hp["source"], hp["num_examples"], hp["min_length"], hp["max_length"], hp["seed"])
-        rows = read_table(Path(hp["source"]), ["source", "target"])
+        rows = read_table(Path(hp["source"]), ["source", "target"]).rows
         return [(row["source"], row["target"]) for row in rows]
 
     def build(self) -> None:

@@ -75,9 +75,12 @@ class TextClassificationDataModule(SequenceDataModule):
             rows = rotten_tomatoes()
             return [r["text"] for r in rows], [r["label"] for r in rows], [r["movie"] for r in rows]
         columns = [hp["text_column"], hp["label_column"]] + ([hp["group_column"]] if hp["group_column"] else [])
-        rows = read_table(Path(hp["source"]), columns)
-        texts, labels = [r[hp["text_column"]] for r in rows], [r[hp["label_column"]] for r in rows]
-        groups = [r[hp["group_column"]] for r in rows] if hp["group_column"] else [str(i) for i in range(len(rows))]
+        rows = read_table(Path(hp["source"]), columns).rows
+        # Labels and groups are names: "pos" and "pos " (a space left by a spreadsheet) are one class.
+        texts, labels = [r[hp["text_column"]] for r in rows], [r[hp["label_column"]].strip() for r in rows]
+        groups = (
+            [r[hp["group_column"]].strip() for r in rows] if hp["group_column"] else list(map(str, range(len(rows))))
+        )
         return texts, labels, groups
 
     def build(self) -> None:

@@ -28,15 +28,22 @@ def builtin_series(name: str) -> np.ndarray:
 
 
 def csv_series(path: Path, columns: list[str]) -> np.ndarray:
-    """(T, F) float64 values of the named columns of a CSV, in file order (oldest first)."""
-    rows = read_table(path, columns)
-    try:
-        values = np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64)
-    except ValueError as error:
-        raise ConfigError(f"{path}: a value is not a number ({error}); give numbers only in {columns}") from None
-    if np.isnan(values).any():
-        first = int(np.argwhere(np.isnan(values))[0][0])
-        raise ConfigError(f"{path} has a missing value (row {first + 2}); fill or drop it before training")
+    """(T, F) float64 values of the named columns of a CSV, in file order (oldest first), all finite."""
+    rows, lines = read_table(path, columns)
+    values = np.empty((len(rows), len(columns)), dtype=np.float64)
+    for index, row in enumerate(rows):
+        for column, name in enumerate(columns):
+            try:
+                values[index, column] = float(row[name])
+            except ValueError:
+                raise ConfigError(
+                    f"{path} line {lines[index]}: a value is not a number ({row[name]!r} in {name}); "
+                    f"give numbers only in {columns}"
+                ) from None
+    if not np.isfinite(values).all():  # "nan" is a missing value; "inf" would make the mean and std inf
+        index = int(np.argwhere(~np.isfinite(values))[0][0])
+        what = "a missing value" if np.isnan(values[index]).any() else "an infinite value"
+        raise ConfigError(f"{path} has {what} (row {lines[index]}); fill or drop it before training")
     return values
 
 
