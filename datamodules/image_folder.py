@@ -70,7 +70,7 @@ def image_files(folder: Path) -> list[Path]:
     for path in sorted(folder.rglob("*")):
         if path.is_dir() and path.is_symlink():
             warnings.warn(f"not following {path}, a link to a folder; link its images one by one", stacklevel=2)
-        elif path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_dir():
+        elif path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file() or not path.exists()):
             files.append(path)
     return files
 

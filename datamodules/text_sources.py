@@ -110,8 +110,9 @@ def json_rows(path: Path, text: str) -> tuple[list[dict[str, str | None]], list[
             continue
         try:
             value = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"{path} line {number}: not valid JSON ({error.msg}); one object per line") from None
+        except (ValueError, RecursionError) as error:  # also an integer of over 4300 digits, or nesting too deep
+            reason = error.msg if isinstance(error, json.JSONDecodeError) else str(error).split(";")[0]
+            raise ConfigError(f"{path} line {number}: not valid JSON ({reason}); one object per line") from None
         if not isinstance(value, dict):
             raise ConfigError(
                 f"{path} line {number} is a JSON {type(value).__name__}, not an object; write one object per line"

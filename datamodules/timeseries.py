@@ -95,11 +95,15 @@ class TimeSeriesDataModule(SequenceDataModule):
         length = len(series)
         val_start = int(length * (1 - hp["val_fraction"] - hp["test_fraction"]))
         test_start = int(length * (1 - hp["test_fraction"]))
-        self.mean, self.std = (
-            series[:val_start].mean(0),
-            series[:val_start].std(0) + 1e-8,
-        )  # training part only
-        normalised = torch.from_numpy((series - self.mean) / self.std).float()  # (T, F)
+        with np.errstate(over="ignore", invalid="ignore"):  # out of range is caught just below
+            self.mean, self.std = series[:val_start].mean(0), series[:val_start].std(0) + 1e-8  # training part only
+            normalised = torch.from_numpy((series - self.mean) / self.std).float()  # (T, F)
+        if val_start and not torch.isfinite(normalised).all():  # (no training part: too short, found below)
+            # statistics beyond float64, or values beyond float32 once divided by the training part's spread
+            # (1e40 after a constant part): the loss would be NaN
+            raise ConfigError(
+                f"the values of {source} are too large to normalise (up to {np.abs(series).max():g}); rescale them"
+            )
         window, horizon = hp["window"], hp["horizon"]
         for name, (begin, end) in {
             "train": (0, val_start),

@@ -47,6 +47,8 @@ BAD_TABLES = [
     ("jsonl-a-number-line", "t.jsonl", jsonl({"text": "a", "label": 1}, 7), "t.jsonl line 2 is a JSON int, not an"),
     ("jsonl-nested-value", "t.jsonl", jsonl({"text": "a", "label": {"y": 1}}), "line 1: label holds a JSON dict"),
     ("jsonl-bad-line-number", "t.jsonl", jsonl({"text": "a", "label": 1}) + "\n{oops\n", "t.jsonl line 3: not valid"),
+    ("jsonl-huge-integer", "t.jsonl", '{"label": ' + "9" * 5000 + "}\n", "line 1: not valid JSON (Exceeds the limit"),
+    ("jsonl-nested-too-deep", "t.jsonl", '{"label": ' + "[" * 10**6 + "]" * 10**6 + "}\n", "line 1: not valid JSON"),
     ("csv-unquoted-comma", "t.csv", "text,label\ngreat, really,pos\n", "line 2 has 3 cells but the header has 2"),
     ("csv-unclosed-quote", "t.csv", 'text,label\ngood,pos\n"bad,neg\nok,pos\n', "t.csv line 3: malformed CSV"),
     ("csv-text-after-quote", "t.csv", 'text,label\n"bad"ly,neg\n', "t.csv line 2: malformed CSV"),
@@ -105,6 +107,15 @@ def test_a_series_value_that_is_infinite_or_empty_names_its_row(tmp_path: Path, 
     values = ["1.5"] * 30 + [value] + ["2.5"] * 30
     source = write(tmp_path / "s.csv", "t,value\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
     with pytest.raises(ConfigError, match=re.escape(message)):
+        TimeSeriesDataModule(source=source, columns=["value"], window=4).ready()
+
+
+@pytest.mark.parametrize(
+    "values", [["1e308"] * 60, ["1.0"] * 50 + ["1e40"] * 10], ids=["mean-overflows", "beyond-float32-when-normalised"]
+)
+def test_a_series_too_large_to_normalise_is_one_error(tmp_path: Path, values: list[str]) -> None:
+    source = write(tmp_path / "s.csv", "value\n" + "".join(f"{v}\n" for v in values))
+    with pytest.raises(ConfigError, match=r"s\.csv are too large to normalise \(up to 1e\+(308|40)\); rescale them"):
         TimeSeriesDataModule(source=source, columns=["value"], window=4).ready()
 
 
