@@ -19,18 +19,22 @@ import fcntl
 import io
 import json
 import os
+import shlex
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from experiments.rundir import new_run_id, write_atomic
+from experiments.rundir import finished as run_finished
+from experiments.rundir import locked, new_run_id, write_atomic
 from experiments.spread import spread_lines
 from experiments.sweep_spec import SweepSpec, check_parameter, describe, load_spec, plan_trials, trial_args
-from experiments.tracking import wandb_mode
+from experiments.tracking import first_line, wandb_mode, wandb_online_problem
 from validation import ConfigError
 
 DONE = ("finished", "failed")
@@ -69,7 +73,9 @@ class SweepState:
             )
 
     def claim(self, index: int, params: dict[str, Any], retry_failed: bool) -> dict[str, Any] | None:
-        """Mark a trial as running in this process, unless it is done or another live process runs it."""
+        """Mark a trial as running in this process, unless it is done or still running: in another live
+        sweep process, or in a trial process that outlived its sweep (it holds its run directory's lock).
+        A trial stopped before it finished keeps its run, to resume from that run's last checkpoint."""
         with self.locked() as state:
             trial = state["trials"].get(str(index))
             if trial is not None:
@@ -77,17 +83,30 @@ class SweepState:
                     return None
                 if trial["status"] == "running" and process_alive(trial):
                     return None
+                if self.run_in_progress(trial["run_id"]):
+                    return None
+            resume = trial is not None and trial["status"] != "failed" and self.resumable(trial["run_id"])
             trial = {
                 "index": index,
                 "params": params,
                 "status": "running",
-                "run_id": new_run_id(),
+                "run_id": trial["run_id"] if trial is not None and resume else new_run_id(),
+                "resume": resume,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
             state["trials"][str(index)] = trial
             return dict(trial)
+
+    def run_in_progress(self, run_id: str) -> bool:
+        run_dir = self.directory / run_id
+        return run_dir.is_dir() and locked(run_dir)
+
+    def resumable(self, run_id: str) -> bool:
+        """Whether a trial's run stopped with a checkpoint to go on from (it may have stopped before one)."""
+        run_dir = self.directory / run_id
+        return not run_finished(run_dir) and any(run_dir.glob("checkpoints/*.ckpt"))
 
     def record(self, trial: dict[str, Any]) -> None:
         with self.locked() as state:
@@ -138,25 +157,56 @@ def last_line(log: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
-def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str) -> dict[str, Any]:
-    """Run one trial as its own process (a crash or a leak cannot take the sweep with it)."""
+class Stopper:
+    """Stop signals to the sweep (SIGTERM, SIGUSR1 from a cluster, Ctrl-C) while it runs trials. Each is
+    passed on to the running trial, which saves its last checkpoint and exits resumably (128 + the signal);
+    the sweep waits for it, records it as interrupted and stops before the next trial. Trials run in their
+    own process group, so that a Ctrl-C in the terminal reaches a trial once, through here (a second one
+    still stops it at once)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.trial: subprocess.Popen[bytes] | None = None
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        if self.trial is not None:
+            self.trial.send_signal(signum)  # does nothing once the trial has ended
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Stopper]:
+        previous = {sig: signal.signal(sig, self.handle) for sig in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str, stopper: Stopper) -> dict[str, Any]:
+    """Run one trial as its own process (a crash or a leak cannot take the sweep with it): a new run, or
+    the resumed run of a trial that was stopped before."""
     sweep_dir = root / spec.name
     run_dir = sweep_dir / trial["run_id"]
     log = sweep_dir / "logs" / f"trial-{trial['index']:03d}-{trial['run_id']}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     args = [*trial_args(spec, trial["params"]), f"--run.experiment={spec.name}", f"--run.root={root}"]
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("WANDB_SWEEP", "FIRSTLIGHT_RU"))}
-    env["FIRSTLIGHT_RUN_ID"] = trial["run_id"]
-    print(f"trial {position}  {describe(trial['params'])}  ->  {run_dir}", flush=True)
+    forgotten = ("WANDB_SWEEP", "FIRSTLIGHT_RU", "WANDB_SERVICE")  # the run chooses its own; W&B's service is ours
+    env = {key: value for key, value in os.environ.items() if not key.startswith(forgotten)}
+    if trial.get("resume"):
+        args.append(f"--run.resume={run_dir}")
+    else:
+        env["FIRSTLIGHT_RUN_ID"] = trial["run_id"]
+    resuming = "  (resuming)" if trial.get("resume") else ""
+    print(f"trial {position}  {describe(trial['params'])}  ->  {run_dir}{resuming}", flush=True)
     started = time.perf_counter()
-    with open(log, "w") as output:
+    with open(log, "a") as output:
         command = [sys.executable, "-m", "experiments.run", *args]
-        process = subprocess.Popen(command, stdout=output, stderr=output, env=env)
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:  # the trial got the same Ctrl-C: let it save and stop
-            code = process.wait()
-            code = code if code != 0 else 130
+        stopper.trial = subprocess.Popen(command, stdout=output, stderr=output, env=env, start_new_session=True)
+        code = stopper.trial.wait()
+        stopper.trial = None
     trial |= {"exit_code": code, "wall_time_s": round(time.perf_counter() - started, 1), "log": str(log)}
     trial["run_dir"] = str(run_dir) if run_dir.is_dir() else None
     summary_path = run_dir / "summary.json"
@@ -166,14 +216,28 @@ def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str)
         trial["metric"] = summary.get(spec.metric) if spec.metric else None
         shown = f": {spec.metric}={trial['metric']:.4g}" if isinstance(trial["metric"], float) else ""
         print(f"  finished in {trial['wall_time_s']} s{shown}", flush=True)
-    elif code in (130, -2):
+    elif (signum := stopped_by(code)) is not None:
         trial["status"] = "interrupted"
-        print(f"  interrupted after {trial['wall_time_s']} s", flush=True)
+        print(f"  stopped by {signal.Signals(signum).name} after {trial['wall_time_s']} s", flush=True)
     else:
         trial["status"] = "failed"
         trial["error"] = last_line(log)
         print(f"  failed (exit {code}) after {trial['wall_time_s']} s: {trial['error']}  [log: {log}]", flush=True)
     return trial
+
+
+def stopped_by(code: int) -> int | None:
+    """The stop signal that ended a trial: its exit code 128 + the signal, or killed by it (-signal)."""
+    signum = code - 128 if code > 128 else -code
+    return signum if signum in Stopper.SIGNALS else None
+
+
+def stopped(signum: int, where: str) -> int:
+    """Say how to go on after a stop signal; the exit code is 128 + the signal, as a run's."""
+    again = shlex.join(["python", "-m", f"experiments.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+    name = signal.Signals(signum).name
+    print(f"sweep stopped by {name} {where}; the same command resumes it: {again}", file=sys.stderr)
+    return 128 + signum
 
 
 def run_local(spec: SweepSpec, root: Path, count: int | None, seed: int, retry_failed: bool) -> int:
@@ -189,16 +253,19 @@ def run_local(spec: SweepSpec, root: Path, count: int | None, seed: int, retry_f
     check_trial_args(spec, trials)
     print(f"sweep {spec.name}: {spec.method} search, {len(trials)} trials, in {state.directory}", flush=True)
     skipped = 0
-    for index, params in enumerate(trials):
-        trial = state.claim(index, params, retry_failed)
-        if trial is None:
-            skipped += 1
-            continue
-        trial = run_trial(spec, trial, root, f"{index + 1}/{len(trials)}")
-        state.record(trial)
-        if trial["status"] == "interrupted":
-            print(f"sweep interrupted; run the same command again to go on: {' '.join(sys.argv)}", file=sys.stderr)
-            return 130
+    with Stopper().installed() as stopper:
+        for index, params in enumerate(trials):
+            if stopper.signum is not None:  # between two trials
+                return stopped(stopper.signum, f"before trial {index + 1}")
+            trial = state.claim(index, params, retry_failed)
+            if trial is None:
+                skipped += 1
+                continue
+            trial = run_trial(spec, trial, root, f"{index + 1}/{len(trials)}", stopper)
+            state.record(trial)
+            signum = stopper.signum or stopped_by(trial["exit_code"])
+            if signum is not None:
+                return stopped(signum, f"in trial {index + 1} ({trial['status']})")
     if skipped:
         print(f"skipped {skipped} trials that were done already or running elsewhere", flush=True)
     return report(spec, state.read(), len(trials), root)
@@ -241,17 +308,30 @@ def wandb_sweep_config(spec: SweepSpec, root: Path) -> dict[str, Any]:
     return config
 
 
-def run_online(spec: SweepSpec, root: Path, count: int | None, sweep_id: str | None, project: str) -> int:
-    """Create a W&B sweep (unless joining one) and run an agent here: W&B's server picks the trials."""
+LOCAL_SWEEP = "running the sweep here instead, its trials logging to W&B offline"
+
+
+def run_online(spec: SweepSpec, root: Path, args: argparse.Namespace) -> int:
+    """Create a W&B sweep (unless joining one) and run an agent here: W&B's server picks the trials. A sweep
+    that W&B refuses to create (a refused key, say) runs here instead."""
     import wandb
 
-    check_trial_args(spec, plan_trials(spec, count or 1) if spec.method != "bayes" else [])
-    project = spec.raw.get("project") or project
+    check_trial_args(spec, plan_trials(spec, args.count or 1) if spec.method != "bayes" else [])
+    project = spec.raw.get("project") or args.project
     entity = spec.raw.get("entity")
+    sweep_id = args.sweep_id
     if sweep_id is None:
-        sweep_id = wandb.sweep(wandb_sweep_config(spec, root), project=project, entity=entity)
+        try:
+            sweep_id = wandb.sweep(wandb_sweep_config(spec, root), project=project, entity=entity)
+        except wandb.errors.Error as error:  # AuthenticationError, CommError, UsageError
+            print(f"warning: W&B could not create the sweep ({first_line(error)}); {LOCAL_SWEEP}", file=sys.stderr)
+            return run_local(spec, root, args.count, args.seed, args.retry_failed)
     print(f"W&B sweep {sweep_id}; more agents: python -m experiments.sweep {spec.path} --sweep-id {sweep_id}")
-    wandb.agent(sweep_id, project=project, entity=entity, count=count)
+    try:
+        wandb.agent(sweep_id, project=project, entity=entity, count=args.count)
+    except wandb.errors.Error as error:
+        print(f"error: W&B's agent for sweep {sweep_id} stopped: {first_line(error)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -274,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
             spec.method = args.method
             for key, definition in spec.parameters.items():
                 check_parameter(key, definition, spec.method, spec.path)
-        if wandb_mode() == "online" or args.sweep_id:
-            return run_online(spec, args.root, args.count, args.sweep_id, args.project)
+        if args.sweep_id and (problem := wandb_online_problem()):
+            raise ConfigError(f"--sweep-id {args.sweep_id} joins a W&B sweep, which needs W&B online: {problem}")
+        if args.sweep_id or wandb_mode(LOCAL_SWEEP) == "online":
+            return run_online(spec, args.root, args)
         return run_local(spec, args.root, args.count, args.seed, args.retry_failed)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import netrc
 import os
+import ssl
 import sys
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,19 +51,65 @@ class RunOptions:
     resume: str | None = None
 
 
-def wandb_mode() -> str:
+OFFLINE_RUN = "logging offline instead, sync it later with `wandb sync <run dir>/wandb/offline-run-*`"
+PROBE_TIMEOUT_S = 3.0  # W&B itself waits 90 s (its init_timeout) for a server that does not answer
+
+
+def wandb_mode(fallback: str = OFFLINE_RUN) -> str:
     """WANDB_MODE if set; else online only when credentials exist (WANDB_API_KEY or a netrc entry).
-    Online without credentials falls back to offline with a warning (W&B would otherwise ask for a key)."""
-    credentials = has_wandb_credentials()
-    mode = os.environ.get("WANDB_MODE") or ("online" if credentials else "offline")
-    if mode == "online" and not credentials:
-        print(
-            "warning: WANDB_MODE=online but no W&B credentials (WANDB_API_KEY or `wandb login`); logging offline, "
-            "sync the run later with `wandb sync <run dir>/wandb/offline-run-*`",
-            file=sys.stderr,
-        )
+    Online without credentials (W&B would ask for a key), or with W&B's server unreachable (W&B would wait
+    90 s for it), falls back to offline with a one-line warning that ends in `fallback`."""
+    mode = os.environ.get("WANDB_MODE") or ("online" if has_wandb_credentials() else "offline")
+    if mode == "online" and (problem := wandb_online_problem()):
+        print(f"warning: {problem}; {fallback}", file=sys.stderr)
         return "offline"
     return mode
+
+
+def wandb_online_problem() -> str | None:
+    """Why W&B cannot go online from here, in a phrase, or None: no credentials, or no answer from its server."""
+    if not has_wandb_credentials():
+        return "WANDB_MODE=online but no W&B credentials (WANDB_API_KEY or `wandb login`)"
+    if reason := unreachable(url := wandb_base_url()):
+        return f"W&B could not start an online run ({url} is unreachable: {reason})"
+    return None
+
+
+def wandb_base_url() -> str:
+    """The W&B server this process would talk to, as W&B resolves it (WANDB_BASE_URL, `wandb login --host`'s
+    settings file, else W&B's default), without starting W&B's service."""
+    from wandb.sdk import wandb_setup
+
+    return str(wandb_setup.singleton().settings.base_url)
+
+
+def unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why nothing answers at `url` within `timeout` seconds (no network, no DNS, nothing listening, no
+    reply), or None when something does: any HTTP status, or a TLS handshake this process refuses, is an
+    answer, and W&B then reports its own problem quickly. Proxies from the environment are used, as W&B
+    uses them; the request runs in a thread so that a slow name lookup cannot outlast `timeout` either."""
+    outcome: list[str | None] = []
+
+    def request() -> None:
+        try:
+            urllib.request.urlopen(url, timeout=timeout).close()
+        except urllib.error.HTTPError:
+            pass
+        except urllib.error.URLError as error:  # its reason: the socket's error
+            if not isinstance(error.reason, ssl.SSLError):
+                outcome.append(str(error.reason) or type(error.reason).__name__)
+                return
+        except (ssl.SSLError, http.client.HTTPException):  # an answer, if not one urllib understands
+            pass
+        except OSError as error:  # TimeoutError or a reset while reading the reply
+            outcome.append(str(error) or type(error).__name__)
+            return
+        outcome.append(None)
+
+    thread = threading.Thread(target=request, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"no answer within {timeout:g} s"
 
 
 def has_wandb_credentials() -> bool:
@@ -74,6 +125,11 @@ def has_wandb_credentials() -> bool:
 def wandb_sweep_run_id() -> str | None:
     """The run id a W&B sweep agent gave this process, so the run directory and the W&B run share it."""
     return os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (W&B's run over several), or its type when it has none."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def outlives_wandb(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,10 +184,9 @@ def resilient_wandb_logger(**kwargs: Any) -> Logger:
 
                     with contextlib.suppress(Exception):
                         wandb.teardown()  # W&B's service still holds the half-started run's id
-                    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                     print(
-                        f"warning: W&B could not start an online run ({reason}); logging offline instead, "
-                        f"sync it later with `wandb sync {self.save_dir}/wandb/offline-run-*`",
+                        f"warning: W&B could not start an online run ({first_line(error)}); "
+                        + OFFLINE_RUN.replace("<run dir>", str(self.save_dir)),
                         file=sys.stderr,
                     )
                     self._wandb_init["mode"] = "offline"
@@ -165,7 +220,7 @@ def make_logger(options: RunOptions, experiment: str, run_id: str, run_dir: Path
         tags=list(dict.fromkeys(options.tags)),  # unique, order kept
         id=run_id,
         job_type="train",
-        mode=wandb_mode(),
+        mode=wandb_mode(OFFLINE_RUN.replace("<run dir>", str(run_dir))),
         resume="allow",  # a resumed run continues its W&B run
         log_model=True,  # checkpoints become model artifacts ("best", "latest") at the end of training
     )

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
+import torch
 import yaml
 
 from experiments.compare import main as compare
+from experiments.rundir import locked
 from experiments.sweep import SweepState
 from experiments.sweep import main as sweep
 from experiments.sweep_spec import load_spec, plan_trials, trial_args
+from tests.helpers import HANG_GUARD_S, fresh_env
 from validation import ConfigError
 
 COMMAND = ["${env}", "${interpreter}", "-m", "experiments.run", "--config", "cnn_digits", "${args}"]
@@ -150,6 +157,116 @@ def test_trials_are_claimed_once_and_stale_claims_are_taken_over(tmp_path: Path)
     first.record(retaken | {"status": "failed"})
     assert second.claim(0, {"model.lr": 0.1}, retry_failed=False) is None
     assert second.claim(0, {"model.lr": 0.1}, retry_failed=True) is not None
+
+
+def test_a_trial_that_outlived_its_sweep_is_not_run_twice_and_a_stopped_one_resumes(tmp_path: Path) -> None:
+    """A claim whose sweep process is gone, but whose run a live trial process still trains (it holds the
+    run directory's lock), is left alone; once that process has ended, the trial resumes the same run."""
+    spec = load_spec(write_spec(tmp_path, parameters={"model.lr": {"values": [0.1]}}))
+    state = SweepState(tmp_path / "s", spec)
+    claim = state.claim(0, {"model.lr": 0.1}, retry_failed=False)
+    assert claim is not None and not claim["resume"]
+    run_dir = tmp_path / "s" / claim["run_id"]
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"saved before the sweep was killed")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with state.locked() as trials:
+        trials["trials"]["0"]["pid"] = int(dead.stdout)  # the sweep that started the trial is gone
+    hold = "import sys, time\nfrom experiments.rundir import run_lock\nwith run_lock(sys.argv[1]):\n"
+    hold += " print(1, flush=True); time.sleep(60)"
+    trial = subprocess.Popen([sys.executable, "-c", hold, str(run_dir)], stdout=subprocess.PIPE, env=fresh_env())
+    try:
+        assert trial.stdout is not None and trial.stdout.readline() == b"1\n"  # the lock is held
+        assert state.claim(0, {"model.lr": 0.1}, retry_failed=False) is None  # still trained: not run twice
+    finally:
+        trial.terminate()
+        trial.wait()
+    retaken = state.claim(0, {"model.lr": 0.1}, retry_failed=False)
+    assert retaken is not None and retaken["run_id"] == claim["run_id"] and retaken["resume"]
+
+
+class SignalSweepAt(L.Callback):
+    """Sends `signal_name` to the sweep (this trial's parent process) as training step `step` starts, once
+    per working directory (a marker file), so that neither the resumed trial nor a later one sends it."""
+
+    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
+        self.step = step
+        self.signal_name = signal_name
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        marker = Path("sweep-signalled")
+        if trainer.global_step == self.step and not marker.exists():
+            marker.touch()
+            os.kill(os.getppid(), getattr(signal, self.signal_name))
+
+
+def sweep_cli(spec: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", str(spec), "--root", str(cwd / "runs")],
+        cwd=cwd,
+        env=fresh_env(),
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+    )
+
+
+def signalled_spec(directory: Path, signal_name: str, lrs: list[float]) -> Path:
+    """Trials of the digits CNN (3 epochs, 60 steps) whose first one signals the sweep at step 25."""
+    signal_sweep = ["--trainer.callbacks+=tests.test_sweep.SignalSweepAt", "--trainer.callbacks.step=25"]
+    command = [*COMMAND[:-1], *signal_sweep, f"--trainer.callbacks.signal_name={signal_name}", "${args}"]
+    parameters = {"model.lr": {"values": lrs}, "trainer.max_epochs": {"value": 3}}
+    return write_spec(directory, name="digits", command=command, parameters=parameters)
+
+
+def saved_step(run_dir: Path) -> int:
+    return int(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"])
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_sigterm_stops_its_trial_and_resumes_it(tmp_path: Path, capsys) -> None:
+    """SIGTERM to the sweep in its first trial: the trial saves and stops, the sweep records it as
+    interrupted and exits 143 in one line; the same command again resumes that trial's run, then runs the
+    second trial: two runs for two trials, each trained once."""
+    spec = signalled_spec(tmp_path, "SIGTERM", [0.003, 0.001])
+    first = sweep_cli(spec, tmp_path)
+    assert first.returncode == 143, first.stdout + first.stderr[-3000:]
+    assert "Traceback" not in first.stderr
+    stop = "sweep stopped by SIGTERM in trial 1 (interrupted); the same command resumes it: python -m experiments.sweep"
+    assert first.stderr.strip().splitlines()[-1].startswith(stop)
+    sweep_dir = tmp_path / "runs" / "digits"
+    trials = json.loads((sweep_dir / "sweep.json").read_text())["trials"]
+    assert list(trials) == ["0"] and trials["0"]["status"] == "interrupted" and trials["0"]["exit_code"] == 143
+    run_dir = Path(trials["0"]["run_dir"])
+    assert saved_step(run_dir) >= 25 and not (run_dir / "summary.json").exists()
+    assert not locked(run_dir)  # the trial has ended: the sweep waited for it
+
+    second = sweep_cli(spec, tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr[-3000:]
+    assert f"trial 1/2  model.lr=0.003 trainer.max_epochs=3  ->  {run_dir}  (resuming)" in second.stdout
+    assert "2 finished, 0 failed, 0 not run" in second.stdout
+    trials = json.loads((sweep_dir / "sweep.json").read_text())["trials"]
+    assert trials["0"]["run_dir"] == str(run_dir) and trials["0"]["status"] == "finished"
+    runs = sorted(p.parent for p in sweep_dir.glob("*/config.yaml"))
+    assert runs == sorted([run_dir, Path(trials["1"]["run_dir"])])  # no third run
+    assert f"resuming {run_dir} from last.ckpt" in Path(trials["0"]["log"]).read_text()
+    assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
+
+    assert compare([str(sweep_dir), "--output", str(tmp_path / "c.png")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "sweep digits: 2 finished" and len(lines) == 1 + 1 + 2 + 1  # each run listed once
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_a_sweep_reaches_its_trial_once(tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) to the sweep: the trial gets it once, so it saves before it stops (a second Ctrl-C
+    would stop it at once); the sweep exits 130."""
+    result = sweep_cli(signalled_spec(tmp_path, "SIGINT", [0.003]), tmp_path)
+    assert result.returncode == 130, result.stdout + result.stderr[-3000:]
+    assert "sweep stopped by SIGINT in trial 1 (interrupted)" in result.stderr and "Traceback" not in result.stderr
+    trial = json.loads((tmp_path / "runs" / "digits" / "sweep.json").read_text())["trials"]["0"]
+    assert trial["status"] == "interrupted" and trial["exit_code"] == 130
+    assert saved_step(Path(trial["run_dir"])) >= 25
 
 
 @pytest.mark.slow
