@@ -151,7 +151,8 @@ def csv_rows(path: Path, text: str, delimiter: str) -> tuple[list[dict[str, str 
     lines: list[int] = []
     end = 0  # the line the last row read ends on (a quoted cell may span lines)
     try:
-        header = next((cells for cells in reader if cells), [])  # after any blank lines
+        # The first line that is not blank; "text, label" names the columns text and label
+        header = [name.strip() for name in next((cells for cells in reader if cells), [])]
         if duplicated := sorted({name for name in header if name and header.count(name) > 1}):
             raise ConfigError(f"{path} has more than one column named {', '.join(duplicated)}; rename them")
         end = reader.line_num

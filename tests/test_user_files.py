@@ -67,12 +67,13 @@ def test_a_bad_table_is_one_error_naming_the_line(tmp_path: Path, name: str, con
 
 
 def test_numbers_are_labels_by_value_and_names_lose_stray_spaces(tmp_path: Path) -> None:
-    # 0 and 0.0 (JSON numbers) are one class; "pos" and "pos " (a spreadsheet's space) are one class
+    # 0 and 0.0 (JSON numbers) are one class; "pos" and "pos " (a spreadsheet's space) are one class, in a
+    # column named "label" by a header "text, label"
     labels = [0, 0.0, 1, 1.0, True]
     source = write(tmp_path / "t.jsonl", jsonl(*({"text": f"w{i} x", "label": labels[i % 5]} for i in range(100))))
     assert TextClassificationDataModule(source=source).ready().classes == ["0", "1", "true"]  # type: ignore[attr-defined]
     rows = "".join(f"w{i},{' pos' if i % 3 == 0 else 'pos ' if i % 3 == 1 else 'neg'}\n" for i in range(60))
-    datamodule = TextClassificationDataModule(source=write(tmp_path / "t.csv", "text,label\n" + rows))
+    datamodule = TextClassificationDataModule(source=write(tmp_path / "t.csv", "text, label\n" + rows))
     assert datamodule.num_classes == 2 and datamodule.classes == ["neg", "pos"]
 
 
