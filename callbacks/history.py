@@ -72,3 +72,11 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
             raise ConfigError(f"{path} line {number} is damaged (not a record); delete that line to go on")
         records.append(record)
     return records
+
+
+def last_logged(run_dir: Path) -> dict[str, float]:
+    """Each metric's last value in history.jsonl: a resumed run whose training had ended logs none itself."""
+    values: dict[str, float] = {}
+    for record in read_history(run_dir):
+        values |= {name: value for name, value in record.items() if name not in ("step", "epoch")}
+    return values

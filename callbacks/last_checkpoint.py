@@ -66,6 +66,11 @@ class LastCheckpoint(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.restore()
+        # A signal in the last batch or the last validation, with no batch left to stop before: the job is
+        # still being stopped, so the run stops here, saved, rather than going on to test.
+        self.save_if_signalled(trainer)
+        if self.stopping is not None:
+            self.stop(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.restore()
@@ -78,6 +83,10 @@ class LastCheckpoint(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        self.save_if_signalled(trainer)
+
+    def save_if_signalled(self, trainer: L.Trainer) -> None:
+        """Save last.ckpt once any process has received a signal (every process calls this)."""
         if self.stopping is not None or not trainer.strategy.reduce_boolean_decision(
             self.received is not None, all=False
         ):
@@ -92,11 +101,13 @@ class LastCheckpoint(L.Callback):
     ) -> None:
         # Stop only now: Lightning logs a batch's metrics after its on_train_batch_end, and they belong to
         # the run (the checkpoint of this state is on disk; after an epoch's end, a later one is).
-        if self.stopping is None:
-            return
+        if self.stopping is not None:
+            self.stop(trainer)
+
+    def stop(self, trainer: L.Trainer) -> None:
         # Requeueing makes SLURM stop this job soon: everything worth keeping is on disk by now.
         requeued = self.received == signal.SIGUSR1 and trainer.is_global_zero and requeue_slurm_job()
-        raise Preempted(self.stopping, self.saved_step, self.checkpoint_path, requeued)
+        raise Preempted(self.stopping or "a signal", self.saved_step, self.checkpoint_path, requeued)
 
 
 def requeue_slurm_job() -> bool:

@@ -45,9 +45,37 @@ def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:
     if run_dir is None:
         return (root / experiment / new_run_id()).absolute(), None
     checkpoint = resume_checkpoint(run_dir) if run_dir.is_dir() else None
-    if checkpoint is None and options.resume not in (None, "auto"):
-        raise ConfigError(f"run {run_dir} has no checkpoint that loads; nothing to resume")
+    if checkpoint is None and options.resume is not None:  # never train from scratch over a run's files
+        which = "the newest unfinished run" if options.resume == "auto" else "run"
+        raise ConfigError(
+            f"{which} {run_dir} has no checkpoint that loads; nothing to resume (delete that run, or leave out "
+            "--run.resume for a new run)"
+        )
     return run_dir.absolute(), checkpoint
+
+
+def check_checkpoint_fits(model: Any, checkpoint: Path) -> None:
+    """Refuse, before the run is touched, a checkpoint whose weights do not fit `model`: a resume with other
+    sizes (`--model.net.dim`, another vocabulary) than the run was trained with. Lazy parameters, not yet
+    built, are left to Lightning."""
+    import torch
+    from torch.nn.parameter import is_lazy
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    own = {name: tensor for name, tensor in model.state_dict().items() if not is_lazy(tensor)}
+    problems = [f"{name} is missing" for name in own.keys() - saved.keys()]
+    problems += [f"{name} is not in this model" for name in saved.keys() - model.state_dict().keys()]
+    problems += [
+        f"{name} is {tuple(saved[name].shape)}, this model's {tuple(tensor.shape)}"
+        for name, tensor in own.items()
+        if name in saved and saved[name].shape != tensor.shape
+    ]
+    if problems:
+        raise ConfigError(
+            f"checkpoint {checkpoint} does not fit this model ({len(problems)} weights differ, e.g. "
+            f"{sorted(problems)[0]}); resume with the settings the run was trained with (its config.yaml)"
+        )
+
 
 
 def forget_run_choice() -> None:

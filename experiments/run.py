@@ -26,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.checkpointing import CheckpointWriteError
 from callbacks.finite_loss import NonFiniteLoss
-from callbacks.history import trim_history
+from callbacks.history import last_logged, trim_history
 from callbacks.last_checkpoint import LastCheckpoint, Preempted
 from callbacks.monitor_check import unknown_monitor
 from experiments.cli import FirstlightCLI, nested_config
@@ -35,6 +35,7 @@ from experiments.presets import expand_configs
 from experiments.quiet import quiet
 from experiments.resume import (
     RUN_ID_ENV,
+    check_checkpoint_fits,
     checkpoint_step,
     forget_run_choice,
     last_good_checkpoint,
@@ -75,6 +76,8 @@ def train_and_test(cli: FirstlightCLI) -> int:
     """Create (or reopen) the run directory, record the config, then fit and test in it."""
     trainer = cli.trainer
     started = time.perf_counter()
+    if cli.resume_from:
+        check_checkpoint_fits(cli.model, cli.resume_from)
     with contextlib.ExitStack() as stack:
         if trainer.is_global_zero:
             create_run_dir(cli.run_dir, resuming=cli.resume_from is not None or cli.run_dir.is_dir())
@@ -131,7 +134,6 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
     if trainer.interrupted:
         print(f"interrupted; run dir: {cli.run_dir}", file=sys.stderr)
         return 130
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     best_path = getattr(checkpoint, "best_model_path", "")
     test_metrics: dict[str, float] = {}
@@ -144,6 +146,7 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
             return stopped_by_signal(cli, stop, "while testing")
         test_metrics = {name: float(value) for name, value in (results[0] if results else {}).items()}
     if trainer.is_global_zero:
+        metrics = last_logged(cli.run_dir) | {name: float(value) for name, value in trainer.callback_metrics.items()}
         best_score = getattr(checkpoint, "best_model_score", None)
         if best_score is not None:
             metrics[f"{checkpoint.monitor}_best"] = float(best_score)  # type: ignore[union-attr]

@@ -143,13 +143,46 @@ def wandb_train_steps(run_dir: Path) -> list[list[int]]:
 
 def history(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
     """The steps and values of every record of `metric` in history.jsonl."""
-    records = [record for record in map(json.loads, (run_dir / "history.jsonl").read_text().splitlines())]
+    records = list(map(json.loads, (run_dir / "history.jsonl").read_text().splitlines()))
     return [r["step"] for r in records if metric in r], [r[metric] for r in records if metric in r]
 
 
 def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     return checkpoint["state_dict"], json.loads((run_dir / "summary.json").read_text())
+
+
+def test_auto_resume_of_a_run_whose_checkpoints_are_all_corrupt_fails_and_touches_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    run_dir = make_run(tmp_path, "20261129-100000-aaaaaa", finished=False)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    before = files_of(tmp_path)
+    assert main([*DIGITS, "--run.root", str(tmp_path), "--run.resume", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert f"the newest unfinished run {run_dir} has no checkpoint that loads" in err and "Traceback" not in err
+    assert files_of(tmp_path) == before  # not retrained from scratch inside the old run
+
+
+def test_a_resume_whose_checkpoint_does_not_fit_the_model_fails_before_touching_the_run(tmp_path: Path, capsys) -> None:
+    assert main(["--config", "cnn_digits", "--trainer.max_epochs", "1", "--run.root", str(tmp_path)]) == 0
+    (run_dir,) = (tmp_path / "cnn_digits").iterdir()
+    (run_dir / "summary.json").unlink()  # as if stopped after its last checkpoint
+    before = files_of(tmp_path)
+    resume = ["--run.resume", str(run_dir), "--run.root", str(tmp_path), "--model.net.channels", "[8,16]"]
+    assert main(resume) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {run_dir / 'checkpoints' / 'last.ckpt'} does not fit this model" in err
+    assert "weights differ, e.g. net." in err and "this model's" in err
+    assert "Traceback" not in err
+    assert files_of(tmp_path) == before  # history, config and W&B files as they were
+
+
+def files_of(root: Path) -> dict[str, bytes | None]:
+    """Every file under `root` with its contents; W&B's files by name only (its service may still be writing
+    its logs of the run before: a new W&B segment would be new files)."""
+    files = (path for path in sorted(root.rglob("*")) if path.is_file())
+    return {str(p.relative_to(root)): None if "wandb" in p.relative_to(root).parts else p.read_bytes() for p in files}
 
 
 @pytest.fixture(scope="module")
@@ -162,13 +195,14 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("signal_name", "code", "how", "at_step"), [("SIGTERM", 143, "by_dir", 47), ("SIGUSR1", 138, "auto", 27)]
+    ("signal_name", "code", "how", "at_step"),
+    [("SIGTERM", 143, "by_dir", 47), ("SIGUSR1", 138, "auto", 27), ("SIGTERM", 143, "by_dir", 59)],
 )
 def test_killed_mid_epoch_and_resumed_ends_as_if_never_stopped(
     signal_name: str, code: int, how: str, at_step: int, uninterrupted: Path, tmp_path: Path
 ) -> None:
     """Digits, 3 epochs of 20 steps, dropout on: a real signal arrives as step `at_step` starts, in the middle
-    of the last epoch (47) or of the second (27)."""
+    of the last epoch (47) or of the second (27), or in the last step (59: the run stops before testing)."""
     stop = ["--trainer.callbacks+=tests.signals.SignalAt", f"--trainer.callbacks.step={at_step}"]
     stopped = run_cli(*DIGITS, *stop, f"--trainer.callbacks.signal_name={signal_name}", cwd=tmp_path)
     assert stopped.returncode == code, stopped.stderr[-2000:]
@@ -200,4 +234,5 @@ def test_killed_mid_epoch_and_resumed_ends_as_if_never_stopped(
 
     before, after = wandb_train_steps(run_dir)  # one W&B run id, two offline segments
     (reference,) = wandb_train_steps(uninterrupted)
-    assert before + after == reference and max(before) < step <= min(after)  # no step twice, none missing
+    # No step twice, none missing:
+    assert before + after == reference and all(s < step for s in before) and all(s >= step for s in after)
