@@ -12,12 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from callbacks.history import read_history
+from experiments.presets import check_yaml
+from experiments.tracking import first_line
+from validation import ConfigError
 
 HIGHER_IS_BETTER = ("acc", "f1", "exact_match")
 
@@ -49,11 +53,35 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
-    config = flatten(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+    """A run's config, summary and history; ConfigError naming the file, if one of them is damaged."""
     summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    check_yaml(run_dir / "config.yaml")  # a syntax error, named with its line
+    config = flatten(mapping(run_dir / "config.yaml", yaml.safe_load) or {})
+    summary = mapping(summary_path, json.loads) if summary_path.is_file() else {}
     name = f"{run_dir.parent.name}/{run_dir.name}"
     return {"dir": run_dir, "name": name, "config": config, "summary": summary, "history": read_history(run_dir)}
+
+
+def mapping(path: Path, parse: Callable[[str], Any]) -> dict[str, Any] | None:
+    """A file parsed as a mapping (None when empty); ConfigError naming it if it is not one."""
+    try:
+        value = parse(path.read_text())
+    except ValueError as error:  # json.JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"{path} is damaged ({first_line(error)})") from None
+    if value is not None and not isinstance(value, dict):
+        raise ConfigError(f"{path} is damaged (a {type(value).__name__}, not a mapping)")
+    return value
+
+
+def load_runs(run_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs that can be read, and one line on each that cannot."""
+    runs, damaged = [], []
+    for run_dir in run_dirs:
+        try:
+            runs.append(load_run(run_dir))
+        except (ConfigError, OSError) as error:  # OSError: unreadable
+            damaged.append(f"{run_dir.parent.name}/{run_dir.name}: {error}")
+    return runs, damaged
 
 
 def differing_keys(runs: list[dict[str, Any]]) -> list[str]:
@@ -136,8 +164,12 @@ def sweep_status(path: Path) -> str | None:
     state_path = path / "sweep.json"
     if not state_path.is_file():
         return None
-    trials = list(json.loads(state_path.read_text())["trials"].values())
-    counts = {status: sum(t["status"] == status for t in trials) for status in ("finished", "failed", "running")}
+    try:
+        trials = list((mapping(state_path, json.loads) or {}).get("trials", {}).values())
+    except ConfigError as error:  # the sweep writes it atomically: damaged by other means
+        return f"sweep {path.name}: {error}"
+    statuses = ("finished", "failed", "interrupted", "running")
+    counts = {status: sum(t["status"] == status for t in trials) for status in statuses}
     line = f"sweep {path.name}: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     failures = [f"trial {t['index'] + 1}: {t.get('error')}" for t in trials if t["status"] == "failed"]
     return line + "".join(f"\n  failed {failure}" for failure in failures)
@@ -153,10 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: {', '.join(missing)} not found; give run or experiment directories", file=sys.stderr)
         return 2
-    runs = [load_run(run_dir) for run_dir in find_runs(args.paths)]
-    if not runs:
+    run_dirs = find_runs(args.paths)
+    if not run_dirs:
         print(f"error: no runs (directories with config.yaml) under {', '.join(map(str, args.paths))}", file=sys.stderr)
         return 2
+    runs, damaged = load_runs(run_dirs)
+    if not runs:
+        print(f"error: no run could be read: {'; '.join(damaged)}", file=sys.stderr)
+        return 1
+    for line in damaged:
+        print(f"warning: left out {line}", file=sys.stderr)
     metrics = final_metrics(runs)
     sort = args.sort or default_sort(metrics)
     if sort and sort not in metrics:
@@ -178,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"learning curves ({', '.join(drawn)}): {args.output.absolute()}")
     else:
         print("no learning curves: the runs have no history.jsonl")
+    if damaged:
+        print(f"compared {len(runs)} of {len(run_dirs)} runs; {len(damaged)} damaged, left out (see the warnings)")
     return 0
 
 

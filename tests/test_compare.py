@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,65 @@ def test_compare_mistakes(args: list[str], message: str, three_runs: Path, tmp_p
     paths = {"EMPTY": str(tmp_path / "empty"), "RUNS": str(three_runs)}
     assert compare([paths.get(a, a) for a in args] + ["--output", str(tmp_path / "c.png")]) == 2
     assert message in capsys.readouterr().err
+
+
+DAMAGE = {
+    "summary.json": '{"test/acc": 0.9',  # cut short
+    "history.jsonl": "not a record\n",  # a damaged line amid good ones
+    "config.yaml": "model: [unclosed\n",
+}
+SUMMARY_PROBLEM = "{path} is damaged (Expecting ',' delimiter: line 1 column 17 (char 16))"
+
+
+def damage(run_dir: Path, name: str) -> Path:
+    path = run_dir / name
+    if name == "history.jsonl":
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join([lines[0], DAMAGE[name], *lines[1:]]))
+    else:
+        path.write_text(DAMAGE[name])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("summary.json", SUMMARY_PROBLEM),
+        ("history.jsonl", "{path} line 2 is damaged (not JSON); delete that line to go on"),
+        (
+            "config.yaml",
+            "YAML syntax error in {path}, line 2, column 1: expected ',' or ']', but got '<stream end>'; fix the file",
+        ),
+    ],
+)
+def test_a_damaged_run_is_left_out_and_the_rest_compared(
+    name: str, problem: str, three_runs: Path, tmp_path: Path, capsys
+) -> None:
+    runs = tmp_path / "cnn_digits"
+    shutil.copytree(three_runs, runs)
+    damaged = sorted(runs.iterdir())[1]
+    path = damage(damaged, name)
+    assert compare([str(runs), "--output", str(tmp_path / "c.png")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"warning: left out cnn_digits/{damaged.name}: {problem.format(path=path)}"]
+    lines = captured.out.splitlines()
+    assert lines[0].split()[:2] == ["run", "model.lr"] and damaged.name not in captured.out
+    assert len(lines) == 1 + 2 + 2 and lines[-1] == "compared 2 of 3 runs; 1 damaged, left out (see the warnings)"
+
+
+def test_nothing_readable_is_one_line_and_a_damaged_sweep_state_is_named(
+    three_runs: Path, tmp_path: Path, capsys
+) -> None:
+    runs = tmp_path / "cnn_digits"
+    shutil.copytree(three_runs, runs)
+    (runs / "sweep.json").write_text('{"trials": ')
+    assert compare([str(runs), "--output", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"sweep cnn_digits: {runs / 'sweep.json'} is damaged (Expecting value: line 1")
+
+    only = sorted(runs.iterdir())[0]
+    path = damage(only, "summary.json")
+    assert compare([str(only), "--output", str(tmp_path / "c.png")]) == 1
+    err = capsys.readouterr().err
+    problem = SUMMARY_PROBLEM.format(path=path)
+    assert err.splitlines() == [f"error: no run could be read: cnn_digits/{only.name}: {problem}"]
