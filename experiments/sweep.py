@@ -85,6 +85,9 @@ class SweepState:
                     return None
                 if self.run_in_progress(trial["run_id"]):
                     return None
+                if run_finished(self.directory / trial["run_id"]):  # its trial process finished without it
+                    state["trials"][str(index)] = trial | finished_trial(self.spec, self.directory / trial["run_id"])
+                    return None
             resume = trial is not None and trial["status"] != "failed" and self.resumable(trial["run_id"])
             trial = {
                 "index": index,
@@ -209,11 +212,8 @@ def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str,
         stopper.trial = None
     trial |= {"exit_code": code, "wall_time_s": round(time.perf_counter() - started, 1), "log": str(log)}
     trial["run_dir"] = str(run_dir) if run_dir.is_dir() else None
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if code == 0:
-        trial["status"] = "finished"
-        trial["metric"] = summary.get(spec.metric) if spec.metric else None
+        trial |= finished_trial(spec, run_dir)
         shown = f": {spec.metric}={trial['metric']:.4g}" if isinstance(trial["metric"], float) else ""
         print(f"  finished in {trial['wall_time_s']} s{shown}", flush=True)
     elif (signum := stopped_by(code)) is not None:
@@ -224,6 +224,14 @@ def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str,
         trial["error"] = last_line(log)
         print(f"  failed (exit {code}) after {trial['wall_time_s']} s: {trial['error']}  [log: {log}]", flush=True)
     return trial
+
+
+def finished_trial(spec: SweepSpec, run_dir: Path) -> dict[str, Any]:
+    """The record of a finished trial: its status, run directory and metric (from summary.json)."""
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    metric = summary.get(spec.metric) if spec.metric else None
+    return {"status": "finished", "run_dir": str(run_dir), "metric": metric}
 
 
 def stopped_by(code: int) -> int | None:

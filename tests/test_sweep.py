@@ -161,7 +161,8 @@ def test_trials_are_claimed_once_and_stale_claims_are_taken_over(tmp_path: Path)
 
 def test_a_trial_that_outlived_its_sweep_is_not_run_twice_and_a_stopped_one_resumes(tmp_path: Path) -> None:
     """A claim whose sweep process is gone, but whose run a live trial process still trains (it holds the
-    run directory's lock), is left alone; once that process has ended, the trial resumes the same run."""
+    run directory's lock), is left alone; once that process has ended, the trial resumes the same run, or,
+    if that process finished the run, is recorded as finished."""
     spec = load_spec(write_spec(tmp_path, parameters={"model.lr": {"values": [0.1]}}))
     state = SweepState(tmp_path / "s", spec)
     claim = state.claim(0, {"model.lr": 0.1}, retry_failed=False)
@@ -183,6 +184,13 @@ def test_a_trial_that_outlived_its_sweep_is_not_run_twice_and_a_stopped_one_resu
         trial.wait()
     retaken = state.claim(0, {"model.lr": 0.1}, retry_failed=False)
     assert retaken is not None and retaken["run_id"] == claim["run_id"] and retaken["resume"]
+
+    with state.locked() as trials:
+        trials["trials"]["0"]["pid"] = int(dead.stdout)  # the sweep is gone again; its trial went on, and finished
+    (run_dir / "summary.json").write_text('{"val/acc": 0.75}')
+    assert state.claim(0, {"model.lr": 0.1}, retry_failed=False) is None  # not trained again: recorded
+    trial = state.read()["trials"]["0"]
+    assert trial["status"] == "finished" and trial["metric"] == 0.75 and trial["run_dir"] == str(run_dir)
 
 
 class SignalSweepAt(L.Callback):
