@@ -92,7 +92,7 @@ def unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
 
     def request() -> None:
         try:
-            urllib.request.urlopen(url, timeout=timeout).close()
+            urllib.request.urlopen(url, timeout=timeout + 1).close()  # the join below decides first
         except urllib.error.HTTPError:
             pass
         except urllib.error.URLError as error:  # its reason: the socket's error
