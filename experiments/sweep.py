@@ -37,8 +37,6 @@ from experiments.sweep_spec import SweepSpec, check_parameter, describe, load_sp
 from experiments.tracking import first_line, wandb_mode, wandb_online_problem
 from validation import ConfigError
 
-DONE = ("finished", "failed")
-
 
 class SweepState:
     """runs/<sweep>/sweep.json: one record per trial (params, status, run dir, metric), shared by the
@@ -164,8 +162,8 @@ class Stopper:
     """Stop signals to the sweep (SIGTERM, SIGUSR1 from a cluster, Ctrl-C) while it runs trials. Each is
     passed on to the running trial, which saves its last checkpoint and exits resumably (128 + the signal);
     the sweep waits for it, records it as interrupted and stops before the next trial. Trials run in their
-    own process group, so that a Ctrl-C in the terminal reaches a trial once, through here (a second one
-    still stops it at once)."""
+    own session (process group), so that a Ctrl-C in the terminal reaches a trial once, through here (a
+    second one still stops it at once)."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
