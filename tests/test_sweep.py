@@ -265,7 +265,6 @@ def test_a_sweep_stopped_by_sigterm_stops_its_trial_and_resumes_it(tmp_path: Pat
     assert lines[0] == "sweep digits: 2 finished" and len(lines) == 1 + 1 + 2 + 1  # each run listed once
 
 
-@pytest.mark.slow
 def test_ctrl_c_to_a_sweep_reaches_its_trial_once(tmp_path: Path) -> None:
     """SIGINT (Ctrl-C) to the sweep: the trial gets it once, so it saves before it stops (a second Ctrl-C
     would stop it at once); the sweep exits 130."""
