@@ -6,15 +6,18 @@ of theirs. The command prints a ConfigError's message in one line and exits with
 
 from __future__ import annotations
 
+import math
+
 
 class ConfigError(ValueError):
     """A setting or an input that the user can fix; the message says what is wrong and how to fix it."""
 
 
 def check_range(name: str, value: float, low: float, high: float = float("inf"), *, low_open: bool = False) -> None:
-    """Reject a setting outside [low, high] (or (low, high]) with a message that names it."""
+    """Reject a setting outside [low, high] (or (low, high]), NaN or infinite, with a message that names it."""
     below = value <= low if low_open else value < low
-    if below or value > high:
+    # NaN compares false with everything, and an infinite value is no setting: both are refused.
+    if below or value > high or not math.isfinite(value):
         bracket = "(" if low_open else "["
         upper = "inf)" if high == float("inf") else f"{high}]"
         raise ConfigError(f"{name} must be in {bracket}{low}, {upper}, got {value}")

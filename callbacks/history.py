@@ -43,6 +43,8 @@ class HistoryLogger(Logger):
 
 def trim_history(run_dir: Path, last_step: int) -> None:
     """Before resuming from a checkpoint at `last_step`, drop records logged after it (they are redone)."""
+    if not (run_dir / "history.jsonl").is_file():
+        return
     records = [r for r in read_history(run_dir) if r.get("step") is None or r["step"] < last_step]
     text = "".join(json.dumps(record) + "\n" for record in records)
     temporary = run_dir / ".history.jsonl.tmp"

@@ -138,6 +138,7 @@ class FirstlightCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Name the run and point the checkpoints at its directory (created later, once the data is found)."""
         options = self.config.run
+        refuse_training_nothing(self.config.trainer)
         self.run_dir, self.resume_from = choose_run(options, options.experiment or self.preset)
         self.experiment, self.run_id = self.run_dir.parent.name, self.run_dir.name
         os.environ.setdefault(RUN_ID_ENV, self.run_id)
@@ -204,6 +205,13 @@ class FirstlightCLI(LightningCLI):
             return super().instantiate_trainer(logger=loggers, callbacks=callbacks, plugins=plugins, **kwargs)
         except (ValueError, MisconfigurationException) as error:  # Lightning rejects the trainer options
             raise ConfigError(f"trainer: {error}") from None
+
+
+def refuse_training_nothing(trainer: Namespace) -> None:
+    """Lightning takes a limit of 0 batches, epochs or steps and "finishes" without training anything."""
+    for option in ("limit_train_batches", "max_epochs", "max_steps"):
+        if trainer.get(option) == 0:
+            raise ConfigError(f"--trainer.{option} 0 trains nothing; give at least one (or leave it out)")
 
 
 def without_facts(config_yaml: str, data: Namespace) -> str:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+import traceback
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from experiments.tracking import finish_tracking
 from validation import ConfigError
@@ -23,6 +25,18 @@ def user_error(error: BaseException) -> ConfigError | None:
     return error
 
 
+def rejected_by_lightning(error: BaseException, trainer: L.Trainer) -> ConfigError | None:
+    """Lightning's own check of the trainer options against the model and data, before the first training
+    step (e.g. a validation interval longer than an epoch), as a user's mistake. Only errors raised in
+    Lightning's code: one from the model or torch is a fault, and keeps its traceback."""
+    if trainer.global_step > 0 or not isinstance(error, ValueError | MisconfigurationException):
+        return None
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames or "/lightning/" not in frames[-1].filename.replace("\\", "/"):
+        return None
+    return ConfigError(f"trainer: {' '.join(str(error).split())}")
+
+
 def stopped_by_fault(trainer: L.Trainer, message: str) -> int:
     """Report a run stopped by a fault (not a user's mistake) in one line; exit code 1, files kept."""
     if trainer.is_global_zero:
@@ -31,12 +45,13 @@ def stopped_by_fault(trainer: L.Trainer, message: str) -> int:
     return 1
 
 
-def discard_unused_run(trainer: L.Trainer, run_dir: Path) -> None:
-    """Remove the directory of a run stopped by a user mistake before it saved anything worth keeping
-    (and the experiment and root folders if that leaves them empty)."""
-    if not any((run_dir / "checkpoints").glob("*.ckpt")):
+def discard_unused_run(trainer: L.Trainer, created: list[Path]) -> None:
+    """Remove the folders this run created (`missing_folders` of its directory: the run directory, then the
+    experiment and root folders it had to make) if it was stopped before it saved any checkpoint. A folder
+    that existed before, a user's own empty --run.root or a resumed run, stays."""
+    if created and not any((created[0] / "checkpoints").glob("*.ckpt")):
         finish_tracking(trainer)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        for folder in (run_dir.parent, run_dir.parent.parent):
+        shutil.rmtree(created[0], ignore_errors=True)
+        for folder in created[1:]:
             with contextlib.suppress(OSError):  # not empty: other runs live there
                 folder.rmdir()

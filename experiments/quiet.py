@@ -22,3 +22,6 @@ def quiet() -> None:
         logging.getLogger(name).addFilter(QUIET)
     # Lightning 2.6 calls a torch API that torch 2.14 deprecates, on every test run; nothing for users to do.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # On any machine with SLURM's client (a login node, CI): firstlight's own job script runs under srun, and a
+    # command started without it is a local run, as intended.
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")

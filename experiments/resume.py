@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from callbacks.checkpointing import resume_checkpoint
-from experiments.rundir import cluster_run_id, finished, locate_run, new_run_id, unfinished_runs
+from experiments.rundir import check_run_root, cluster_run_id, finished, locate_run, new_run_id, unfinished_runs
 from experiments.tracking import wandb_sweep_run_id
 from validation import ConfigError
 
@@ -25,6 +25,7 @@ def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:
     job's, so a requeued job finds and resumes its own run.
     """
     root = Path(options.root)
+    check_run_root(root)
     if RUN_ID_ENV in os.environ:  # chosen by rank 0 (or by a sweep, which names the id only)
         chosen = os.environ.get(RESUME_ENV)
         chosen_dir = Path(os.environ.get(RUN_DIR_ENV) or root / experiment / os.environ[RUN_ID_ENV])
@@ -75,7 +76,6 @@ def check_checkpoint_fits(model: Any, checkpoint: Path) -> None:
             f"checkpoint {checkpoint} does not fit this model ({len(problems)} weights differ, e.g. "
             f"{sorted(problems)[0]}); resume with the settings the run was trained with (its config.yaml)"
         )
-
 
 
 def forget_run_choice() -> None:

@@ -30,7 +30,13 @@ from callbacks.history import last_logged, trim_history
 from callbacks.last_checkpoint import LastCheckpoint, Preempted
 from callbacks.monitor_check import unknown_monitor
 from experiments.cli import FirstlightCLI, nested_config
-from experiments.failures import NON_FINITE_HINT, discard_unused_run, stopped_by_fault, user_error
+from experiments.failures import (
+    NON_FINITE_HINT,
+    discard_unused_run,
+    rejected_by_lightning,
+    stopped_by_fault,
+    user_error,
+)
 from experiments.presets import expand_configs
 from experiments.quiet import quiet
 from experiments.resume import (
@@ -41,11 +47,13 @@ from experiments.resume import (
     last_good_checkpoint,
     resumed_config,
 )
-from experiments.rundir import create_run_dir, run_lock, write_atomic, write_summary
+from experiments.rundir import create_run_dir, missing_folders, run_lock, write_atomic, write_summary
 from experiments.tracking import finish_tracking
 from validation import ConfigError
 
 quiet()
+
+SPACE_HINT = "; free some space, or keep runs on another disk with --run.root"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,25 +86,46 @@ def train_and_test(cli: FirstlightCLI) -> int:
     started = time.perf_counter()
     if cli.resume_from:
         check_checkpoint_fits(cli.model, cli.resume_from)
+    created = missing_folders(cli.run_dir) if trainer.is_global_zero else []
     with contextlib.ExitStack() as stack:
         if trainer.is_global_zero:
-            create_run_dir(cli.run_dir, resuming=cli.resume_from is not None or cli.run_dir.is_dir())
             try:
-                stack.enter_context(run_lock(cli.run_dir))
-            except BlockingIOError:
-                raise ConfigError(f"run {cli.run_dir} is being trained by another process") from None
-            if not (cli.run_dir / "config.yaml").is_file():
-                write_atomic(cli.run_dir / "config.yaml", cli.config_yaml)
-            if cli.resume_from:
-                trim_history(cli.run_dir, checkpoint_step(cli.resume_from))
-                print(f"resuming {cli.run_dir} from {cli.resume_from.name}", file=sys.stderr)
-            for logger in trainer.loggers:
-                logger.log_hyperparams(nested_config(cli))
-        return fit_and_test(cli, started)
+                create_run_dir(cli.run_dir, resuming=cli.resume_from is not None or cli.run_dir.is_dir())
+                try:
+                    stack.enter_context(run_lock(cli.run_dir))
+                except BlockingIOError:
+                    raise ConfigError(f"run {cli.run_dir} is being trained by another process") from None
+                record_start(cli)
+            except OSError as error:  # a full disk or a lost mount before anything was trained
+                if error.errno == errno.EEXIST:
+                    raise
+                discard_unused_run(trainer, created)
+                return stopped_by_fault(trainer, f"could not write in {cli.run_dir}: {error.strerror}{SPACE_HINT}")
+        return fit_and_test(cli, started, created)
     raise AssertionError("unreachable")
 
 
-def fit_and_test(cli: FirstlightCLI, started: float) -> int:
+def record_start(cli: FirstlightCLI) -> None:
+    """config.yaml (what this part of the run runs with), history.jsonl cut to the checkpoint it resumes
+    from, and the config in every logger."""
+    config = cli.run_dir / "config.yaml"
+    step = checkpoint_step(cli.resume_from) if cli.resume_from else 0
+    if config.is_file() and config.read_text() != cli.config_yaml:  # resumed with other options
+        kept = config.with_name(f"config.until-step-{step}.yaml")
+        config.replace(kept)
+        print(
+            f"the run goes on with other options than before: its config until step {step} is {kept}", file=sys.stderr
+        )
+    if not config.is_file():
+        write_atomic(config, cli.config_yaml)
+    if cli.resume_from:
+        print(f"resuming {cli.run_dir} from {cli.resume_from.name}", file=sys.stderr)
+    trim_history(cli.run_dir, step)  # a cluster job that restarts from scratch starts its history anew
+    for logger in cli.trainer.loggers:
+        logger.log_hyperparams(nested_config(cli))
+
+
+def fit_and_test(cli: FirstlightCLI, started: float, created: list[Path]) -> int:
     """Train, test the best checkpoint, write summary.json; the exit code says how the run ended."""
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     try:
@@ -122,30 +151,39 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
-        return stopped_by_fault(trainer, f"{error}; free some space, or keep runs on another disk")
+        return stopped_by_fault(trainer, f"{error}{SPACE_HINT}")
     except Exception as error:
         cause = user_error(error)
-        mistake = cause or unknown_monitor(error, trainer)
+        mistake = cause or unknown_monitor(error, trainer) or rejected_by_lightning(error, trainer)
         if mistake is not None and trainer.is_global_zero:
-            discard_unused_run(trainer, cli.run_dir)
-        if mistake is not None and cause is None:  # Lightning's report of an unknown monitor, made ours
+            discard_unused_run(trainer, created)
+        if mistake is not None and cause is None:  # Lightning's report, made ours
             raise mistake from None
         raise
     if trainer.interrupted:
         print(f"interrupted; run dir: {cli.run_dir}", file=sys.stderr)
         return 130
-    checkpoint = trainer.checkpoint_callback
+    return test_and_summarise(cli, started)
+
+
+def test_and_summarise(cli: FirstlightCLI, started: float) -> int:
+    """Test the best checkpoint and write summary.json, which marks the run finished. A full disk on the way
+    leaves it unfinished, with the test metrics printed: resuming it tests it again and writes the summary."""
+    trainer, checkpoint = cli.trainer, cli.trainer.checkpoint_callback
     best_path = getattr(checkpoint, "best_model_path", "")
     test_metrics: dict[str, float] = {}
-    if cli.config.run.test:
-        try:
-            results = trainer.test(
-                model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True
-            )
-        except SystemExit as stop:
-            return stopped_by_signal(cli, stop, "while testing")
-        test_metrics = {name: float(value) for name, value in (results[0] if results else {}).items()}
-    if trainer.is_global_zero:
+    resume = f"python -m experiments.run --run.resume {cli.run_dir}"
+    try:
+        if cli.config.run.test:
+            try:
+                results = trainer.test(
+                    cli.model, datamodule=cli.datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True
+                )
+            except SystemExit as stop:
+                return stopped_by_signal(cli, stop, "while testing")
+            test_metrics = {name: float(value) for name, value in (results[0] if results else {}).items()}
+        if not trainer.is_global_zero:
+            return 0
         metrics = last_logged(cli.run_dir) | {name: float(value) for name, value in trainer.callback_metrics.items()}
         best_score = getattr(checkpoint, "best_model_score", None)
         if best_score is not None:
@@ -158,8 +196,14 @@ def fit_and_test(cli: FirstlightCLI, started: float) -> int:
             best_checkpoint=best_path,
             wall_time_s=round(time.perf_counter() - started, 2),
         )
-        finish_tracking(trainer, summary)
-        print_results(test_metrics, best_path, cli.run_dir)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        if trainer.is_global_zero:
+            print_results(test_metrics, best_path, cli.run_dir)
+        return stopped_by_fault(trainer, f"{error}; no summary written{SPACE_HINT}, then resume it with: {resume}")
+    finish_tracking(trainer, summary)
+    print_results(test_metrics, best_path, cli.run_dir)
     return 0
 
 

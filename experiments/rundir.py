@@ -21,6 +21,27 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def check_run_root(root: Path) -> None:
+    """Refuse a --run.root that cannot hold runs (a file on its path, a folder not writable), before anything
+    is written."""
+    existing = root.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--run.root {root}: {existing} is a file, not a folder; choose another --run.root")
+    if not os.access(existing, os.W_OK | os.X_OK):  # also False on a read-only filesystem, even for root
+        raise ConfigError(f"--run.root {root}: cannot write in {existing}; choose a folder you can write to")
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """The folders of `path` that do not exist yet, `path` first: what creating it will make."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
 def create_run_dir(path: Path, resuming: bool = False) -> Path:
     """Create the run directory; an existing one is only reused to resume it, so no run overwrites another."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -105,11 +105,25 @@ class FillDiskAt(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step != self.step:
             return
-        root = Path(trainer.default_root_dir)
-        stats = os.statvfs(root)
-        free = stats.f_bavail * stats.f_frsize
-        with open(root / "ballast", "wb") as ballast:
-            os.posix_fallocate(ballast.fileno(), 0, max(0, free - self.leave))
+        fill(Path(trainer.default_root_dir), self.leave)
+
+
+class FillDiskAfterTesting(L.Callback):
+    """As testing ends, fills the run directory's filesystem completely: summary.json cannot be written.
+    Once per working directory (a marker file), so the resumed run, which keeps its callbacks, can finish."""
+
+    def on_test_end(self, trainer: L.Trainer, *args: Any) -> None:
+        marker = Path("filled-after-testing")
+        if not marker.exists():
+            marker.touch()
+            fill(Path(trainer.default_root_dir), leave=0)
+
+
+def fill(folder: Path, leave: int) -> None:
+    """Fill `folder`'s filesystem with a ballast file up to `leave` bytes free."""
+    stats = os.statvfs(folder)
+    with open(folder / "ballast", "wb") as ballast:
+        os.posix_fallocate(ballast.fileno(), 0, max(4096, stats.f_bavail * stats.f_frsize - leave))
 
 
 class FailWritesAt(L.Callback):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,36 @@ CASES = [
     ("seed-not-a-number", lambda t: ["--seed_everything", "abc"], "seed_everything"),
     ("gpu-without-gpu", lambda t: ["--trainer.accelerator", "gpu"], "trainer: "),
     ("resume-unknown-run", lambda t: ["--run.resume", "no-such-run"], "no-such-run"),
+    ("nan-lr", lambda t: ["--model.lr", "nan"], "Expected a float. Got value: nan"),
+    ("infinite-lr", lambda t: ["--model.lr", "inf"], "Expected a float. Got value: inf"),
+    (
+        "infinite-lr-in-a-config-file",
+        lambda t: ["--config", write(t / "inf.yaml", "model:\n  init_args:\n    lr: .inf\n")],
+        "lr must be in (0.0, inf), got inf",
+    ),
+    (
+        "nan-in-a-config-file",
+        lambda t: ["--config", write(t / "nan.yaml", "model:\n  init_args:\n    weight_decay: .nan\n")],
+        "weight_decay must be in [0.0, inf), got nan",
+    ),
+    (
+        "validation-interval-longer-than-the-epoch",
+        lambda t: ["--trainer.val_check_interval", "100"],
+        "trainer: `val_check_interval` (100) must be less than or equal to the number of the training batches (20)",
+    ),
+    ("no-training-batches", lambda t: ["--trainer.limit_train_batches", "0"], "limit_train_batches 0 trains nothing"),
+    ("no-epochs", lambda t: ["--trainer.max_epochs", "0"], "--trainer.max_epochs 0 trains nothing"),
+    ("no-steps", lambda t: ["--trainer.max_steps", "0"], "--trainer.max_steps 0 trains nothing"),
+    (
+        "run-root-is-a-file",
+        lambda t: ["--run.root", write(t / "runs", "not a folder")],
+        "is a file, not a folder; choose another --run.root",
+    ),
+    (
+        "run-root-below-a-file",
+        lambda t: ["--run.root", str(Path(write(t / "runs", "not a folder")) / "deeper")],
+        "is a file, not a folder",
+    ),
     ("monitor-unknown-metric", lambda t: ["--checkpoint.monitor", "val/nope"], "val/nope is not a metric"),
     (
         "images-of-different-sizes",
@@ -199,7 +231,7 @@ def test_user_mistake(arguments, expected, in_tmp: Path, capsys) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert expected in lines[0]
     assert "Traceback" not in err
-    assert not (in_tmp / "runs").exists()
+    assert not (in_tmp / "runs").is_dir()
 
 
 def test_a_mistake_from_the_shell_exits_2_without_traceback(tmp_path: Path) -> None:
@@ -260,3 +292,28 @@ def test_a_data_mistake_found_during_training_leaves_nothing_behind(in_tmp: Path
     assert code == 2
     assert "error: no readable images in" in capsys.readouterr().err
     assert not any((in_tmp / "runs").rglob("*.*"))
+
+
+def test_a_mistake_keeps_the_users_own_empty_run_root(in_tmp: Path, capsys) -> None:
+    """A run stopped by a mistake found after its directory was made removes the folders it made, and only
+    those: the user's own (empty) --run.root stays."""
+    (in_tmp / "my-runs").mkdir()
+    args = ["--config", "cnn_digits", "--run.root", "my-runs", "--trainer.val_check_interval", "100"]
+    assert main(args) == 2
+    assert "val_check_interval" in capsys.readouterr().err
+    assert (in_tmp / "my-runs").is_dir() and not any((in_tmp / "my-runs").iterdir())
+
+
+def test_a_read_only_run_root_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    root = tmp_path / "read-only"
+    root.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(root)]).returncode:
+        pytest.skip("mounting a read-only filesystem needs root")
+    try:
+        result = run_cli("--config", "cnn_digits", "--run.root", str(root / "runs"), cwd=tmp_path)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --run.root {root / 'runs'}: cannot write in {root}; choose a folder you can write to"
+    ]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from tests.helpers import HANG_GUARD_S, fresh_env, run_cli, wandb_records, wandb_summary
+from tests.signals import fill
 
 DIGITS = ["--config", "cnn_digits", "--trainer.max_epochs", "3"]  # 20 steps per epoch
 
@@ -92,6 +93,41 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path: P
         assert errors[0].endswith(f"the last good checkpoint is {checkpoints / 'last.ckpt'} (step 20)"), errors
         assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 20
         assert not list(checkpoints.glob(".*.tmp"))
+
+
+def test_a_disk_full_from_the_start_stops_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "small", 4) as mounted:
+        if not mounted:
+            pytest.skip("needs a small filesystem (root)")
+        fill(tmp_path / "small", leave=0)
+        result = run_cli(*DIGITS, "--run.root", str(tmp_path / "small" / "runs"), cwd=tmp_path)
+        assert result.returncode == 1, result.stderr[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert "No space left on device; free some space, or keep runs on another disk with --run.root" in errors[0]
+        assert sorted(p.name for p in (tmp_path / "small").iterdir()) == ["ballast"]  # no run left behind
+
+
+@pytest.mark.slow
+def test_a_disk_filling_up_before_the_summary_keeps_the_test_metrics_and_the_run_resumable(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "small", 32) as mounted:
+        if not mounted:
+            pytest.skip("needs a small filesystem (root)")
+        root = tmp_path / "small" / "runs"
+        fault = ["--trainer.callbacks+=tests.signals.FillDiskAfterTesting"]
+        result = run_cli(*DIGITS, "--trainer.max_epochs", "1", "--run.root", str(root), *fault, cwd=tmp_path)
+        assert result.returncode == 1, result.stderr[-3000:]
+        run_dir = only_run(root)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert "No space left on device" in errors[0] and "no summary written" in errors[0]
+        assert errors[0].endswith(f"resume it with: python -m experiments.run --run.resume {run_dir}")
+        assert "test/acc" in result.stdout  # the test metrics are not lost
+        assert not (run_dir / "summary.json").exists()
+        (run_dir / "ballast").unlink()  # space again: the resume tests the run and finishes it
+        resumed = run_cli("--run.resume", str(run_dir), "--run.root", str(root), cwd=tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
 
 
 def test_ctrl_c_saves_and_stops_cleanly_then_resumes(tmp_path: Path) -> None:

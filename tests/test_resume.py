@@ -236,3 +236,18 @@ def test_killed_mid_epoch_and_resumed_ends_as_if_never_stopped(
     (reference,) = wandb_train_steps(uninterrupted)
     # No step twice, none missing:
     assert before + after == reference and all(s < step for s in before) and all(s >= step for s in after)
+
+
+def test_a_resume_with_other_options_records_them_and_keeps_the_earlier_config(tmp_path: Path) -> None:
+    stop = ["--trainer.callbacks+=tests.signals.SignalAt", "--trainer.callbacks.step=5"]
+    assert run_cli("--config", "cnn_digits", "--trainer.max_epochs", "1", *stop, cwd=tmp_path).returncode == 143
+    (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
+    first = (run_dir / "config.yaml").read_text()
+    resumed = run_cli("--run.resume", str(run_dir), "--trainer.max_epochs", "2", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40  # 2 epochs
+    kept = sorted(p.name for p in run_dir.glob("config*.yaml"))
+    assert kept == ["config.until-step-6.yaml", "config.yaml"] or kept == ["config.until-step-5.yaml", "config.yaml"]
+    assert (run_dir / kept[0]).read_text() == first
+    assert "max_epochs: 2" in (run_dir / "config.yaml").read_text() and "max_epochs: 1" in first
+    assert f"its config until step {kept[0].split('-')[-1][:-5]} is {run_dir / kept[0]}" in resumed.stderr
