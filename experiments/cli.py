@@ -34,6 +34,7 @@ from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.hardware import check_bf16_on_cpu, resolve_precision
 from experiments.renamed import renamed_hint
 from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV, choose_run
+from experiments.stages import missing_stage
 from experiments.tracking import RunOptions, make_logger
 from experiments.trainer import Trainer
 from validation import ConfigError
@@ -180,6 +181,12 @@ class FirstlightCLI(LightningCLI):
         )
         options = RunOptions(**self.config.run)
         options.name = options.name or self.default_name
+        no_validation = missing_stage(self.model, self.datamodule, "validation")
+        if no_validation:  # Lightning skips validation; checkpoints then keep the latest state, not the best
+            if options.patience is not None:
+                raise ConfigError(f"--run.patience needs validation, and {no_validation}")
+            self.config_init.checkpoint.monitor = None
+            precision_note += f"\nno validation ({no_validation}): checkpoints keep the latest weights"
         logger = make_logger(options, self.experiment, self.run_id, self.run_dir)
         callbacks = list(self.config_init.trainer.get("callbacks") or [])
         callbacks += [

@@ -48,6 +48,7 @@ from experiments.resume import (
     resumed_config,
 )
 from experiments.rundir import create_run_dir, missing_folders, run_lock, write_atomic, write_summary
+from experiments.stages import missing_stage
 from experiments.tracking import finish_tracking
 from validation import ConfigError
 
@@ -173,8 +174,12 @@ def test_and_summarise(cli: FirstlightCLI, started: float) -> int:
     best_path = getattr(checkpoint, "best_model_path", "")
     test_metrics: dict[str, float] = {}
     resume = f"python -m experiments.run --run.resume {cli.run_dir}"
+    validated = missing_stage(cli.model, cli.datamodule, "validation") is None
+    no_test = missing_stage(cli.model, cli.datamodule, "test") if cli.config.run.test else "--run.test false"
+    if trainer.is_global_zero and cli.config.run.test and no_test:
+        print(f"not testing: {no_test}", file=sys.stderr)
     try:
-        if cli.config.run.test:
+        if not no_test:
             try:
                 results = trainer.test(
                     cli.model, datamodule=cli.datamodule, ckpt_path=best_path or None, verbose=False, weights_only=True
@@ -194,6 +199,7 @@ def test_and_summarise(cli: FirstlightCLI, started: float) -> int:
             run_id=cli.run_id,
             run_dir=str(cli.run_dir),
             best_checkpoint=best_path,
+            stages=["fit", *(["validation"] if validated else []), *([] if no_test else ["test"])],
             wall_time_s=round(time.perf_counter() - started, 2),
         )
     except OSError as error:

@@ -39,3 +39,18 @@ class RecordProfiler(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         Path("profiler.txt").write_text(type(trainer.profiler).__name__)
+
+
+class MinimalModule(L.LightningModule):
+    """Lightning's own minimal example: a training step and an optimizer, no validation or test step."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.layer = nn.LazyLinear(num_classes)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        return nn.functional.cross_entropy(self.layer(images.flatten(1)), labels)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -277,8 +278,6 @@ def test_any_lightning_module_by_class_path_gets_the_links_it_takes(in_tmp: Path
     (run_dir,) = (in_tmp / "runs" / "cnn_digits").iterdir()
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["num_classes"] == 10  # linked from the data, not the default 3
-    import json
-
     assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
 
 
@@ -317,3 +316,17 @@ def test_a_read_only_run_root_is_refused_before_anything_runs(tmp_path: Path) ->
     assert result.stderr.strip().splitlines() == [
         f"error: --run.root {root / 'runs'}: cannot write in {root}; choose a folder you can write to"
     ]
+
+
+def test_a_module_with_only_a_training_step_trains_and_skips_the_stages_it_lacks(in_tmp: Path, capsys) -> None:
+    """Lightning's minimal LightningModule (training_step and configure_optimizers) by class path: trained,
+    checkpointed, not validated or tested, each said in one line, and summary.json says which stages ran."""
+    model = ["--model", "tests.custom_models.MinimalModule", "--trainer.max_epochs", "2", "--run.logger", "none"]
+    assert main(["--config", "cnn_digits", *model]) == 0
+    err = capsys.readouterr().err
+    assert "no validation (MinimalModule defines no validation_step): checkpoints keep the latest weights" in err
+    assert "not testing: MinimalModule defines no test_step" in err and "Traceback" not in err
+    (run_dir,) = (in_tmp / "runs" / "cnn_digits").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stages"] == ["fit"] and summary["best_checkpoint"].endswith("epoch=1-step=40.ckpt")
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
