@@ -26,13 +26,32 @@ def git(*args: str) -> str | None:
 
 
 def code_version() -> tuple[dict[str, Any], str]:
-    """({"commit", "dirty"}, the diff against the commit); commit None outside a git checkout."""
+    """({"commit", "dirty", "untracked_imported"}, the diff against the commit); commit None outside a git
+    checkout. Files that git does not track but the run imported (a new model file not yet added) are in
+    the diff as new files, so `git apply code.diff` on the commit gives the code that ran."""
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        return {"commit": None, "dirty": None}, ""
+        return {"commit": None, "dirty": None, "untracked_imported": []}, ""
     diff = git("diff", "HEAD") or ""
     untracked = git("status", "--porcelain", "--untracked-files=normal") or ""
-    return {"commit": commit.strip(), "dirty": bool(untracked.strip())}, diff
+    imported = untracked_imports()
+    code = {"commit": commit.strip(), "dirty": bool(untracked.strip()), "untracked_imported": imported}
+    return code, diff + "".join(map(new_file_diff, imported))
+
+
+def untracked_imports() -> list[str]:
+    """Paths (relative to the repository) of the modules this process imported that git does not track."""
+    untracked = {line for line in (git("ls-files", "--others", "--exclude-standard") or "").splitlines() if line}
+    imported = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
+    return sorted(path for path in untracked if (REPOSITORY / path).resolve() in imported)
+
+
+def new_file_diff(path: str) -> str:
+    """`path` as a git diff that creates it."""
+    lines = (REPOSITORY / path).read_text(errors="replace").splitlines(keepends=True)
+    body = "".join(f"+{line}" if line.endswith("\n") else f"+{line}\n\\ No newline at end of file\n" for line in lines)
+    header = f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
+    return header + (f"@@ -0,0 +1,{len(lines)} @@\n{body}" if lines else "")
 
 
 def environment() -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +226,7 @@ def test_provenance_is_saved_and_logged_as_an_artifact(digits_run: Any) -> None:
     assert provenance["code"]["dirty"] == dirty
     assert (run_dir / "code.diff").is_file() == bool(
         subprocess.run(["git", "diff", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+        or provenance["code"]["untracked_imported"]
     )
     assert provenance["environment"]["packages"]["torch"] == torch.__version__.split("+")[0]
     records = wandb_records(run_dir)
@@ -411,3 +413,32 @@ def test_media_of_a_run_under_max_time_log_at_the_validation_before_the_time_run
             schedule.spent += 1.0
             schedule.last_cost = 1.0
     assert logged == [250, 2250]  # 5 s remain after 2,250 steps: no validation comes after it
+
+
+def test_untracked_files_the_run_imported_are_in_its_code_diff(tmp_path: Path, monkeypatch) -> None:
+    """A model file not yet added to git, imported by the run, is named in provenance and in code.diff as a
+    new file: `git apply code.diff` on the commit recreates it. Untracked files not imported stay out."""
+    import importlib.util
+
+    import callbacks.provenance as provenance
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for command in (["init", "-q"], ["commit", "-q", "--allow-empty", "-m", "start"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *command], cwd=repo, check=True)
+    (repo / "my_model.py").write_text("WIDTH = 7\n")
+    (repo / "notes.txt").write_text("not imported\n")
+    spec = importlib.util.spec_from_file_location("my_model", repo / "my_model.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    monkeypatch.setitem(sys.modules, "my_model", module)
+    monkeypatch.setattr(provenance, "REPOSITORY", repo)
+
+    code, diff = provenance.code_version()
+    assert code["untracked_imported"] == ["my_model.py"] and code["dirty"]
+    assert "+WIDTH = 7" in diff and "notes" not in diff
+    clean = tmp_path / "clean"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clean)], check=True)
+    (tmp_path / "code.diff").write_text(diff)
+    subprocess.run(["git", "apply", str(tmp_path / "code.diff")], cwd=clean, check=True)
+    assert (clean / "my_model.py").read_text() == "WIDTH = 7\n"
