@@ -42,7 +42,8 @@ def code_version() -> tuple[dict[str, Any], str]:
 def untracked_imports() -> list[str]:
     """Paths (relative to the repository) of the modules this process imported that git does not track."""
     untracked = {line for line in (git("ls-files", "--others", "--exclude-standard") or "").splitlines() if line}
-    imported = {Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)}
+    files = (getattr(module, "__file__", None) for module in list(sys.modules.values()))
+    imported = {Path(file).resolve() for file in files if file}
     return sorted(path for path in untracked if (REPOSITORY / path).resolve() in imported)
 
 
