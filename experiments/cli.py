@@ -101,6 +101,7 @@ def give_facts(model: Namespace, facts: dict[str, Any]) -> None:
 class FirstlightCLI(LightningCLI):
     def __init__(self, args: list[str], preset: str) -> None:
         self.preset = preset
+        self.args = args
         self.default_name = derived_name(preset, args)
         super().__init__(
             L.LightningModule,
@@ -140,7 +141,7 @@ class FirstlightCLI(LightningCLI):
         """Name the run and point the checkpoints at its directory (created later, once the data is found)."""
         options = self.config.run
         refuse_training_nothing(self.config.trainer)
-        self.run_dir, self.resume_from = choose_run(options, options.experiment or self.preset)
+        self.run_dir, self.resume_from = choose_run(options, options.experiment or self.preset, self.args)
         self.experiment, self.run_id = self.run_dir.parent.name, self.run_dir.name
         os.environ.setdefault(RUN_ID_ENV, self.run_id)
         os.environ.setdefault(RUN_DIR_ENV, str(self.run_dir))

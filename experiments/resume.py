@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from pathlib import Path
@@ -17,12 +18,13 @@ RUN_DIR_ENV = "FIRSTLIGHT_RUN_DIR"  # the directory rank 0 chose, for those work
 RESUME_ENV = "FIRSTLIGHT_RESUME_FROM"  # the checkpoint rank 0 chose to resume from, for those workers
 
 
-def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:
+def choose_run(options: Any, experiment: str, command: list[str]) -> tuple[Path, Path | None]:
     """The run's directory and the checkpoint to resume from (None for a new run).
 
     DDP workers take rank 0's choice from the environment. `--run.resume` names a run (directory or
     id) or asks for the newest unfinished run of the experiment ("auto"). Under SLURM the run id is the
-    job's, so a requeued job finds and resumes its own run.
+    job's and the command's (its arguments, `command`), so a requeued job finds and resumes its own run,
+    and two commands of one job train two runs.
     """
     root = Path(options.root)
     check_run_root(root)
@@ -40,7 +42,8 @@ def choose_run(options: Any, experiment: str) -> tuple[Path, Path | None]:
             raise ConfigError(f"run {run_dir} has finished; nothing to resume (leave out --run.resume for a new run)")
     else:
         cluster_id = cluster_run_id()
-        run_dir = root / experiment / cluster_id if cluster_id else None
+        digest = hashlib.sha256("\0".join(command).encode()).hexdigest()[:6]
+        run_dir = root / experiment / f"{cluster_id}-{digest}" if cluster_id else None
         if run_dir is None or finished(run_dir):
             return (root / experiment / (wandb_sweep_run_id() or new_run_id())).absolute(), None
     if run_dir is None:

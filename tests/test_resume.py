@@ -7,6 +7,7 @@ import pickle
 import random
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 
 from callbacks.checkpointing import AtomicCheckpointIO, random_states, resume_checkpoint, set_random_states
 from datamodules.batches import IndexBatches, ShardedOrder
+from experiments.resume import choose_run
 from experiments.run import main
 from experiments.rundir import cluster_run_id, run_lock, unfinished_runs
 from tests.helpers import run_cli
@@ -106,6 +108,20 @@ def test_cluster_jobs_give_the_run_id(env: dict[str, str], expected: str | None,
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert cluster_run_id() == expected
+
+
+def test_two_commands_of_one_cluster_job_train_two_runs_each_resumed_by_its_own(tmp_path: Path, monkeypatch) -> None:
+    for name in ("SLURM_ARRAY_JOB_ID", "FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "812")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    options = SimpleNamespace(root=str(tmp_path), resume=None)
+    first, resume_from = choose_run(options, "cnn_digits", ["--model.lr", "0.1"])
+    second, _ = choose_run(options, "cnn_digits", ["--model.lr", "0.2"])
+    assert first != second and first.name.startswith("slurm-812-") and resume_from is None
+    make_run(tmp_path, first.name, finished=False)  # the first command's run, stopped: the job is requeued
+    assert choose_run(options, "cnn_digits", ["--model.lr", "0.1"]) == (first, first / "checkpoints" / "last.ckpt")
+    assert choose_run(options, "cnn_digits", ["--model.lr", "0.2"]) == (second, None)
 
 
 @pytest.mark.parametrize(

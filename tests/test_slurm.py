@@ -101,7 +101,7 @@ def test_a_two_task_job_trains_a_preset_with_ddp(tmp_path: Path) -> None:
     job = submit(tmp_path, "--trainer.max_epochs", "2")
     assert final_state(job, HANG_GUARD_S) == "COMPLETED", cluster_log(job)
     output = (tmp_path / f"slurm-{job}.out").read_text()
-    run_dir = tmp_path / "runs" / "cnn_digits" / f"slurm-{job}"  # the job id is the run id
+    (run_dir,) = (tmp_path / "runs" / "cnn_digits").glob(f"slurm-{job}-*")  # the run id: the job's and the command's
     assert f"run dir: {run_dir}" in output, output[-3000:]
     assert [p.name for p in run_dir.parent.iterdir()] == [run_dir.name]  # two tasks, one run
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -121,9 +121,11 @@ def test_a_two_task_job_trains_a_preset_with_ddp(tmp_path: Path) -> None:
 )
 def test_a_requeued_job_resumes_its_run_from_the_checkpoint(stop: list[str], signal_name: str, tmp_path: Path) -> None:
     job = submit(tmp_path, "--trainer.max_epochs", "12")
-    run_dir = tmp_path / "runs" / "cnn_digits" / f"slurm-{job}"
+    runs = tmp_path / "runs" / "cnn_digits"
+    wait_until(lambda: any(runs.glob(f"slurm-{job}-*/history.jsonl")), HANG_GUARD_S, "the run to start")
+    (run_dir,) = runs.glob(f"slurm-{job}-*")
     history = run_dir / "history.jsonl"
-    wait_until(lambda: history.is_file() and history.read_text().count('"val/acc"') >= 3, HANG_GUARD_S, "3 epochs")
+    wait_until(lambda: history.read_text().count('"val/acc"') >= 3, HANG_GUARD_S, "3 epochs")
     subprocess.run([*stop, job], check=True)
     wait_until(lambda: job_fields(job).get("Restarts") == "1" and state(job) == "PENDING", 120, "the requeue")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
