@@ -32,7 +32,9 @@ from callbacks.monitor_check import unknown_monitor
 from experiments.cli import FirstlightCLI, nested_config
 from experiments.failures import (
     NON_FINITE_HINT,
+    Terminated,
     discard_unused_run,
+    raise_terminated,
     rejected_by_lightning,
     stopped_by_fault,
     user_error,
@@ -59,6 +61,7 @@ SPACE_HINT = "; free some space, or keep runs on another disk with --run.root"
 
 def main(argv: list[str] | None = None) -> int:
     owns_run_id = RUN_ID_ENV not in os.environ
+    on_sigterm = signal.signal(signal.SIGTERM, raise_terminated)  # until training starts (`fit_and_test`)
     try:
         args, preset = expand_configs(resumed_config(sys.argv[1:] if argv is None else argv))
         with warnings.catch_warnings():  # the arguments are sys.argv with presets resolved: no mix-up
@@ -66,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             cli = FirstlightCLI(args, preset)
         cli.datamodule.prepare_data()  # a missing dataset fails here, before anything is written
         return train_and_test(cli)
-    except KeyboardInterrupt:  # Ctrl-C outside training (while loading data, testing, ...)
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as stop:  # before training started: nothing was saved
+        what, number = ("preempted", signal.SIGTERM) if isinstance(stop, Terminated) else ("interrupted", signal.SIGINT)
+        print(f"{what}: {number.name} before training started; nothing was saved", file=sys.stderr)
+        return 128 + number
     except Exception as error:
         cause = user_error(error)
         if cause is None:
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {cause}", file=sys.stderr)
         return 2
     finally:
+        signal.signal(signal.SIGTERM, on_sigterm)
         if owns_run_id:  # DDP workers inherit the id from this process's environment; the next run must not
             forget_run_choice()
         leave_process_group()
@@ -102,6 +107,9 @@ def train_and_test(cli: FirstlightCLI) -> int:
                     raise
                 discard_unused_run(trainer, created)
                 return stopped_by_fault(trainer, f"could not write in {cli.run_dir}: {error.strerror}{SPACE_HINT}")
+            except (KeyboardInterrupt, Terminated):
+                discard_unused_run(trainer, created)
+                raise
         return fit_and_test(cli, started, created)
     raise AssertionError("unreachable")
 
@@ -129,6 +137,7 @@ def record_start(cli: FirstlightCLI) -> None:
 def fit_and_test(cli: FirstlightCLI, started: float, created: list[Path]) -> int:
     """Train, test the best checkpoint, write summary.json; the exit code says how the run ended."""
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # Lightning's handling from here (see `stopped_by_signal`)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cli.resume_from, weights_only=True)
     except SystemExit as stop:  # a signal before training started (the sanity check) or after it ended

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
+
+from datamodules.image import ImageDataModule
 
 
 class LinearProbe(L.LightningModule):
@@ -54,3 +59,15 @@ class MinimalModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class SignalledDigits(ImageDataModule):
+    """The digits; this process receives `signal_name` while the data is prepared (the command's set-up)."""
+
+    def __init__(self, signal_name: str = "SIGTERM", **options: Any) -> None:
+        super().__init__(**options)
+        self.signal_name = signal_name
+
+    def prepare_data(self) -> None:
+        os.kill(os.getpid(), getattr(signal, self.signal_name))
+        super().prepare_data()

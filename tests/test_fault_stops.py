@@ -146,6 +146,19 @@ def test_ctrl_c_saves_and_stops_cleanly_then_resumes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("signal_name", "code", "what"), [("SIGTERM", 143, "preempted"), ("SIGINT", 130, "interrupted")]
+)
+def test_a_signal_during_set_up_exits_with_its_code_and_leaves_nothing(
+    signal_name: str, code: int, what: str, tmp_path: Path
+) -> None:
+    data = ["--data", "tests.custom_models.SignalledDigits", f"--data.signal_name={signal_name}"]
+    result = run_cli("--config", "cnn_digits", *data, cwd=tmp_path)
+    assert result.returncode == code, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == f"{what}: {signal_name} before training started; nothing was saved"
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
     ("when", "signal_name", "code"),
     [
         ("test", "SIGTERM", 143),
