@@ -62,7 +62,8 @@ def build_preset(preset: str) -> tuple[L.LightningModule, L.LightningDataModule]
     data's facts to both (nothing is written)."""
     from experiments.cli import FirstlightCLI
 
-    args, _ = expand_configs(["--config", preset, "--run.logger", "none", "--run.root", os.devnull])
+    root = os.path.join(tempfile.gettempdir(), "firstlight-benchmark")  # the CLI makes no folder: nothing is written
+    args, _ = expand_configs(["--config", preset, "--run.logger", "none", "--run.root", root])
     with no_run_identity(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "LightningCLI's args parameter")
         cli = FirstlightCLI(args, preset)
