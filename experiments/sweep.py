@@ -5,10 +5,12 @@
     python -m experiments.compare runs/cnn_digits_sweep                         # the trials side by side
 
 With W&B online (configured credentials, or WANDB_MODE=online) it creates a W&B sweep and runs an agent
-(`--sweep-id` joins an existing sweep). Otherwise it runs the grid or random search itself: each trial is an
-ordinary run in runs/<sweep name>/<run id>/, started as its own process; a failed trial is recorded and the
-sweep goes on. State lives in runs/<sweep name>/sweep.json: the same command again skips finished and
-failed trials and runs the rest, and several processes can work through one sweep at once.
+(`--sweep-id` joins an existing sweep); W&B out of reach or refusing the key, it warns and goes on here.
+Otherwise it runs the grid or random search itself: each trial is an ordinary run in
+runs/<sweep name>/<run id>/, started as its own process; a failed trial is recorded and the sweep goes on,
+a stop signal is passed to the running trial, which saves, and stops the sweep. State lives in
+runs/<sweep name>/sweep.json: the same command again skips finished and failed trials, resumes a stopped
+one's run and runs the rest, and several processes can work through one sweep at once.
 """
 
 from __future__ import annotations
