@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import io
 import json
@@ -207,7 +208,9 @@ def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str,
     started = time.perf_counter()
     with open(log, "a") as output:
         command = [sys.executable, "-m", "experiments.run", *args]
-        stopper.trial = subprocess.Popen(command, stdout=output, stderr=output, env=env, start_new_session=True)
+        stopper.trial = subprocess.Popen(
+            command, stdout=output, stderr=output, env=env, start_new_session=True, preexec_fn=die_with_parent
+        )
         code = stopper.trial.wait()
         stopper.trial = None
     trial |= {"exit_code": code, "wall_time_s": round(time.perf_counter() - started, 1), "log": str(log)}
@@ -224,6 +227,17 @@ def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str,
         trial["error"] = last_line(log)
         print(f"  failed (exit {code}) after {trial['wall_time_s']} s: {trial['error']}  [log: {log}]", flush=True)
     return trial
+
+
+def die_with_parent() -> None:
+    """In the trial's process, before it starts: if the sweep dies (`kill -9`, a closed terminal), the
+    kernel sends the trial SIGTERM, so it saves and stops resumably rather than train on as an orphan
+    (Linux; elsewhere the run lock alone keeps a rerun from starting it twice)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
 def finished_trial(spec: SweepSpec, run_dir: Path) -> dict[str, Any]:
@@ -370,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a trial started (during one, the trial gets it: `Stopper`)
+        print("interrupted: SIGINT before a trial started", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

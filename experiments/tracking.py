@@ -116,7 +116,7 @@ def has_wandb_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1]
+        host = wandb_base_url().split("//")[-1]  # W&B's own choice of server, as `wandb login` records it
         return bool(netrc.netrc().authenticators(host))
     except (FileNotFoundError, netrc.NetrcParseError):
         return False

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +264,25 @@ def test_a_sweep_stopped_by_sigterm_stops_its_trial_and_resumes_it(tmp_path: Pat
     assert compare([str(sweep_dir), "--output", str(tmp_path / "c.png")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "sweep digits: 2 finished" and len(lines) == 1 + 1 + 2 + 1  # each run listed once
+
+
+@pytest.mark.slow
+def test_a_trial_whose_sweep_is_killed_saves_and_stops_then_resumes(tmp_path: Path) -> None:
+    """kill -9 of the sweep in its first trial: the kernel sends the trial SIGTERM (it dies with its parent,
+    never an orphan), so it saves and stops; the same command again resumes that run."""
+    spec = signalled_spec(tmp_path, "SIGKILL", [0.003])
+    assert sweep_cli(spec, tmp_path).returncode == -signal.SIGKILL
+    (run_dir,) = (p.parent for p in (tmp_path / "runs" / "digits").glob("*/config.yaml"))
+    deadline = time.monotonic() + HANG_GUARD_S
+    while locked(run_dir):  # the trial is still saving
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert saved_step(run_dir) >= 25 and not (run_dir / "summary.json").exists()
+    (log,) = (tmp_path / "runs" / "digits" / "logs").glob("trial-000-*.log")
+    assert "preempted: SIGTERM at step" in log.read_text()
+    resumed = sweep_cli(spec, tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-3000:]
+    assert "(resuming)" in resumed.stdout and json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
 
 
 def test_ctrl_c_to_a_sweep_reaches_its_trial_once(tmp_path: Path) -> None:
