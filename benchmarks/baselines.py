@@ -14,6 +14,8 @@ where it has a setting, and scored on its test split, in the unit the preset rep
   per token, the preset's `test/loss`, and bits per character);
 - time series: the naive "repeat the last value" forecast and a linear autoregressive model on the
   preset's window (test MSE in the preset's normalised units).
+- DNA/protein classification: the majority class, and logistic regression on the frequencies of k-mers
+  (of both strands for DNA), k and C chosen on validation (test accuracy).
 
 Sequence-to-sequence presets have no such reference and are skipped. Prints the machine, then one row per
 reference.
@@ -26,11 +28,13 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from benchmarks.precision import build_preset
+from datamodules.biosequence import FastaDataModule
 from datamodules.image import ImageDataModule
 from datamodules.language_model import LanguageModelDataModule
 from datamodules.text import TextClassificationDataModule
@@ -164,7 +168,43 @@ def timeseries_references(data: TimeSeriesDataModule) -> Iterator[Row]:
     yield f"linear autoregression on {window} lags (ridge {a})", "test/mse", mse(fitted[a], x_test, y_test), len(y_test)
 
 
+def kmer_frequencies(counts: Any, sequences: list[str], dna: bool) -> Any:
+    """(N, k-mers) frequencies of each sequence's k-mers: sequences of any length compare; DNA counts both
+    strands, as a binding site reads the same on either."""
+    from sklearn.preprocessing import normalize
+
+    from datamodules.kmers import reverse_complement
+
+    x = counts.transform(sequences)
+    if dna:
+        x = x + counts.transform([reverse_complement(s) for s in sequences])
+    return normalize(x.astype(float), norm="l1")
+
+
+def kmer_references(data: FastaDataModule) -> Iterator[Row]:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    sequences, dna = data.sequences, data.hparams["alphabet"] == "dna"
+    labels = {split: data.splits[split][1].numpy() for split in sequences}
+    n, majority = len(labels["test"]), np.bincount(labels["train"]).argmax()
+    yield "majority class of the training split", "test/acc", float((labels["test"] == majority).mean()), n
+    scores = {}  # (k, C) -> (val accuracy, test accuracy)
+    for k in range(3, 8) if dna else range(1, 4):
+        counts = CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=False).fit(sequences["train"])
+        x = {split: kmer_frequencies(counts, sequences[split], dna) for split in sequences}
+        for c in (1.0, 10.0, 100.0, 1000.0):
+            model = LogisticRegression(C=c, max_iter=3000).fit(x["train"], labels["train"])
+            scores[k, c] = (model.score(x["val"], labels["val"]), model.score(x["test"], labels["test"]))
+    k, c = max(scores, key=lambda key: scores[key][0])
+    strands = ", both strands" if dna else ""
+    yield f"logistic regression on {k}-mer frequencies{strands} (C={c})", "test/acc", scores[k, c][1], n
+
+
 def references(data: object) -> Iterator[Row]:
+    if isinstance(data, FastaDataModule):
+        data.ready()  # reads, checks, splits and tokenizes once
+        return kmer_references(data)
     if isinstance(data, ImageDataModule):
         data.setup()  # loads the images once
         return image_references(data)
