@@ -62,23 +62,24 @@ def clean_sequence(sequence: str, kind: AlphabetKind, unknown: UnknownPolicy, wh
     for letter, meaning in alphabet.aliases.items():
         sequence = sequence.replace(letter, meaning)
     allowed = alphabet.letters + alphabet.unknown
-    bad = re.search(f"[^{allowed}]", sequence)
-    if bad is None:
-        return sequence
-    letter, position = bad.group(), bad.start() + 1
     name = "a DNA base" if kind == "dna" else "an amino acid"
-    if letter in alphabet.ambiguous:
-        if unknown == "mask":
-            return sequence.translate(str.maketrans(alphabet.ambiguous, alphabet.unknown * len(alphabet.ambiguous)))
-        raise ConfigError(
-            f"{where} has {letter!r} at position {position}, an ambiguity code this model cannot read; "
-            f"use --data.unknown mask to read such letters as {alphabet.unknown}, or fix the sequence"
-        )
-    if kind == "dna" and letter in ALPHABETS["protein"].letters:
-        hint = "is it a protein? use --data.alphabet protein"
-    else:
-        hint = f"{name} is one of {allowed}" + (" (or an IUPAC code)" if kind == "dna" else "")
-    raise ConfigError(f"{where} has {letter!r} at position {position}, not {name}; {hint}")
+    invalid = re.search(f"[^{allowed}{alphabet.ambiguous}]", sequence)  # wrong whatever the policy
+    if invalid is not None:
+        letter, position = invalid.group(), invalid.start() + 1
+        if kind == "dna" and letter in ALPHABETS["protein"].letters:
+            hint = "is it a protein? use --data.alphabet protein"
+        else:
+            hint = f"{name} is one of {allowed}, or an ambiguity code ({alphabet.ambiguous})"
+        raise ConfigError(f"{where} has {letter!r} at position {position}, not {name}; {hint}")
+    ambiguous = re.search(f"[{alphabet.ambiguous}]", sequence)
+    if ambiguous is None:
+        return sequence
+    if unknown == "mask":
+        return sequence.translate(str.maketrans(alphabet.ambiguous, alphabet.unknown * len(alphabet.ambiguous)))
+    raise ConfigError(
+        f"{where} has {ambiguous.group()!r} at position {ambiguous.start() + 1}, an ambiguity code this model "
+        f"cannot read; use --data.unknown mask to read such letters as {alphabet.unknown}, or fix the sequence"
+    )
 
 
 class KmerTokenizer:

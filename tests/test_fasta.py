@@ -185,6 +185,23 @@ def test_reverse_complement_augmentation_flips_training_sequences_only(k: int, s
     assert 0.3 < flipped < 0.7
 
 
+def test_protein_records(tmp_path: Path) -> None:
+    first, second = ("mkvlAX", "MVHLTPEEK"), ("WYC", "GHW*")  # a stop '*' ends some
+    text = "".join(f">P{i}|{'kinase' if i % 2 else 'globin'}\n{first[i % 2]}\n{second[i % 3 > 0]}\n" for i in range(40))
+    data = FastaDataModule(source=write(tmp_path / "p.faa", text), alphabet="protein", val_fraction=0.2).ready()
+    assert data.classes == ["globin", "kinase"] and data.vocab_size == 4 + 20  # type: ignore[attr-defined]
+    sequences = {s for split in data.sequences.values() for s in split}  # type: ignore[attr-defined]
+    assert sequences == {"MKVLAXGHW", "MKVLAXWYC", "MVHLTPEEKGHW", "MVHLTPEEKWYC"}  # the stop '*' dropped
+    tokens, _ = data.splits["train"]  # type: ignore[attr-defined]
+    shown = {data.tokenizer.decode(t.tolist()) for t in tokens}  # type: ignore[union-attr]
+    assert shown <= sequences and any(UNK_ID in t.tolist() for t in tokens)  # X: an unknown amino acid
+    # M, V and H are IUPAC codes of DNA too: L is the first letter no DNA has
+    with pytest.raises(
+        ConfigError, match=r"record P0 \(line 1\) has 'L' at position 4, not a DNA base; is it a protein"
+    ):
+        FastaDataModule(source=str(tmp_path / "p.faa"), val_fraction=0.2).ready()
+
+
 def test_ambiguity_codes_are_refused_or_masked(tmp_path: Path) -> None:
     source = write(tmp_path / "s.fa", ">a|x\nACGTRACGT\n>b|y\nACGT\n")
     with pytest.raises(ConfigError, match=r"record a \(line 1\) has 'R' at position 5, an ambiguity code"):
@@ -193,6 +210,8 @@ def test_ambiguity_codes_are_refused_or_masked(tmp_path: Path) -> None:
     assert clean_sequence("MKBZ*", "protein", "mask", "p") == "MKXX"
     with pytest.raises(ConfigError, match="not a DNA base; is it a protein"):
         clean_sequence("ACGTE", "dna", "mask", "a")  # E is no IUPAC code: masking does not hide it
+    with pytest.raises(ConfigError, match="'-' at position 6, not a DNA base"):
+        clean_sequence("ACGTR-", "dna", "mask", "a")  # an ambiguity code first does not hide the gap after it
     with pytest.raises(ConfigError, match="'-' at position 3, not an amino acid"):
         clean_sequence("MK-V", "protein", "mask", "p")  # alignment gaps are not letters
 
@@ -271,6 +290,21 @@ def test_the_built_in_oct4_mafk_data_is_split_by_chromosome() -> None:
     tokens, labels = data.splits["test"]  # type: ignore[attr-defined]
     assert {len(t) for t in tokens} == {200} and 0.45 < labels.float().mean() < 0.55
     assert all(set(s) <= set("ACGTN") for s in data.sequences["train"])  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow  # 20 logistic regressions: about 30 s on 2 CPU cores
+def test_the_kmer_reference_scores_the_datamodules_own_test_split(tmp_path: Path) -> None:
+    from benchmarks.baselines import kmer_references
+
+    source = write(tmp_path / "s.fa", fasta(made_up_records(600)))
+    data = FastaDataModule(source=source, val_fraction=0.2, test_fraction=0.2).ready()
+    rows = {name.split(" (")[0]: (metric, value, n) for name, metric, value, n in kmer_references(data)}  # type: ignore[arg-type]
+    test_size = len(data.ids["test"])  # type: ignore[attr-defined]
+    majority = rows.pop("majority class of the training split")
+    assert majority[0] == "test/acc" and majority[2] == test_size and 0.3 < majority[1] < 0.7
+    ((name, (metric, accuracy, n)),) = rows.items()
+    assert name.startswith("logistic regression on") and name.endswith("-mer frequencies, both strands")
+    assert metric == "test/acc" and n == test_size and accuracy > 0.85  # the planted 6-mer is a feature
 
 
 def test_the_sequence_cnn_ignores_appended_padding_and_sees_a_motif_anywhere() -> None:
