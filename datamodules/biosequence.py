@@ -112,6 +112,13 @@ class FastaDataModule(SequenceDataModule):
                 raise ConfigError(f"{record.where()} has {len(record.sequence)} letter(s), fewer than k={hp['k']}")
             tokens.append(torch.tensor(ids, dtype=torch.long))
         by_split = {name: [i for i, a in enumerate(assignment) if a == name] for name in ("train", "val", "test")}
+        # A fixed random order within each split: files often list one class after another, and the first
+        # validation examples (W&B's sample table) should show every class.
+        generator = torch.Generator().manual_seed(hp["seed"])
+        by_split = {
+            name: [members[i] for i in torch.randperm(len(members), generator=generator)]
+            for name, members in by_split.items()
+        }
         for name, members in by_split.items():
             if not members:
                 raise ConfigError(f"the {name} split of {hp['source']} is empty; use more records or larger fractions")
