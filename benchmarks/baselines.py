@@ -13,7 +13,9 @@ where it has a setting, and scored on its test split, in the unit the preset rep
 - language models: unigram and bigram models over the preset's own tokens, add-k smoothed (test nats
   per token, the preset's `test/loss`, and bits per character);
 - time series: the naive "repeat the last value" forecast and a linear autoregressive model on the
-  preset's window (test MSE in the preset's normalised units).
+  preset's window (test MSE in the preset's normalised units);
+- speech: chance (the most frequent training class), and logistic regression on each clip's 13 MFCCs
+  averaged over its frames, with their standard deviations (test accuracy).
 - DNA/protein classification: the majority class, and logistic regression on the frequencies of k-mers
   (of both strands for DNA), k and C chosen on validation (test accuracy).
 
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 
 from benchmarks.precision import build_preset
+from datamodules.audio import AudioDataModule
 from datamodules.biosequence import FastaDataModule
 from datamodules.image import ImageDataModule
 from datamodules.language_model import LanguageModelDataModule
@@ -168,6 +171,27 @@ def timeseries_references(data: TimeSeriesDataModule) -> Iterator[Row]:
     yield f"linear autoregression on {window} lags (ridge {a})", "test/mse", mse(fitted[a], x_test, y_test), len(y_test)
 
 
+def audio_references(data: AudioDataModule) -> Iterator[Row]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from datamodules.spectrogram import mfcc
+
+    def averaged_mfcc(split: str) -> tuple[np.ndarray, np.ndarray]:
+        waveforms, labels = data.splits[split]
+        coefficients = torch.cat([mfcc(data.features(chunk)) for chunk in waveforms.split(256)])  # (N, 13, T)
+        return torch.cat([coefficients.mean(2), coefficients.std(2)], 1).double().numpy(), labels.numpy()
+
+    (x, y), (x_val, y_val), (x_test, y_test) = averaged_mfcc("train"), averaged_mfcc("val"), averaged_mfcc("test")
+    majority = np.bincount(y).argmax()
+    yield "chance: the most frequent training class", "test/acc", float((y_test == majority).mean()), len(y_test)
+    scaler = StandardScaler().fit(x)
+    x, x_val, x_test = scaler.transform(x), scaler.transform(x_val), scaler.transform(x_test)
+    fitted = {c: LogisticRegression(C=c, max_iter=2000).fit(x, y) for c in (0.01, 0.1, 1.0, 10.0)}
+    c = best_on_val(list(fitted), lambda c: fitted[c].score(x_val, y_val))
+    yield f"logistic regression on averaged MFCCs (C={c})", "test/acc", fitted[c].score(x_test, y_test), len(y_test)
+
+
 def kmer_frequencies(counts: Any, sequences: list[str], dna: bool) -> Any:
     """(N, k-mers) frequencies of each sequence's k-mers: sequences of any length compare; DNA counts both
     strands, as a binding site reads the same on either."""
@@ -205,6 +229,9 @@ def references(data: object) -> Iterator[Row]:
     if isinstance(data, FastaDataModule):
         data.ready()  # reads, checks, splits and tokenizes once
         return kmer_references(data)
+    if isinstance(data, AudioDataModule):
+        data.setup()  # decodes the clips once
+        return audio_references(data)
     if isinstance(data, ImageDataModule):
         data.setup()  # loads the images once
         return image_references(data)
