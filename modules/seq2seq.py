@@ -9,7 +9,19 @@ import torch.nn.functional as F
 
 from cores.contracts import Seq2SeqCore
 from modules.task import TaskModule
-from validation import check_range
+from validation import ConfigError, check_range
+
+
+def corpus_scores(outputs: list[str], references: list[str]) -> dict[str, float]:
+    """sacreBLEU's corpus BLEU (13a tokens) and chrF (character 6-grams, beta 2), 0-100, one reference each."""
+    import sacrebleu
+
+    if not outputs:
+        return {}
+    return {
+        "bleu": sacrebleu.corpus_bleu(outputs, [references]).score,
+        "chrf": sacrebleu.corpus_chrf(outputs, [references]).score,
+    }
 
 
 class Seq2SeqTask(TaskModule):
@@ -25,6 +37,8 @@ class Seq2SeqTask(TaskModule):
         bos_id: start-of-sequence id; from the datamodule.
         eos_id: end-of-sequence id; from the datamodule.
         label_smoothing: cross-entropy label smoothing.
+        text_metrics: also report corpus BLEU and chrF (sacreBLEU's definitions, on a 0-100 scale) of the
+            greedy outputs, decoded to text with the datamodule's tokenizer: for translation.
         **task_options: optimizer, schedule and penalty settings (see `TaskModule`).
     """
 
@@ -38,12 +52,15 @@ class Seq2SeqTask(TaskModule):
         bos_id: int = 2,
         eos_id: int = 3,
         label_smoothing: float = 0.0,
+        text_metrics: bool = False,
         **task_options: Any,
     ) -> None:
         super().__init__(net, **task_options)
         check_range("label_smoothing", label_smoothing, 0.0, 0.999)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.label_smoothing = label_smoothing
+        self.text_metrics = text_metrics
+        self.texts: dict[str, tuple[list[str], list[str]]] = {}  # stage -> (outputs, references) this epoch
 
     def model_inputs(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         source, target = batch
@@ -82,4 +99,33 @@ class Seq2SeqTask(TaskModule):
             exact_match = ((decoded == expected) | ~real).all(1).float().mean()
             self.add_to_mean(stage, "exact_match", exact_match, len(source))
             self.add_to_mean(stage, "token_acc", ((decoded == expected) & real).sum() / real.sum(), real.sum())
+            if self.text_metrics:
+                self.score_texts(stage, decoded, expected)
         return loss
+
+    def score_texts(self, stage: str, decoded: torch.Tensor, expected: torch.Tensor) -> None:
+        """Keep the batch's outputs and references as text for the epoch's corpus scores."""
+        tokenizer = getattr(getattr(self.trainer, "datamodule", None), "tokenizer", None)
+        if tokenizer is None:
+            raise ConfigError("--model.text_metrics needs a datamodule with a tokenizer to decode the outputs")
+        outputs, references = self.texts.setdefault(stage, ([], []))
+        outputs += [tokenizer.decode(ids) for ids in decoded.tolist()]  # specials decode to nothing
+        references += [tokenizer.decode(ids) for ids in expected.tolist()]
+
+    def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
+        metrics = super().epoch_metrics(stage)
+        if self.text_metrics and stage != "train":
+            outputs, references = self.gathered(*self.texts.pop(stage, ([], [])))
+            metrics |= {
+                f"{stage}/{name}": torch.tensor(score, device=self.device)
+                for name, score in corpus_scores(outputs, references).items()
+            }
+        return metrics
+
+    def gathered(self, outputs: list[str], references: list[str]) -> tuple[list[str], list[str]]:
+        """Every process's texts (each must call), for corpus scores over the whole split."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return outputs, references
+        everyone: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(everyone, (outputs, references))
+        return [o for part in everyone for o in part[0]], [r for part in everyone for r in part[1]]

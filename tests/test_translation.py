@@ -1,0 +1,103 @@
+"""Translation: FreeDict's phrase pairs, BLEU and chrF of the greedy outputs, a user's TSV of pairs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+import sacrebleu
+import torch
+
+from datamodules.freedict import BASE64, freedict_pairs
+from datamodules.seq2seq import Seq2SeqDataModule
+from modules.seq2seq import corpus_scores
+from tests.helpers import run_cli
+from validation import ConfigError
+
+ENTRIES = [
+    ("00databaseshort", "German-English FreeDict Dictionary\n"),
+    (
+        "marke",
+        'Marke /mˈaɾkə/ <fem, n, sg>\n [econ.] make <n>\n      "Armbanduhren diverser Marken"  - wristwatches '
+        'of various makes\n      "ein LKW (der) Marke DAF"  - a lorry (of the) make DAF\n',
+    ),
+    ("das buch geht gut", "Das Buch geht gut. /das buːx ɡeːt ɡuːt/\nThe book sells well.\n"),
+    ("haus", 'Haus /haʊs/ <neut, n, sg>\nhouse <n>\n      "Armbanduhren diverser Marken"  - a second translation\n'),
+]
+
+
+def base64(value: int) -> str:
+    digits = ""
+    while True:
+        value, digit = divmod(value, 64)
+        digits = BASE64[digit] + digits
+        if not value:
+            return digits
+
+
+def write_dictionary(directory: Path, pair: str) -> None:
+    """A dictd dictionary as Debian ships FreeDict: an index of (headword, offset, length) and gzipped entries."""
+    data, index = b"", []
+    for headword, entry in ENTRIES:
+        raw = entry.encode()
+        index.append(f"{headword}\t{base64(len(data))}\t{base64(len(raw))}")
+        data += raw
+    index.append(f"marken\t{index[1].split(chr(9), 1)[1]}")  # a second headword pointing at the same entry
+    (directory / f"freedict-{pair}.index").write_text("\n".join(index) + "\n")
+    (directory / f"freedict-{pair}.dict.dz").write_bytes(gzip.compress(data))
+
+
+def test_freedict_phrases_are_examples_and_sentence_headwords_cleaned_and_distinct(tmp_path: Path) -> None:
+    write_dictionary(tmp_path, "deu-eng")
+    assert freedict_pairs("deu-eng", tmp_path) == [
+        ("Armbanduhren diverser Marken", "wristwatches of various makes"),
+        ("ein LKW (der) Marke DAF", "a lorry (of the) make DAF"),
+        ("Das Buch geht gut.", "The book sells well."),  # a sentence headword and its translation
+    ]  # the meta entry, the word entries and a source seen before (its first translation kept) left out
+
+
+def test_a_missing_dictionary_names_the_package_to_install(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"install it with `apt-get install dict-freedict-ita-eng`"):
+        freedict_pairs("ita-eng", tmp_path)
+
+
+def test_the_german_english_phrases() -> None:
+    """Debian's dict-freedict-deu-eng, which the set-up installs (`experiments/install_data.sh`)."""
+    pairs = freedict_pairs("deu-eng")
+    assert len(pairs) == 49978 and ("Das Buch geht gut.", "The book sells well.") in pairs
+    assert all(source.strip() == source and "<" not in target for source, target in pairs)
+    data = Seq2SeqDataModule(source="freedict:deu-eng", max_chars=100, tokenizer="bpe", vocab_size=2000).ready()
+    sizes = {split: len(data.splits[split][0]) for split in ("train", "val", "test")}
+    assert sum(sizes.values()) == sum(max(len(s), len(t)) <= 100 for s, t in pairs) == 49078
+    assert data.tokenizer.decode(data.tokenizer.encode("Die Gehwege sind übersät.")) == "Die Gehwege sind übersät."
+
+
+def test_corpus_scores_are_sacrebleus() -> None:
+    outputs = ["The cat sits on the mat.", "He reads a book today", "Doctors resort to antibiotics."]
+    references = ["The cat sat on the mat.", "He is reading a book today.", "Doctors resort to antibiotics often."]
+    scores = corpus_scores(outputs, references)
+    assert scores["bleu"] == pytest.approx(sacrebleu.corpus_bleu(outputs, [references]).score)
+    assert scores["chrf"] == pytest.approx(sacrebleu.corpus_chrf(outputs, [references]).score)
+    assert corpus_scores(references, references) == {"bleu": pytest.approx(100), "chrf": pytest.approx(100)}
+
+
+def test_a_users_pairs_train_with_bleu_and_chrf_at_test(tmp_path: Path) -> None:
+    """A TSV of pairs through the command, with text metrics: the outputs are decoded and scored."""
+    rows = "".join(f"zahl {i}\tnumber {i}\n" for i in range(300))
+    (tmp_path / "pairs.tsv").write_text("source\ttarget\n" + rows)
+    args = ["--config", "transformer_reverse", "--data.source", str(tmp_path / "pairs.tsv"), "--data.tokenizer", "word"]
+    options = ["--model.text_metrics", "true", "--trainer.max_epochs", "2", "--checkpoint.monitor", "val/chrf"]
+    result = run_cli(*args, *options, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "transformer_reverse").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 <= summary["test/bleu"] <= 100 and 0 <= summary["test/chrf"] <= 100
+    assert summary["val/chrf_best"] == pytest.approx(max(r["val/chrf"] for r in history(run_dir) if "val/chrf" in r))
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["text_metrics"] is True
+
+
+def history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
