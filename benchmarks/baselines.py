@@ -19,8 +19,11 @@ where it has a setting, and scored on its test split, in the unit the preset rep
 - DNA/protein classification: the majority class, and logistic regression on the frequencies of k-mers
   (of both strands for DNA), k and C chosen on validation (test accuracy).
 
-Sequence-to-sequence presets have no such reference and are skipped. Prints the machine, then one row per
-reference.
+- translation: copying the source, and the translation of the most similar training source (TF-IDF
+  character 2-4-grams), scored with sacreBLEU's BLEU and chrF.
+
+Generated sequence-to-sequence tasks (reversal) have no such reference and are skipped. Prints the
+machine, then one row per reference.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from datamodules.audio import AudioDataModule
 from datamodules.biosequence import FastaDataModule
 from datamodules.image import ImageDataModule
 from datamodules.language_model import LanguageModelDataModule
+from datamodules.seq2seq import TASKS, Seq2SeqDataModule
 from datamodules.text import TextClassificationDataModule
 from datamodules.timeseries import TimeSeriesDataModule
 from experiments.hardware import machine_summary
@@ -225,6 +229,25 @@ def kmer_references(data: FastaDataModule) -> Iterator[Row]:
     yield f"logistic regression on {k}-mer frequencies{strands} (C={c})", "test/acc", scores[k, c][1], n
 
 
+def translation_references(data: Seq2SeqDataModule) -> Iterator[Row]:
+    """Copying the source, and retrieval: the translation of the training source most like each test source
+    (cosine of TF-IDF character 2-4-grams), both scored with sacreBLEU's BLEU and chrF."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from modules.seq2seq import corpus_scores
+
+    texts = {split: data.texts(split) for split in ("train", "test")}
+    (train_sources, train_targets), (test_sources, references) = texts["train"], texts["test"]
+    n = len(references)
+    for name, outputs in (("copy the source", test_sources), ("nearest training phrase's translation", None)):
+        if outputs is None:
+            grams = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)).fit(train_sources)
+            similarity = grams.transform(test_sources) @ grams.transform(train_sources).T  # (test, train), sparse
+            outputs = [train_targets[i] for i in np.asarray(similarity.argmax(axis=1)).ravel()]
+        for metric, value in corpus_scores(outputs, references).items():
+            yield name, f"test/{metric}", value, n
+
+
 def references(data: object) -> Iterator[Row]:
     if isinstance(data, FastaDataModule):
         data.ready()  # reads, checks, splits and tokenizes once
@@ -243,7 +266,10 @@ def references(data: object) -> Iterator[Row]:
         return language_model_references(data)
     if isinstance(data, TimeSeriesDataModule):
         return timeseries_references(data)
-    return iter(())  # sequence to sequence: no simple reference
+    if isinstance(data, Seq2SeqDataModule) and data.hparams["source"] not in TASKS:
+        data.ready()
+        return translation_references(data)
+    return iter(())  # generated sequence-to-sequence tasks: no simple reference
 
 
 def main() -> None:

@@ -117,6 +117,14 @@ class Seq2SeqDataModule(SequenceDataModule):
             self.splits[name] = (sources, targets)
             self.lengths[name] = torch.tensor([len(s) for s in sources])
 
+    def texts(self, split: str) -> tuple[list[str], list[str]]:
+        """The split's sources and targets as text again (decoded: lossless for "char" and "bpe")."""
+        self.ready()
+        sources, targets = self.splits[split]
+        assert self.tokenizer is not None  # made by `build`
+        decode = self.tokenizer.decode
+        return [decode(source.tolist()) for source in sources], [decode(target.tolist()) for target in targets]
+
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sources, targets = self.splits[split]
         chosen = indices.tolist()

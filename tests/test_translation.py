@@ -101,3 +101,19 @@ def test_a_users_pairs_train_with_bleu_and_chrf_at_test(tmp_path: Path) -> None:
 
 def history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def test_the_translation_references_copy_and_retrieve_on_the_presets_own_test_split(tmp_path: Path) -> None:
+    from benchmarks.baselines import translation_references
+
+    words = ["house", "tree", "car", "dog", "cat", "book", "door", "road", "town", "ship"]
+    german = ["Haus", "Baum", "Auto", "Hund", "Katze", "Buch", "Tür", "Straße", "Stadt", "Schiff"]
+    pairs = [(f"das {g} Nummer {i}", f"the {w} number {i}") for i in range(20) for g, w in zip(german, words, strict=True)]
+    rows = "".join(f"{source}\t{target}\n" for source, target in pairs)
+    (tmp_path / "pairs.tsv").write_text("source\ttarget\n" + rows)
+    data = Seq2SeqDataModule(source=str(tmp_path / "pairs.tsv"), tokenizer="bpe", vocab_size=300)
+    table = {(name, metric): (value, n) for name, metric, value, n in translation_references(data)}
+    sources, targets = data.texts("test")
+    assert table["copy the source", "test/chrf"] == (pytest.approx(corpus_scores(sources, targets)["chrf"]), 20)
+    retrieved = table["nearest training phrase's translation", "test/bleu"][0]
+    assert retrieved > table["copy the source", "test/bleu"][0] + 20  # the same noun, another number, is in training
