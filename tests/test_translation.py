@@ -106,9 +106,9 @@ def history(run_dir: Path) -> list[dict]:
 def test_the_translation_references_copy_and_retrieve_on_the_presets_own_test_split(tmp_path: Path) -> None:
     from benchmarks.baselines import translation_references
 
-    words = ["house", "tree", "car", "dog", "cat", "book", "door", "road", "town", "ship"]
-    german = ["Haus", "Baum", "Auto", "Hund", "Katze", "Buch", "Tür", "Straße", "Stadt", "Schiff"]
-    pairs = [(f"das {g} Nummer {i}", f"the {w} number {i}") for i in range(20) for g, w in zip(german, words, strict=True)]
+    nouns = {"Haus": "house", "Baum": "tree", "Auto": "car", "Hund": "dog", "Katze": "cat", "Buch": "book"}
+    nouns |= {"Tür": "door", "Straße": "road", "Stadt": "town", "Schiff": "ship"}
+    pairs = [(f"das {g} Nummer {i}", f"the {e} number {i}") for i in range(20) for g, e in nouns.items()]
     rows = "".join(f"{source}\t{target}\n" for source, target in pairs)
     (tmp_path / "pairs.tsv").write_text("source\ttarget\n" + rows)
     data = Seq2SeqDataModule(source=str(tmp_path / "pairs.tsv"), tokenizer="bpe", vocab_size=300)
