@@ -112,16 +112,17 @@ class FastaDataModule(SequenceDataModule):
                 raise ConfigError(f"{record.where()} has {len(record.sequence)} letter(s), fewer than k={hp['k']}")
             tokens.append(torch.tensor(ids, dtype=torch.long))
         by_split = {name: [i for i, a in enumerate(assignment) if a == name] for name in ("train", "val", "test")}
-        # A fixed random order within each split: files often list one class after another, and the first
-        # validation examples (W&B's sample table) should show every class.
+        # A fixed order within each split that takes the classes in turn, each in a random order: files often
+        # list one class after another, and the first validation examples (W&B's sample table) should show all.
         generator = torch.Generator().manual_seed(hp["seed"])
-        by_split = {
-            name: [members[i] for i in torch.randperm(len(members), generator=generator)]
-            for name, members in by_split.items()
-        }
         for name, members in by_split.items():
-            if not members:
-                raise ConfigError(f"the {name} split of {hp['source']} is empty; use more records or larger fractions")
+            shuffled = [members[i] for i in torch.randperm(len(members), generator=generator)]
+            count: dict[str, int] = {}
+            turns = []  # each record's place among the shuffled records of its class
+            for i in shuffled:
+                count[records[i].label] = count.get(records[i].label, 0) + 1
+                turns.append(count[records[i].label])
+            by_split[name] = [i for _, i in sorted(zip(turns, shuffled, strict=True), key=lambda pair: pair[0])]
         self.classes = sorted({records[i].label for i in by_split["train"]})
         if len(self.classes) < 2:
             raise ConfigError(
