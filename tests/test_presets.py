@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,13 @@ def preset_monitor(preset: str) -> str:
 
 def runnable(preset: str) -> Any:
     """The preset, skipped where its data needs an install step this machine lacks (the set-up makes it)."""
-    data = yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())["data"].get("init_args") or {}
+    config = yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())
+    data = config["data"].get("init_args") or {}
     needs_debian_data = data.get("dataset") == "fashion_mnist" and not DEBIAN_FASHION_MNIST.is_dir()
-    return pytest.param(preset, marks=pytest.mark.skipif(needs_debian_data, reason="needs dataset-fashion-mnist"))
+    spoken = "audio" in config["data"]["class_path"] and data.get("source", "espeak_commands") == "espeak_commands"
+    needs_espeak = spoken and shutil.which("espeak-ng") is None
+    reason = "needs dataset-fashion-mnist" if needs_debian_data else "needs espeak-ng"
+    return pytest.param(preset, marks=pytest.mark.skipif(needs_debian_data or needs_espeak, reason=reason))
 
 
 @pytest.mark.parametrize("preset", [runnable(name) for name in preset_names()])
