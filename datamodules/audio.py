@@ -19,8 +19,7 @@ import torch
 
 from datamodules import espeak_commands
 from datamodules.audio_files import Clip, Unreadable, find_clips, fit_length, header_rate, read_audio, resample
-from datamodules.base import DataModule
-from datamodules.batches import IndexBatches, ShardedOrder, batches_done, tensor_batches
+from datamodules.in_memory import InMemoryDataModule
 from datamodules.spectrogram import LogMel, spec_augment
 from datamodules.text import group_split
 from validation import ConfigError, check_range
@@ -29,7 +28,7 @@ BUILTIN = "espeak_commands"
 STATS_CLIPS = 2000  # training clips the normalisation statistics are estimated from (exact below that)
 
 
-class AudioDataModule(DataModule):
+class AudioDataModule(InMemoryDataModule):
     """Labelled recordings -> batches (log-mel spectrograms (B, 1, n_mels, frames), labels (B,)).
 
     Args:
@@ -257,29 +256,6 @@ class AudioDataModule(DataModule):
     @staticmethod
     def to_float(waveforms: torch.Tensor) -> torch.Tensor:
         return waveforms.float() / 32768  # int16 -> [-1, 1)
-
-    def loader(self, split: str, batch_size: int, shuffle: bool) -> IndexBatches:
-        self.setup()
-        waveforms, labels = self.splits[split]
-        order = ShardedOrder.for_trainer(self.trainer, len(labels), shuffle=shuffle, seed=self.hparams["seed"])
-        return tensor_batches((waveforms, labels), batch_size, order, drop_last=shuffle and len(labels) > batch_size)
-
-    def train_dataloader(self) -> IndexBatches:
-        loader = self.loader("train", self.batch_size, shuffle=True)
-        loader.progress = batches_done(self.trainer)  # resumable mid-epoch
-        return loader
-
-    def val_dataloader(self) -> IndexBatches:
-        return self.loader("val", 4 * self.batch_size, shuffle=False)
-
-    def test_dataloader(self) -> IndexBatches:
-        return self.loader("test", 4 * self.batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> IndexBatches:
-        return self.test_dataloader()
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.prepare_batch(batch, training=self.trainer is not None and self.trainer.training)
 
     def prepare_batch(self, batch: Any, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """int16 waveforms (B, samples) -> normalised log-mels (B, 1, n_mels, frames), masked while training."""

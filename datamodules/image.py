@@ -12,8 +12,6 @@ from typing import Any, Literal
 import torch
 
 from datamodules.augment import random_crop, random_hflip
-from datamodules.base import DataModule
-from datamodules.batches import IndexBatches, ShardedOrder, batches_done, tensor_batches
 from datamodules.image_folder import class_names, image_shape, load_image_folder
 from datamodules.image_sources import (
     ImageSource,
@@ -24,6 +22,7 @@ from datamodules.image_sources import (
     locate_cifar10,
     locate_mnist_like,
 )
+from datamodules.in_memory import InMemoryDataModule
 from validation import ConfigError, check_range
 
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "digits", "folder"]
@@ -43,7 +42,7 @@ def split_off(split: Split, fraction: float, generator: torch.Generator) -> tupl
     return (images[rest], labels[rest]), (images[taken], labels[taken])
 
 
-class ImageDataModule(DataModule):
+class ImageDataModule(InMemoryDataModule):
     """Image classification data.
 
     Args:
@@ -141,29 +140,6 @@ class ImageDataModule(DataModule):
         pixels = train[0].transpose(0, 1).reshape(train[0].shape[1], -1)  # (C, N*H*W)
         self.mean = torch.stack([channel.float().mean() for channel in pixels]).view(1, -1, 1, 1) / 255
         self.std = torch.stack([channel.float().std() for channel in pixels]).view(1, -1, 1, 1) / 255
-
-    def loader(self, split: str, batch_size: int, shuffle: bool) -> IndexBatches:
-        self.setup()
-        images, labels = self.splits[split]
-        order = ShardedOrder.for_trainer(self.trainer, len(labels), shuffle=shuffle, seed=self.hparams["seed"])
-        return tensor_batches((images, labels), batch_size, order, drop_last=shuffle and len(labels) > batch_size)
-
-    def train_dataloader(self) -> IndexBatches:
-        loader = self.loader("train", self.batch_size, shuffle=True)
-        loader.progress = batches_done(self.trainer)  # resumable mid-epoch
-        return loader
-
-    def val_dataloader(self) -> IndexBatches:
-        return self.loader("val", 4 * self.batch_size, shuffle=False)
-
-    def test_dataloader(self) -> IndexBatches:
-        return self.loader("test", 4 * self.batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> IndexBatches:
-        return self.test_dataloader()
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.prepare_batch(batch, training=self.trainer is not None and self.trainer.training)
 
     def prepare_batch(self, batch: Any, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B, C, H, W) -> normalised float32 images, augmented while training."""
