@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,14 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=interruptible,
     )
+
+
+def interruptible() -> None:
+    """In a child before it starts: Ctrl-C (SIGINT) as in a terminal. A test suite started in the background
+    (`make test &`, nohup) hands its children SIGINT ignored, and the tests that send it would see nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wandb_records(run_dir: Path) -> list[dict[str, Any]]:

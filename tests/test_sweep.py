@@ -22,7 +22,7 @@ from experiments.rundir import locked
 from experiments.sweep import SweepState
 from experiments.sweep import main as sweep
 from experiments.sweep_spec import load_spec, plan_trials, trial_args
-from tests.helpers import HANG_GUARD_S, fresh_env
+from tests.helpers import HANG_GUARD_S, fresh_env, interruptible
 from validation import ConfigError
 
 COMMAND = ["${env}", "${interpreter}", "-m", "experiments.run", "--config", "cnn_digits", "${args}"]
@@ -217,6 +217,7 @@ def sweep_cli(spec: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=HANG_GUARD_S,
+        preexec_fn=interruptible,
     )
 
 
