@@ -42,8 +42,7 @@ def choose_run(options: Any, experiment: str, command: list[str]) -> tuple[Path,
             raise ConfigError(f"run {run_dir} has finished; nothing to resume (leave out --run.resume for a new run)")
     else:
         cluster_id = cluster_run_id()
-        digest = hashlib.sha256("\0".join(command).encode()).hexdigest()[:6]
-        run_dir = root / experiment / f"{cluster_id}-{digest}" if cluster_id else None
+        run_dir = root / experiment / f"{cluster_id}-{command_digest(command)}" if cluster_id else None
         if run_dir is None or finished(run_dir):
             return (root / experiment / (wandb_sweep_run_id() or new_run_id())).absolute(), None
     if run_dir is None:
@@ -56,6 +55,11 @@ def choose_run(options: Any, experiment: str, command: list[str]) -> tuple[Path,
             "--run.resume for a new run)"
         )
     return run_dir.absolute(), checkpoint
+
+
+def command_digest(command: list[str]) -> str:
+    """6 hex digits that tell a job's commands apart, the same each time the job is requeued."""
+    return hashlib.sha256("\0".join(command).encode()).hexdigest()[:6]
 
 
 def check_checkpoint_fits(model: Any, checkpoint: Path) -> None:

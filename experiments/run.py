@@ -148,7 +148,7 @@ def fit_and_test(cli: FirstlightCLI, started: float, created: list[Path]) -> int
             then = "the job is requeued and will resume it" if stop.requeued else "resume it with"
             what = "interrupted" if stop.signal_name == "SIGINT" else "preempted"
             print(
-                f"{what}: {stop}; {then}: python -m experiments.run --run.resume {cli.run_dir}",
+                f"{what}: {stop}; {then}: {resume_command(cli.run_dir)}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -182,7 +182,7 @@ def test_and_summarise(cli: FirstlightCLI, started: float) -> int:
     trainer, checkpoint = cli.trainer, cli.trainer.checkpoint_callback
     best_path = getattr(checkpoint, "best_model_path", "")
     test_metrics: dict[str, float] = {}
-    resume = f"python -m experiments.run --run.resume {cli.run_dir}"
+    resume = resume_command(cli.run_dir)
     validated = missing_stage(cli.model, cli.datamodule, "validation") is None
     no_test = missing_stage(cli.model, cli.datamodule, "test") if cli.config.run.test else "--run.test false"
     if trainer.is_global_zero and cli.config.run.test and no_test:
@@ -234,7 +234,7 @@ def stopped_by_signal(cli: FirstlightCLI, stop: SystemExit, when: str) -> int:
     else:
         raise stop
     if cli.trainer.is_global_zero:
-        resume = f"python -m experiments.run --run.resume {cli.run_dir}"
+        resume = resume_command(cli.run_dir)
         print(f"{what} {when}; no summary written; resume it with: {resume}", file=sys.stderr, flush=True)
         finish_tracking(cli.trainer, exit_code=code)
     return code
@@ -247,6 +247,11 @@ def where_fit_stopped(trainer: L.Trainer) -> str:
     if any(handler.received is not None for handler in handlers):
         return "again in training, before saving"
     return "outside the training loop"
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that resumes a stopped run, for its one-line report."""
+    return f"python -m experiments.run --run.resume {run_dir}"
 
 
 def print_results(test_metrics: dict[str, float], checkpoint: str, run_dir: Path) -> None:
