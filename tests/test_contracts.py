@@ -175,6 +175,8 @@ LINES = [
     line("cores.cnn.CNNClassifier", IMAGES, channels=(8, 16), hidden_dim=32, dropout=0.0),
     line("cores.vit.ViTClassifier", IMAGES, patch_size=4, dim=32, num_layers=2, num_heads=4),
     line("cores.vit.ViTClassifier", IMAGES, patch_size=2, dim=32, num_heads=4, pooling="cls"),
+    line("cores.frame_rnn.FrameRNNClassifier", IMAGES, hidden_dim=16, frame_stack=2, dropout=0.0),
+    line("cores.frame_rnn.FrameRNNClassifier", IMAGES, hidden_dim=16, cell="gru", pooling="final", dropout=0.0),
     line("cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, cell="lstm", dropout=0.0),
     line("cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, cell="gru", dropout=0.0),
     line("cores.cnn1d.SequenceCNNClassifier", TEXT, embed_dim=8, channels=(16, 16), kernel_size=5, dropout=0.0),
