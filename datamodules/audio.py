@@ -61,6 +61,7 @@ class AudioDataModule(InMemoryDataModule):
     """
 
     model_facts = ("image_shape", "num_classes")
+    input_kind = "audio"
 
     def __init__(
         self,
@@ -220,8 +221,7 @@ class AudioDataModule(InMemoryDataModule):
                     f"the {split} split of {self.hparams['source']} has no clips; use more recordings "
                     "or larger fractions"
                 )
-            # float [-1, 1] -> int16, exact for 16-bit recordings (v * 32768 is the integer they held)
-            stacked = np.round(np.clip(np.stack(waveforms[split]), -1.0, 32767 / 32768) * 32768).astype(np.int16)
+            stacked = to_int16(np.stack(waveforms[split]))
             # In a fixed random order, not by class: the first validation clips (W&B's sample tables) are mixed.
             order = torch.randperm(len(stacked), generator=torch.Generator().manual_seed(self.hparams["seed"]))
             self.splits[split] = torch.from_numpy(stacked)[order], torch.tensor(labels[split], dtype=torch.long)[order]
@@ -257,6 +257,35 @@ class AudioDataModule(InMemoryDataModule):
     def to_float(waveforms: torch.Tensor) -> torch.Tensor:
         return waveforms.float() / 32768  # int16 -> [-1, 1)
 
+    def inference_state(self) -> dict[str, Any]:
+        return {
+            "classes": self.classes,
+            "sample_rate": self.sample_rate,
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+        }
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        self.classes = list(state["classes"])
+        self._rate = int(state["sample_rate"])
+        self.mean = torch.tensor(state["mean"]).view(1, -1, 1)
+        self.std = torch.tensor(state["std"]).view(1, -1, 1)
+
+    def encode_inputs(self, items: list[Path]) -> torch.Tensor:
+        """Recordings of any sample rate (resampled to the model's) -> normalised log-mels (B, 1, n_mels, frames)."""
+        waveforms = []
+        for path in items:
+            try:
+                samples, rate = read_audio(path)
+            except Unreadable as reason:
+                raise ConfigError(
+                    f"{path} cannot be read as audio ({reason}); give a WAV, FLAC, OGG or MP3 file"
+                ) from None
+            if rate != self.sample_rate:
+                samples = resample(samples, rate, self.sample_rate)
+            waveforms.append(to_int16(fit_length(samples, self.clip_samples)))
+        return self.prepare_batch((torch.from_numpy(np.stack(waveforms)), None), training=False)[0]
+
     def prepare_batch(self, batch: Any, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """int16 waveforms (B, samples) -> normalised log-mels (B, 1, n_mels, frames), masked while training."""
         waveforms, labels = batch
@@ -282,3 +311,8 @@ class AudioDataModule(InMemoryDataModule):
         self.setup()
         waveforms, labels = self.splits[split]
         return self.to_float(waveforms[:count]), labels[:count]
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    """float samples in [-1, 1] -> int16, exact for 16-bit recordings (v * 32768 is the integer they held)."""
+    return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)

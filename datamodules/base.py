@@ -20,10 +20,33 @@ class DataModule(L.LightningDataModule):
     """
 
     model_facts: ClassVar[tuple[str, ...]] = ()
+    # What new inputs `encode_inputs` takes (`python -m experiments.predict`): "images", "audio", "texts",
+    # "sequences" (biological, as letters), "series" (a table of past values); "" where it takes none.
+    input_kind: ClassVar[str] = ""
 
     def facts(self) -> dict[str, Any]:
         """The values of `model_facts` (reading them may load the data or train a tokenizer)."""
         return {name: getattr(self, name) for name in self.model_facts}
+
+    def inference_state(self) -> dict[str, Any]:
+        """What turning new inputs into model inputs (and outputs into answers) needs beyond the datamodule's
+        arguments, as plain data: the training split's statistics, the class names, the tokenizer. Lightning
+        saves it in every checkpoint (`state_dict`), so a checkpoint predicts on its own, wherever it goes."""
+        return {}
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        """Take back `inference_state()` into a datamodule built from the checkpoint's arguments, whose data
+        need not be on this machine."""
+
+    def encode_inputs(self, items: list[Any]) -> Any:
+        """New inputs of `input_kind` (decoded images, texts, ...) -> one batch of model inputs."""
+        raise NotImplementedError(f"{type(self).__name__} takes no new inputs")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"inference": self.inference_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore on resume: a resumed run rebuilds its data, statistics and tokenizer itself."""
 
     def __str__(self) -> str:
         settings = ", ".join(f"{name}={value!r}" for name, value in self.hparams.items() if not name.startswith("_"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -43,6 +44,7 @@ class FastaDataModule(SequenceDataModule):
     """
 
     model_facts = ("vocab_size", "pad_id", "num_classes")
+    input_kind = "sequences"
 
     def __init__(
         self,
@@ -104,13 +106,7 @@ class FastaDataModule(SequenceDataModule):
         records, assignment = self.read()
         self.tokenizer = tokenizer = KmerTokenizer(hp["alphabet"], hp["k"], hp["stride"])
         # Every record is checked before the split, so a mistake is found whichever split it falls in.
-        tokens: list[torch.Tensor] = []
-        for record in records:
-            record.sequence = clean_sequence(record.sequence, hp["alphabet"], hp["unknown"], record.where())
-            ids = tokenizer.encode(record.sequence)[: hp["max_length"]]
-            if not ids:
-                raise ConfigError(f"{record.where()} has {len(record.sequence)} letter(s), fewer than k={hp['k']}")
-            tokens.append(torch.tensor(ids, dtype=torch.long))
+        tokens = [self.encode_record(record) for record in records]
         by_split = {name: [i for i, a in enumerate(assignment) if a == name] for name in ("train", "val", "test")}
         # A fixed order within each split that takes the classes in turn, each in a random order: files often
         # list one class after another, and the first validation examples (W&B's sample table) should show all.
@@ -142,6 +138,26 @@ class FastaDataModule(SequenceDataModule):
             self.lengths[name] = torch.tensor([len(tokens[i]) for i in members])
         if hp["reverse_complement"]:
             self.spans = [records[i].sequence[: tokenizer.covered(len(tokens[i]))] for i in by_split["train"]]
+
+    def encode_record(self, record: Record) -> torch.Tensor:
+        """A record's letters, checked and cleaned in place -> its token ids (T,), cut to max_length."""
+        hp, tokenizer = self.hparams, self.tokenizer
+        assert isinstance(tokenizer, KmerTokenizer)  # made by `build`, or restored from a checkpoint
+        record.sequence = clean_sequence(record.sequence, hp["alphabet"], hp["unknown"], record.where())
+        ids = tokenizer.encode(record.sequence)[: hp["max_length"]]
+        if not ids:
+            raise ConfigError(f"{record.where()} has {len(record.sequence)} letter(s), fewer than k={hp['k']}")
+        return torch.tensor(ids, dtype=torch.long)
+
+    def encode_inputs(self, items: list[Record]) -> torch.Tensor:
+        return pad([self.encode_record(record) for record in items])  # (B, T)
+
+    def inference_state(self) -> dict[str, Any]:
+        return {**super().inference_state(), "classes": self.classes}
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        super().load_inference_state(state)
+        self.classes = list(state["classes"])
 
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, labels = self.splits[split]

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 
 from datamodules.augment import random_crop, random_hflip
-from datamodules.image_folder import class_names, image_shape, load_image_folder
+from datamodules.image_folder import class_names, image_for_model, image_shape, load_image_folder
 from datamodules.image_sources import (
     ImageSource,
     Split,
@@ -60,6 +60,7 @@ class ImageDataModule(InMemoryDataModule):
     """
 
     model_facts = ("image_shape", "num_classes")
+    input_kind = "images"
 
     def __init__(
         self,
@@ -91,16 +92,21 @@ class ImageDataModule(InMemoryDataModule):
         self.classes: list[str] = []
         self.mean = self.std = torch.zeros(0)
         self.normalisers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.stored_shape: tuple[int, int, int] | None = None  # from a checkpoint, whose folder may be gone
 
     # What a model must know, available before any image is loaded (facts the command gives the model).
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        if self.stored_shape:
+            return self.stored_shape
         if self.dataset == "folder":
             return image_shape(Path(str(self.data_dir)), self.hparams["image_size"])
         return BUILTIN_SHAPES[self.dataset][0]
 
     @property
     def num_classes(self) -> int:
+        if self.classes:
+            return len(self.classes)
         if self.dataset == "folder":
             return len(class_names(Path(str(self.data_dir))))
         return BUILTIN_SHAPES[self.dataset][1]
@@ -159,3 +165,24 @@ class ImageDataModule(InMemoryDataModule):
         if device not in self.normalisers:
             self.normalisers[device] = (1 / (255 * self.std)).to(device), (-self.mean / self.std).to(device)
         return self.normalisers[device]
+
+    def inference_state(self) -> dict[str, Any]:
+        return {
+            "classes": self.classes,
+            "image_shape": list(self.image_shape),
+            "mean": self.mean.flatten().tolist(),
+            "std": self.std.flatten().tolist(),
+        }
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        self.classes = list(state["classes"])
+        self.stored_shape = (state["image_shape"][0], state["image_shape"][1], state["image_shape"][2])
+        self.mean = torch.tensor(state["mean"]).view(1, -1, 1, 1)
+        self.std = torch.tensor(state["std"]).view(1, -1, 1, 1)
+
+    def encode_inputs(self, items: list[Path]) -> torch.Tensor:
+        """Image files of this model's size and channels (resized if it was trained on resized images) ->
+        normalised images (B, C, H, W)."""
+        resize = self.hparams["image_size"] is not None
+        images = torch.stack([image_for_model(path, self.image_shape, resize) for path in items])
+        return self.prepare_batch((images, None), training=False)[0]

@@ -150,6 +150,31 @@ def to_tensor(
     return stacked, torch.tensor(labels, dtype=torch.long)
 
 
+def image_for_model(path: Path, shape: tuple[int, int, int], resize: bool) -> torch.Tensor:
+    """One image file -> uint8 (C, H, W) of a model's `shape`; resized only if `resize` (the model was trained
+    on resized images), never converted between grey and colour (a model of one learnt nothing of the other)."""
+    try:
+        image = read_image(path)
+    except UNREADABLE as error:
+        raise ConfigError(
+            f"{path} cannot be read as an image ({error}); give a PNG, JPEG, BMP, GIF or TIFF file"
+        ) from None
+    channels, height, width = shape
+    kinds = {1: "grey", 3: "colour"}
+    found = 1 if Image.getmodebase(image.mode) == "L" else 3
+    if found != channels:
+        raise ConfigError(
+            f"{path} is a {kinds[found]} image; this model takes {kinds.get(channels, channels)} images "
+            f"({channels} channel(s)): convert it first"
+        )
+    if image.size != (width, height) and not resize:
+        raise ConfigError(
+            f"{path} is {image.size[0]}x{image.size[1]} pixels; this model takes {width}x{height} images: "
+            "resize it first"
+        )
+    return to_tensor([image], [0], shape, resize, path)[0][0]
+
+
 def load_image_folder(root: Path, image_size: int | None) -> ImageSource:
     classes = class_names(root)
     shape = image_shape(root, image_size)

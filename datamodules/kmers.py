@@ -139,10 +139,16 @@ class KmerTokenizer:
         return kmers[0] + "".join(kmer[self.k - self.stride :] for kmer in kmers[1:]) if kmers else ""
 
     def save(self, path: Path) -> None:
-        settings = {"kind": self.kind, "k": self.k, "stride": self.stride}
-        path.write_text(json.dumps({"firstlight_kmer_tokenizer": settings}))
+        path.write_text(self.to_json())
+
+    def to_json(self) -> str:
+        return json.dumps({"firstlight_kmer_tokenizer": {"kind": self.kind, "k": self.k, "stride": self.stride}})
+
+    @classmethod
+    def from_json(cls, text: str) -> KmerTokenizer:
+        settings = json.loads(text)["firstlight_kmer_tokenizer"]
+        return cls(settings["kind"], settings["k"], settings["stride"])
 
     @classmethod
     def load(cls, path: Path) -> KmerTokenizer:
-        settings = json.loads(path.read_text())["firstlight_kmer_tokenizer"]
-        return cls(settings["kind"], settings["k"], settings["stride"])
+        return cls.from_json(path.read_text())

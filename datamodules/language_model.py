@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ class LanguageModelDataModule(SequenceDataModule):
     """
 
     model_facts = ("vocab_size", "pad_id", "chars_per_token")
+    input_kind = "texts"  # prompts
 
     def __init__(
         self,
@@ -111,6 +113,18 @@ class LanguageModelDataModule(SequenceDataModule):
             self.offsets = torch.randint(step, (len(self.splits["train"]),), generator=generator)
             self.offsets_epoch = epoch
         return windows_at(self.ids["train"], indices * step + self.offsets[indices], step)
+
+    def encode_inputs(self, items: list[str]) -> torch.Tensor:
+        """Prompts of one length in tokens (generate them one at a time otherwise) -> (B, T) ids."""
+        assert self.tokenizer is not None  # trained by `build`, or restored from a checkpoint
+        return torch.tensor([self.tokenizer.encode(prompt) for prompt in items], dtype=torch.long)
+
+    def inference_state(self) -> dict[str, Any]:
+        return {**super().inference_state(), "characters": self.characters, "tokens": self.tokens}
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        super().load_inference_state(state)
+        self.characters, self.tokens = state["characters"], state["tokens"]
 
     @property
     def chars_per_token(self) -> float:

@@ -59,6 +59,7 @@ class Seq2SeqDataModule(SequenceDataModule):
     """
 
     model_facts = ("vocab_size", "pad_id", "bos_id", "eos_id")
+    input_kind = "texts"  # sources
 
     def __init__(
         self,
@@ -110,12 +111,19 @@ class Seq2SeqDataModule(SequenceDataModule):
         kind: TokenizerKind = "char" if hp["source"] in TASKS else hp["tokenizer"]
         self.tokenizer = train_tokenizer(kind, [text for pair in parts["train"] for text in pair], hp["vocab_size"])
         for name, part in parts.items():
-            # The source ends with <eos> too: the decoder can find where it ends by attention (reversal
-            # starts there) instead of counting padding.
-            sources = [torch.tensor([*self.tokenizer.encode(s), EOS_ID], dtype=torch.long) for s, _ in part]
+            sources = [self.encode_source(s) for s, _ in part]
             targets = [torch.tensor([BOS_ID, *self.tokenizer.encode(t), EOS_ID], dtype=torch.long) for _, t in part]
             self.splits[name] = (sources, targets)
             self.lengths[name] = torch.tensor([len(s) for s in sources])
+
+    def encode_source(self, text: str) -> torch.Tensor:
+        """A source text -> its ids (S,), ending with <eos> too: the decoder can find where it ends by attention
+        (reversal starts there) instead of counting padding."""
+        assert self.tokenizer is not None  # trained by `build`, or restored from a checkpoint
+        return torch.tensor([*self.tokenizer.encode(text), EOS_ID], dtype=torch.long)
+
+    def encode_inputs(self, items: list[str]) -> torch.Tensor:
+        return pad([self.encode_source(text) for text in items])  # (B, S)
 
     def texts(self, split: str) -> tuple[list[str], list[str]]:
         """The split's sources and targets as text again (decoded: lossless for "char" and "bpe")."""

@@ -9,7 +9,7 @@ import torch
 
 from datamodules.base import DataModule
 from datamodules.batches import IndexBatches, ShardedOrder, batches_done
-from datamodules.tokenization import PAD_ID, Tokenizer
+from datamodules.tokenization import PAD_ID, Tokenizer, tokenizer_from_json
 from validation import check_range
 
 
@@ -32,6 +32,7 @@ class SequenceDataModule(DataModule):
         self.splits: dict[str, Any] = {}
         self.lengths: dict[str, torch.Tensor] = {}  # per split, for length bucketing
         self.tokenizer: Tokenizer | None = None
+        self.restored = False  # from a checkpoint's inference state: the tokenizer, without the data
 
     def build(self) -> None:
         raise NotImplementedError
@@ -45,7 +46,7 @@ class SequenceDataModule(DataModule):
         return len(examples[0] if isinstance(examples, tuple) else examples)
 
     def ready(self) -> SequenceDataModule:
-        if not self.splits:
+        if not self.splits and not self.restored:
             self.build()
         return self
 
@@ -83,6 +84,14 @@ class SequenceDataModule(DataModule):
 
     def test_dataloader(self) -> IndexBatches:
         return self.loader("test", 2 * self.batch_size, shuffle=False)
+
+    def inference_state(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer.to_json()} if self.tokenizer is not None else {}
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        if "tokenizer" in state:
+            self.tokenizer = tokenizer_from_json(state["tokenizer"])
+        self.restored = True
 
     @property
     def pad_id(self) -> int:

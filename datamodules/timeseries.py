@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,6 +67,7 @@ class TimeSeriesDataModule(SequenceDataModule):
     """
 
     model_facts = ("num_features", "horizon")
+    input_kind = "series"
 
     def __init__(
         self,
@@ -125,8 +127,28 @@ class TimeSeriesDataModule(SequenceDataModule):
         inputs, targets = self.splits[split]
         return inputs[indices], targets[indices]
 
+    def encode_inputs(self, items: list[np.ndarray]) -> torch.Tensor:
+        """Series of past values (T, F), oldest first, T >= window -> their last windows, normalised like the
+        training part: (B, window, F)."""
+        window = self.hparams["window"]
+        return torch.stack([torch.from_numpy((series[-window:] - self.mean) / self.std).float() for series in items])
+
+    def decode_outputs(self, outputs: torch.Tensor) -> np.ndarray:
+        """Normalised forecasts (B, horizon, F) -> in the series' own units."""
+        return outputs.double().numpy() * self.std + self.mean
+
+    def inference_state(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "num_features": self.num_features}
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        super().load_inference_state(state)
+        self.mean, self.std = np.array(state["mean"]), np.array(state["std"])
+        self.stored_features = int(state["num_features"])
+
     @property
     def num_features(self) -> int:
+        if self.restored:
+            return self.stored_features
         return self.ready().splits["train"][0].shape[-1]
 
     @property

@@ -103,6 +103,20 @@ class ClassificationTask(TaskModule):
             rows.append([shown, names[label], names[guess], round(p, 4)])
         return ["input", "true", "predicted", "confidence"], rows
 
+    @torch.no_grad()
+    def predictions(self, inputs: torch.Tensor, datamodule: Any, **options: Any) -> list[dict[str, Any]]:
+        """The most probable class, its probability, and every class's probability."""
+        probabilities = self(inputs).float().softmax(-1)
+        names = list(datamodule.classes)
+        return [
+            {
+                "prediction": names[int(row.argmax())],
+                "confidence": round(float(row.max()), 4),
+                "probabilities": {name: round(float(p), 4) for name, p in zip(names, row, strict=True)},
+            }
+            for row in probabilities
+        ]
+
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs = batch[0] if isinstance(batch, list | tuple) else batch
         return self(inputs).softmax(dim=-1)  # (B, num_classes) class probabilities

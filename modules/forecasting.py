@@ -25,6 +25,16 @@ class ForecastTask(TaskModule):
     def __init__(self, net: ForecasterCore, **task_options: Any) -> None:
         super().__init__(net, **task_options)
 
+    @torch.no_grad()
+    def predictions(self, inputs: torch.Tensor, datamodule: Any, **options: Any) -> list[dict[str, Any]]:
+        """The next `horizon` values after each window (B, T, F), in the series' own units: a list of steps,
+        each a number (one feature) or a list (several)."""
+        forecast = datamodule.decode_outputs(self(inputs).float())  # (B, horizon, F)
+        return [
+            {"forecast": [step[0] if len(step) == 1 else step for step in window.round(6).tolist()]}
+            for window in forecast
+        ]
+
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         window, target = batch
         forecast = self(window)

@@ -40,6 +40,20 @@ class LanguageModelTask(TaskModule):
         """(B, T) prompt ids -> (B, T + max_new_tokens), sampled by the core."""
         return self.net.generate(prompt, max_new_tokens, temperature, top_k)
 
+    @torch.no_grad()
+    def predictions(
+        self,
+        inputs: torch.Tensor,
+        datamodule: Any,
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
+        """The text each prompt (B, T) goes on with, sampled."""
+        generated = self.generate(inputs, max_new_tokens, temperature, top_k)[:, inputs.shape[1] :]
+        return [{"generated": datamodule.tokenizer.decode(ids.tolist())} for ids in generated]
+
     def sample_rows(self, batch: tuple[torch.Tensor, torch.Tensor], datamodule: Any) -> tuple[list[str], list[list]]:
         """Rows for a W&B table: a prompt from the validation text and what the model writes after it
         (200 tokens, temperature 0.8, top-k 20)."""

@@ -70,6 +70,15 @@ class Seq2SeqTask(TaskModule):
         """Greedy decoding: (B, S) -> (B, L) ids, <pad> after each <eos>."""
         return self.net.greedy_decode(source, self.bos_id, self.eos_id, max_new_tokens)
 
+    @torch.no_grad()
+    def predictions(
+        self, inputs: torch.Tensor, datamodule: Any, max_new_tokens: int | None = None, **options: Any
+    ) -> list[dict[str, Any]]:
+        """The greedy output for each source (B, S); at most `max_new_tokens` tokens (default: twice the
+        longest source's, and the core's own limit)."""
+        output = self.decode(inputs, max_new_tokens or 2 * inputs.shape[1] + 8)
+        return [{"output": datamodule.tokenizer.decode(ids.tolist())} for ids in output]
+
     def sample_rows(self, batch: tuple[torch.Tensor, torch.Tensor], datamodule: Any) -> tuple[list[str], list[list]]:
         """Rows for a W&B table: source, target and the greedy output, decoded, and whether they match."""
         source, target = batch

@@ -104,6 +104,11 @@ class TaskModule(L.LightningModule):
         """The loss of a batch at `stage` ("train", "val" or "test"), accumulating the stage's metrics."""
         raise NotImplementedError
 
+    def predictions(self, inputs: Any, datamodule: Any, **options: Any) -> list[dict[str, Any]]:
+        """The answers for a batch of new inputs (made by `datamodule.encode_inputs`), one row of plain data
+        per input: what `python -m experiments.predict` prints and writes."""
+        raise NotImplementedError(f"{type(self).__name__} does not predict on new inputs")
+
     def log_loss(self, stage: str, loss: torch.Tensor, weight: float | torch.Tensor) -> None:
         """Training loss of the step at logging steps (every `log_every_n_steps`: Lightning drops the values of
         the steps between, and `self.log` costs ~0.5 ms); evaluation loss as the epoch's mean over examples,

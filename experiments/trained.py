@@ -1,0 +1,141 @@
+"""A trained model back from its checkpoint alone, ready for new inputs: what predict, explain and export share.
+
+A checkpoint holds everything: the task and its core as plain data (`hyper_parameters`, with `_class_path`),
+the datamodule's arguments (`datamodule_hyper_parameters`) and its inference state (the training split's
+statistics, class names, tokenizer: `DataModule.inference_state`). It is read with `weights_only=True`, so a
+checkpoint from anywhere runs no code of its own.
+
+    trained = load_trained("runs/cnn_digits/20261130-101010-abcdef")   # or a run id, a .ckpt, a W&B artifact
+    batch = trained.datamodule.encode_inputs([Path("seven.png")])
+    rows = trained.task.predictions(batch, trained.datamodule)
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datamodules.base import DataModule
+from experiments.rundir import locate_run
+from modules.task import TaskModule
+from validation import ConfigError
+
+WANDB_PREFIX = "wandb:"
+
+
+@dataclass
+class Trained:
+    task: TaskModule  # in eval mode, on the CPU
+    datamodule: DataModule  # its inference state restored; its data is not loaded
+    checkpoint: Path
+    run_dir: Path | None  # None for a checkpoint outside a run directory (e.g. a W&B artifact)
+    note: str = ""  # how the checkpoint was chosen, for the user
+
+
+def best_checkpoint(run_dir: Path) -> tuple[Path, str]:
+    """The checkpoint a finished run was tested with (summary.json); else, for an unfinished run, its latest."""
+    checkpoints = run_dir / "checkpoints"
+    summary = run_dir / "summary.json"
+    if summary.is_file():
+        try:
+            best = json.loads(summary.read_text()).get("best_checkpoint") or ""
+        except (json.JSONDecodeError, AttributeError):
+            best = ""
+        if best and (checkpoints / Path(best).name).is_file():  # by name: the run directory may have moved
+            return checkpoints / Path(best).name, f"the best checkpoint, {Path(best).name}"
+    if (checkpoints / "last.ckpt").is_file():
+        return checkpoints / "last.ckpt", "the latest weights (last.ckpt): the run has not finished"
+    saved = sorted(checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if saved:
+        return saved[-1], f"the newest checkpoint, {saved[-1].name}"
+    raise ConfigError(f"run {run_dir} has no checkpoint; train it to the end, or resume it, before using it")
+
+
+def download_artifact(reference: str) -> Path:
+    """A W&B model artifact (`wandb:entity/project/model-RUNID:best`) -> the checkpoint file it holds."""
+    import wandb
+
+    name = reference.removeprefix(WANDB_PREFIX)
+    try:
+        directory = Path(wandb.Api(timeout=20).artifact(name, type="model").download())
+    except Exception as error:  # wandb raises many kinds: no network, no login, no such artifact
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(
+            f"W&B artifact {name} could not be downloaded ({reason}); check the name and that you are online and "
+            "logged in (wandb login), or give the run directory"
+        ) from None
+    found = sorted(directory.glob("*.ckpt"))
+    if not found:
+        raise ConfigError(f"W&B artifact {name} holds no checkpoint (.ckpt); give a model artifact")
+    return found[0]
+
+
+def locate_checkpoint(reference: str, root: Path) -> tuple[Path, Path | None, str]:
+    """(checkpoint, run directory or None, how it was chosen) for a run directory, run id, .ckpt file or
+    W&B artifact."""
+    if reference.startswith(WANDB_PREFIX):
+        return download_artifact(reference), None, f"W&B artifact {reference.removeprefix(WANDB_PREFIX)}"
+    path = Path(reference)
+    if path.is_file():
+        if path.suffix != ".ckpt":
+            raise ConfigError(f"{path} is not a checkpoint (.ckpt); give a run directory, a run id or a .ckpt file")
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+        return path, run_dir, f"checkpoint {path.name}"
+    if path.is_dir() and not (path / "config.yaml").is_file():
+        raise ConfigError(f"{path} is not a run directory (no config.yaml); give runs/<experiment>/<run id>")
+    run_dir = locate_run(reference, root)
+    checkpoint, note = best_checkpoint(run_dir)
+    return checkpoint, run_dir, note
+
+
+def import_class(path: str, base: type, what: str) -> type:
+    """The class a checkpoint names, if it is a `base` (a checkpoint names no other code)."""
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError:
+        found = None
+    if not (isinstance(found, type) and issubclass(found, base)):
+        raise ConfigError(f"the checkpoint's {what} {path} is not a firstlight {base.__name__} importable here")
+    return found
+
+
+def plain_arguments(hparams: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in hparams.items() if not key.startswith("_")}
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling refused, truncated file, not a zip
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"checkpoint {path} cannot be loaded ({reason[:200]})") from None
+
+
+def load_trained(reference: str, root: Path = Path("runs")) -> Trained:
+    """The model of a run (directory or id under `root`), a checkpoint file, or a W&B model artifact."""
+    path, run_dir, note = locate_checkpoint(reference, root)
+    checkpoint = load_checkpoint(path)
+    task_hparams = checkpoint.get("hyper_parameters") or {}
+    data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
+    if "_class_path" not in task_hparams or "_class_path" not in data_hparams:
+        raise ConfigError(f"checkpoint {path} was not written by `python -m experiments.run`; it names no task or data")
+    task_class = import_class(task_hparams["_class_path"], TaskModule, "task")
+    data_class = import_class(data_hparams["_class_path"], DataModule, "datamodule")
+    state = (checkpoint.get(data_class.__qualname__) or {}).get("inference")
+    if not state:
+        raise ConfigError(
+            f"checkpoint {path} holds no inference state (it predates it, or its datamodule keeps none); "
+            "train the run again with this version"
+        )
+    datamodule = data_class(**plain_arguments(data_hparams))
+    datamodule.load_inference_state(state)
+    task = task_class(**plain_arguments(task_hparams))
+    task.load_state_dict(checkpoint["state_dict"])
+    task.eval()
+    return Trained(task, datamodule, path, run_dir, note)
