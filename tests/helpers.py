@@ -95,3 +95,30 @@ def write_images(folder: Path, colors: dict[str, int], count: int, size: tuple[i
         for index in range(count):
             pixels = np.full((size[1], size[0], 3), value + index, dtype=np.uint8)
             Image.fromarray(pixels).save(folder / name / f"{index}.png")
+
+
+def new_inputs(kind: str, state: dict[str, Any], facts: dict[str, Any], folder: Path) -> list[str]:
+    """Arguments for `python -m experiments.predict` that a model of this input `kind` takes: files made in
+    `folder` (images of its shape, a one-second noise recording) or plain values (texts, letters, numbers).
+    `state` is the datamodule's inference state and `facts` its arguments, both from the checkpoint."""
+    rng = np.random.default_rng(0)
+    if kind == "images":
+        channels, height, width = state["image_shape"]
+        paths = []
+        for number in range(3):
+            pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+            path = folder / f"new-{number}.png"
+            Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(path)
+            paths.append(str(path))
+        return paths
+    if kind == "audio":
+        import soundfile
+
+        path = folder / "new.wav"
+        soundfile.write(path, 0.1 * rng.standard_normal(state["sample_rate"]), state["sample_rate"])
+        return [str(path)]
+    if kind == "sequences":
+        return ["ACGT" * 60, "TTGCA" * 40]
+    if kind == "series":
+        return [str(round(float(v), 3)) for v in rng.standard_normal(facts["window"] + 5)]
+    return ["a fine and moving film", "dull"]  # texts: sources, reviews, prompts alike

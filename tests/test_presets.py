@@ -16,9 +16,10 @@ import yaml
 
 from datamodules.image_sources import DEBIAN_FASHION_MNIST
 from experiments.hardware import resolve_precision
+from experiments.predict import main as predict
 from experiments.presets import PRESETS_DIR, preset_names
 from experiments.run import main
-from tests.helpers import logged_tables, wandb_records
+from tests.helpers import logged_tables, new_inputs, wandb_records
 
 SHORT = [
     "--trainer.max_steps=-1",
@@ -74,6 +75,22 @@ def test_every_preset_runs_here_and_reports_its_metrics(preset: str, in_tmp: Pat
     for fact in facts:
         assert fact in task or fact in core, fact
         assert fact not in model_args and fact not in model_args["net"]["init_args"], fact
+
+    # The run predicts on new inputs of its kind, from its checkpoint alone (experiments.predict).
+    kind = getattr(importlib.import_module(module_name), class_name).input_kind
+    state = checkpoint[class_name]["inference"]
+    inputs = new_inputs(kind, state, checkpoint["datamodule_hyper_parameters"], in_tmp)
+    assert predict([str(run_dir), *inputs, "--output", "answers.jsonl", "--max_new_tokens", "5"]) == 0
+    answers = [json.loads(line) for line in (in_tmp / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == (1 if kind == "series" else len(inputs))
+    for answer in answers:
+        if "probabilities" in answer:
+            assert answer["prediction"] in state["classes"] and 0 <= answer["confidence"] <= 1
+            assert sum(answer["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+        elif "forecast" in answer:
+            assert len(answer["forecast"]) == checkpoint["datamodule_hyper_parameters"]["horizon"]
+        else:
+            assert isinstance(answer.get("generated", answer.get("output")), str)
 
 
 @pytest.mark.parametrize(
