@@ -9,6 +9,7 @@
     python -m experiments.predict runs/lstm_sunspots/RUN 80 60 40 20 10 5 ...           #   model's columns, or values
     python -m experiments.predict runs/transformer_shakespeare/RUN --prompt "ROMEO:" --max_new_tokens 300
     python -m experiments.predict wandb:me/firstlight/model-RUNID:best shoe.png         # a W&B model artifact
+    python -m experiments.predict RUN_ID shoe.png --explain                             # and why: RUN/explain/
 
 Prints a table (input, answer, confidence) and, with --output, writes every answer (with all class
 probabilities) as CSV or JSONL. The run is a run directory, a run id (under --root), a .ckpt file, or a W&B
@@ -34,6 +35,7 @@ from datamodules.fasta import Record, parse_fasta, read_fasta
 from datamodules.image_folder import IMAGE_EXTENSIONS
 from datamodules.text_sources import read_text_file
 from datamodules.timeseries import csv_series
+from experiments.explain import explained_kind, explanations, write_explanations
 from experiments.rundir import write_atomic
 from experiments.trained import Trained, load_trained
 from modules.language_model import LanguageModelTask
@@ -223,13 +225,16 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", type=Path, default=Path("runs"), help="where run ids are looked up")
     parser.add_argument("--from_file", help="texts, one per line (or a FASTA file)")
     parser.add_argument("--output", type=Path, help="write the answers to this .csv or .jsonl file")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output, and --explain's files, if there")
     parser.add_argument("--batch_size", type=int, default=64, help="inputs per forward pass")
     parser.add_argument("--prompt", help="language models: the text to go on from")
     parser.add_argument("--max_new_tokens", type=int, help="language models and seq2seq: tokens to write")
     parser.add_argument("--temperature", type=float, default=1.0, help="language models: sampling temperature")
     parser.add_argument("--top_k", type=int, help="language models: sample from the k likeliest tokens")
     parser.add_argument("--seed", type=int, default=0, help="language models: seed of the sampling")
+    parser.add_argument("--explain", action="store_true", help="classifiers: integrated-gradient explanations")
+    parser.add_argument("--explain_dir", type=Path, help="where --explain writes (default: <run dir>/explain)")
+    parser.add_argument("--explain_class", help="--explain: the class to explain (default: the predicted one)")
     return parser
 
 
@@ -253,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, name) is not None:
                 check_range(name, getattr(args, name), 1)
         check_output(args.output, args.overwrite)
+        if not args.explain and (args.explain_dir or args.explain_class):
+            raise ConfigError("--explain_dir and --explain_class go with --explain")
         trained = load_trained(args.run, args.root)
+        if args.explain:
+            explained_kind(trained)  # a model --explain cannot explain fails first
         items, names = collect_inputs(args, trained)
         if not items:
             raise ConfigError("no inputs; give them as arguments, with --from_file, or on stdin")
@@ -261,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k}
         if isinstance(trained.task, LanguageModelTask) and args.max_new_tokens is None:
             options["max_new_tokens"] = 200
+        explained = (
+            explanations(trained, items, names, args.explain_dir, args.explain_class, args.overwrite)
+            if args.explain
+            else []
+        )
         rows = predict(trained, items, args.batch_size, options)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -270,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         write_atomic(args.output, written(names, rows, args.output.suffix))
         print(f"wrote {len(rows)} answers to {args.output}", file=sys.stderr)
+    for line in write_explanations(explained):
+        print(line)
     return 0
 
 

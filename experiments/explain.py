@@ -1,0 +1,153 @@
+"""`python -m experiments.predict RUN INPUTS --explain`: why a classifier gave its answers, as integrated
+gradients (`modules.attribution`) written beside the run.
+
+    python -m experiments.predict runs/cnn_digits/RUN seven.png --explain        # explain/001-seven.png
+    python -m experiments.predict RUN "a gripping film" --explain --explain_dir why/  # why/001-a-gripping-film.html
+
+Images get a PNG each (the input, the attributions, both overlaid: red adds to the class's logit, blue takes
+from it), texts and biological sequences an HTML page each (tokens coloured green for, red against); the
+printed lines name the class explained, its strongest tokens, and the completeness check (the attributions
+sum to the logit's change from the baseline). The class explained is the predicted one, or --explain_class.
+Files go to `<run dir>/explain/` unless --explain_dir says otherwise; existing files are never replaced
+without --overwrite, and a mistake (a model that is no classifier, an unknown class) writes nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.trained import Trained
+from modules.attribution import (
+    STEPS,
+    Attribution,
+    ImageAttribution,
+    TokenAttribution,
+    completeness,
+    heat_map,
+    image_attributions,
+    image_baseline,
+    token_attributions,
+    tokens_html,
+    top_tokens,
+)
+from modules.classification import ClassificationTask
+from validation import ConfigError
+
+SUFFIXES = {"images": ".png", "texts": ".html", "sequences": ".html"}  # input kinds explained, and their files
+PER_PASS = 8  # inputs explained together (each becomes STEPS points on its path)
+
+
+@dataclass
+class Explanation:
+    path: Path
+    content: bytes
+    line: str  # what to print about it
+
+
+def explained_kind(trained: Trained) -> str:
+    """The model's input kind, if --explain explains it (image and token classifiers)."""
+    task, kind = trained.task, trained.datamodule.input_kind
+    if not isinstance(task, ClassificationTask):
+        raise ConfigError(
+            f"--explain explains classifiers' answers; this model is a {type(task).__name__}, which does not "
+            "classify; leave --explain out"
+        )
+    if kind not in SUFFIXES:
+        raise ConfigError(f"--explain explains image and text (or sequence) classifiers; this one reads {kind}")
+    return kind
+
+
+def explain_folder(trained: Trained, given: Path | None) -> Path:
+    if given is not None:
+        if given.exists() and not given.is_dir():
+            raise ConfigError(f"--explain_dir {given} is a file; give a folder")
+        return given
+    if trained.run_dir is None:
+        raise ConfigError("this checkpoint is outside a run directory; give --explain_dir for the explanations")
+    return trained.run_dir / "explain"
+
+
+def file_names(names: list[str], kind: str) -> list[str]:
+    """001-seven.png, 002-a-gripping-film.html, ...: numbered in input order, so names never collide."""
+    stems = [Path(name).stem if kind == "images" else name for name in names]
+    slugs = [re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-")[:40].strip("-") or "input" for stem in stems]
+    return [f"{number:03d}-{slug}{SUFFIXES[kind]}" for number, slug in enumerate(slugs, 1)]
+
+
+def explanations(
+    trained: Trained,
+    items: list[Any],
+    names: list[str],
+    directory: Path | None,
+    class_name: str | None,
+    overwrite: bool,
+    steps: int = STEPS,
+) -> list[Explanation]:
+    """The files explaining each input (nothing written yet); a mistake raises ConfigError first."""
+    kind = explained_kind(trained)
+    classes = list(getattr(trained.datamodule, "classes", []))
+    if class_name is not None and class_name not in classes:
+        raise ConfigError(f"--explain_class {class_name!r} is not one of this model's classes: {', '.join(classes)}")
+    folder = explain_folder(trained, directory)
+    paths = [folder / name for name in file_names(names, kind)]
+    taken = [path for path in paths if path.exists()]
+    if taken and not overwrite:
+        raise ConfigError(
+            f"{taken[0]} exists ({len(taken)} of the explanations' files do); give another --explain_dir, or "
+            "--overwrite to replace them"
+        )
+    target = None if class_name is None else [classes.index(class_name)]
+    results: list[Attribution] = []
+    for start in range(0, len(items), PER_PASS):
+        batch = trained.datamodule.encode_inputs(items[start : start + PER_PASS])
+        net = trained.task.net
+        if kind == "images":
+            baseline = image_baseline(trained.datamodule, batch, "black")
+            results += image_attributions(net, batch, baseline, target, steps)
+        else:
+            tokenizer = getattr(trained.datamodule, "tokenizer", None)
+            pad_id = trained.task.pad_id
+            if pad_id is None:
+                raise ConfigError("this text classifier was saved without its padding id; train it again")
+            results += token_attributions(net, batch, pad_id, tokenizer, target, steps)
+    return [explanation(path, name, result, classes) for path, name, result in zip(paths, names, results, strict=True)]
+
+
+def explanation(path: Path, name: str, result: Attribution, classes: list[str]) -> Explanation:
+    explained = classes[result.target]
+    if isinstance(result, ImageAttribution):
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(heat_map(result.image, result.scores)).save(buffer, format="png")
+        line = f"{path.name}  {explained} ({result.probability:.2f}): {completeness(result)}"
+        return Explanation(path, buffer.getvalue(), line)
+    assert isinstance(result, TokenAttribution)
+    title = (
+        f"Attributions to the logit of {explained} (p = {result.probability:.3f}), integrated gradients from <pad> "
+        f"vectors: {completeness(result)}. Green adds to it, red takes from it."
+    )
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(name[:80])}</title></head>\n<body>{tokens_html(result, title)}</body></html>\n"
+    )
+    line = f"{path.name}  {explained} ({result.probability:.2f}): {top_tokens(result)}; {completeness(result)}"
+    return Explanation(path, page.encode(), line)
+
+
+def write_explanations(explained: list[Explanation]) -> list[str]:
+    """Write the files (their folder made if need be) and say what was written."""
+    if not explained:
+        return []
+    folder = explained[0].path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in explained:
+        temporary = item.path.with_name(f".{item.path.name}.tmp")
+        temporary.write_bytes(item.content)
+        temporary.replace(item.path)
+    return [f"explanations (integrated gradients) in {folder}:", *(f"  {item.line}" for item in explained)]
