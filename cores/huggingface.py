@@ -1,0 +1,289 @@
+"""Hugging Face `transformers` models as classifier cores (no Lightning here).
+
+Any architecture with a sequence-classification head (`AutoModelForSequenceClassification`: BERT, RoBERTa,
+DistilBERT, ELECTRA, DeBERTa, GPT-2, ...), either built from its config and randomly initialised, which needs
+nothing but the library, or loaded with `from_pretrained` from a directory saved with `save_pretrained`
+(downloaded once with `hf download <model> --local-dir <dir>`, or a W&B artifact). Its tokenizer comes with the data:
+`--data.pretrained_tokenizer` of `datamodules.text.TextClassificationDataModule`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import inspect
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cores.contracts import ClassifierCore
+from validation import ConfigError, check_range
+
+WANDB_PREFIX = "wandb:"
+# Set from the data, never by `config`: the vocabulary, the classes and the padding id.
+FROM_DATA = {
+    "vocab_size": "the data's vocabulary size",
+    "num_labels": "the data's number of classes",
+    "id2label": "the data's classes",
+    "label2id": "the data's classes",
+    "pad_token_id": "the data's padding id",
+}
+# What a saved config records about itself rather than about the architecture.
+BOOKKEEPING = {"model_type", "transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype"}
+# A tokenizer may have a little fewer tokens than its model's embedding table (padded for speed: ModernBERT,
+# DeBERTa-v3 by < 0.2%); a vocabulary much smaller than the model's is another tokenizer's.
+VOCAB_SLACK = 0.01
+
+
+class HFClassifier(ClassifierCore):
+    """A `transformers` sequence classifier: (B, T) token ids padded with pad_id -> class logits (B, num_classes).
+    Padding is masked out of attention (the attention mask is `tokens != pad_id`).
+
+    Args:
+        vocab_size: vocabulary size; from the datamodule. With `pretrained`, it must fit the model's
+            embeddings: not above the model's vocabulary, nor more than 1% below it.
+        num_classes: number of classes; from the datamodule. A pretrained model trained for another number
+            gets a new classification head (one warning says so).
+        pad_id: padding id; from the datamodule (a pretrained tokenizer's own, e.g. BERT's [PAD]).
+        architecture: a `transformers` model type with a sequence-classification head ("bert", "distilbert",
+            "roberta", "electra", "deberta-v2", "gpt2", ...), built from its config and randomly initialised.
+            With `pretrained`, the model's own config.json names it instead.
+        config: settings of that model type's config, over its defaults (`BertConfig`: hidden_size,
+            num_hidden_layers, num_attention_heads, intermediate_size, hidden_dropout_prob,
+            max_position_embeddings, ...). With `pretrained`, the pretrained model's own values, or other
+            dropout probabilities (settings named "*drop*").
+        pretrained: load weights with `from_pretrained`, offline: a directory saved with `save_pretrained`
+            (config.json and weights), or `wandb:<entity>/<project>/<name>:<alias>`, a W&B artifact holding
+            such a directory, downloaded first (needs W&B online).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 1000,
+        num_classes: int = 2,
+        pad_id: int = 0,
+        architecture: str = "bert",
+        config: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        check_range("vocab_size", vocab_size, 1)
+        check_range("num_classes", num_classes, 2)
+        check_range("pad_id", pad_id, 0, vocab_size - 1)
+        settings = dict(config or {})
+        for key in settings.keys() & FROM_DATA.keys():
+            raise ConfigError(f"config key {key!r} is {FROM_DATA[key]}, set from the data; leave it out of config")
+        if pretrained:
+            self.model = load_pretrained(pretrained, settings, vocab_size, num_classes, pad_id)
+        else:
+            self.model = build_from_config(architecture, settings, vocab_size, num_classes, pad_id)
+        self.pad_id = pad_id
+        self.max_positions: int | None = getattr(self.model.config, "max_position_embeddings", None)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.max_positions is not None and tokens.shape[1] > self.max_positions:
+            raise ConfigError(
+                f"inputs of {tokens.shape[1]} tokens are longer than the model's {self.max_positions} positions; "
+                f"cut them (--data.max_length {self.max_positions})"
+            )
+        real = tokens != self.pad_id  # (B, T)
+        return self.model(input_ids=tokens, attention_mask=real.long()).logits  # (B, num_classes)
+
+    def config(self) -> dict[str, Any]:
+        """A pretrained core as the architecture it has (model type, config, embedding rows), without the path
+        it was loaded from: a checkpoint then rebuilds it (its weights come from the checkpoint) offline,
+        wherever the pretrained directory or artifact has gone."""
+        described = super().config()
+        if not self.hparams["pretrained"]:
+            return described
+        model_config: Any = self.model.config  # a transformers PretrainedConfig
+        known = config_keys(type(model_config))
+        settings = {
+            key: value
+            for key, value in model_config.to_diff_dict().items()
+            if key in known and key not in FROM_DATA and key not in BOOKKEEPING
+        }
+        described["init_args"] |= {
+            "architecture": model_config.model_type,
+            "config": settings,
+            "pretrained": None,
+            "vocab_size": model_config.vocab_size,  # the embedding's rows, which the data's ids fit
+        }
+        return described
+
+
+def sequence_classifiers() -> dict[str, str]:
+    """Model type -> the name of its sequence-classification class, as `transformers` maps them."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    return dict(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+
+
+def check_architecture(architecture: str, where: str = "") -> None:
+    known = sequence_classifiers()
+    if architecture in known:
+        return
+    close = difflib.get_close_matches(architecture, known, n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else "e.g. bert, distilbert, roberta, electra, gpt2"
+    raise ConfigError(
+        f"architecture {architecture!r}{where} is not a transformers model type with a sequence-classification "
+        f"head; {hint} ({len(known)} in all)"
+    )
+
+
+def config_keys(config_class: type) -> set[str]:
+    """The settings a `transformers` config class takes: its attributes, their aliases and its arguments."""
+    parameters = inspect.signature(config_class).parameters
+    named = {name for name, p in parameters.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    try:
+        defaults = set(config_class().to_dict())
+    except Exception:  # a config that needs arguments (a composite one): its arguments alone
+        defaults = set()
+    return defaults | set(getattr(config_class, "attribute_map", {})) | named
+
+
+def check_settings(settings: dict[str, Any], config_class: type, architecture: str) -> None:
+    known = config_keys(config_class)
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"config key {key!r} is not a setting of {architecture} models{hint}")
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def build_from_config(
+    architecture: str, settings: dict[str, Any], vocab_size: int, num_classes: int, pad_id: int
+) -> torch.nn.Module:
+    """A randomly initialised model of `architecture`, its config's defaults overridden by `settings`."""
+    check_architecture(architecture)
+    from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForSequenceClassification
+
+    check_settings(settings, CONFIG_MAPPING[architecture], architecture)
+    try:
+        model_config = AutoConfig.for_model(
+            architecture, **settings, vocab_size=vocab_size, num_labels=num_classes, pad_token_id=pad_id
+        )
+    except Exception as error:  # a setting of the wrong type or value (transformers' own checks)
+        raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
+    try:
+        return AutoModelForSequenceClassification.from_config(model_config)
+    except ValueError as error:  # e.g. a hidden size that the number of heads does not divide
+        raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
+
+
+def load_pretrained(
+    source: str, settings: dict[str, Any], vocab_size: int, num_classes: int, pad_id: int
+) -> torch.nn.Module:
+    """The model saved in `source` (a directory, or a W&B artifact), with a new classification head where
+    it was trained for another number of classes, or for none."""
+    directory = download_artifact(source[len(WANDB_PREFIX) :]) if source.startswith(WANDB_PREFIX) else Path(source)
+    directory = directory.expanduser()
+    if not (directory / "config.json").is_file():
+        what = "not found" if not directory.exists() else "holds no config.json"
+        raise ConfigError(
+            f"pretrained model {directory} {what}: give a directory saved with save_pretrained (e.g. by "
+            "`hf download <model> --local-dir <dir>`) or wandb:<entity>/<project>/<name>:<alias>"
+        )
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    try:
+        model_config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError) as error:
+        raise ConfigError(f"pretrained model {directory}: {one_line(error)}") from None
+    architecture = model_config.model_type
+    check_architecture(architecture, f" of pretrained model {directory}")
+    check_settings(settings, type(model_config), architecture)
+    model_vocab = model_config.vocab_size
+    if not model_vocab * (1 - VOCAB_SLACK) <= vocab_size <= model_vocab:
+        raise ConfigError(
+            f"the data's vocabulary has {vocab_size} tokens, pretrained model {directory}'s {model_vocab}: give the "
+            f"data the model's own tokenizer (--data.pretrained_tokenizer {directory})"
+        )
+    for key, value in settings.items():
+        saved = getattr(model_config, key, None)
+        if "drop" not in key and value != saved:
+            raise ConfigError(
+                f"config sets {key} to {value!r}, pretrained model {directory} has {saved!r}: a pretrained model keeps "
+                "its architecture; change only dropout, or leave config out (--model.net.config '{}')"
+            )
+    trained_labels = model_config.num_labels
+    try:
+        for key, value in settings.items():
+            setattr(model_config, key, value)
+        model_config.num_labels = num_classes
+        model_config.pad_token_id = pad_id
+    except Exception as error:  # a setting of the wrong type or value
+        raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
+    with quiet_transformers():
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            directory,
+            config=model_config,
+            local_files_only=True,
+            ignore_mismatched_sizes=True,  # a head for another number of classes is replaced, nothing else
+            output_loading_info=True,
+        )
+    head = [key for key, saved, new in info["mismatched_keys"] if saved[0] == trained_labels and new[0] == num_classes]
+    reshaped = [(key, saved, new) for key, saved, new in info["mismatched_keys"] if key not in head]
+    if reshaped:  # ignore_mismatched_sizes would initialise them anew, silently
+        key, saved, new = sorted(reshaped)[0]
+        raise ConfigError(
+            f"{len(reshaped)} weights of pretrained model {directory} do not fit its config.json (e.g. {key}: "
+            f"{tuple(saved)} saved, {tuple(new)} built)"
+        )
+    if head:
+        warnings.warn(
+            f"pretrained model {directory} classifies into {trained_labels} classes, the data into {num_classes}: "
+            f"its classification head ({', '.join(sorted(head))}) is replaced by a new one, randomly initialised",
+            stacklevel=2,
+        )
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        warnings.warn(
+            f"pretrained model {directory} has no weights for {len(missing)} tensors of {type(model).__name__} "
+            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): randomly initialised (a model saved "
+            "without a classification head)",
+            stacklevel=2,
+        )
+    return model.float()  # weights saved in half precision train in the run's precision
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Without transformers' progress bars and loading report: the warnings above say what matters in a line."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def download_artifact(name: str) -> Path:
+    """The directory of W&B artifact `name` (entity/project/name:alias), downloaded with W&B's public API
+    (into WANDB_ARTIFACT_DIR, default ./artifacts)."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "disabled", "dryrun"):
+        raise ConfigError(
+            f"pretrained {WANDB_PREFIX}{name} is a W&B artifact and W&B is {mode} (WANDB_MODE): download it once "
+            f"online (`wandb artifact get {name} --root DIR`), then give --model.net.pretrained DIR"
+        )
+    import wandb
+
+    try:
+        return Path(wandb.Api(timeout=30).artifact(name).download())
+    except Exception as error:  # no credentials, no network, no such artifact: W&B's own message says which
+        raise ConfigError(f"W&B artifact {name} could not be downloaded: {one_line(error)}") from None
