@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.text_sources import read_table, rotten_tomatoes
-from datamodules.tokenization import BOS_ID, TokenizerKind, train_tokenizer
+from datamodules.tokenization import (
+    TokenizerKind,
+    classifier_input,
+    load_pretrained_tokenizer,
+    special_ids,
+    train_tokenizer,
+)
 from validation import ConfigError, check_range
 
 
@@ -24,7 +31,7 @@ def group_split(groups: list[str], val_fraction: float, test_fraction: float, se
 
 
 class TextClassificationDataModule(SequenceDataModule):
-    """Texts with labels -> batches (tokens (B, T) padded with 0 and starting with <bos>, labels (B,)).
+    """Texts with labels -> batches (tokens (B, T) starting with <bos> and padded with `pad_id`, labels (B,)).
 
     Args:
         source: "rotten_tomatoes" (fresh vs rotten review snippets, split by movie so no movie is in two
@@ -34,6 +41,10 @@ class TextClassificationDataModule(SequenceDataModule):
         group_column: optional column whose values are kept within one split (e.g. an author).
         tokenizer: "word", "bpe" or "char", trained on the training split only.
         vocab_size: the largest vocabulary for "word" and "bpe".
+        pretrained_tokenizer: a pretrained model's own tokenizer instead of one trained here: a directory saved
+            with `save_pretrained` (the model's) or a tokenizer.json. Texts are then framed as that model was
+            trained (BERT: [CLS] text [SEP]) and padded with its padding id; `tokenizer` and `vocab_size`
+            are unused.
         max_length: texts are cut to this many tokens (with <bos>).
         batch_size: training batch size; evaluation batches are twice as large.
         bucket: batch texts of similar length together, so little compute goes to padding.
@@ -43,6 +54,7 @@ class TextClassificationDataModule(SequenceDataModule):
     """
 
     model_facts = ("vocab_size", "pad_id", "num_classes")
+    input_kind = "texts"
 
     def __init__(
         self,
@@ -52,6 +64,7 @@ class TextClassificationDataModule(SequenceDataModule):
         group_column: str | None = None,
         tokenizer: TokenizerKind = "word",
         vocab_size: int = 20000,
+        pretrained_tokenizer: str | None = None,
         max_length: int = 128,
         batch_size: int = 64,
         bucket: bool = True,
@@ -97,20 +110,43 @@ class TextClassificationDataModule(SequenceDataModule):
         unknown = sorted({labels[i] for i in by_split["val"] + by_split["test"]} - set(self.classes))
         if unknown:
             raise ConfigError(f"labels {', '.join(unknown)} occur only outside the training split; merge or drop them")
-        self.tokenizer = train_tokenizer(hp["tokenizer"], [texts[i] for i in by_split["train"]], hp["vocab_size"])
+        if hp["pretrained_tokenizer"]:
+            self.tokenizer = load_pretrained_tokenizer(hp["pretrained_tokenizer"])
+        else:
+            self.tokenizer = train_tokenizer(hp["tokenizer"], [texts[i] for i in by_split["train"]], hp["vocab_size"])
         label_ids = {label: index for index, label in enumerate(self.classes)}
         for name, members in by_split.items():
-            tokens = [
-                torch.tensor([BOS_ID, *self.tokenizer.encode(texts[i])][: hp["max_length"]], dtype=torch.long)
-                for i in members
-            ]
+            tokens = [self.encode_text(texts[i]) for i in members]
             self.splits[name] = (tokens, torch.tensor([label_ids[labels[i]] for i in members]))
             self.texts[name] = [texts[i] for i in members]
             self.lengths[name] = torch.tensor([len(t) for t in tokens])
 
+    def encode_text(self, text: str) -> torch.Tensor:
+        """A text -> its token ids (T,): <bos>, then the text's, cut to max_length in all (a pretrained
+        tokenizer's: [CLS] text [SEP], or whatever its model was trained with)."""
+        assert self.tokenizer is not None  # trained by `build`, or restored from a checkpoint
+        return torch.tensor(classifier_input(self.tokenizer, text, self.hparams["max_length"]), dtype=torch.long)
+
+    def encode_inputs(self, items: list[str]) -> torch.Tensor:
+        return pad([self.encode_text(text) for text in items], self.pad_id)  # (B, T)
+
+    def inference_state(self) -> dict[str, Any]:
+        return {**super().inference_state(), "classes": self.classes}
+
+    def load_inference_state(self, state: dict[str, Any]) -> None:
+        super().load_inference_state(state)
+        self.classes = list(state["classes"])
+
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, labels = self.splits[split]
-        return pad([tokens[i] for i in indices.tolist()]), labels[indices]
+        return pad([tokens[i] for i in indices.tolist()], self.pad_id), labels[indices]
+
+    @property
+    def pad_id(self) -> int:
+        """<pad> (0) for firstlight's tokenizers; a pretrained tokenizer's own padding id."""
+        tokenizer = self.ready().tokenizer
+        assert tokenizer is not None  # trained by `build`, or restored from a checkpoint
+        return special_ids(tokenizer).pad
 
     @property
     def num_classes(self) -> int:

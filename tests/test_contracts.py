@@ -161,7 +161,9 @@ class Line:
     @property
     def id(self) -> str:
         variant = "-".join(
-            str(value) for key, value in self.settings.items() if key in ("cell", "pooling", "positional")
+            str(value)
+            for key, value in self.settings.items()
+            if key in ("cell", "pooling", "positional", "architecture")
         )
         return self.core.rpartition(".")[2] + (f"-{variant}" if variant else "")
 
@@ -169,6 +171,13 @@ class Line:
 def line(core: str, task: Task, **settings: Any) -> Any:
     entry = Line(core, task, settings)
     return pytest.param(entry, id=entry.id)
+
+
+# Hugging Face models (cores.huggingface.HFClassifier) of a few thousand weights, an encoder and a decoder.
+TINY_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+TINY_BERT |= {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+TINY_GPT2 = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "resid_pdrop": 0.0}
+TINY_GPT2 |= {"embd_pdrop": 0.0, "attn_pdrop": 0.0, "max_position_embeddings": 64}
 
 
 LINES = [
@@ -196,6 +205,8 @@ LINES = [
         word_dropout=0.1,
         ngram_buckets=64,
     ),
+    line("cores.huggingface.HFClassifier", TEXT, architecture="bert", config=TINY_BERT),
+    line("cores.huggingface.HFClassifier", TEXT, architecture="gpt2", config=TINY_GPT2),
     line("cores.recurrent.RNNLanguageModel", LM, embed_dim=16, hidden_dim=32, num_layers=2, dropout=0.0),
     line("cores.transformer.TransformerLanguageModel", LM, dim=32, num_layers=2, num_heads=4, max_length=16),
     line("cores.transformer.TransformerLanguageModel", LM, dim=32, num_heads=4, max_length=16, positional="learned"),
