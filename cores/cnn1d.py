@@ -13,6 +13,12 @@ from cores.contracts import ClassifierCore
 from validation import ConfigError, check_range
 
 
+def halve(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, T) -> (B, C, ceil(T / 2)): the max of each pair of positions, a last odd one alone (max pooling by
+    2 with ceil_mode), in slices: `max_pool1d` fixes the length when exported (ONNX, torch.export)."""
+    return torch.maximum(x[..., 0::2], F.pad(x, (0, 1), value=float("-inf"))[..., 1::2])
+
+
 class SequenceCNNClassifier(ClassifierCore):
     """(B, T) token ids padded with pad_id -> class logits (B, num_classes).
 
@@ -79,10 +85,9 @@ class SequenceCNNClassifier(ClassifierCore):
         real = (tokens != self.pad_id).unsqueeze(1)  # (B, 1, T)
         x = self.embedding(tokens).transpose(1, 2)  # (B, embed_dim, T): channels first for Conv1d
         for index, stage in enumerate(self.stages):
-            if index > 0:  # halve the length; ceil_mode keeps a last odd position, as without padding
-                x = F.max_pool1d(x, 2, ceil_mode=True)
-                real = F.max_pool1d(real.float(), 2, ceil_mode=True).bool()
-                x = self.dropout(x)
+            if index > 0:  # halve the length, keeping a last odd position, as without padding
+                x = self.dropout(halve(x))
+                real = halve(real.float()).bool()
             x = stage(x) * real  # (B, C, T'): padding back to 0, so the next convolution sees zeros there
         # After ReLU every value is >= 0, so the zeros at padding never win the max.
         pooled = x.amax(2) if self.pooling == "max" else x.sum(2) / real.sum(2).clamp(min=1)  # (B, C)
