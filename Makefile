@@ -12,4 +12,4 @@ run: install
 
 # The fast suite and the slow end-to-end runs (`pytest` alone runs only the fast one).
 test: install
-	$(PYTHON) -m pytest -m 'slow or not slow'
+	$(PYTHON) -m pytest -m 'slow or not slow' --durations=30

@@ -122,3 +122,22 @@ def new_inputs(kind: str, state: dict[str, Any], facts: dict[str, Any], folder: 
     if kind == "series":
         return [str(round(float(v), 3)) for v in rng.standard_normal(facts["window"] + 5)]
     return ["a fine and moving film", "dull"]  # texts: sources, reviews, prompts alike
+
+
+def runnable(preset: str) -> Any:
+    """The preset as a test parameter, skipped where its data needs an install step this machine lacks (the
+    set-up makes it): Debian's dataset-fashion-mnist, or espeak-ng for the built-in spoken keywords."""
+    import shutil
+
+    import yaml
+
+    from datamodules.image_sources import DEBIAN_FASHION_MNIST
+    from experiments.presets import PRESETS_DIR
+
+    config = yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())
+    data = config["data"].get("init_args") or {}
+    needs_debian_data = data.get("dataset") == "fashion_mnist" and not DEBIAN_FASHION_MNIST.is_dir()
+    spoken = "audio" in config["data"]["class_path"] and data.get("source", "espeak_commands") == "espeak_commands"
+    needs_espeak = spoken and shutil.which("espeak-ng") is None
+    reason = "needs dataset-fashion-mnist" if needs_debian_data else "needs espeak-ng"
+    return pytest.param(preset, marks=pytest.mark.skipif(needs_debian_data or needs_espeak, reason=reason))

@@ -13,16 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from cores.recurrent import RNNClassifier, RNNSeq2Seq
-from datamodules.image_sources import DEBIAN_FASHION_MNIST
 from experiments.export import main as export
 from experiments.exportable import exportable
-from experiments.presets import PRESETS_DIR, preset_names
+from experiments.presets import preset_names
 from experiments.run import main as run
 from experiments.trained import load_trained
-from tests.helpers import wandb_records
+from tests.helpers import runnable, wandb_records
 
 SHORT = [
     "--trainer.max_steps=-1",
@@ -200,17 +198,6 @@ def test_the_export_form_of_packed_recurrences_gives_packings_results(cell: str)
         target = tokens[:, :6].clone()
         assert torch.allclose(exportable(seq2seq)(tokens, target), seq2seq(tokens, target), atol=1e-5)
     assert exportable(classifier) is not classifier  # a copy: the trained core is left as it is
-
-
-def runnable(preset: str) -> object:
-    """The preset, skipped where its data needs an install step this machine lacks (as tests/test_presets.py)."""
-    config = yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())
-    data = config["data"].get("init_args") or {}
-    needs_debian_data = data.get("dataset") == "fashion_mnist" and not DEBIAN_FASHION_MNIST.is_dir()
-    spoken = "audio" in config["data"]["class_path"] and data.get("source", "espeak_commands") == "espeak_commands"
-    needs_espeak = spoken and shutil.which("espeak-ng") is None
-    reason = "needs dataset-fashion-mnist" if needs_debian_data else "needs espeak-ng"
-    return pytest.param(preset, marks=pytest.mark.skipif(needs_debian_data or needs_espeak, reason=reason))
 
 
 @pytest.fixture(scope="module")

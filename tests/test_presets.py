@@ -6,20 +6,17 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 import yaml
 
-from datamodules.image_sources import DEBIAN_FASHION_MNIST
 from experiments.hardware import resolve_precision
 from experiments.predict import main as predict
 from experiments.presets import PRESETS_DIR, preset_names
 from experiments.run import main
-from tests.helpers import logged_tables, new_inputs, wandb_records
+from tests.helpers import logged_tables, new_inputs, runnable, wandb_records
 
 SHORT = [
     "--trainer.max_steps=-1",
@@ -34,17 +31,6 @@ SHORT = [
 
 def preset_monitor(preset: str) -> str:
     return yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())["checkpoint"]["monitor"]
-
-
-def runnable(preset: str) -> Any:
-    """The preset, skipped where its data needs an install step this machine lacks (the set-up makes it)."""
-    config = yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())
-    data = config["data"].get("init_args") or {}
-    needs_debian_data = data.get("dataset") == "fashion_mnist" and not DEBIAN_FASHION_MNIST.is_dir()
-    spoken = "audio" in config["data"]["class_path"] and data.get("source", "espeak_commands") == "espeak_commands"
-    needs_espeak = spoken and shutil.which("espeak-ng") is None
-    reason = "needs dataset-fashion-mnist" if needs_debian_data else "needs espeak-ng"
-    return pytest.param(preset, marks=pytest.mark.skipif(needs_debian_data or needs_espeak, reason=reason))
 
 
 @pytest.mark.parametrize("preset", [runnable(name) for name in preset_names()])
