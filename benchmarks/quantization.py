@@ -43,7 +43,7 @@ from datamodules.base import DataModule
 from datamodules.sequence_base import SequenceDataModule
 from experiments.hardware import machine_summary
 from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV
-from experiments.trained import Trained, load_trained, plain_arguments
+from experiments.trained import load_trained, rebuilt_data
 from modules.classification import ClassificationTask
 from modules.quantize import INT8_TYPES, QUANTIZED_LAYERS, int8_state_dict, quantize_dynamic_int8
 from validation import ConfigError
@@ -81,20 +81,6 @@ def sizes(net: nn.Module) -> tuple[int, int]:
     kinds = INT8_TYPES if int8 else QUANTIZED_LAYERS
     prefixes = tuple(f"{name}." for name, module in net.named_modules() if isinstance(module, kinds))
     return serialized_bytes(state), serialized_bytes({k: v for k, v in state.items() if k.startswith(prefixes)})
-
-
-def test_split(trained: Trained) -> DataModule:
-    """The run's test split, rebuilt from the checkpoint's datamodule arguments (a checkpoint keeps the data's
-    inference state, not the data). The split is seeded; the tokenizer, trained again on the training split,
-    must be the checkpoint's, or the inputs would not be the ones the model saw."""
-    restored = trained.datamodule
-    data = type(restored)(**plain_arguments(dict(restored.hparams)))
-    data.prepare_data()
-    data.setup("fit")
-    saved, rebuilt = getattr(restored, "tokenizer", None), getattr(data, "tokenizer", None)
-    if saved is not None and (rebuilt is None or saved.to_json() != rebuilt.to_json()):
-        raise ConfigError(f"the tokenizer rebuilt here differs from the one in {trained.checkpoint}; cannot test it")
-    return data
 
 
 def latency_inputs(data: DataModule) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,7 +158,7 @@ def measure(run: Path | str, root: Path, repeats: int, warmup: int, threads: int
     trained = load_trained(str(run), root)
     if not isinstance(trained.task, ClassificationTask):
         raise ConfigError(f"{run} is not a classification run; this benchmark measures test accuracy")
-    data = test_split(trained)
+    data = rebuilt_data(trained)  # the run's test split, seeded; refused if its tokenizer differs
     batch, single = latency_inputs(data)
     nets = {"fp32": trained.task.net.eval().requires_grad_(False), "int8": quantize_dynamic_int8(trained.task.net)}
     measured: dict[str, Measured] = {}

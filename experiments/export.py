@@ -45,7 +45,7 @@ import torch
 import yaml
 
 from experiments.exportable import Signature, exportable, other_shapes, resized, signature, synthetic_inputs
-from experiments.trained import Trained, load_trained, plain_arguments
+from experiments.trained import Trained, load_trained, rebuilt_data
 from modules.seq2seq import Seq2SeqTask
 from validation import ConfigError, check_range
 
@@ -134,29 +134,14 @@ def offline() -> Iterator[None]:
             os.environ["FIRSTLIGHT_OFFLINE"] = before
 
 
-def same(a: Any, b: Any) -> bool:
-    """Plain data equal, floats to within float32 rounding (statistics computed again)."""
-    if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b, rel_tol=1e-5)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
-
-
 def validation_inputs(trained: Trained) -> Inputs:
     """The model inputs of the first validation batch of the run's data, rebuilt from the checkpoint's data
     arguments (offline) and prepared as in evaluation with the checkpoint's statistics. Raises ConfigError
     (or OSError) where the data is not here, or differs from the run's (another tokenizer or statistics)."""
-    datamodule = trained.datamodule
-    fresh = type(datamodule)(**plain_arguments(dict(datamodule.hparams)))
     with offline():
-        fresh.setup("fit")
-    if not same(fresh.inference_state(), datamodule.inference_state()):
-        raise ConfigError("the data here differs from the run's (its tokenizer, classes or statistics)")
+        fresh = rebuilt_data(trained)
     batch = next(iter(fresh.val_dataloader()))
-    batch = datamodule.on_after_batch_transfer(batch, 0)  # in-memory data: images, spectrograms made here
+    batch = trained.datamodule.on_after_batch_transfer(batch, 0)  # in-memory data: images, spectrograms made here
     return tuple(tensor.contiguous() for tensor in trained.task.model_inputs(batch))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,32 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as error:  # unpickling refused, truncated file, not a zip
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"checkpoint {path} cannot be loaded ({reason[:200]})") from None
+
+
+def same_state(a: Any, b: Any) -> bool:
+    """Inference states equal as plain data, floats to within float32 rounding (statistics computed again)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b, rel_tol=1e-5)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_state(a[key], b[key]) for key in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same_state(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def rebuilt_data(trained: Trained) -> DataModule:
+    """The run's data, set up again from the checkpoint's datamodule arguments (its splits are seeded), for what
+    needs real batches (export's check, the quantisation benchmark's test split). Raises ConfigError where the
+    data is not here, or where what it rebuilds (tokenizer, classes, statistics) differs from the checkpoint's
+    inference state: the inputs would not be the ones the model saw."""
+    restored = trained.datamodule
+    data = type(restored)(**plain_arguments(dict(restored.hparams)))
+    data.prepare_data()
+    data.setup("fit")
+    if not same_state(data.inference_state(), restored.inference_state()):
+        what = "its tokenizer, classes or statistics"
+        raise ConfigError(f"the data rebuilt here differs from the run's ({what} in {trained.checkpoint})")
+    return data
 
 
 def load_trained(reference: str, root: Path = Path("runs")) -> Trained:
