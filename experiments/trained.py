@@ -112,7 +112,7 @@ def plain_arguments(hparams: dict[str, Any]) -> dict[str, Any]:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # optimizer state left unread
     except Exception as error:  # unpickling refused, truncated file, not a zip
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"checkpoint {path} cannot be loaded ({reason[:200]})") from None
