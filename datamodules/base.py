@@ -42,6 +42,10 @@ class DataModule(L.LightningDataModule):
         """New inputs of `input_kind` (decoded images, texts, ...) -> one batch of model inputs."""
         raise NotImplementedError(f"{type(self).__name__} takes no new inputs")
 
+    def loading_note(self) -> str:
+        """A line for the start note on how the data reaches training (in memory, streamed) and why."""
+        return ""
+
     def state_dict(self) -> dict[str, Any]:
         return {"inference": self.inference_state()}
 

@@ -1,18 +1,28 @@
-"""`ImageDataModule`: built-in image datasets and the user's image folders, held in memory as uint8 tensors.
+"""`ImageDataModule`: built-in image datasets and the user's image folders, held in memory as uint8 tensors,
+or streamed from prepared shards when a folder is too big for memory.
 
-Batches leave the loader as uint8 (4x less to copy to a GPU) and are converted, normalised and augmented
-on the device in `on_after_batch_transfer`.
+Batches leave the loader as uint8 (4x less to copy to a GPU) and are converted and normalised on the device
+in `on_after_batch_transfer`; in memory they are augmented there too, as whole batches; streamed, each image
+is augmented at its real resolution in the DataLoader workers that decode it.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
+import sys
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from datamodules.augment import random_crop, random_hflip
-from datamodules.image_folder import class_names, image_for_model, image_shape, load_image_folder
+from datamodules.batches import batches_done
+from datamodules.cache import cache_dir
+from datamodules.image_folder import class_names, image_for_model, image_shape, load_image_folder, split_dirs
+from datamodules.image_shards import KIND, ShardImages, chunk_sizes, collate, prepare_images
 from datamodules.image_sources import (
     ImageSource,
     Split,
@@ -23,9 +33,22 @@ from datamodules.image_sources import (
     locate_mnist_like,
 )
 from datamodules.in_memory import InMemoryDataModule
+from datamodules.prepared import Manifest, fingerprint, is_prepared, read_manifest
+from datamodules.streaming import (
+    ChunkedOrder,
+    StreamingBatches,
+    available_memory,
+    default_workers,
+    processes_per_machine,
+)
 from validation import ConfigError, check_range
 
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "digits", "folder"]
+Loading = Literal["auto", "memory", "streaming"]
+# Peak memory of the in-memory path per byte of decoded images: the decoded list, the uint8 tensor, and the
+# float copies of the statistics (measured: about 400 KB of peak for each 160 px colour image of 77 KB).
+IN_MEMORY_OVERHEAD = 5
+MEMORY_SHARE = 0.5  # a folder streams when the in-memory path would need more than this share of memory
 BUILTIN_SHAPES = {  # (C, H, W), number of classes
     "fashion_mnist": ((1, 28, 28), 10),
     "mnist": ((1, 28, 28), 10),
@@ -57,6 +80,16 @@ class ImageDataModule(InMemoryDataModule):
         crop_padding: pixels of zero padding for the random crop.
         hflip: flip training images left-right at random (right for photos, wrong for digits).
         image_size: resize a folder's images to image_size x image_size (needed when their sizes differ).
+        loading: how a folder's images reach training. "memory": decoded once into memory (the fast path for
+            small data; built-in datasets always). "streaming": from prepared shards, decoded and augmented in
+            DataLoader workers, each rank its own part, memory flat whatever the size; `data_dir` is either a
+            folder prepared by `python -m experiments.prepare` or a raw folder, prepared on first use into the
+            cache. "auto": a prepared folder streams; a raw one streams when the in-memory path would need
+            more than half of the memory available to each process; the start note says which and why.
+        workers: DataLoader worker processes per training process when streaming (default: the CPUs of the
+            process shared among the processes of the machine, at most 8).
+        crop_scale: when streaming with `augment`, the range of the area of a random crop, as a share of the
+            image, resized to image_size (torchvision's RandomResizedCrop) in place of the padded crop.
     """
 
     model_facts = ("image_shape", "num_classes")
@@ -74,6 +107,9 @@ class ImageDataModule(InMemoryDataModule):
         crop_padding: int = 2,
         hflip: bool = False,
         image_size: int | None = None,
+        loading: Loading = "auto",
+        workers: int | None = None,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
     ) -> None:
         super().__init__()
         check_range("batch_size", batch_size, 1)
@@ -84,6 +120,12 @@ class ImageDataModule(InMemoryDataModule):
             check_range("image_size", image_size, 1)
         if dataset == "folder" and not data_dir:
             raise ConfigError("dataset 'folder' needs --data.data_dir pointing to a folder of class sub-folders")
+        if loading == "streaming" and dataset != "folder":
+            raise ConfigError(f"dataset {dataset!r} is held in memory; --data.loading streaming takes a folder")
+        if workers is not None:
+            check_range("workers", workers, 0)
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ConfigError(f"crop_scale must be two shares 0 < low <= high <= 1 of the image area, got {crop_scale}")
         self.save_hyperparameters(logger=False)  # the tracker gets the whole nested config instead
         self.dataset = dataset
         self.data_dir = data_dir
@@ -93,12 +135,16 @@ class ImageDataModule(InMemoryDataModule):
         self.mean = self.std = torch.zeros(0)
         self.normalisers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self.stored_shape: tuple[int, int, int] | None = None  # from a checkpoint, whose folder may be gone
+        self.manifest: Manifest | None = None  # of the shards, when streaming
+        self.loading_reason = ""
 
     # What a model must know, available before any image is loaded (facts the command gives the model).
     @property
     def image_shape(self) -> tuple[int, int, int]:
         if self.stored_shape:
             return self.stored_shape
+        if self.shards is not None:
+            return self.streamed_shape()
         if self.dataset == "folder":
             return image_shape(Path(str(self.data_dir)), self.hparams["image_size"])
         return BUILTIN_SHAPES[self.dataset][0]
@@ -107,6 +153,8 @@ class ImageDataModule(InMemoryDataModule):
     def num_classes(self) -> int:
         if self.classes:
             return len(self.classes)
+        if self.shards is not None:
+            return len(self.opened_manifest().state["classes"])
         if self.dataset == "folder":
             return len(class_names(Path(str(self.data_dir))))
         return BUILTIN_SHAPES[self.dataset][1]
@@ -117,6 +165,8 @@ class ImageDataModule(InMemoryDataModule):
             locate_mnist_like(self.dataset, self.data_dir)
         elif self.dataset == "cifar10":
             locate_cifar10(self.data_dir)
+        elif self.shards is not None:
+            self.opened_manifest()
         elif self.dataset == "folder":
             image_shape(Path(str(self.data_dir)), self.hparams["image_size"])
 
@@ -131,6 +181,12 @@ class ImageDataModule(InMemoryDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:  # loaded once, whatever the stage
+            return
+        if self.shards is not None:
+            state = self.opened_manifest().state
+            self.classes = list(state["classes"])
+            self.mean = torch.tensor(state["mean"]).view(1, -1, 1, 1)
+            self.std = torch.tensor(state["std"]).view(1, -1, 1, 1)
             return
         source = self.load_source()
         generator = torch.Generator().manual_seed(self.hparams["seed"])
@@ -149,8 +205,10 @@ class ImageDataModule(InMemoryDataModule):
 
     def prepare_batch(self, batch: Any, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B, C, H, W) -> normalised float32 images, augmented while training."""
-        images, labels = batch
-        if training and self.hparams["augment"]:  # on the uint8 pixels: zero padding is black either way
+        images, labels = batch[0], batch[1]  # streamed batches also carry the sample ids
+        if (
+            training and self.hparams["augment"] and self.shards is None
+        ):  # on the uint8 pixels: zero padding is black either way
             if self.hparams["crop_padding"]:
                 images = random_crop(images, self.hparams["crop_padding"])
             if self.hparams["hflip"]:
@@ -165,6 +223,136 @@ class ImageDataModule(InMemoryDataModule):
         if device not in self.normalisers:
             self.normalisers[device] = (1 / (255 * self.std)).to(device), (-self.mean / self.std).to(device)
         return self.normalisers[device]
+
+    # Streaming from prepared shards.
+    @cached_property
+    def shards(self) -> Path | None:
+        """The prepared folder to stream from, or None to hold the data in memory (see `loading`); a raw folder
+        chosen for streaming is prepared into the cache here, once."""
+        loading = self.hparams["loading"]
+        if self.dataset != "folder" or loading == "memory":
+            if is_prepared(self.data_dir):
+                raise ConfigError(f"{self.data_dir} is a prepared dataset, which streams; leave out --data.loading")
+            self.loading_reason = "in memory" if self.dataset == "folder" else "in memory (built-in)"
+            return None
+        folder = Path(str(self.data_dir))
+        if is_prepared(folder):
+            self.loading_reason = "streaming: a prepared folder"
+            return folder
+        needed, available = self.in_memory_bytes(folder), available_memory()
+        per_process = available // processes_per_machine()
+        if loading == "auto" and needed <= MEMORY_SHARE * per_process:
+            self.loading_reason = f"in memory: about {needed / 2**30:.1f} GB of {per_process / 2**30:.1f} GB available"
+            return None
+        why = (
+            "--data.loading streaming"
+            if loading == "streaming"
+            else (
+                f"in memory it would take about {needed / 2**30:.1f} GB, more than half of the "
+                f"{per_process / 2**30:.1f} GB available to each process"
+            )
+        )
+        self.loading_reason = f"streaming: {why}"
+        return self.prepared_in_cache(folder)
+
+    def in_memory_bytes(self, folder: Path) -> int:
+        """Peak memory the in-memory path would take for this folder: files x decoded size x overhead."""
+        files = sum(len(names) for split in split_dirs(folder).values() for _, _, names in os.walk(split))
+        channels, height, width = image_shape(folder, self.hparams["image_size"])
+        return files * channels * height * width * IN_MEMORY_OVERHEAD
+
+    def prepared_in_cache(self, folder: Path) -> Path:
+        """The cache's prepared copy of `folder` for these split settings, made on first use (one process
+        prepares while the others of the machine wait for it)."""
+        hp = self.hparams
+        key = f"{folder.resolve()}:{fingerprint(folder)}:{hp['val_fraction']}:{hp['test_fraction']}:{hp['seed']}"
+        target = cache_dir() / "prepared" / f"{folder.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not is_prepared(target):
+                print(f"preparing {folder} as shards in {target} (once)", file=sys.stderr, flush=True)
+                prepare_images(
+                    folder,
+                    target,
+                    val_fraction=hp["val_fraction"],
+                    test_fraction=hp["test_fraction"],
+                    seed=hp["seed"],
+                    workers=default_workers(None),
+                )
+        return target
+
+    def opened_manifest(self) -> Manifest:
+        if self.manifest is None:
+            assert self.shards is not None
+            self.manifest = read_manifest(self.shards, KIND)
+        return self.manifest
+
+    def streamed_shape(self) -> tuple[int, int, int]:
+        state = self.opened_manifest().state
+        size = self.hparams["image_size"]
+        if size is None and state["size"] is None:
+            raise ConfigError(
+                f"the images of {self.shards} differ in size; set --data.image_size to resize them all to one size"
+            )
+        height, width = (size, size) if size else state["size"]
+        return (state["channels"], height, width)
+
+    def loading_note(self) -> str:
+        shards = self.shards
+        if shards is None:
+            return f"data: {self.loading_reason}"
+        workers = self.workers()
+        return f"data: {self.loading_reason}; from {shards}, {workers} DataLoader worker(s) per process"
+
+    def workers(self) -> int:
+        given = self.hparams["workers"]
+        return default_workers(self.trainer) if given is None else given
+
+    def streaming_loader(self, split: str, batch_size: int, training: bool) -> StreamingBatches:
+        assert self.shards is not None
+        self.setup("fit")
+        hp, trainer = self.hparams, self.trainer
+        folder = self.shards / split
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        order = ChunkedOrder(
+            chunk_sizes(folder),
+            batch_size,
+            shuffle=training,
+            equal_batches=training,
+            seed=hp["seed"],
+            rank=rank,
+            world_size=world_size,
+        )
+        channels, height, width = self.image_shape
+        dataset = ShardImages(
+            folder,
+            channels,
+            (height, width),
+            augment=training and hp["augment"],
+            hflip=hp["hflip"],
+            crop_scale=tuple(hp["crop_scale"]),
+            seed=hp["seed"],
+        )
+        loader = StreamingBatches(dataset, order, collate, self.workers())
+        if training:
+            loader.progress = batches_done(trainer)  # resumable mid-epoch
+        return loader
+
+    def train_dataloader(self) -> Any:
+        if self.shards is None:
+            return super().train_dataloader()
+        return self.streaming_loader("train", self.batch_size, training=True)
+
+    def val_dataloader(self) -> Any:
+        if self.shards is None:
+            return super().val_dataloader()
+        return self.streaming_loader("val", 4 * self.batch_size, training=False)
+
+    def test_dataloader(self) -> Any:
+        if self.shards is None:
+            return super().test_dataloader()
+        return self.streaming_loader("test", 4 * self.batch_size, training=False)
 
     def inference_state(self) -> dict[str, Any]:
         return {

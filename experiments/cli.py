@@ -180,6 +180,8 @@ class FirstlightCLI(LightningCLI):
         precision_note = check_bf16_on_cpu(trainer.precision, trainer.accelerator, self.model) or str(
             self.precision_choice or f"precision: {trainer.precision} (given)"
         )
+        if loading := getattr(self.datamodule, "loading_note", str)():
+            precision_note += f"\n{loading}"
         options = RunOptions(**self.config.run)
         options.name = options.name or self.default_name
         no_validation = missing_stage(self.model, self.datamodule, "validation")

@@ -1,0 +1,385 @@
+"""Image folders as prepared shards (LitData chunks): written once in parallel, then read by DataLoader workers
+that decode and augment each image at its real resolution.
+
+    <output>/firstlight.json           manifest (`datamodules.prepared`): classes, channels, statistics, splits
+    <output>/<split>/index.json        LitData's index of the split's chunks
+    <output>/<split>/chunk-P-N.bin     samples {"image": encoded bytes, "label": int, "index": sample id}
+
+The files of each split are written in a random order (seeded), so every chunk is a sample of the whole
+split and a batch read from a few chunks is a fair draw. A JPEG, PNG or WebP of 8-bit grey or colour is
+stored as the bytes of the file, untouched; other images (16-bit, palette, TIFF, ...) as lossless PNGs of
+their 8-bit pixels (read as `image_folder.read_image` reads them). Unreadable files are skipped and named.
+
+Work is cut into parts of PART images; each part is written by one worker into a folder of its own and
+renamed into place when complete, so a stopped prepare, run again, redoes at most the parts in flight.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import sys
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # litdata asks PyPI for news on every optimize
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from datamodules.image_folder import UNREADABLE, class_names, image_files, read_image, split_dirs
+from datamodules.prepared import MANIFEST, Manifest, fingerprint, is_prepared
+from validation import ConfigError
+
+KIND = "images"
+PART = 4_096  # images per unit of work (and of resumption)
+CHUNK_BYTES = 16_000_000  # per LitData chunk: what a worker maps at a time (about 1,500 photos of 160 px)
+STORED_AS_IS = ("JPEG", "PNG", "WEBP")
+IN_PROGRESS = ".firstlight-prepare.json"  # settings of a prepare under way; removed when it completes
+
+
+def list_images(root: Path, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[tuple[str, int]]]:
+    """split -> (path, label) of its images, in the random order they are written in. Without train/val/test
+    sub-folders, test and then validation images are drawn from the whole folder, as the in-memory path does."""
+    classes = class_names(root)
+    rng = random.Random(seed)
+    splits: dict[str, list[tuple[str, int]]] = {}
+    for split, folder in split_dirs(root).items():
+        splits[split] = [
+            (str(path), label) for label, name in enumerate(classes) for path in image_files(folder / name)
+        ]
+        rng.shuffle(splits[split])
+    for split, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if split not in splits:
+            taken = round(fraction * len(splits["train"]))
+            splits[split], splits["train"] = splits["train"][:taken], splits["train"][taken:]
+    return splits
+
+
+def stored_bytes(path: Path, image: Image.Image, mode: str) -> bytes:
+    """The bytes to store for an image decoded from `path` (see the module's docstring)."""
+    if image.format in STORED_AS_IS and image.mode == mode:
+        return path.read_bytes()
+    buffer = io.BytesIO()
+    image.convert(mode).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def write_part(folder: str, items: list[tuple[str, int, int]], mode: str, statistics: bool) -> dict[str, Any]:
+    """Write one part's images as a LitData dataset in `folder`; its pixel sums for the statistics, its sizes
+    and the files skipped as unreadable come back."""
+    from litdata.streaming.writer import BinaryWriter
+
+    partial = Path(f"{folder}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # what a stopped run left of this part
+    writer = BinaryWriter(str(partial), chunk_bytes=CHUNK_BYTES)
+    channels = 1 if mode == "L" else 3
+    sums, squares, pixels = np.zeros(channels), np.zeros(channels), 0
+    sizes: set[tuple[int, int]] = set()
+    skipped: list[str] = []
+    written = 0
+    for path, label, sample_id in items:
+        try:
+            image = read_image(Path(path))
+            data = stored_bytes(Path(path), image, mode)
+        except UNREADABLE as error:
+            skipped.append(f"{path}: {error}")
+            continue
+        writer[written] = {"image": data, "label": label, "index": sample_id}
+        written += 1
+        sizes.add(image.size)
+        if statistics:
+            array = np.asarray(image.convert(mode)).reshape(-1, channels).astype(np.uint32)  # (H*W, C) 0-255
+            sums += array.sum(0, dtype=np.uint64) / 255
+            squares += (array * array).sum(0, dtype=np.uint64) / 255**2
+            pixels += len(array)
+    if written:
+        writer.done()
+        writer.merge()
+    else:
+        partial.mkdir(parents=True, exist_ok=True)
+    stats = {"sums": sums.tolist(), "squares": squares.tolist(), "pixels": pixels, "count": written}
+    (partial / "part.json").write_text(json.dumps(stats | {"sizes": sorted(sizes), "skipped": skipped}))
+    partial.replace(folder)  # complete: a rerun skips it
+    return json.loads((Path(folder) / "part.json").read_text())
+
+
+def merge_parts(split_dir: Path) -> dict[str, Any]:
+    """Move the parts' chunks into `split_dir` (renamed chunk-P-N.bin) with one index.json over all of them, in
+    part order, and sum the parts' statistics into stats.json; returns those. Safe to rerun after a stop."""
+    parts = sorted((split_dir / "parts").iterdir())
+    results = [json.loads((part / "part.json").read_text()) for part in parts]
+    chunks: list[dict[str, Any]] = []
+    config = None
+    for number, part in enumerate(parts):
+        index_file = part / "index.json"
+        if not index_file.is_file():  # a part with no readable image
+            continue
+        index = json.loads(index_file.read_text())
+        config = config or index["config"]
+        for n, chunk in enumerate(index["chunks"]):
+            name = f"chunk-{number}-{n}.bin"
+            if (part / chunk["filename"]).exists():
+                (part / chunk["filename"]).replace(split_dir / name)
+            chunks.append(chunk | {"filename": name})
+    if config is None:
+        raise ConfigError(f"no readable images for the {split_dir.name} split; check the source folder")
+    stats = {
+        "count": sum(chunk["chunk_size"] for chunk in chunks),
+        "sums": np.sum([r["sums"] for r in results], axis=0).tolist(),
+        "squares": np.sum([r["squares"] for r in results], axis=0).tolist(),
+        "pixels": sum(r["pixels"] for r in results),
+        "sizes": sorted({tuple(size) for r in results for size in r["sizes"]}),
+    }
+    write_json(split_dir / "stats.json", stats)
+    write_json(split_dir / "index.json", {"chunks": chunks, "config": config})  # the split is complete
+    shutil.rmtree(split_dir / "parts")
+    return stats
+
+
+def write_json(path: Path, data: Any) -> None:
+    partial = path.with_name(f".{path.name}.tmp")
+    partial.write_text(json.dumps(data, sort_keys=True))
+    partial.replace(path)
+
+
+def first_mode(splits: dict[str, list[tuple[str, int]]]) -> str:
+    """ "L" if the first readable training image is grey, else "RGB" (as the in-memory path decides)."""
+    for path, _ in splits["train"]:
+        try:
+            image = read_image(Path(path))
+        except UNREADABLE:
+            continue
+        return "L" if Image.getmodebase(image.mode) == "L" else "RGB"
+    raise ConfigError("no readable images in the training part of the folder")
+
+
+def check_output(output: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to write where it would lose something: a finished dataset (unless `overwrite`), a folder of
+    other files, or an unfinished prepare of other settings (unless `overwrite`)."""
+    if is_prepared(output):
+        if not overwrite:
+            raise ConfigError(f"{output} is already a prepared dataset; give --overwrite to prepare it again")
+        clear_prepared(output)
+    marker = output / IN_PROGRESS
+    if marker.is_file():
+        if json.loads(marker.read_text()) != settings:
+            if not overwrite:
+                raise ConfigError(
+                    f"{output} holds an unfinished prepare with other settings; give the same source and options "
+                    "to go on, or --overwrite to start again"
+                )
+            clear_prepared(output)
+    elif output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ConfigError(f"{output} exists and is not a prepared dataset; give a new or empty folder")
+
+
+def clear_prepared(output: Path) -> None:
+    """Remove what a prepare writes, and nothing else."""
+    for name in ("train", "val", "test"):
+        shutil.rmtree(output / name, ignore_errors=True)
+    for name in (MANIFEST, IN_PROGRESS):
+        (output / name).unlink(missing_ok=True)
+
+
+def prepare_images(
+    source: Path,
+    output: Path,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Manifest:
+    """Prepare an image folder (the layouts of `image_folder`) as shards in `output`; resumable (see above)."""
+    source, output = source.resolve(), output.resolve()
+    settings = {
+        "kind": KIND,
+        "source": str(source),
+        "fingerprint": fingerprint(source),
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
+    }
+    check_output(output, settings, overwrite)
+    splits = list_images(source, val_fraction, test_fraction, seed)
+    mode = first_mode(splits)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / IN_PROGRESS).write_text(json.dumps(settings))
+    tasks = []
+    for split, items in splits.items():
+        if (output / split / "index.json").is_file():  # merged by an earlier run
+            continue
+        numbered = [(path, label, sample_id) for sample_id, (path, label) in enumerate(items)]
+        for number, start in enumerate(range(0, len(numbered), PART)):
+            folder = output / split / "parts" / f"{number:06d}"
+            tasks.append((str(folder), numbered[start : start + PART], mode, split == "train"))
+    results = run_parts(tasks, workers or os.cpu_count() or 1, progress, sum(len(items) for items in splits.values()))
+    skipped = [line for result in results for line in result["skipped"]]
+    for line in skipped[:20]:
+        warnings.warn(f"skipping unreadable image {line}", stacklevel=2)
+    if len(skipped) > 20:
+        warnings.warn(f"... and {len(skipped) - 20} more unreadable images skipped", stacklevel=2)
+    stats = {}
+    for split in splits:
+        if not (output / split / "index.json").is_file():
+            merge_parts(output / split)
+        stats[split] = json.loads((output / split / "stats.json").read_text())
+    manifest = Manifest(
+        kind=KIND,
+        source=str(source),
+        fingerprint=settings["fingerprint"],
+        splits={split: stats[split]["count"] for split in splits},
+        state=image_state(stats, mode, class_names(source)),
+        settings={k: settings[k] for k in ("val_fraction", "test_fraction", "seed")},
+    )
+    manifest.write(output)
+    (output / IN_PROGRESS).unlink()
+    return manifest
+
+
+def run_parts(tasks: list[tuple[Any, ...]], workers: int, progress: bool, total: int) -> list[dict[str, Any]]:
+    """Write the parts not written yet, `workers` at a time, with a progress line; the results of all parts
+    (finished earlier or now) come back."""
+    results, pending = [], []
+    for task in tasks:
+        done = Path(task[0]) / "part.json"
+        if done.is_file():
+            results.append(json.loads(done.read_text()))
+        else:
+            pending.append(task)
+    finished = sum(result["count"] + len(result["skipped"]) for result in results)
+    first, started = finished, time.perf_counter()
+    with ProcessPoolExecutor(max(1, min(workers, len(pending) or 1))) as pool:
+        for result in pool.map(write_part, *zip(*pending, strict=True)) if pending else []:
+            results.append(result)
+            finished += result["count"] + len(result["skipped"])
+            if progress:
+                rate = (finished - first) / (time.perf_counter() - started)
+                print(f"\rprepare: {finished:,}/{total:,} images ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+    if progress and pending:
+        print(file=sys.stderr)
+    return results
+
+
+def chunk_sizes(split_dir: Path) -> list[int]:
+    """Samples per chunk of a prepared split, in index order (LitData's index.json)."""
+    try:
+        chunks = json.loads((split_dir / "index.json").read_text())["chunks"]
+        return [int(chunk["chunk_size"]) for chunk in chunks]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{split_dir / 'index.json'} cannot be read ({error}); prepare the dataset again") from None
+
+
+def image_state(stats: dict[str, dict[str, Any]], mode: str, classes: list[str]) -> dict[str, Any]:
+    """The manifest's state: classes, channels, the training images' per-channel mean and std (exact, over
+    every pixel, at their stored size) and the images' size where all splits share one (else None)."""
+    train = stats["train"]
+    mean = np.array(train["sums"]) / train["pixels"]
+    std = np.sqrt(np.maximum(np.array(train["squares"]) / train["pixels"] - mean**2, 0))
+    sizes = {tuple(size) for split in stats.values() for size in split["sizes"]}
+    (width, height) = next(iter(sizes)) if len(sizes) == 1 else (None, None)
+    return {
+        "classes": classes,
+        "channels": 1 if mode == "L" else 3,
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "size": [height, width] if height else None,
+    }
+
+
+class ShardImages(Dataset):
+    """One split of prepared images, read by DataLoader workers: (sample, epoch) pairs -> (uint8 image
+    (C, H, W), label, sample id), decoded, converted to the dataset's channels, then resized to `size` or,
+    when `augment`, cropped at random (area `crop_scale` of the image, aspect 3/4 to 4/3) and resized to it,
+    and flipped left-right at random if `hflip`. A sample's randomness is drawn from (seed, epoch, sample),
+    never from the process's generator: any worker, any number of workers, a resumed run, all draw the same.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        channels: int,
+        size: tuple[int, int] | None,
+        *,
+        augment: bool = False,
+        hflip: bool = False,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        seed: int = 0,
+    ) -> None:
+        self.folder = folder
+        self.mode = "L" if channels == 1 else "RGB"
+        self.size = size
+        self.augment = augment
+        self.hflip = hflip
+        self.crop_scale = crop_scale
+        self.seed = seed
+        self.reader: Any = None  # litdata's StreamingDataset, opened in each worker on first use
+        # Imported here, in the training process, for the workers to inherit: imported first inside a worker
+        # forked after W&B has started, litdata's import of orjson fails.
+        import litdata  # noqa: F401
+
+    def __len__(self) -> int:
+        return sum(chunk_sizes(self.folder))
+
+    def open(self) -> Any:
+        if self.reader is None:
+            from litdata import StreamingDataset
+
+            self.reader = StreamingDataset(str(self.folder))
+        return self.reader
+
+    def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+        index, epoch = pair
+        sample = self.open()[index]
+        image = decoded(bytes(sample["image"]), self.mode, f"sample {sample['index']} of {self.folder}")
+        if self.augment:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hash((self.seed, epoch, index)) & (2**63 - 1))
+                pixels = self.augmented(image)
+        else:
+            if self.size and image.size != (self.size[1], self.size[0]):
+                image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
+            pixels = as_tensor(image)
+        return pixels, int(sample["label"]), int(sample["index"])
+
+    def __getitems__(self, pairs: list[tuple[int, int]]) -> list[tuple[torch.Tensor, int, int]]:
+        return [self[pair] for pair in pairs]
+
+    def augmented(self, image: Image.Image) -> torch.Tensor:
+        from torchvision.transforms import v2
+
+        pixels = as_tensor(image)
+        size = self.size or tuple(pixels.shape[1:])
+        pixels = v2.RandomResizedCrop(size, scale=self.crop_scale, antialias=True)(pixels)
+        return v2.RandomHorizontalFlip()(pixels) if self.hflip else pixels
+
+
+def decoded(data: bytes, mode: str, what: str) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert(mode)
+    except UNREADABLE as error:
+        raise ConfigError(f"{what} cannot be decoded ({error}); prepare the dataset again") from None
+
+
+def as_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL image -> uint8 (C, H, W)."""
+    array = np.array(image, dtype=np.uint8)  # a writable copy
+    return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1).contiguous()
+
+
+def collate(samples: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> images uint8 (B, C, H, W), labels (B,), sample ids (B,)."""
+    images, labels, ids = zip(*samples, strict=True)
+    return torch.stack(images), torch.tensor(labels), torch.tensor(ids)
