@@ -1,7 +1,9 @@
-"""Language modelling: Shakespeare's complete works by default, or any UTF-8 text file of the user's."""
+"""Language modelling: Shakespeare's complete works by default, any UTF-8 text file of the user's, or a corpus
+of any size prepared from one (`python -m experiments.prepare FILE DIR --kind corpus`, datamodules/token_corpus.py)."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +11,11 @@ import numpy as np
 import torch
 
 from datamodules.batches import IndexBatches
+from datamodules.prepared import MANIFEST, is_prepared
 from datamodules.sequence_base import SequenceDataModule
 from datamodules.text_sources import read_text_file, shakespeare
-from datamodules.tokenization import CharTokenizer, TokenizerKind, train_tokenizer
+from datamodules.token_corpus import BYTES_PER_CHAR, PARTS, TokenCorpus, available_memory
+from datamodules.tokenization import CharTokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 from validation import ConfigError, check_range
 
 
@@ -26,8 +30,12 @@ class LanguageModelDataModule(SequenceDataModule):
     resumed run draws the same): across epochs every character is predicted from every amount of context,
     as with nanoGPT's random windows, while an epoch still covers the text about once.
 
+    A text too big for memory is prepared once into a folder of memory-mapped token ids (`TokenCorpus`), which
+    `source` then names: the tokenizer and the split come from the folder, and training windows start
+    anywhere (drawn from seed, epoch and batch), with memory flat whatever the corpus's size.
+
     Args:
-        source: "shakespeare" (5.06 M characters) or the path of a UTF-8 text file.
+        source: "shakespeare" (5.06 M characters), the path of a UTF-8 text file, or a folder prepared from one.
         tokenizer: "char" or "bpe" (byte-level), trained on the training part only.
         vocab_size: vocabulary size for "bpe".
         context_length: tokens the model sees per window.
@@ -61,9 +69,17 @@ class LanguageModelDataModule(SequenceDataModule):
         self.characters = 1.0
         self.tokens = 1.0
         self.offsets, self.offsets_epoch = torch.zeros(0, dtype=torch.long), -1  # training windows' shifts
+        self.corpus: TokenCorpus | None = None  # a prepared source
 
     def build(self) -> None:
         hp = self.hparams
+        if hp["source"] != "shakespeare" and Path(hp["source"]).is_dir():
+            self.open_corpus(Path(hp["source"]))
+            return
+        if hp["source"] != "shakespeare":
+            check_fits_in_memory(
+                Path(hp["source"]), hp["tokenizer"], hp["vocab_size"], hp["val_fraction"], hp["test_fraction"]
+            )
         text = shakespeare() if hp["source"] == "shakespeare" else read_text_file(Path(hp["source"]))
         val_start = int(len(text) * (1 - hp["val_fraction"] - hp["test_fraction"]))
         test_start = int(len(text) * (1 - hp["test_fraction"]))
@@ -94,11 +110,44 @@ class LanguageModelDataModule(SequenceDataModule):
                 windows = windows[torch.randperm(count, generator=torch.Generator().manual_seed(hp["seed"]))]
             self.splits[name] = windows
 
+    def open_corpus(self, folder: Path) -> None:
+        """Take the split, tokenizer and facts of a prepared corpus, refusing settings it was not prepared with."""
+        if not is_prepared(folder) and not (folder / PARTS).is_dir():  # else: an unfinished prepare's, as
+            raise ConfigError(  # read_manifest says
+                f"{folder} is a folder without {MANIFEST}: give a text file, or a corpus prepared from one with "
+                "python -m experiments.prepare"
+            )
+        hp = self.hparams
+        corpus = TokenCorpus(folder)
+        prepared = corpus.manifest.settings
+        ours = {"tokenizer": hp["tokenizer"], "val_fraction": hp["val_fraction"], "test_fraction": hp["test_fraction"]}
+        if hp["tokenizer"] == "bpe":
+            ours["vocab_size"] = hp["vocab_size"]
+        differ = [f"--data.{name} {value}" for name, value in ours.items() if prepared.get(name) != value]
+        if differ:
+            names = ("tokenizer", "vocab_size") if prepared.get("tokenizer") == "bpe" else ("tokenizer",)
+            was = ", ".join(f"{name} {prepared.get(name)}" for name in (*names, "val_fraction", "test_fraction"))
+            raise ConfigError(
+                f"{folder} was prepared with {was}, not {', '.join(differ)}: give its settings, or prepare the "
+                "text again with yours"
+            )
+        for split in ("train", "val", "test"):
+            corpus.loader(split, hp["context_length"], 1, seed=self.seed, trainer=None)  # a window each, or an error
+        state = corpus.manifest.state
+        self.tokenizer = tokenizer_from_json(state["tokenizer"])
+        self.characters, self.tokens = state["characters"], state["tokens"]
+        self.corpus = corpus
+        self.splits = {split: corpus.ids(split) for split in ("train", "val", "test")}  # (N,) token ids, mapped
+
     def fetch(self, split: str, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         windows = self.splits[split][indices]
         return windows[:, :-1], windows[:, 1:]
 
     def loader(self, split: str, batch_size: int, shuffle: bool) -> IndexBatches:
+        self.ready()
+        if self.corpus is not None:
+            hp = self.hparams
+            return self.corpus.loader(split, hp["context_length"], batch_size, seed=self.seed, trainer=self.trainer)
         loader = super().loader(split, batch_size, shuffle)
         if split == "train":
             order = loader.sampler
@@ -131,6 +180,44 @@ class LanguageModelDataModule(SequenceDataModule):
         """Characters per token in the training text: 1 for "char"; converts nats/token to bits/char."""
         self.ready()
         return self.characters / self.tokens
+
+
+MEMORY_SHARE = 0.5  # of the memory available, the most a text held in memory may take
+
+
+def check_fits_in_memory(
+    path: Path, tokenizer: str, vocab_size: int, val_fraction: float, test_fraction: float
+) -> None:
+    """Refuse, before reading it, a text whose windows and ids would not fit in memory; the error gives the
+    command that prepares it as a corpus instead."""
+    available = available_memory()
+    if available is None or not path.is_file():
+        return
+    need = BYTES_PER_CHAR * path.stat().st_size  # a character is a byte or more
+    if need <= MEMORY_SHARE * available:
+        return
+    folder = path.with_name(f"{path.stem}_corpus")
+    command = [
+        "python",
+        "-m",
+        "experiments.prepare",
+        str(path),
+        str(folder),
+        "--kind",
+        "corpus",
+        "--tokenizer",
+        tokenizer,
+    ]
+    command += ["--vocab_size", str(vocab_size)]
+    defaults = {"val_fraction": 0.05, "test_fraction": 0.05}
+    for name, value in {"val_fraction": val_fraction, "test_fraction": test_fraction}.items():
+        if value != defaults[name]:
+            command += [f"--{name}", str(value)]
+    raise ConfigError(
+        f"{path} ({path.stat().st_size / 1e9:.1f} GB) would take about {need / 1e9:.0f} GB in memory, more than "
+        f"{MEMORY_SHARE:.0%} of the {available / 1e9:.0f} GB available: prepare it once into memory-mapped token "
+        f"ids with `{shlex.join(command)}` and train with --data.source {shlex.quote(str(folder))}"
+    )
 
 
 def windows_at(ids: torch.Tensor, starts: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
