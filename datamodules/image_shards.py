@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import random
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -110,6 +112,15 @@ def write_part(folder: str, items: list[tuple[str, int, int]], mode: str, statis
     (partial / "part.json").write_text(json.dumps(stats | {"sizes": sorted(sizes), "skipped": skipped}))
     partial.replace(folder)  # complete: a rerun skips it
     return json.loads((Path(folder) / "part.json").read_text())
+
+
+def write_part_task(task: tuple[Any, ...]) -> dict[str, Any]:
+    return write_part(*task)
+
+
+def ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def merge_parts(split_dir: Path) -> dict[str, Any]:
@@ -260,13 +271,24 @@ def run_parts(tasks: list[tuple[Any, ...]], workers: int, progress: bool, total:
             pending.append(task)
     finished = sum(result["count"] + len(result["skipped"]) for result in results)
     first, started = finished, time.perf_counter()
-    with ProcessPoolExecutor(max(1, min(workers, len(pending) or 1))) as pool:
-        for result in pool.map(write_part, *zip(*pending, strict=True)) if pending else []:
+    # Workers ignore Ctrl-C: the main process gets it (or SIGTERM) and stops them at once; their parts in
+    # flight stay unfinished (".partial") and are written again by the next run. A worker that dies (killed
+    # for memory) breaks the pool, which says so, rather than leaving its part waited for forever.
+    context = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(max(1, min(workers, len(pending) or 1)), context, initializer=ignore_interrupts)
+    try:
+        for result in pool.map(write_part_task, pending):
             results.append(result)
             finished += result["count"] + len(result["skipped"])
             if progress:
                 rate = (finished - first) / (time.perf_counter() - started)
                 print(f"\rprepare: {finished:,}/{total:,} images ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+    except BaseException:
+        for process in multiprocessing.active_children():
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     if progress and pending:
         print(file=sys.stderr)
     return results
@@ -285,8 +307,9 @@ def image_state(stats: dict[str, dict[str, Any]], mode: str, classes: list[str])
     """The manifest's state: classes, channels, the training images' per-channel mean and std (exact, over
     every pixel, at their stored size) and the images' size where all splits share one (else None)."""
     train = stats["train"]
-    mean = np.array(train["sums"]) / train["pixels"]
-    std = np.sqrt(np.maximum(np.array(train["squares"]) / train["pixels"] - mean**2, 0))
+    count = train["pixels"]
+    mean = np.array(train["sums"]) / count
+    std = np.sqrt(np.maximum(np.array(train["squares"]) - count * mean**2, 0) / max(1, count - 1))  # as torch.std
     sizes = {tuple(size) for split in stats.values() for size in split["sizes"]}
     (width, height) = next(iter(sizes)) if len(sizes) == 1 else (None, None)
     return {

@@ -96,7 +96,7 @@ class ChunkedOrder:
         if not self.equal_batches:
             return list(mine.split(self.batch_size))
         cut = (len(self) - 1) * self.batch_size  # full batches, then the remainder as the last one
-        return [*mine[:cut].split(self.batch_size), mine[cut:]]
+        return [*(mine[:cut].split(self.batch_size) if cut else []), mine[cut:]]
 
 
 class EpochIndices:

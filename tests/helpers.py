@@ -88,6 +88,20 @@ def logged_tables(run_dir: Path, key: str) -> list[dict[str, Any]]:
     return [json.loads((files / path).read_text()) for path in paths]
 
 
+def history(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
+    """The steps and values of every record of `metric` in a run's history.jsonl."""
+    records = list(map(json.loads, (run_dir / "history.jsonl").read_text().splitlines()))
+    return [r["step"] for r in records if metric in r], [r[metric] for r in records if metric in r]
+
+
+def final_state(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The weights of a run's last checkpoint and its summary.json."""
+    import torch
+
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    return checkpoint["state_dict"], json.loads((run_dir / "summary.json").read_text())
+
+
 def write_images(folder: Path, colors: dict[str, int], count: int, size: tuple[int, int] = (6, 5)) -> None:
     """`count` PNGs of `size` (width, height) per class sub-folder, each class a flat colour (value + index)."""
     for name, value in colors.items():

@@ -8,7 +8,6 @@ import random
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from datamodules.batches import IndexBatches, ShardedOrder
 from experiments.resume import choose_run
 from experiments.run import main
 from experiments.rundir import cluster_run_id, run_lock, unfinished_runs
-from tests.helpers import run_cli
+from tests.helpers import final_state, history, run_cli
 
 DIGITS = ["--config", "cnn_digits", "--trainer.max_epochs", "3"]
 
@@ -155,17 +154,6 @@ def wandb_train_steps(run_dir: Path) -> list[list[int]]:
         items = [r["history"]["item"] for r in records if r["type"] == "history"]
         segments.append([int(i["trainer/global_step"]) for i in items if "train/loss" in i])
     return segments
-
-
-def history(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
-    """The steps and values of every record of `metric` in history.jsonl."""
-    records = list(map(json.loads, (run_dir / "history.jsonl").read_text().splitlines()))
-    return [r["step"] for r in records if metric in r], [r[metric] for r in records if metric in r]
-
-
-def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    return checkpoint["state_dict"], json.loads((run_dir / "summary.json").read_text())
 
 
 def test_auto_resume_of_a_run_whose_checkpoints_are_all_corrupt_fails_and_touches_nothing(

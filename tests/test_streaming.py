@@ -1,0 +1,286 @@
+"""Streaming images from prepared shards: the epoch order, prepare (resumable, checked), the datamodule's
+batches against the in-memory path's, and real runs: streaming chosen, DDP sharing, exact resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import datamodules.image_shards as image_shards
+from benchmarks.jpeg_folder import make_jpeg_folder
+from datamodules.image import ImageDataModule
+from datamodules.image_shards import prepare_images
+from datamodules.prepared import MANIFEST, read_manifest
+from datamodules.streaming import ChunkedOrder
+from tests.helpers import REPO, fresh_env, history, run_cli, write_images
+from validation import ConfigError
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize(("sizes", "batch_size"), [([40, 40, 17], 8), ([5, 100, 3, 64], 16), ([30], 32), ([9], 2)])
+def test_each_epoch_every_sample_once_across_ranks_in_equal_batch_counts(
+    sizes: list[int], batch_size: int, world_size: int
+) -> None:
+    for epoch in (0, 1):
+        seen: list[int] = []
+        counts = []
+        for rank in range(world_size):
+            order = ChunkedOrder(
+                sizes, batch_size, shuffle=True, equal_batches=True, seed=5, rank=rank, world_size=world_size, window=20
+            )
+            order.set_epoch(epoch)
+            batches = order.batches()
+            assert len(batches) == len(order)
+            assert all(len(batch) == batch_size for batch in batches[:-1])
+            assert 0 < len(batches[-1]) < 2 * batch_size + world_size  # the rank's remainder joins its last batch
+            counts.append(len(batches))
+            seen += torch.cat(batches).tolist()
+        assert sorted(seen) == list(range(sum(sizes)))  # every sample once, none dropped, none repeated
+        assert len(set(counts)) == 1  # DDP needs every rank to take the same number of steps
+
+
+def test_the_order_changes_with_the_epoch_reads_chunks_in_runs_and_repeats_for_the_same_seed() -> None:
+    def order(seed: int, epoch: int) -> list[int]:
+        chunked = ChunkedOrder([100] * 10, 10, shuffle=True, equal_batches=True, seed=seed, window=200)
+        chunked.set_epoch(epoch)
+        return torch.cat(chunked.batches()).tolist()
+
+    assert order(0, 1) == order(0, 1) and order(0, 1) != order(0, 2) and order(0, 1) != order(1, 1)
+    first_window = order(0, 1)[:200]
+    assert len({index // 100 for index in first_window}) == 2  # two chunks at a time, mixed
+    evaluation = ChunkedOrder([100] * 10, 64, shuffle=False, equal_batches=False, rank=1, world_size=2)
+    assert torch.cat(evaluation.batches()).tolist() == list(range(500, 1000))  # consecutive, the last batch short
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 JPEGs of 24 px in 4 classes, split into train/val/test folders (so both paths split alike)."""
+    source = make_jpeg_folder(tmp_path_factory.mktemp("jpegs") / "all", 120, size=24, classes=4)
+    root = tmp_path_factory.mktemp("split") / "photos"
+    for path in sorted(source.rglob("*.jpg")):
+        number = int(path.stem)
+        split = "test" if number % 5 == 0 else "val" if number % 5 == 1 else "train"
+        (root / split / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, root / split / path.parent.name / path.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prepared(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("prepared") / "photos"
+    prepare_images(folder, output, workers=2, progress=False)
+    return output
+
+
+def test_prepare_records_the_split_classes_and_the_exact_statistics_of_the_training_images(
+    folder: Path, prepared: Path
+) -> None:
+    manifest = read_manifest(prepared, "images")
+    assert manifest.splits == {"train": 72, "val": 24, "test": 24}
+    in_memory = ImageDataModule(dataset="folder", data_dir=str(folder), loading="memory")
+    in_memory.setup()
+    assert manifest.state["classes"] == in_memory.classes == ["class_00", "class_01", "class_02", "class_03"]
+    assert manifest.state["size"] == [24, 24] and manifest.state["channels"] == 3
+    np.testing.assert_allclose(manifest.state["mean"], in_memory.mean.flatten().numpy(), atol=1e-6)
+    np.testing.assert_allclose(manifest.state["std"], in_memory.std.flatten().numpy(), atol=1e-6)
+
+
+def test_streamed_batches_hold_the_same_images_as_the_in_memory_path(folder: Path, prepared: Path) -> None:
+    streamed = ImageDataModule(dataset="folder", data_dir=str(prepared), batch_size=8, workers=0)
+    in_memory = ImageDataModule(dataset="folder", data_dir=str(folder), batch_size=8, loading="memory")
+    assert streamed.facts() == in_memory.facts() == {"image_shape": (3, 24, 24), "num_classes": 4}
+    for split in ("val_dataloader", "test_dataloader"):
+        streamed_images = torch.cat([batch[0] for batch in getattr(streamed, split)()])
+        memory_images = torch.cat([batch[0] for batch in getattr(in_memory, split)()])
+        # The same uint8 images, in another order (the shards hold them shuffled).
+        assert sorted(map(bytes, streamed_images.flatten(1).numpy())) == sorted(
+            map(bytes, memory_images.flatten(1).numpy())
+        )
+    batch = next(iter(streamed.val_dataloader()))
+    normalised = streamed.prepare_batch(batch, training=False)[0]
+    assert torch.allclose(normalised, in_memory.prepare_batch((batch[0], batch[1]), training=False)[0], atol=1e-5)
+
+
+def test_the_training_loader_with_workers_covers_each_sample_once_and_resumes_where_it_stopped(prepared: Path) -> None:
+    data = ImageDataModule(
+        dataset="folder", data_dir=str(prepared), batch_size=16, workers=2, augment=True, hflip=True, image_size=20
+    )
+    loader = data.train_dataloader()
+    loader.sampler.set_epoch(3)
+    batches = list(loader)
+    assert [len(b[2]) for b in batches] == [16, 16, 16, 24]  # 72 samples: the remainder joins the last batch
+    assert sorted(torch.cat([b[2] for b in batches]).tolist()) == list(range(72))
+    assert batches[0][0].shape == (16, 3, 20, 20) and batches[0][0].dtype == torch.uint8  # cropped, resized
+    loader.progress = lambda: 2
+    state = loader.state_dict()
+    resumed = ImageDataModule(
+        dataset="folder", data_dir=str(prepared), batch_size=16, workers=1, augment=True, hflip=True, image_size=20
+    ).train_dataloader()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(3)
+    rest = list(resumed)
+    assert len(rest) == 2
+    for mine, theirs in zip(rest, batches[2:], strict=True):  # the same samples, augmented alike
+        assert torch.equal(mine[2], theirs[2]) and torch.equal(mine[0], theirs[0])
+
+
+def test_a_stopped_prepare_goes_on_and_writes_the_same_shards(folder: Path, prepared: Path, tmp_path: Path) -> None:
+    output = tmp_path / "again"
+    real_write = image_shards.write_part
+    calls = []
+
+    def failing(*args: object) -> dict:
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise RuntimeError("a worker failed")  # the whole prepare stops
+        return real_write(*args)  # type: ignore[arg-type]
+
+    image_shards.write_part = failing
+    try:
+        with pytest.raises(RuntimeError, match="a worker failed"):
+            prepare_images(folder, output, workers=1, progress=False)
+    finally:
+        image_shards.write_part = real_write
+    assert not (output / MANIFEST).exists()
+    with pytest.raises(ConfigError, match="its prepare did not finish"):
+        read_manifest(output, "images")
+    prepare_images(folder, output, workers=2, progress=False)
+    for path in sorted(prepared.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            assert path.read_bytes() == (output / path.relative_to(prepared)).read_bytes(), path.name
+
+
+def test_damaged_or_outdated_shards_are_refused_in_one_line(prepared: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    chunk = sorted((copy / "train").glob("chunk-*.bin"))[0]
+    chunk.write_bytes(chunk.read_bytes()[:-10])
+    with pytest.raises(ConfigError, match=r"is .* bytes, .* when prepared \(truncated or replaced\)"):
+        read_manifest(copy, "images")
+    chunk.unlink()
+    with pytest.raises(ConfigError, match="is missing; restore it, or prepare the dataset again"):
+        read_manifest(copy, "images")
+    manifest = json.loads((copy / MANIFEST).read_text())
+    (copy / MANIFEST).write_text(json.dumps(manifest | {"version": 0}))
+    with pytest.raises(ConfigError, match="prepared by another version of firstlight"):
+        read_manifest(copy, "images")
+    with pytest.raises(ConfigError, match="holds prepared images, not corpus"):
+        read_manifest(prepared, "corpus")
+
+
+def test_a_changed_source_and_an_output_that_would_lose_files_are_refused(folder: Path, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(folder, source)
+    output = tmp_path / "out"
+    prepare_images(source, output, workers=1, progress=False)
+    with pytest.raises(ConfigError, match="is already a prepared dataset; give --overwrite"):
+        prepare_images(source, output, workers=1, progress=False)
+    write_images(source / "train", {"class_00": 10}, 1)  # a new image
+    with pytest.raises(ConfigError, match=r"has changed since .* was prepared from it"):
+        read_manifest(output, "images")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ConfigError, match="exists and is not a prepared dataset"):
+        prepare_images(source, mine, workers=1, progress=False)
+    assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_the_prepare_command_reports_a_mistake_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.prepare", str(tmp_path / "nowhere"), str(tmp_path / "out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=fresh_env(),
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nowhere'} not found; give an image folder or a text file to prepare"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_too_big_for_memory_streams_from_shards_prepared_in_the_cache(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FIRSTLIGHT_DATA", str(tmp_path / "cache"))
+    monkeypatch.setattr("datamodules.image.available_memory", lambda: 10_000)  # a machine with 10 KB to spare
+    data = ImageDataModule(dataset="folder", data_dir=str(folder), batch_size=8, workers=0)
+    assert data.facts() == {"image_shape": (3, 24, 24), "num_classes": 4}
+    assert data.shards is not None and data.shards.parent == tmp_path / "cache" / "prepared"
+    note = data.loading_note()
+    assert note.startswith("data: streaming: in memory it would take about") and "GB available" in note
+    assert ImageDataModule(dataset="folder", data_dir=str(folder), loading="memory").shards is None
+
+
+DDP_ARGS = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+
+
+def streaming_run(prepared: Path, *args: str) -> list[str]:
+    return [
+        "--config",
+        "cnn_digits",
+        "--data.dataset",
+        "folder",
+        "--data.data_dir",
+        str(prepared),
+        "--data.batch_size",
+        "8",
+        "--data.augment",
+        "true",
+        "--data.hflip",
+        "true",
+        "--model.net.channels",
+        "[8,16]",
+        *args,
+    ]
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_see_every_training_sample_once_per_epoch(prepared: Path, tmp_path: Path) -> None:
+    record = ["--trainer.callbacks+=tests.sample_log.RecordSamples", f"--trainer.callbacks.folder={tmp_path}"]
+    result = run_cli(*streaming_run(prepared, "--trainer.max_epochs", "2", *DDP_ARGS, *record), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data: streaming: a prepared folder" in result.stderr
+    ranks = [json.loads((tmp_path / f"samples-rank{rank}.json").read_text()) for rank in (0, 1)]
+    for epoch in ("0", "1"):
+        per_rank = [[i for batch in rank[epoch] for i in batch] for rank in ranks]
+        assert Counter(per_rank[0] + per_rank[1]) == Counter(range(72))  # every sample once across both ranks
+        assert not set(per_rank[0]) & set(per_rank[1]) and len(ranks[0][epoch]) == len(ranks[1][epoch]) == 4
+
+
+@pytest.mark.slow
+def test_a_streaming_run_stopped_mid_epoch_resumes_to_the_uninterrupted_result(prepared: Path, tmp_path: Path) -> None:
+    """72 training images in batches of 8: 9 steps an epoch, 3 epochs; SIGTERM as step 22 starts, in the last
+    epoch, with 2 workers decoding and augmenting at random. The resumed run ends as the uninterrupted one."""
+    args = streaming_run(prepared, "--trainer.max_epochs", "3", "--model.net.dropout", "0.3")
+    for name in ("reference", "stopped"):
+        (tmp_path / name).mkdir()
+    reference = run_cli(*args, cwd=tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    stop = ["--trainer.callbacks+=tests.signals.SignalAt", "--trainer.callbacks.step=22"]
+    stopped = run_cli(*args, *stop, cwd=tmp_path / "stopped")
+    assert stopped.returncode == 143 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    (run_dir,) = (tmp_path / "stopped" / "runs" / "cnn_digits").iterdir()
+    resumed = run_cli("--run.resume", str(run_dir), cwd=tmp_path / "stopped")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (uninterrupted,) = (tmp_path / "reference" / "runs" / "cnn_digits").iterdir()
+    summary, expected = (json.loads((d / "summary.json").read_text()) for d in (run_dir, uninterrupted))
+    metrics = {name for name, value in expected.items() if isinstance(value, float)} - {"wall_time_s"}
+    assert {"train/acc", "test/acc", "val/loss"} <= metrics <= set(summary)
+    for name in metrics:
+        assert summary[name] == pytest.approx(expected[name], abs=1e-6), name
+    (steps, values), (expected_steps, expected_values) = (
+        history(run_dir, "train/loss"),
+        history(uninterrupted, "train/loss"),
+    )
+    assert steps == expected_steps and values == pytest.approx(expected_values, abs=1e-6)
