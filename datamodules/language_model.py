@@ -30,7 +30,7 @@ class LanguageModelDataModule(SequenceDataModule):
     resumed run draws the same): across epochs every character is predicted from every amount of context,
     as with nanoGPT's random windows, while an epoch still covers the text about once.
 
-    A text too big for memory is prepared once into a folder of memory-mapped token ids (`TokenCorpus`), which
+    A text too big for memory is prepared once into a folder of token id files (`TokenCorpus`), which
     `source` then names: the tokenizer and the split come from the folder, and training windows start
     anywhere (drawn from seed, epoch and batch), with memory flat whatever the corpus's size.
 
@@ -208,14 +208,17 @@ def check_fits_in_memory(
         "--tokenizer",
         tokenizer,
     ]
-    command += ["--vocab_size", str(vocab_size)]
-    defaults = {"val_fraction": 0.05, "test_fraction": 0.05}
-    for name, value in {"val_fraction": val_fraction, "test_fraction": test_fraction}.items():
-        if value != defaults[name]:
-            command += [f"--{name}", str(value)]
+    command += [
+        "--vocab_size",
+        str(vocab_size),
+        "--val_fraction",
+        str(val_fraction),
+        "--test_fraction",
+        str(test_fraction),
+    ]
     raise ConfigError(
         f"{path} ({path.stat().st_size / 1e9:.1f} GB) would take about {need / 1e9:.0f} GB in memory, more than "
-        f"{MEMORY_SHARE:.0%} of the {available / 1e9:.0f} GB available: prepare it once into memory-mapped token "
+        f"{MEMORY_SHARE:.0%} of the {available / 1e9:.0f} GB available: prepare it once into token "
         f"ids with `{shlex.join(command)}` and train with --data.source {shlex.quote(str(folder))}"
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -163,8 +164,9 @@ def test_training_windows_depend_on_seed_epoch_and_batch_alone(char_corpus: Path
     resumed.sampler.set_epoch(1)
     rest = [inputs for inputs, _ in resumed]
     assert len(rest) == len(epochs[1]) - 5 and all(torch.equal(a, b) for a, b in zip(rest, epochs[1][5:], strict=True))
-    # Two ranks draw different windows; their validation shares make up the split, once.
-    corpus = TokenCorpus(char_corpus)
+    # Two ranks draw different windows; their validation shares make up the split, once. A corpus sent to
+    # another process (ddp_spawn pickles the datamodule) opens its files there.
+    corpus = pickle.loads(pickle.dumps(TokenCorpus(char_corpus)))
     for split in ("train", "val"):
         count = corpus.count(split, 16)
         shares = [
@@ -259,7 +261,8 @@ def test_a_text_too_big_for_memory_is_refused_with_the_prepare_command(
     with pytest.raises(ConfigError) as error:
         LanguageModelDataModule(source=str(text_file), tokenizer="bpe", vocab_size=500).ready()
     command = f"python -m experiments.prepare {text_file} {text_file.parent / 'corpus_corpus'} --kind corpus"
-    assert f"`{command} --tokenizer bpe --vocab_size 500`" in str(error.value) and "\n" not in str(error.value)
+    command += " --tokenizer bpe --vocab_size 500 --val_fraction 0.05 --test_fraction 0.05"
+    assert f"`{command}`" in str(error.value) and "\n" not in str(error.value)
     assert "--data.source" in str(error.value)
 
 
