@@ -35,7 +35,7 @@ os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # litdata asks PyPI
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from datamodules.image_folder import UNREADABLE, class_names, image_files, read_image, split_dirs
 from datamodules.prepared import MANIFEST, Manifest, fingerprint, is_prepared
@@ -348,6 +348,7 @@ class ShardImages(Dataset):
         self.crop_scale = crop_scale
         self.seed = seed
         self.reader: Any = None  # litdata's StreamingDataset, opened in each worker on first use
+        self.transform: Any = None  # the augmentation, made on first use
         # Imported here, in the training process, for the workers to inherit: imported first inside a worker
         # forked after W&B has started, litdata's import of orjson fails.
         import litdata  # noqa: F401
@@ -367,28 +368,37 @@ class ShardImages(Dataset):
         sample = self.open()[index]
         image = decoded(bytes(sample["image"]), self.mode, f"sample {sample['index']} of {self.folder}")
         if self.augment:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(hash((self.seed, epoch, index)) & (2**63 - 1))
-                pixels = self.augmented(image)
-        else:
-            if self.size and image.size != (self.size[1], self.size[0]):
-                image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
-            pixels = as_tensor(image)
-        return pixels, int(sample["label"]), int(sample["index"])
+            image = self.augmented(image, hash((self.seed, epoch, index)) & (2**63 - 1))
+        elif self.size and image.size != (self.size[1], self.size[0]):
+            image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)  # as the in-memory path
+        return as_tensor(image), int(sample["label"]), int(sample["index"])
 
     def __getitems__(self, pairs: list[tuple[int, int]]) -> list[tuple[torch.Tensor, int, int]]:
         return [self[pair] for pair in pairs]
 
-    def augmented(self, image: Image.Image) -> torch.Tensor:
-        from torchvision.transforms import v2
+    def augmented(self, image: Image.Image, seed: int) -> Image.Image:
+        """The random crop and flip of the PIL image (one crop-and-resize in PIL: much faster than on a tensor),
+        drawn from `seed`; the training process's own random state is left as it was (workers have their own)."""
+        if self.transform is None:
+            from torchvision.transforms import v2
 
-        pixels = as_tensor(image)
-        size = self.size or tuple(pixels.shape[1:])
-        pixels = v2.RandomResizedCrop(size, scale=self.crop_scale, antialias=True)(pixels)
-        return v2.RandomHorizontalFlip()(pixels) if self.hflip else pixels
+            size = self.size or (image.height, image.width)
+            steps = [
+                v2.RandomResizedCrop(size, scale=self.crop_scale),
+                *([v2.RandomHorizontalFlip()] if self.hflip else []),
+            ]
+            self.transform = v2.Compose(steps)
+        generator = torch.default_generator  # what torchvision draws from
+        saved = None if get_worker_info() is not None else generator.get_state()
+        generator.manual_seed(seed)
+        image = self.transform(image)
+        if saved is not None:
+            generator.set_state(saved)
+        return image
 
 
 def decoded(data: bytes, mode: str, what: str) -> Image.Image:
+    """The stored image, decoded whole (as `predict` decodes a file), in `mode`."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert(mode)
@@ -397,9 +407,10 @@ def decoded(data: bytes, mode: str, what: str) -> Image.Image:
 
 
 def as_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL image -> uint8 (C, H, W)."""
-    array = np.array(image, dtype=np.uint8)  # a writable copy
-    return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1).contiguous()
+    """PIL image -> uint8 (C, H, W). Transposed by numpy: torch's multi-threaded copy of one small image costs
+    hundreds of times more, in a training process whose threads are busy."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(array.reshape(array.shape[0], array.shape[1], -1).transpose(2, 0, 1)))
 
 
 def collate(samples: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -135,18 +135,24 @@ class StreamingBatches:
             collate_fn=collate,
             persistent_workers=workers > 0,  # started once, not every epoch
             prefetch_factor=4 if workers > 0 else None,
+            # The workers' base seed from a generator of its own: drawn from the global one, it would shift
+            # the training process's random stream (dropout) whenever a loader starts, and a resumed run's
+            # loaders start at other points than an uninterrupted run's. Samples are seeded by `dataset`.
+            generator=torch.Generator().manual_seed(0),
         )
 
     def __len__(self) -> int:
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[Any]:
+        # A generator: nothing happens until the first batch is asked for. Lightning calls `iter` once just to
+        # check that the loader is iterable, before it sets the epoch and the state to resume from.
         self.indices.skip = 0
         if self.resume_at is not None:
             if self.resume_at["epoch"] == self.sampler.epoch:
                 self.indices.skip = self.resume_at["batches_done"]
             self.resume_at = None
-        return iter(self.loader)
+        yield from self.loader
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.sampler.epoch, "batches_done": self.progress() if self.progress else 0}

@@ -1,0 +1,175 @@
+"""Memory and speed of streaming image folders from prepared shards, side by side in one run.
+
+    python -m benchmarks.data_scale [--images 4000] [--size 160] [--image_size 128] [--workers 2] [--repeats 3]
+
+On generated JPEG folders (`benchmarks.jpeg_folder`) of N and 8N images:
+
+- peak RSS (the largest process of the run: the trainer or one of its DataLoader workers) and the time from
+  the command's start to its first training step, for `python -m experiments.run` training the digits CNN
+  from the prepared shards of N and of 8N images, and from the N-image folder held in memory;
+- images per second delivered by three loaders over the 8N images, with the same workers and the same
+  transforms (RandomResizedCrop to --image_size, horizontal flip, a uint8 tensor): firstlight's streaming
+  path (`ImageDataModule` on the prepared shards); torchvision's `ImageFolder` + `DataLoader`, as the
+  tutorials write it; and a bare decode loop (PIL, every file decoded once, in as many processes as
+  workers), the limit of this CPU. Median over --repeats passes of --batches batches each, after warm-up.
+
+The last line: `data_scale rss_N=<MB> rss_8N=<MB> stream_vs_imagefolder=x<ratio> stream_vs_decode=x<ratio>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from multiprocessing import get_context
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from benchmarks.jpeg_folder import make_jpeg_folder
+from datamodules.image import ImageDataModule
+from datamodules.image_shards import prepare_images
+from experiments.hardware import machine_summary
+
+BATCH = 128
+WARMUP = 3  # batches before the clock starts (workers starting, files opening)
+REPO = Path(__file__).resolve().parents[1]
+# Runs the command given after it and prints the peak RSS (KB) of the largest process it waited for.
+PEAK_RSS = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)"
+)
+
+
+def training_run(data_dir: Path, image_size: int, workers: int, loading: str, root: Path) -> tuple[float, float]:
+    """(peak RSS in MB, seconds from start to the first training step) of a 30-step run of the digits CNN."""
+    command = [
+        *(sys.executable, "-m", "experiments.run", "--config", "cnn_digits"),
+        *("--data.dataset", "folder", "--data.data_dir", str(data_dir), "--data.loading", loading),
+        *("--data.image_size", str(image_size), "--data.augment", "true", "--data.hflip", "true"),
+        *("--data.batch_size", str(BATCH), "--data.workers", str(workers)),
+        *("--trainer.max_steps", "30", "--trainer.limit_val_batches", "2", "--trainer.num_sanity_val_steps", "0"),
+        *("--run.test", "false", "--run.root", str(root), "--trainer.enable_progress_bar", "false"),
+    ]
+    env = os.environ | {"WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-c", PEAK_RSS, *command], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    first_step = float("nan")
+    lines = []
+    assert process.stderr is not None and process.stdout is not None
+    for raw in process.stderr:  # the start note's data line is printed as training starts
+        line = raw.decode(errors="replace")
+        lines.append(line)
+        if line.startswith("data:") and first_step != first_step:
+            first_step = time.perf_counter() - started
+    peak_kb, code = process.stdout.read().decode().split()
+    if process.wait() != 0 or code != "0":
+        raise RuntimeError(f"the run from {data_dir} failed:\n{''.join(lines[-20:])}")
+    return int(peak_kb) / 1024, first_step
+
+
+def images_per_second(batches: Iterable, count: int, repeats: int) -> float:
+    """Median rate over `repeats` passes of `count` batches, after WARMUP batches each."""
+    rates = []
+    for _ in range(repeats):
+        iterator = iter(batches)
+        for _ in range(WARMUP):
+            next(iterator)
+        seen, started = 0, time.perf_counter()
+        for _, batch in zip(range(count), iterator, strict=False):
+            seen += len(batch[1])
+        rates.append(seen / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def decode_files(paths: list[str]) -> int:
+    for path in paths:
+        with Image.open(path) as image:
+            image.convert("RGB")
+    return len(paths)
+
+
+def decode_rate(paths: list[str], processes: int, count: int) -> float:
+    """Images per second of decoding `count` files in `processes` processes, nothing else."""
+    chunks = [paths[i:count:processes] for i in range(processes)]
+    with get_context("fork").Pool(processes) as pool:
+        pool.map(decode_files, [chunk[:20] for chunk in chunks])  # warm-up: workers started, libraries loaded
+        started = time.perf_counter()
+        done = sum(pool.map(decode_files, chunks))
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=4000, help="N: the smaller folder; the larger is 8N")
+    parser.add_argument("--size", type=int, default=160, help="pixels of the generated JPEGs")
+    parser.add_argument("--image_size", type=int, default=128, help="pixels of the training crops")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=40, help="batches timed per pass")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, help="keep the folders here (default: a temporary folder)")
+    args = parser.parse_args()
+    print(machine_summary(), f"load average {os.getloadavg()[0]:.1f}", sep="; ")
+    with tempfile.TemporaryDirectory() as temporary:
+        work = args.workdir or Path(temporary)
+        folders, prepared = {}, {}
+        for name, count in (("N", args.images), ("8N", 8 * args.images)):
+            folders[name] = make_jpeg_folder(work / f"jpegs-{count}", count, args.size, workers=args.workers)
+            prepared[name] = work / f"prepared-{count}"
+            if not (prepared[name] / "firstlight.json").exists():
+                started = time.perf_counter()
+                prepare_images(folders[name], prepared[name], workers=args.workers, progress=False)
+                print(f"prepared {count:,} images in {time.perf_counter() - started:.1f} s")
+
+        print(f"\ntraining runs (digits CNN, batch {BATCH}, {args.image_size} px crops, {args.workers} workers):")
+        runs = {}
+        for label, folder, loading in (
+            ("N in memory", folders["N"], "memory"),
+            ("N streaming", prepared["N"], "streaming"),
+            ("8N streaming", prepared["8N"], "streaming"),
+        ):
+            runs[label] = training_run(folder, args.image_size, args.workers, loading, work / "runs")
+            rss, first = runs[label]
+            print(f"  {label:<14} peak RSS {rss:8,.0f} MB   first step after {first:6.1f} s")
+
+        print(f"\nimages/s over {8 * args.images:,} images, median of {args.repeats}:")
+        data = ImageDataModule(
+            dataset="folder",
+            data_dir=str(prepared["8N"]),
+            batch_size=BATCH,
+            image_size=args.image_size,
+            augment=True,
+            hflip=True,
+            workers=args.workers,
+        )
+        streaming = images_per_second(data.train_dataloader(), args.batches, args.repeats)
+        transform = v2.Compose(
+            [v2.RandomResizedCrop(args.image_size, antialias=True), v2.RandomHorizontalFlip(), v2.PILToTensor()]
+        )
+        folder = datasets.ImageFolder(str(folders["8N"]), transform=transform)
+        loader = DataLoader(folder, BATCH, shuffle=True, num_workers=args.workers, persistent_workers=True)
+        imagefolder = images_per_second(loader, args.batches, args.repeats)
+        paths = [path for path, _ in folder.samples]
+        decode = decode_rate(paths, args.workers, min(len(paths), (WARMUP + args.batches) * BATCH))
+        print(f"  firstlight streaming           {streaming:8,.0f}")
+        print(f"  torchvision ImageFolder        {imagefolder:8,.0f}")
+        print(f"  bare PIL decode, {args.workers} processes  {decode:8,.0f}")
+    rss_n, rss_8n = runs["N streaming"][0], runs["8N streaming"][0]
+    print(
+        f"data_scale rss_N={rss_n:.0f} rss_8N={rss_8n:.0f} stream_vs_imagefolder=x{streaming / imagefolder:.2f} "
+        f"stream_vs_decode=x{streaming / decode:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
