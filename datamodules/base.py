@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -41,6 +42,10 @@ class DataModule(L.LightningDataModule):
     def encode_inputs(self, items: list[Any]) -> Any:
         """New inputs of `input_kind` (decoded images, texts, ...) -> one batch of model inputs."""
         raise NotImplementedError(f"{type(self).__name__} takes no new inputs")
+
+    def prepared_dataset(self) -> Path | None:
+        """The prepared folder (`python -m experiments.prepare`) the data streams from, if it does."""
+        return None
 
     def loading_note(self) -> str:
         """A line for the start note on how the data reaches training (in memory, streamed) and why."""

@@ -298,6 +298,9 @@ class ImageDataModule(InMemoryDataModule):
         height, width = (size, size) if size else state["size"]
         return (state["channels"], height, width)
 
+    def prepared_dataset(self) -> Path | None:
+        return self.shards
+
     def loading_note(self) -> str:
         shards = self.shards
         if shards is None:

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from callbacks.attention import AttentionMaps
 from callbacks.checkpointing import AtomicCheckpointIO, RunState
+from callbacks.dataset_artifact import DatasetArtifact
 from callbacks.epoch_log import EpochLog
 from callbacks.finite_loss import FiniteLoss
 from callbacks.history import HistoryLogger
@@ -195,6 +196,7 @@ class FirstlightCLI(LightningCLI):
         callbacks += [
             EpochLog(),
             Provenance(str(self.run_dir)),
+            DatasetArtifact(),
             LearningRateMonitor(logging_interval="step"),
             ScheduleFollowsTimeBudget(),
             RunState(self.run_id),

@@ -20,7 +20,7 @@ from datamodules.image import ImageDataModule
 from datamodules.image_shards import prepare_images
 from datamodules.prepared import MANIFEST, read_manifest
 from datamodules.streaming import ChunkedOrder
-from tests.helpers import REPO, fresh_env, history, run_cli, write_images
+from tests.helpers import REPO, fresh_env, history, run_cli, wandb_records, write_images
 from validation import ConfigError
 
 
@@ -256,6 +256,14 @@ def test_two_ddp_processes_see_every_training_sample_once_per_epoch(prepared: Pa
         per_rank = [[i for batch in rank[epoch] for i in batch] for rank in ranks]
         assert Counter(per_rank[0] + per_rank[1]) == Counter(range(72))  # every sample once across both ranks
         assert not set(per_rank[0]) & set(per_rank[1]) and len(ranks[0][epoch]) == len(ranks[1][epoch]) == 4
+    # The run's input, logged once (by rank 0) as references to the prepared folder, not a copy of it.
+    (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
+    artifacts = [r["artifact"] for r in wandb_records(run_dir) if r["type"] == "artifact"]
+    (dataset,) = [a for a in artifacts if a["type"] == "dataset"]
+    assert dataset["name"] == f"dataset-{prepared.name}" and dataset["metadata"]
+    contents = dataset["manifest"]["contents"]
+    assert {entry["ref"] for entry in contents} >= {f"file://{prepared / 'firstlight.json'}"}
+    assert all(entry["ref"].startswith(f"file://{prepared}/") for entry in contents)
 
 
 @pytest.mark.slow
