@@ -81,7 +81,9 @@ def read_image(path: Path) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as image:
             image.load()
-            return eight_bit(image.copy(), path)
+            copy = image.copy()
+            copy.format = image.format  # what the file holds ("JPEG", "PNG", ...): a copy would say None
+            return eight_bit(copy, path)
 
 
 def eight_bit(image: Image.Image, path: Path) -> Image.Image:

@@ -46,6 +46,7 @@ PART = 4_096  # images per unit of work (and of resumption)
 CHUNK_BYTES = 16_000_000  # per LitData chunk: what a worker maps at a time (about 1,500 photos of 160 px)
 STORED_AS_IS = ("JPEG", "PNG", "WEBP")
 IN_PROGRESS = ".firstlight-prepare.json"  # settings of a prepare under way; removed when it completes
+LEVELS = np.arange(256) / 255  # each 8-bit value as a share of full scale
 
 
 def list_images(root: Path, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[tuple[str, int]]]:
@@ -98,11 +99,11 @@ def write_part(folder: str, items: list[tuple[str, int, int]], mode: str, statis
         writer[written] = {"image": data, "label": label, "index": sample_id}
         written += 1
         sizes.add(image.size)
-        if statistics:
-            array = np.asarray(image.convert(mode)).reshape(-1, channels).astype(np.uint32)  # (H*W, C) 0-255
-            sums += array.sum(0, dtype=np.uint64) / 255
-            squares += (array * array).sum(0, dtype=np.uint64) / 255**2
-            pixels += len(array)
+        if statistics:  # exact, from each channel's histogram of 0-255 values
+            counts = np.array(image.convert(mode).histogram(), dtype=np.float64).reshape(channels, 256)
+            sums += counts @ LEVELS
+            squares += counts @ LEVELS**2
+            pixels += image.width * image.height
     if written:
         writer.done()
         writer.merge()

@@ -91,6 +91,12 @@ def test_prepare_records_the_split_classes_and_the_exact_statistics_of_the_train
     assert manifest.state["size"] == [24, 24] and manifest.state["channels"] == 3
     np.testing.assert_allclose(manifest.state["mean"], in_memory.mean.flatten().numpy(), atol=1e-6)
     np.testing.assert_allclose(manifest.state["std"], in_memory.std.flatten().numpy(), atol=1e-6)
+    # JPEGs are stored as the bytes of their files, untouched (not decoded and encoded again).
+    from litdata import StreamingDataset
+
+    listing = image_shards.list_images(folder, 0.1, 0.2, seed=0)["train"]
+    for sample in StreamingDataset(str(prepared / "train"))[:5]:
+        assert bytes(sample["image"]) == Path(listing[sample["index"]][0]).read_bytes()
 
 
 def test_streamed_batches_hold_the_same_images_as_the_in_memory_path(folder: Path, prepared: Path) -> None:
