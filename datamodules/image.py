@@ -336,6 +336,11 @@ class ImageDataModule(InMemoryDataModule):
             hflip=hp["hflip"],
             crop_scale=tuple(hp["crop_scale"]),
             seed=hp["seed"],
+            digests={
+                name.split("/", 1)[1]: digest
+                for name, digest in self.opened_manifest().digests.items()
+                if name.startswith(f"{split}/")
+            },
         )
         loader = StreamingBatches(dataset, order, collate, self.workers())
         if training:

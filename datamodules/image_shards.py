@@ -38,7 +38,7 @@ from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
 from datamodules.image_folder import UNREADABLE, class_names, image_files, read_image, split_dirs
-from datamodules.prepared import MANIFEST, Manifest, fingerprint, is_prepared
+from datamodules.prepared import MANIFEST, Manifest, fingerprint, is_prepared, sha256
 from validation import ConfigError
 
 KIND = "images"
@@ -295,13 +295,18 @@ def run_parts(tasks: list[tuple[Any, ...]], workers: int, progress: bool, total:
     return results
 
 
-def chunk_sizes(split_dir: Path) -> list[int]:
-    """Samples per chunk of a prepared split, in index order (LitData's index.json)."""
+def read_index(split_dir: Path) -> list[dict[str, Any]]:
+    """The chunks of a prepared split (LitData's index.json), in index order."""
     try:
         chunks = json.loads((split_dir / "index.json").read_text())["chunks"]
-        return [int(chunk["chunk_size"]) for chunk in chunks]
+        return [{"filename": str(chunk["filename"]), "chunk_size": int(chunk["chunk_size"])} for chunk in chunks]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{split_dir / 'index.json'} cannot be read ({error}); prepare the dataset again") from None
+
+
+def chunk_sizes(split_dir: Path) -> list[int]:
+    """Samples per chunk of a prepared split, in index order."""
+    return [chunk["chunk_size"] for chunk in read_index(split_dir)]
 
 
 def image_state(stats: dict[str, dict[str, Any]], mode: str, classes: list[str]) -> dict[str, Any]:
@@ -340,8 +345,13 @@ class ShardImages(Dataset):
         hflip: bool = False,
         crop_scale: tuple[float, float] = (0.08, 1.0),
         seed: int = 0,
+        digests: dict[str, str] | None = None,
     ) -> None:
         self.folder = folder
+        self.chunks = [chunk["filename"] for chunk in read_index(folder)]
+        self.chunk_ends = np.cumsum(chunk_sizes(folder))
+        self.digests = digests or {}  # chunk file name -> sha256 when prepared; each checked as first read
+        self.verified: set[int] = set()
         self.mode = "L" if channels == 1 else "RGB"
         self.size = size
         self.augment = augment
@@ -366,13 +376,25 @@ class ShardImages(Dataset):
 
     def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         index, epoch = pair
-        sample = self.open()[index]
+        chunk = int(np.searchsorted(self.chunk_ends, index, side="right"))
+        if chunk not in self.verified:
+            self.verify(self.folder / self.chunks[chunk])
+            self.verified.add(chunk)
+        try:
+            sample = self.open()[index]
+        except Exception as error:  # litdata reading a chunk it cannot make sense of
+            raise ConfigError(f"sample {index} of {self.folder} cannot be read ({error}); prepare it again") from None
         image = decoded(bytes(sample["image"]), self.mode, f"sample {sample['index']} of {self.folder}")
         if self.augment:
             image = self.augmented(image, hash((self.seed, epoch, index)) & (2**63 - 1))
         elif self.size and image.size != (self.size[1], self.size[0]):
             image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)  # as the in-memory path
         return as_tensor(image), int(sample["label"]), int(sample["index"])
+
+    def verify(self, path: Path) -> None:
+        expected = self.digests.get(path.name)
+        if expected is not None and sha256(path) != expected:
+            raise ConfigError(f"shard {path} is damaged (not as prepared); restore it, or prepare the dataset again")
 
     def __getitems__(self, pairs: list[tuple[int, int]]) -> list[tuple[torch.Tensor, int, int]]:
         return [self[pair] for pair in pairs]

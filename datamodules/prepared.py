@@ -35,19 +35,31 @@ class Manifest:
     splits: dict[str, int]  # split -> samples (tokens, for a corpus)
     state: dict[str, Any] = field(default_factory=dict)  # the datamodule's inference state, and more
     files: dict[str, int] = field(default_factory=dict)  # shard path (relative) -> size in bytes
+    digests: dict[str, str] = field(default_factory=dict)  # shard path (relative) -> sha256, checked on reading
     settings: dict[str, Any] = field(default_factory=dict)  # the prepare options that shaped the shards
     version: int = FORMAT_VERSION
 
     def write(self, folder: Path) -> None:
-        """Record every shard's size, then write the manifest atomically: the folder is then a dataset."""
-        self.files = {
-            str(path.relative_to(folder)): path.stat().st_size
+        """Record every shard's size and digest, then write the manifest atomically: the folder is then a
+        dataset. (Sizes are checked whenever it is opened; digests by readers, as they first read a shard.)"""
+        shards = [
+            path
             for path in sorted(folder.rglob("*"))
             if path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
-        }
+        ]
+        self.files = {str(path.relative_to(folder)): path.stat().st_size for path in shards}
+        self.digests = {str(path.relative_to(folder)): sha256(path) for path in shards}
         partial = folder / f".{MANIFEST}.tmp"
         partial.write_text(json.dumps(asdict(self), indent=1))
         partial.replace(folder / MANIFEST)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_prepared(folder: Path | str | None) -> bool:

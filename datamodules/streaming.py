@@ -152,7 +152,10 @@ class StreamingBatches:
             if self.resume_at["epoch"] == self.sampler.epoch:
                 self.indices.skip = self.resume_at["batches_done"]
             self.resume_at = None
-        yield from self.loader
+        try:
+            yield from self.loader
+        except ConfigError as error:  # raised in a worker: its message carries the worker's traceback
+            raise ConfigError(str(error).strip().splitlines()[-1].removeprefix("validation.ConfigError: ")) from None
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.sampler.epoch, "batches_done": self.progress() if self.progress else 0}

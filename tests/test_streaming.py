@@ -182,6 +182,21 @@ def test_damaged_or_outdated_shards_are_refused_in_one_line(prepared: Path, tmp_
         read_manifest(prepared, "corpus")
 
 
+def test_a_shard_damaged_in_place_stops_training_with_one_line(prepared: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    chunk = sorted((copy / "train").glob("chunk-*.bin"))[0]
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the same size, so only its digest tells
+    chunk.write_bytes(bytes(data))
+    loader = ImageDataModule(dataset="folder", data_dir=str(copy), batch_size=8, workers=1).train_dataloader()
+    with pytest.raises(ConfigError) as raised:
+        next(iter(loader))
+    assert str(raised.value) == (
+        f"shard {chunk} is damaged (not as prepared); restore it, or prepare the dataset again"
+    )
+
+
 def test_a_changed_source_and_an_output_that_would_lose_files_are_refused(folder: Path, tmp_path: Path) -> None:
     source = tmp_path / "source"
     shutil.copytree(folder, source)
