@@ -384,12 +384,15 @@ class ShardImages(Dataset):
             sample = self.open()[index]
         except Exception as error:  # litdata reading a chunk it cannot make sense of
             raise ConfigError(f"sample {index} of {self.folder} cannot be read ({error}); prepare it again") from None
-        image = decoded(bytes(sample["image"]), self.mode, f"sample {sample['index']} of {self.folder}")
+        what = f"sample {sample['index']} of {self.folder}"
         if self.augment:
-            image = self.augmented(image, hash((self.seed, epoch, index)) & (2**63 - 1))
-        elif self.size and image.size != (self.size[1], self.size[0]):
-            image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)  # as the in-memory path
-        return as_tensor(image), int(sample["label"]), int(sample["index"])
+            pixels = self.augmented(decoded_tensor(sample["image"], self.mode, what), hash((self.seed, epoch, index)))
+        else:
+            image = decoded(bytes(sample["image"]), self.mode, what)
+            if self.size and image.size != (self.size[1], self.size[0]):
+                image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)  # as in memory
+            pixels = as_tensor(image)
+        return pixels, int(sample["label"]), int(sample["index"])
 
     def verify(self, path: Path) -> None:
         expected = self.digests.get(path.name)
@@ -399,25 +402,37 @@ class ShardImages(Dataset):
     def __getitems__(self, pairs: list[tuple[int, int]]) -> list[tuple[torch.Tensor, int, int]]:
         return [self[pair] for pair in pairs]
 
-    def augmented(self, image: Image.Image, seed: int) -> Image.Image:
-        """The random crop and flip of the PIL image (one crop-and-resize in PIL: much faster than on a tensor),
-        drawn from `seed`; the training process's own random state is left as it was (workers have their own)."""
+    def augmented(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
+        """The random resized crop and flip of uint8 (C, H, W) pixels, drawn from `seed`; the training process's
+        own random state is left as it was (workers have their own). On channels-last uint8, where torch's
+        antialiased resize has its fast kernel: 1.5-2x faster than on PIL images, with decoding 1.3x faster."""
         if self.transform is None:
             from torchvision.transforms import v2
 
-            size = self.size or (image.height, image.width)
+            size = self.size or tuple(pixels.shape[1:])
             steps = [
-                v2.RandomResizedCrop(size, scale=self.crop_scale),
+                v2.RandomResizedCrop(size, scale=self.crop_scale, antialias=True),
                 *([v2.RandomHorizontalFlip()] if self.hflip else []),
             ]
             self.transform = v2.Compose(steps)
         generator = torch.default_generator  # what torchvision draws from
         saved = None if get_worker_info() is not None else generator.get_state()
-        generator.manual_seed(seed)
-        image = self.transform(image)
+        generator.manual_seed(seed & (2**63 - 1))
+        pixels = self.transform(pixels.unsqueeze(0).contiguous(memory_format=torch.channels_last))[0]
         if saved is not None:
             generator.set_state(saved)
-        return image
+        return pixels
+
+
+def decoded_tensor(data: Any, mode: str, what: str) -> torch.Tensor:
+    """Stored image bytes -> uint8 (C, H, W) in `mode`, decoded by torchvision (libjpeg-turbo, libpng, libwebp)."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    try:
+        return decode_image(buffer, mode=ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB)
+    except RuntimeError as error:
+        raise ConfigError(f"{what} cannot be decoded ({error}); prepare the dataset again") from None
 
 
 def decoded(data: bytes, mode: str, what: str) -> Image.Image:
