@@ -215,7 +215,7 @@ def prepare_images(
 ) -> Manifest:
     """Prepare an image folder (the layouts of `image_folder`) as shards in `output`; resumable (see above)."""
     source, output = source.resolve(), output.resolve()
-    settings = {
+    settings: dict[str, Any] = {
         "kind": KIND,
         "source": str(source),
         "fingerprint": fingerprint(source),

@@ -49,8 +49,8 @@ class ChunkedOrder:
         world_size: int = 1,
         window: int = SHUFFLE_WINDOW,
     ) -> None:
-        self.chunk_starts = torch.tensor([0, *chunk_sizes]).cumsum(0)  # (chunks + 1,)
-        self.num_samples = int(self.chunk_starts[-1])
+        self.chunk_starts: list[int] = torch.tensor([0, *chunk_sizes]).cumsum(0).tolist()  # (chunks + 1,)
+        self.num_samples = self.chunk_starts[-1]
         if self.num_samples < world_size:
             raise ConfigError(f"{self.num_samples} samples cannot be shared by {world_size} processes; use fewer")
         self.batch_size = batch_size
@@ -130,7 +130,7 @@ class StreamingBatches:
         self.resume_at: dict[str, int] | None = None
         self.loader = DataLoader(
             dataset,
-            batch_sampler=self.indices,  # type: ignore[arg-type]
+            batch_sampler=self.indices,
             num_workers=workers,
             collate_fn=collate,
             persistent_workers=workers > 0,  # started once, not every epoch
