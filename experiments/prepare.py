@@ -2,14 +2,17 @@
 
     python -m experiments.prepare photos/ prepared/photos               # an image folder -> LitData shards
     python -m experiments.prepare corpus.txt prepared/corpus --tokenizer bpe --vocab_size 8000
+    python -m experiments.prepare reviews.csv prepared/reviews --text_column review --label_column stars
     python -m experiments.run --config cnn_digits --data.dataset folder --data.data_dir prepared/photos \\
         --data.image_size 160 --data.augment true --data.hflip true
+    python -m experiments.run --config lstm_sentiment --data.source prepared/reviews
 
-The kind follows from the source (a folder of class sub-folders: images; a text file: a corpus of token ids
-for language models) or from --kind. The work runs in --workers processes with a progress line; a prepare
-that stops (Ctrl-C, SIGTERM, a crash) goes on where it stopped when the same command is run again, and the
-output is a dataset only once its manifest is written, last. The manifest records the classes, tokenizer
-and statistics, so training and `predict` need nothing else. Mistakes are one line and exit code 2.
+The kind follows from the source (a folder of class sub-folders: images; a .csv/.tsv/.jsonl file: texts with
+labels for classification; another text file: a corpus of token ids for language models) or from --kind. The
+work runs in --workers processes with a progress line; a prepare that stops (Ctrl-C, SIGTERM, a crash) goes on
+where it stopped when the same command is run again, and the output is a dataset only once its manifest is
+written, last. The manifest records the classes, tokenizer and statistics, so training and `predict` need
+nothing else. Mistakes are one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ from pathlib import Path
 from experiments.failures import Terminated, raise_terminated
 from validation import ConfigError, check_range
 
-KINDS = ("images", "corpus")
+KINDS = ("images", "corpus", "texts")
+TABLES = (".csv", ".tsv", ".jsonl", ".json")  # files of texts with labels, as TextClassificationDataModule reads
 
 
 def guess_kind(source: Path) -> str:
     if source.is_dir():
         return "images"
     if source.is_file():
-        return "corpus"
+        return "texts" if source.suffix.lower() in TABLES else "corpus"
     raise ConfigError(f"{source} not found; give an image folder or a text file to prepare")
 
 
@@ -53,14 +57,33 @@ def prepare(args: argparse.Namespace) -> str:
             overwrite=args.overwrite,
         )
         unit = "images"
+    elif kind == "texts":
+        from datamodules.text_shards import prepare_texts
+
+        manifest = prepare_texts(
+            args.source,
+            args.output,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            group_column=args.group_column,
+            tokenizer=args.tokenizer or "word",
+            vocab_size=20000 if args.vocab_size is None else args.vocab_size,
+            max_length=args.max_length,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            workers=workers,
+            overwrite=args.overwrite,
+        )
+        unit = "texts"
     else:
         from datamodules.token_corpus import prepare_corpus
 
         manifest = prepare_corpus(
             args.source,
             args.output,
-            tokenizer=args.tokenizer,
-            vocab_size=args.vocab_size,
+            tokenizer=args.tokenizer or "char",
+            vocab_size=4096 if args.vocab_size is None else args.vocab_size,
             val_fraction=args.val_fraction,
             test_fraction=args.test_fraction,
             workers=workers,
@@ -83,8 +106,14 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--val_fraction", type=float, default=0.1, help="share held out for validation")
     parser.add_argument("--test_fraction", type=float, default=0.2, help="share held out for testing")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the order of the images")
-    parser.add_argument("--tokenizer", choices=("char", "bpe"), default="char", help="corpus: the tokenizer")
-    parser.add_argument("--vocab_size", type=int, default=4096, help="corpus: vocabulary size for bpe")
+    parser.add_argument(
+        "--tokenizer", choices=("char", "word", "bpe"), help="corpus: char (default) or bpe; texts: word (default)"
+    )
+    parser.add_argument("--vocab_size", type=int, help="bpe, word: vocabulary size (corpus 4096, texts 20000)")
+    parser.add_argument("--text_column", default="text", help="texts: the column holding the text")
+    parser.add_argument("--label_column", default="label", help="texts: the column holding the label")
+    parser.add_argument("--group_column", help="texts: a column whose values are kept within one split")
+    parser.add_argument("--max_length", type=int, default=128, help="texts: tokens per text at most, with <bos>")
     parser.add_argument("--overwrite", action="store_true", help="prepare again over a prepared dataset")
     return parser
 
