@@ -23,7 +23,6 @@ import signal
 import sys
 from pathlib import Path
 
-from experiments.failures import Terminated, raise_terminated
 from validation import ConfigError, check_range
 
 KINDS = ("images", "corpus", "texts")
@@ -116,6 +115,15 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_length", type=int, default=128, help="texts: tokens per text at most, with <bos>")
     parser.add_argument("--overwrite", action="store_true", help="prepare again over a prepared dataset")
     return parser
+
+
+class Terminated(BaseException):
+    """SIGTERM, as KeyboardInterrupt is Ctrl-C: the prepare stops, its workers with it. (Not the one of
+    experiments.failures, which would import Lightning: seconds of start-up for a command that needs none.)"""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
