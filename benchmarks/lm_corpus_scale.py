@@ -6,7 +6,7 @@ corpus and the in-memory path: memory must stay flat as the corpus grows, and sp
 1. Writes a text of `--gigabytes` GB into `--workdir` (streamed, never held whole): Shakespeare's complete
    works again and again, each copy starting at another line, so that no two copies line up.
 2. Prepares it with `prepare_corpus` (char tokenizer, uint16 ids, a worker per core) in a fresh process,
-   timed, with its peak RSS (of the largest of its processes), and Shakespeare alone likewise. Both are
+   timed, with its peak RSS and its largest worker's, and Shakespeare alone likewise. Both are
    kept in `--workdir` and reused by a later run.
 3. Trains the `transformer_shakespeare` preset's model for `--warmup` + `--steps` steps, in a fresh
    `python -m experiments.run` each (tracker csv, no test, no validation after the sanity check), from
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -118,21 +117,30 @@ def write_corpus(path: Path, gigabytes: float) -> None:
     partial.replace(path)
 
 
-def prepared(text: Path, folder: Path) -> tuple[float, float]:
+PREPARE = """
+import json, resource, sys
+from pathlib import Path
+from datamodules.token_corpus import prepare_corpus
+prepare_corpus(Path(sys.argv[1]), Path(sys.argv[2]), tokenizer="char", overwrite=True)
+peak = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1]
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # forked, never exec'd: their own peaks
+print(json.dumps({"parent": int(peak) / 1024, "worker": workers / 1024}))
+"""
+
+
+def prepared(text: Path, folder: Path) -> tuple[float, dict[str, float]]:
     """Prepare `text` into `folder` in a fresh process, unless the folder holds it already: the seconds it took
-    and the peak RSS of its largest process in MB (the parent or a worker), or zeros when reused."""
+    and the peak RSS in MB of that process and of its largest worker, or 0 and {} when reused."""
     if is_prepared(folder):
         try:
             read_manifest(folder, KIND)
-            return 0.0, 0.0
+            return 0.0, {}
         except ConfigError as error:  # changed or damaged: prepare again
             print(f"preparing again: {error}", file=sys.stderr)
-    code = "import sys; from pathlib import Path; from datamodules.token_corpus import prepare_corpus; "
-    code += "prepare_corpus(Path(sys.argv[1]), Path(sys.argv[2]), tokenizer='char', overwrite=True)"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, str(text), str(folder)], env=child_env(), check=True)
-    seconds = time.perf_counter() - started
-    return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest so far
+    command = [sys.executable, "-c", PREPARE, str(text), str(folder)]
+    result = subprocess.run(command, env=child_env(), check=True, stdout=subprocess.PIPE, text=True)
+    return time.perf_counter() - started, json.loads(result.stdout.splitlines()[-1])
 
 
 def child_env() -> dict[str, str]:
@@ -205,14 +213,14 @@ def main() -> None:
     if not small_text.is_file():
         small_text.write_text(shakespeare(), encoding="utf-8")
     folders = {"big": workdir / f"corpus_{args.gigabytes:g}gb", "small": workdir / "shakespeare_corpus"}
-    for case, text in (("big", big_text), ("small", small_text)):  # the big one first: its peak is the largest
-        seconds, peak = prepared(text, folders[case])
+    for case, text in (("big", big_text), ("small", small_text)):
+        seconds, peaks = prepared(text, folders[case])
         manifest = read_manifest(folders[case], KIND)
         tokens = sum(manifest.splits.values())
         rate = text.stat().st_size / 1e6 / max(seconds, 1e-9)
-        timing = f"prepared in {seconds:.0f} s ({rate:.0f} MB/s, {usable_cores()} workers), peak RSS {peak:.0f} MB"
-        timing = timing if seconds else "reused"
-        print(f"corpus {case}: {tokens:,} tokens ({manifest.settings['dtype']}), {timing}")
+        timing = f"prepared in {seconds:.0f} s ({rate:.0f} MB/s, {usable_cores()} workers), peak RSS "
+        timing += f"{peaks.get('parent', 0):.0f} MB (its largest worker: {peaks.get('worker', 0):.0f} MB)"
+        print(f"corpus {case}: {tokens:,} tokens ({manifest.settings['dtype']}), {timing if seconds else 'reused'}")
 
     sources = {"big": str(folders["big"]), "small": str(folders["small"]), "memory": "shakespeare"}
     settings = {"context_length": 64, "batch_size": 12}  # the preset's

@@ -232,7 +232,8 @@ class ImageDataModule(InMemoryDataModule):
         loading = self.hparams["loading"]
         if self.dataset != "folder" or loading == "memory":
             if is_prepared(self.data_dir):
-                raise ConfigError(f"{self.data_dir} is a prepared dataset, which streams; leave out --data.loading")
+                fix = "leave out --data.loading memory" if self.dataset == "folder" else "give --data.dataset folder"
+                raise ConfigError(f"{self.data_dir} is a prepared dataset, which streams; {fix}")
             self.loading_reason = "in memory" if self.dataset == "folder" else "in memory (built-in)"
             return None
         folder = Path(str(self.data_dir))

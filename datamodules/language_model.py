@@ -197,25 +197,11 @@ def check_fits_in_memory(
     if need <= MEMORY_SHARE * available:
         return
     folder = path.with_name(f"{path.stem}_corpus")
-    command = [
-        "python",
-        "-m",
-        "experiments.prepare",
-        str(path),
-        str(folder),
-        "--kind",
-        "corpus",
-        "--tokenizer",
-        tokenizer,
-    ]
-    command += [
-        "--vocab_size",
-        str(vocab_size),
-        "--val_fraction",
-        str(val_fraction),
-        "--test_fraction",
-        str(test_fraction),
-    ]
+    options = {"kind": "corpus", "tokenizer": tokenizer, "vocab_size": vocab_size}
+    options |= {"val_fraction": val_fraction, "test_fraction": test_fraction}  # explicit: prepare's defaults differ
+    command = ["python", "-m", "experiments.prepare", str(path), str(folder)]
+    for name, value in options.items():
+        command += [f"--{name}", str(value)]
     raise ConfigError(
         f"{path} ({path.stat().st_size / 1e9:.1f} GB) would take about {need / 1e9:.0f} GB in memory, more than "
         f"{MEMORY_SHARE:.0%} of the {available / 1e9:.0f} GB available: prepare it once into token "

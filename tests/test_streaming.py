@@ -313,3 +313,19 @@ def test_a_streaming_run_stopped_mid_epoch_resumes_to_the_uninterrupted_result(p
         history(uninterrupted, "train/loss"),
     )
     assert steps == expected_steps and values == pytest.approx(expected_values, abs=1e-6)
+
+    # The checkpoint alone predicts new image files as the model saw images in training: no shards needed.
+    shutil.move(str(prepared), str(tmp_path / "moved"))
+    try:
+        images = [str(path) for path in sorted(folder.rglob("*.jpg"))[:2]]
+        predicted = subprocess.run(
+            [sys.executable, "-m", "experiments.predict", str(run_dir), *images],
+            cwd=tmp_path,
+            env=fresh_env(),
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        shutil.move(str(tmp_path / "moved"), str(prepared))
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert predicted.stdout.count("class_0") == 2
