@@ -359,7 +359,6 @@ class ShardImages(Dataset):
         self.crop_scale = crop_scale
         self.seed = seed
         self.reader: Any = None  # litdata's StreamingDataset, opened in each worker on first use
-        self.transform: Any = None  # the augmentation, made on first use
         # Imported here, in the training process, for the workers to inherit: imported first inside a worker
         # forked after W&B has started, litdata's import of orjson fails.
         import litdata  # noqa: F401
@@ -403,36 +402,41 @@ class ShardImages(Dataset):
         return [self[pair] for pair in pairs]
 
     def augmented(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
-        """The random resized crop and flip of uint8 (C, H, W) pixels, drawn from `seed`; the training process's
-        own random state is left as it was (workers have their own). On channels-last uint8, where torch's
-        antialiased resize has its fast kernel: 1.5-2x faster than on PIL images, with decoding 1.3x faster."""
-        if self.transform is None:
-            from torchvision.transforms import v2
+        """The random resized crop (torchvision's RandomResizedCrop: its parameters, antialiased bilinear) and
+        random flip of uint8 (C, H, W) pixels, drawn from `seed`; the training process's own random state is
+        left as it was (workers have their own). Called as functions on channels-last uint8, where torch's
+        antialiased resize has its fast kernel: the same result as the transform objects, at half their cost."""
+        from torchvision.transforms import v2
 
-            size = self.size or tuple(pixels.shape[1:])
-            steps = [
-                v2.RandomResizedCrop(size, scale=self.crop_scale, antialias=True),
-                *([v2.RandomHorizontalFlip()] if self.hflip else []),
-            ]
-            self.transform = v2.Compose(steps)
         generator = torch.default_generator  # what torchvision draws from
         saved = None if get_worker_info() is not None else generator.get_state()
         generator.manual_seed(seed & (2**63 - 1))
-        pixels = self.transform(pixels.unsqueeze(0).contiguous(memory_format=torch.channels_last))[0]
+        size = self.size or (pixels.shape[1], pixels.shape[2])
+        top, left, height, width = v2.RandomResizedCrop.get_params(pixels, list(self.crop_scale), [3 / 4, 4 / 3])
+        crop = pixels.unsqueeze(0)[..., top : top + height, left : left + width]  # channels-last: no copy
+        pixels = torch.nn.functional.interpolate(crop, size=size, mode="bilinear", antialias=True)[0]
+        if self.hflip and torch.rand(1).item() < 0.5:
+            pixels = pixels.flip(-1)
         if saved is not None:
             generator.set_state(saved)
         return pixels
 
 
 def decoded_tensor(data: Any, mode: str, what: str) -> torch.Tensor:
-    """Stored image bytes -> uint8 (C, H, W) in `mode`, decoded by torchvision (libjpeg-turbo, libpng, libwebp)."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    """Stored image bytes -> uint8 (C, H, W) in `mode` (strided as channels-last, as decoders write pixels).
+    JPEGs by simplejpeg (libjpeg-turbo straight into an array: the same pixels as PIL's, 20% sooner; torchvision's
+    decoders are deprecated), other formats by PIL."""
+    data = bytes(data)
     try:
-        return decode_image(buffer, mode=ImageReadMode.GRAY if mode == "L" else ImageReadMode.RGB)
-    except RuntimeError as error:
+        if data[:3] == b"\xff\xd8\xff":
+            import simplejpeg
+
+            array = simplejpeg.decode_jpeg(data, colorspace="GRAY" if mode == "L" else "RGB")
+        else:
+            array = np.asarray(decoded(data, mode, what))
+    except ValueError as error:  # simplejpeg's word for a damaged JPEG
         raise ConfigError(f"{what} cannot be decoded ({error}); prepare the dataset again") from None
+    return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1)
 
 
 def decoded(data: bytes, mode: str, what: str) -> Image.Image:
