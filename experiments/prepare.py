@@ -37,9 +37,22 @@ def guess_kind(source: Path) -> str:
     raise ConfigError(f"{source} not found; give an image folder or a text file to prepare")
 
 
+# The datamodule that reads each kind, and its default split: a dataset prepared with the defaults trains with
+# the datamodule's defaults (it refuses a prepared split other than its own settings). tests/test_streaming.py
+# checks this table against the datamodules' signatures.
+READERS = {
+    "images": ("datamodules.image.ImageDataModule", 0.1, 0.2),
+    "texts": ("datamodules.text.TextClassificationDataModule", 0.1, 0.1),
+    "corpus": ("datamodules.language_model.LanguageModelDataModule", 0.05, 0.05),
+}
+
+
 def prepare(args: argparse.Namespace) -> str:
     """Prepare as the arguments say; a line on what was written comes back."""
     kind = args.kind or guess_kind(args.source)
+    _, val_fraction, test_fraction = READERS[kind]
+    args.val_fraction = val_fraction if args.val_fraction is None else args.val_fraction
+    args.test_fraction = test_fraction if args.test_fraction is None else args.test_fraction
     check_range("--val_fraction", args.val_fraction, 0.0, 0.5, low_open=True)
     check_range("--test_fraction", args.test_fraction, 0.0, 0.5, low_open=True)
     workers = args.workers or os.cpu_count() or 1
@@ -102,8 +115,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("output", type=Path, help="a new or empty folder for the shards")
     parser.add_argument("--kind", choices=KINDS, help="what the source holds (default: from the source)")
     parser.add_argument("--workers", type=int, help="processes that prepare in parallel (default: every CPU)")
-    parser.add_argument("--val_fraction", type=float, default=0.1, help="share held out for validation")
-    parser.add_argument("--test_fraction", type=float, default=0.2, help="share held out for testing")
+    parser.add_argument("--val_fraction", type=float, help="share held out for validation (default: as training's)")
+    parser.add_argument("--test_fraction", type=float, help="share held out for testing (default: as training's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the order of the images")
     parser.add_argument(
         "--tokenizer", choices=("char", "word", "bpe"), help="corpus: char (default) or bpe; texts: word (default)"

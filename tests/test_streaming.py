@@ -230,6 +230,22 @@ def test_the_prepare_command_reports_a_mistake_in_one_line(tmp_path: Path) -> No
     assert not (tmp_path / "out").exists()
 
 
+def test_each_kind_is_prepared_with_the_split_its_datamodule_trains_with_by_default() -> None:
+    import importlib
+    import inspect
+
+    from experiments.prepare import KINDS, READERS
+
+    assert set(READERS) == set(KINDS)
+    for class_path, val_fraction, test_fraction in READERS.values():
+        module, _, name = class_path.rpartition(".")
+        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+        assert (parameters["val_fraction"].default, parameters["test_fraction"].default) == (
+            val_fraction,
+            test_fraction,
+        )
+
+
 def test_a_folder_too_big_for_memory_streams_from_shards_prepared_in_the_cache(
     folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
