@@ -6,7 +6,8 @@ On generated JPEG folders (`benchmarks.jpeg_folder`) of N and 8N images:
 
 - peak RSS (the largest process of the run: the trainer or one of its DataLoader workers) and the time from
   the command's start to its first training step, for `python -m experiments.run` training the digits CNN
-  from the prepared shards of N and of 8N images, and from the N-image folder held in memory;
+  from the prepared shards of N and of 8N images, and from the N-image folder held in memory (medians of
+  --runs runs, the cases taking turns);
 - images per second delivered by three loaders over the 8N images, with the same workers and the same
   transforms (RandomResizedCrop to --image_size, horizontal flip, a uint8 tensor): firstlight's streaming
   path (`ImageDataModule` on the prepared shards); torchvision's `ImageFolder` + `DataLoader`, as the
@@ -72,7 +73,7 @@ def training_run(data_dir: Path, image_size: int, workers: int, loading: str, ro
         lines.append(line)
         if line.startswith("data:") and first_step != first_step:
             first_step = time.perf_counter() - started
-    peak_kb, code = process.stdout.read().decode().split()
+    peak_kb, code = process.stdout.read().decode().split()[-2:]  # after what the run printed
     if process.wait() != 0 or code != "0":
         raise RuntimeError(f"the run from {data_dir} failed:\n{''.join(lines[-20:])}")
     return int(peak_kb) / 1024, first_step
@@ -116,7 +117,8 @@ def main() -> None:
     parser.add_argument("--image_size", type=int, default=128, help="pixels of the training crops")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=40, help="batches timed per pass")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="passes of each loader")
+    parser.add_argument("--runs", type=int, default=3, help="training runs of each case (medians are printed)")
     parser.add_argument("--workdir", type=Path, help="keep the folders here (default: a temporary folder)")
     args = parser.parse_args()
     print(machine_summary(), f"load average {os.getloadavg()[0]:.1f}", sep="; ")
@@ -132,15 +134,22 @@ def main() -> None:
                 print(f"prepared {count:,} images in {time.perf_counter() - started:.1f} s")
 
         print(f"\ntraining runs (digits CNN, batch {BATCH}, {args.image_size} px crops, {args.workers} workers):")
+        cases = {
+            "N in memory": (folders["N"], "memory"),
+            "N streaming": (prepared["N"], "streaming"),
+            "8N streaming": (prepared["8N"], "streaming"),
+        }
+        measured: dict[str, list[tuple[float, float]]] = {label: [] for label in cases}
+        for _ in range(args.runs):  # the cases take turns, so a burst of other work hits them alike
+            for label, (folder, loading) in cases.items():
+                measured[label].append(training_run(folder, args.image_size, args.workers, loading, work / "runs"))
         runs = {}
-        for label, folder, loading in (
-            ("N in memory", folders["N"], "memory"),
-            ("N streaming", prepared["N"], "streaming"),
-            ("8N streaming", prepared["8N"], "streaming"),
-        ):
-            runs[label] = training_run(folder, args.image_size, args.workers, loading, work / "runs")
-            rss, first = runs[label]
-            print(f"  {label:<14} peak RSS {rss:8,.0f} MB   first step after {first:6.1f} s")
+        for label, results in measured.items():
+            runs[label] = (statistics.median(r[0] for r in results), statistics.median(r[1] for r in results))
+            each = ", ".join(f"{r[0]:,.0f}" for r in results)
+            print(
+                f"  {label:<14} peak RSS {runs[label][0]:8,.0f} MB ({each})   first step after {runs[label][1]:6.1f} s"
+            )
 
         print(f"\nimages/s over {8 * args.images:,} images, median of {args.repeats}:")
         data = ImageDataModule(

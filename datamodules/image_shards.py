@@ -39,6 +39,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from datamodules.image_folder import UNREADABLE, class_names, image_files, read_image, split_dirs
 from datamodules.prepared import MANIFEST, Manifest, fingerprint, is_prepared, sha256
+from datamodules.streaming import SHUFFLE_WINDOW
 from validation import ConfigError
 
 KIND = "images"
@@ -370,7 +371,12 @@ class ShardImages(Dataset):
         if self.reader is None:
             from litdata import StreamingDataset
 
-            self.reader = StreamingDataset(str(self.folder))
+            # Read by index, in batches mixed from a shuffle window's chunks. litdata keeps this many chunks
+            # mapped (its default, 4, is fewer than a window's dozen: chunks were mapped again and again), and
+            # reads one sample per index (its default decodes the ~100 around it, for reading in order).
+            sizes = chunk_sizes(self.folder)
+            window_chunks = min(len(sizes), SHUFFLE_WINDOW // max(1, min(sizes)) + 2)
+            self.reader = StreamingDataset(str(self.folder), max_pre_download=window_chunks, batch_decode=0)
         return self.reader
 
     def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, int, int]:

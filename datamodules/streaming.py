@@ -93,10 +93,14 @@ class ChunkedOrder:
     def batches(self) -> list[torch.Tensor]:
         start, stop = self.rank_part()
         mine = self.epoch_order()[start:stop]
-        if not self.equal_batches:
-            return list(mine.split(self.batch_size))
-        cut = (len(self) - 1) * self.batch_size  # full batches, then the remainder as the last one
-        return [*(mine[:cut].split(self.batch_size) if cut else []), mine[cut:]]
+        if self.equal_batches:
+            cut = (len(self) - 1) * self.batch_size  # full batches, then the remainder as the last one
+            batches = [*(mine[:cut].split(self.batch_size) if cut else []), mine[cut:]]
+        else:
+            batches = list(mine.split(self.batch_size))
+        # Each batch's samples in stored order: a worker then reads its chunks one after another, not
+        # jumping between them sample by sample (the batch holds the same samples either way).
+        return [batch.sort().values for batch in batches]
 
 
 class EpochIndices:
