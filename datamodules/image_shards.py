@@ -130,19 +130,7 @@ def merge_parts(split_dir: Path) -> dict[str, Any]:
     part order, and sum the parts' statistics into stats.json; returns those. Safe to rerun after a stop."""
     parts = sorted((split_dir / "parts").iterdir())
     results = [json.loads((part / "part.json").read_text()) for part in parts]
-    chunks: list[dict[str, Any]] = []
-    config = None
-    for number, part in enumerate(parts):
-        index_file = part / "index.json"
-        if not index_file.is_file():  # a part with no readable image
-            continue
-        index = json.loads(index_file.read_text())
-        config = config or index["config"]
-        for n, chunk in enumerate(index["chunks"]):
-            name = f"chunk-{number}-{n}.bin"
-            if (part / chunk["filename"]).exists():
-                (part / chunk["filename"]).replace(split_dir / name)
-            chunks.append(chunk | {"filename": name})
+    chunks, config = gather_chunks(split_dir, parts)
     if config is None:
         raise ConfigError(f"no readable images for the {split_dir.name} split; check the source folder")
     stats = {
@@ -156,6 +144,26 @@ def merge_parts(split_dir: Path) -> dict[str, Any]:
     write_json(split_dir / "index.json", {"chunks": chunks, "config": config})  # the split is complete
     shutil.rmtree(split_dir / "parts")
     return stats
+
+
+def gather_chunks(split_dir: Path, parts: list[Path]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Move the chunks of finished parts (LitData datasets of their own) into `split_dir`, renamed
+    chunk-P-N.bin; their index entries in part order, and the parts' shared config (None if no part has any
+    sample). Safe to rerun after a stop: chunks already moved are found in place."""
+    chunks: list[dict[str, Any]] = []
+    config = None
+    for number, part in enumerate(parts):
+        index_file = part / "index.json"
+        if not index_file.is_file():  # a part without samples of this split
+            continue
+        index = json.loads(index_file.read_text())
+        config = config or index["config"]
+        for n, chunk in enumerate(index["chunks"]):
+            name = f"chunk-{number}-{n}.bin"
+            if (part / chunk["filename"]).exists():
+                (part / chunk["filename"]).replace(split_dir / name)
+            chunks.append(chunk | {"filename": name})
+    return chunks, config
 
 
 def write_json(path: Path, data: Any) -> None:

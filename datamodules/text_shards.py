@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.image_shards import IN_PROGRESS, check_output, clear_prepared, read_index, write_json
+from datamodules.image_shards import IN_PROGRESS, check_output, clear_prepared, gather_chunks, read_index, write_json
 from datamodules.prepared import Manifest, fingerprint, sha256
 from datamodules.streaming import ChunkedOrder
 from datamodules.text_sources import cell_text
@@ -385,19 +385,7 @@ def merge_split(split_dir: Path) -> int:
     """Move the parts' chunks into `split_dir` (renamed chunk-P-N.bin) with one index.json over all of them and
     one lengths.npy, in part order; the split's samples come back. Safe to rerun after a stop."""
     parts = sorted(path for path in (split_dir / "parts").iterdir() if path.suffix != ".partial")
-    chunks: list[dict[str, Any]] = []
-    config = None
-    for number, part in enumerate(parts):
-        index_file = part / "index.json"
-        if not index_file.is_file():  # a part without rows of this split
-            continue
-        index = json.loads(index_file.read_text())
-        config = config or index["config"]
-        for n, chunk in enumerate(index["chunks"]):
-            name = f"chunk-{number}-{n}.bin"
-            if (part / chunk["filename"]).exists():
-                (part / chunk["filename"]).replace(split_dir / name)
-            chunks.append(chunk | {"filename": name})
+    chunks, config = gather_chunks(split_dir, parts)
     lengths = np.concatenate([np.load(part / "lengths.npy") for part in parts]).astype(np.int32)
     with (split_dir / ".lengths.npy.tmp").open("wb") as file:
         np.save(file, lengths)
