@@ -37,6 +37,7 @@ from datamodules.prepared import Manifest, fingerprint, is_prepared, read_manife
 from datamodules.streaming import (
     ChunkedOrder,
     StreamingBatches,
+    StreamsWhenPrepared,
     available_memory,
     default_workers,
     processes_per_machine,
@@ -65,7 +66,7 @@ def split_off(split: Split, fraction: float, generator: torch.Generator) -> tupl
     return (images[rest], labels[rest]), (images[taken], labels[taken])
 
 
-class ImageDataModule(InMemoryDataModule):
+class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
     """Image classification data.
 
     Args:
@@ -94,6 +95,7 @@ class ImageDataModule(InMemoryDataModule):
 
     model_facts = ("image_shape", "num_classes")
     input_kind = "images"
+    eval_batch_factor = 4  # as InMemoryDataModule's evaluation batches
 
     def __init__(
         self,
@@ -347,21 +349,6 @@ class ImageDataModule(InMemoryDataModule):
         if training:
             loader.progress = batches_done(trainer)  # resumable mid-epoch
         return loader
-
-    def train_dataloader(self) -> Any:
-        if self.shards is None:
-            return super().train_dataloader()
-        return self.streaming_loader("train", self.batch_size, training=True)
-
-    def val_dataloader(self) -> Any:
-        if self.shards is None:
-            return super().val_dataloader()
-        return self.streaming_loader("val", 4 * self.batch_size, training=False)
-
-    def test_dataloader(self) -> Any:
-        if self.shards is None:
-            return super().test_dataloader()
-        return self.streaming_loader("test", 4 * self.batch_size, training=False)
 
     def inference_state(self) -> dict[str, Any]:
         return {

@@ -168,6 +168,34 @@ class StreamingBatches:
         self.resume_at = dict(state)
 
 
+class StreamsWhenPrepared:
+    """Loaders for a datamodule that holds small data in memory (its base class's loaders) and streams
+    prepared shards (its `streaming_loader(split, batch_size, training)`) when `shards` names a folder.
+    Evaluation batches are `eval_batch_factor` times the training batch size, as in memory."""
+
+    shards: Any
+    batch_size: int
+    eval_batch_factor = 2
+
+    def streaming_loader(self, split: str, batch_size: int, training: bool) -> StreamingBatches:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> Any:
+        if self.shards is None:
+            return super().train_dataloader()  # type: ignore[misc]
+        return self.streaming_loader("train", self.batch_size, training=True)
+
+    def val_dataloader(self) -> Any:
+        if self.shards is None:
+            return super().val_dataloader()  # type: ignore[misc]
+        return self.streaming_loader("val", self.eval_batch_factor * self.batch_size, training=False)
+
+    def test_dataloader(self) -> Any:
+        if self.shards is None:
+            return super().test_dataloader()  # type: ignore[misc]
+        return self.streaming_loader("test", self.eval_batch_factor * self.batch_size, training=False)
+
+
 def processes_per_machine() -> int:
     """Training processes that share this machine: as a launcher says (torchrun, SLURM), else one per GPU."""
     for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):

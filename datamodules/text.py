@@ -23,6 +23,7 @@ from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.streaming import (
     ChunkedOrder,
     StreamingBatches,
+    StreamsWhenPrepared,
     available_memory,
     default_workers,
     processes_per_machine,
@@ -67,7 +68,7 @@ class PadBatch:
         return pad(list(tokens), self.pad_id), torch.tensor(labels)
 
 
-class TextClassificationDataModule(SequenceDataModule):
+class TextClassificationDataModule(StreamsWhenPrepared, SequenceDataModule):
     """Texts with labels -> batches (tokens (B, T) starting with <bos> and padded with `pad_id`, labels (B,)).
 
     Args:
@@ -335,18 +336,3 @@ class TextClassificationDataModule(SequenceDataModule):
         if training:
             loader.progress = batches_done(trainer)  # resumable mid-epoch
         return loader
-
-    def train_dataloader(self) -> Any:
-        if self.shards is None:
-            return super().train_dataloader()
-        return self.streaming_loader("train", self.batch_size, training=True)
-
-    def val_dataloader(self) -> Any:
-        if self.shards is None:
-            return super().val_dataloader()
-        return self.streaming_loader("val", 2 * self.batch_size, training=False)
-
-    def test_dataloader(self) -> Any:
-        if self.shards is None:
-            return super().test_dataloader()
-        return self.streaming_loader("test", 2 * self.batch_size, training=False)
