@@ -4,34 +4,17 @@ datamodules/text_shards.py)."""
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
-import sys
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 
-from datamodules.batches import batches_done
-from datamodules.cache import cache_dir
-from datamodules.image_shards import IN_PROGRESS, chunk_sizes
-from datamodules.prepared import MANIFEST, fingerprint, is_prepared, read_manifest, sha256
+from datamodules.prepared import Manifest
 from datamodules.sequence_base import SequenceDataModule, pad
-from datamodules.streaming import (
-    ChunkedOrder,
-    StreamingBatches,
-    StreamsWhenPrepared,
-    available_memory,
-    default_workers,
-    processes_per_machine,
-)
+from datamodules.sequence_streaming import Loading, PadBatch, StreamsPreparedSequences
 from datamodules.text_shards import (
     KIND,
     SHARD_SETTINGS,
-    BucketedOrder,
     ShardTexts,
     check_splits,
     group_split,
@@ -48,27 +31,15 @@ from datamodules.tokenization import (
 )
 from validation import ConfigError, check_range
 
-Loading = Literal["auto", "memory", "streaming"]
 # Peak memory of the in-memory path per byte of the file: each text as a Python string, its row's dict and
 # cells, the token tensors (measured: 277 MB of peak for a 20.5 MB CSV of 200,000 rows of about 100
 # characters, 13.5x; longer texts cost less per byte).
 IN_MEMORY_OVERHEAD = 14
-MEMORY_SHARE = 0.5  # a file streams when the in-memory path would need more than this share of memory
 SPLITS = ("train", "val", "test")
+__all__ = ["PadBatch", "TextClassificationDataModule", "group_split"]  # group_split: the split of other kinds too
 
 
-class PadBatch:
-    """The DataLoader's collate: [(ids (T,), label)] -> (ids (B, longest) padded with `pad_id`, labels (B,))."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, labels = zip(*samples, strict=True)
-        return pad(list(tokens), self.pad_id), torch.tensor(labels)
-
-
-class TextClassificationDataModule(StreamsWhenPrepared, SequenceDataModule):
+class TextClassificationDataModule(StreamsPreparedSequences, SequenceDataModule):
     """Texts with labels -> batches (tokens (B, T) starting with <bos> and padded with `pad_id`, labels (B,)).
 
     Args:
@@ -102,6 +73,10 @@ class TextClassificationDataModule(StreamsWhenPrepared, SequenceDataModule):
 
     model_facts = ("vocab_size", "pad_id", "num_classes")
     input_kind = "texts"
+    prepared_kind = KIND
+    in_memory_overhead = IN_MEMORY_OVERHEAD
+    shard_settings = SHARD_SETTINGS
+    raw_source = "a CSV, TSV or JSON Lines file"
 
     def __init__(
         self,
@@ -133,7 +108,6 @@ class TextClassificationDataModule(StreamsWhenPrepared, SequenceDataModule):
         self.save_hyperparameters(logger=False)
         self.classes: list[str] = []
         self.texts: dict[str, list[str]] = {}  # split -> its texts as read, for references on the same split
-        self.loading_reason = ""
 
     def read(self) -> tuple[list[str], list[str], list[str]]:
         """(texts, labels, groups) of the whole source."""
@@ -206,133 +180,38 @@ class TextClassificationDataModule(StreamsWhenPrepared, SequenceDataModule):
         self.ready()
         return len(self.classes)
 
-    # Streaming from prepared shards.
-    @cached_property
-    def shards(self) -> Path | None:
-        """The prepared folder to stream from, or None to hold the texts in memory (see `loading`); a file
-        chosen for streaming is prepared into the cache here, once."""
-        hp = self.hparams
-        loading, source = hp["loading"], hp["source"]
-        if source == "rotten_tomatoes":
-            self.loading_reason = "in memory (built-in)"
-            return None
-        path = Path(source)
-        if path.is_dir():
-            if not is_prepared(path) and not (path / IN_PROGRESS).is_file():  # else: read_manifest says why
-                raise ConfigError(
-                    f"{path} is a folder without {MANIFEST}: give a CSV, TSV or JSON Lines file, or a folder "
-                    "prepared from one with python -m experiments.prepare FILE DIR --kind texts"
-                )
-            if loading == "memory":
-                raise ConfigError(f"{path} is a prepared dataset, which streams; leave out --data.loading")
-            if hp["pretrained_tokenizer"]:
-                raise ConfigError(
-                    f"{path} was prepared with a tokenizer of its own; leave out --data.pretrained_tokenizer, or give "
-                    "the file itself with --data.loading memory"
-                )
-            self.loading_reason = "streaming: a prepared folder"
-            return path
-        if loading == "memory" or not path.is_file():  # a missing file: the in-memory reader says so
-            self.loading_reason = "in memory"
-            return None
-        needed, per_process = IN_MEMORY_OVERHEAD * path.stat().st_size, available_memory() // processes_per_machine()
-        size = f"about {needed / 2**30:.1f} GB of {per_process / 2**30:.1f} GB available"
-        if loading == "auto" and hp["pretrained_tokenizer"]:
-            self.loading_reason = f"in memory: texts are streamed with firstlight's tokenizers only ({size})"
-            return None
-        if loading == "auto" and needed <= MEMORY_SHARE * per_process:
-            self.loading_reason = f"in memory: {size}"
-            return None
-        if hp["pretrained_tokenizer"]:
+    # Streaming from prepared shards (`StreamsPreparedSequences`).
+    def built_in(self) -> str | None:
+        return "in memory (built-in)" if self.hparams["source"] == "rotten_tomatoes" else None
+
+    def memory_only(self) -> tuple[str, str] | None:
+        if self.hparams["pretrained_tokenizer"]:
+            return "texts are streamed with firstlight's tokenizers only", "leave out --data.pretrained_tokenizer"
+        return None
+
+    def refuse_prepared(self, folder: Path) -> None:
+        if self.hparams["pretrained_tokenizer"]:
             raise ConfigError(
-                "texts are streamed with firstlight's tokenizers only; leave out --data.pretrained_tokenizer, or use "
-                "--data.loading memory"
+                f"{folder} was prepared with a tokenizer of its own; leave out --data.pretrained_tokenizer, or give "
+                "the file itself with --data.loading memory"
             )
-        why = (
-            "--data.loading streaming"
-            if loading == "streaming"
-            else (
-                f"in memory it would take about {needed / 2**30:.1f} GB, more than half of the "
-                f"{per_process / 2**30:.1f} GB available to each process"
-            )
+
+    def checked_settings(self, settings: dict[str, Any]) -> tuple[str, ...]:
+        return (
+            ("tokenizer", "max_length")
+            if settings.get("tokenizer") == "char"
+            else ("tokenizer", "vocab_size", "max_length")
         )
-        self.loading_reason = f"streaming: {why}"
-        return self.prepared_in_cache(path)
 
-    def prepare_settings(self) -> dict[str, Any]:
-        """The arguments of `prepare_texts` that shape the shards, as this datamodule's."""
-        return {name: self.hparams[name] for name in SHARD_SETTINGS}
+    def prepare_shards(self, source: Path, output: Path, **settings: Any) -> Manifest:
+        return prepare_texts(source, output, **settings)
 
-    def prepared_in_cache(self, path: Path) -> Path:
-        """The cache's prepared copy of the file `path` for these settings, made on first use (one process
-        prepares while the others of the machine wait for it)."""
-        settings = self.prepare_settings()
-        key = json.dumps([str(path.resolve()), fingerprint(path), settings], sort_keys=True)
-        target = cache_dir() / "prepared" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not is_prepared(target):
-                print(f"preparing {path} as shards in {target} (once)", file=sys.stderr, flush=True)
-                prepare_texts(path, target, **settings, workers=default_workers(None))
-        return target
-
-    def open_prepared(self, folder: Path) -> None:
-        """Take the tokenizer, classes and splits of a prepared folder, refusing a tokenizer or length it was
-        not prepared with (the run's config would then say what it did not train on)."""
-        hp = self.hparams
-        manifest = read_manifest(folder, KIND)
-        prepared = manifest.settings
-        names = ("tokenizer", "max_length") if hp["tokenizer"] == "char" else ("tokenizer", "vocab_size", "max_length")
-        differ = [f"--data.{name} {hp[name]}" for name in names if prepared.get(name) != hp[name]]
-        if differ:
-            shown = ("tokenizer", "max_length") if prepared.get("tokenizer") == "char" else names
-            was = ", ".join(f"{name} {prepared.get(name)}" for name in shown)
-            raise ConfigError(
-                f"{folder} was prepared with {was}, not {', '.join(differ)}: give its settings, or prepare the file "
-                "again with yours"
-            )
+    def open_state(self, manifest: Manifest) -> None:
         self.tokenizer = tokenizer_from_json(manifest.state["tokenizer"])
         self.classes = list(manifest.state["classes"])
-        for split in SPLITS:
-            prefix = f"{split}/"
-            digests = {
-                name[len(prefix) :]: value for name, value in manifest.digests.items() if name.startswith(prefix)
-            }
-            lengths = folder / split / "lengths.npy"
-            if "lengths.npy" in digests and sha256(lengths) != digests["lengths.npy"]:
-                raise ConfigError(f"{lengths} is damaged (not as prepared); restore it, or prepare the dataset again")
-            self.splits[split] = ShardTexts(folder / split, digests)
-            self.lengths[split] = torch.from_numpy(np.load(lengths))
 
-    def prepared_dataset(self) -> Path | None:
-        return self.shards
+    def shard_split(self, split: str, folder: Path, digests: dict[str, str]) -> ShardTexts:
+        return ShardTexts(folder, digests)
 
-    def loading_note(self) -> str:
-        shards = self.shards
-        if shards is None:
-            return f"data: {self.loading_reason}"
-        return f"data: {self.loading_reason}; from {shards}, {self.workers()} DataLoader worker(s) per process"
-
-    def workers(self) -> int:
-        given = self.hparams["workers"]
-        return default_workers(self.trainer) if given is None else given
-
-    def streaming_loader(self, split: str, batch_size: int, training: bool) -> StreamingBatches:
-        """Batches of the split's shards (tokens (B, T) padded, labels (B,)), fetched by DataLoader workers."""
-        self.ready()
-        dataset: ShardTexts = self.splits[split]
-        trainer = self.trainer
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sizes = chunk_sizes(dataset.folder)
-        options: dict[str, Any] = {"shuffle": training, "equal_batches": training, "seed": self.seed}
-        options |= {"rank": rank, "world_size": world_size}
-        order = (
-            BucketedOrder(sizes, batch_size, self.lengths[split], **options)
-            if self.bucket
-            else ChunkedOrder(sizes, batch_size, **options)
-        )
-        loader = StreamingBatches(dataset, order, PadBatch(self.pad_id), self.workers())
-        if training:
-            loader.progress = batches_done(trainer)  # resumable mid-epoch
-        return loader
+    def collate(self) -> PadBatch:
+        return PadBatch(self.pad_id)

@@ -19,7 +19,7 @@ the training texts to the tokenizer's trainer as they stream by (tokenizers' `tr
 file is cut into parts of `part_rows` rows that worker processes encode, each part into a folder per split,
 renamed into place when complete. The plan (tokenizer, classes, where each part starts) is kept beside them, so
 a stopped prepare, run again, redoes at most the parts in flight. Samples keep the file's order within a split;
-chunks are small (CHUNK_BYTES), so the chunks of one shuffle window come from all over the file.
+chunks are small (`sample_shards.CHUNK_BYTES`), so the chunks of one shuffle window come from all over the file.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import shutil
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -35,22 +34,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from datamodules.image_shards import IN_PROGRESS, check_output, clear_prepared, gather_chunks, read_index, write_json
-from datamodules.prepared import Manifest, fingerprint, sha256
+from datamodules.image_shards import check_output
+from datamodules.prepared import Manifest, fingerprint
+from datamodules.sample_shards import SPLITS, PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
 from datamodules.streaming import ChunkedOrder
 from datamodules.text_sources import cell_text
-from datamodules.token_corpus import Progress, check_text_file, usable_cores, worker_pool
+from datamodules.token_corpus import Progress, check_text_file
 from datamodules.tokenization import CharTokenizer, Tokenizer, classifier_input, tokenizer_from_json, train_tokenizer
 from validation import ConfigError, check_range
 
 KIND = "texts"
-SPLITS = ("train", "val", "test")
 PART_ROWS = 32_768  # rows per unit of work (and of resumption)
-# Per LitData chunk: about 2,000 texts of 128 tokens, so a shuffle window (16,384 samples) draws from about 8
-# chunks anywhere in the file, even when the file is sorted (by label, by date).
-CHUNK_BYTES = 2**20
 PLAN = ".firstlight-texts-plan.json"  # the scan's result and the tokenizer, for a prepare that goes on
 
 
@@ -331,68 +326,25 @@ def start_worker(tokenizer_json: str) -> None:
     WORKER_TOKENIZER[:] = [tokenizer_from_json(tokenizer_json)]
 
 
-def part_folder(output: Path, split: str, number: int) -> Path:
-    return output / split / "parts" / f"{number:06d}"
-
-
-def part_done(output: Path, split: str, number: int) -> bool:
-    return (output / split / "index.json").is_file() or part_folder(output, split, number).is_dir()
-
-
 def write_part(job: tuple[str, str, int, dict[str, Any], dict[str, Any]]) -> int:
-    """Encode part `number` of the file: its rows of each split not written yet, as a LitData dataset in that
-    split's part folder (with the samples' token counts, lengths.npy), renamed into place when complete.
-    Returns the part's bytes of the file (for the progress line)."""
-    from litdata.streaming.writer import BinaryWriter
-
+    """Encode part `number` of the file: its rows of each split not written yet (`PartWriter`). Returns the
+    part's bytes of the file (for the progress line)."""
     source, output_name, number, part, plan = job  # plan: its settings, header and classes
-    output, settings = Path(output_name), plan["settings"]
+    settings = plan["settings"]
     tokenizer = WORKER_TOKENIZER[0]
     label_ids = {label: index for index, label in enumerate(plan["classes"])}
-    pending = [split for split in SPLITS if not part_done(output, split, number)]
-    writers: dict[str, Any] = {}
-    lengths: dict[str, list[int]] = {split: [] for split in pending}
-    taken = dict.fromkeys(SPLITS, 0)  # rows of each split so far in this part
-    for split in pending:
-        partial = part_folder(output, split, number).with_suffix(".partial")
-        shutil.rmtree(partial, ignore_errors=True)  # what a stopped run left of this part
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        writers[split] = BinaryWriter(str(partial), chunk_bytes=CHUNK_BYTES)
+    writer = PartWriter(Path(output_name), number, part["first"])
     rows = TableStream(Path(source), columns(settings), part["start"], part["line"], plan["header"])
     for offset, row in enumerate(itertools.islice(rows, part["rows"])):
         split = row_split(row, number * settings["part_rows"] + offset, settings)
-        index = part["first"][split] + taken[split]
-        taken[split] += 1
-        if split not in writers:
+        if not writer.wanted(split):
+            writer.add(split, {}, 0)
             continue
         ids = classifier_input(tokenizer, row.cells[settings["text_column"]], settings["max_length"])
         label = label_ids[row.cells[settings["label_column"]].strip()]
-        writers[split][len(lengths[split])] = {"tokens": np.asarray(ids, np.int32), "label": label, "index": index}
-        lengths[split].append(len(ids))
-    for split in pending:
-        partial = part_folder(output, split, number).with_suffix(".partial")
-        if lengths[split]:
-            writers[split].done()
-            writers[split].merge()
-        else:
-            partial.mkdir(parents=True, exist_ok=True)
-        np.save(partial / "lengths.npy", np.asarray(lengths[split], np.int32))
-        partial.replace(part_folder(output, split, number))  # complete: a rerun skips it
+        writer.add(split, {"tokens": np.asarray(ids, np.int32), "label": label}, len(ids))
+    writer.close()
     return int(part["bytes"])
-
-
-def merge_split(split_dir: Path) -> int:
-    """Move the parts' chunks into `split_dir` (renamed chunk-P-N.bin) with one index.json over all of them and
-    one lengths.npy, in part order; the split's samples come back. Safe to rerun after a stop."""
-    parts = sorted(path for path in (split_dir / "parts").iterdir() if path.suffix != ".partial")
-    chunks, config = gather_chunks(split_dir, parts)
-    lengths = np.concatenate([np.load(part / "lengths.npy") for part in parts]).astype(np.int32)
-    with (split_dir / ".lengths.npy.tmp").open("wb") as file:
-        np.save(file, lengths)
-    (split_dir / ".lengths.npy.tmp").replace(split_dir / "lengths.npy")
-    write_json(split_dir / "index.json", {"chunks": chunks, "config": config})  # the split is complete
-    shutil.rmtree(split_dir / "parts")
-    return len(lengths)
 
 
 def prepare_texts(
@@ -442,29 +394,13 @@ def prepare_texts(
     }
     check_output(output, settings, overwrite)
     say = Progress(source.name, progress)
-    plan = read_plan(output, settings)
+    plan = read_plan(output, settings, PLAN)
     if plan is None:
         plan = make_plan(source, settings, say)  # nothing is written before the file has been read through
-        if output.exists():
-            clear_prepared(output)  # parts of a prepare whose plan is lost
-        output.mkdir(parents=True, exist_ok=True)
-        (output / IN_PROGRESS).write_text(json.dumps(settings))
-        write_json(output / PLAN, plan)
-
+        start_prepare(output, settings, plan, PLAN)
     shared = {name: plan[name] for name in ("settings", "header", "classes")}  # what every part needs
-    jobs = [
-        (str(source), str(output), number, part, shared)
-        for number, part in enumerate(plan["parts"])
-        if not all(part_done(output, split, number) for split in SPLITS)
-    ]
-    with worker_pool(min(max(1, workers or usable_cores()), len(jobs)), start_worker, (plan["tokenizer"],)) as imap:
-        say.start("encoding", sum(job[3]["bytes"] for job in jobs))
-        for size in imap(write_part, jobs):
-            say.advance(size)
-        say.finish()
-    for split in SPLITS:
-        if not (output / split / "index.json").is_file():
-            merge_split(output / split)
+    jobs = [(str(source), str(output), number, part, shared) for number, part in enumerate(plan["parts"])]
+    encode_parts(output, jobs, write_part, workers, say, start_worker, (plan["tokenizer"],))
     manifest = Manifest(
         kind=KIND,
         source=str(source),
@@ -473,10 +409,7 @@ def prepare_texts(
         state={"tokenizer": plan["tokenizer"], "classes": plan["classes"]},
         settings={name: settings[name] for name in SHARD_SETTINGS},
     )
-    manifest.write(output)
-    (output / PLAN).unlink()
-    (output / IN_PROGRESS).unlink()
-    return manifest
+    return finish(output, manifest, PLAN)
 
 
 # What shaped the shards (recorded in the manifest; the datamodule refuses others for tokenizer and length).
@@ -493,61 +426,15 @@ SHARD_SETTINGS = (
 )
 
 
-def read_plan(output: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The plan of an unfinished prepare with these settings (the marker says it is one), or None."""
-    if not (output / IN_PROGRESS).is_file():
-        return None
-    try:
-        plan = json.loads((output / PLAN).read_text())
-    except (OSError, ValueError):
-        return None
-    return plan if isinstance(plan, dict) and plan.get("settings") == settings else None
-
-
 # -- reading --------------------------------------------------------------------------------------------------
 
 
-class ShardTexts(Dataset):
+class ShardTexts(ShardSamples):
     """One split of prepared texts, read by DataLoader workers: (sample, epoch) pairs -> (token ids (T,)
-    int64, label). Each chunk's sha256 is checked as it is first read (`digests`: file name -> digest)."""
+    int64, label)."""
 
-    def __init__(self, folder: Path, digests: dict[str, str] | None = None) -> None:
-        self.folder = folder
-        chunks = read_index(folder)
-        self.chunks = [chunk["filename"] for chunk in chunks]
-        self.chunk_sizes = [chunk["chunk_size"] for chunk in chunks]
-        self.chunk_ends = np.cumsum(self.chunk_sizes)
-        self.digests = digests or {}
-        self.verified: set[int] = set()
-        self.reader: Any = None  # litdata's StreamingDataset, opened in each worker on first use
-        import litdata  # noqa: F401  # in the training process, for forked workers to inherit (see ShardImages)
-
-    def __len__(self) -> int:
-        return int(self.chunk_ends[-1]) if len(self.chunk_ends) else 0
-
-    def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, _ = pair
-        chunk = int(np.searchsorted(self.chunk_ends, index, side="right"))
-        if chunk not in self.verified:
-            path = self.folder / self.chunks[chunk]
-            expected = self.digests.get(path.name)
-            if expected is not None and sha256(path) != expected:
-                raise ConfigError(
-                    f"shard {path} is damaged (not as prepared); restore it, or prepare the dataset again"
-                )
-            self.verified.add(chunk)
-        if self.reader is None:
-            from litdata import StreamingDataset
-
-            self.reader = StreamingDataset(str(self.folder))
-        try:
-            sample = self.reader[index]
-        except Exception as error:  # litdata reading a chunk it cannot make sense of
-            raise ConfigError(f"sample {index} of {self.folder} cannot be read ({error}); prepare it again") from None
+    def item(self, sample: dict[str, Any], epoch: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(np.asarray(sample["tokens"], dtype=np.int64)), int(sample["label"])
-
-    def __getitems__(self, pairs: list[tuple[int, int]]) -> list[tuple[torch.Tensor, int]]:
-        return [self[pair] for pair in pairs]
 
 
 class BucketedOrder(ChunkedOrder):
