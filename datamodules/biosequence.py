@@ -1,4 +1,6 @@
-"""Biological sequence classification: DNA or protein FASTA records with labels -> k-mer token batches."""
+"""Biological sequence classification: DNA or protein FASTA records with labels -> k-mer token batches, held in
+memory or, when too big for it, streamed from prepared shards (`python -m experiments.prepare FILE DIR --kind
+fasta`, datamodules/fasta_shards.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +10,30 @@ from typing import Any
 import torch
 
 from datamodules.bio_sources import chromosome_split, oct4_mafk_texts
-from datamodules.fasta import Record, check_unique, parse_fasta, read_labelled
-from datamodules.kmers import AlphabetKind, KmerTokenizer, UnknownPolicy, clean_sequence, reverse_complement
+from datamodules.fasta import Record, check_unique, fasta_files, parse_fasta, read_labelled
+from datamodules.fasta_shards import KIND, SHARD_SETTINGS, ShardSequences, encode_record, prepare_fasta
+from datamodules.kmers import AlphabetKind, KmerTokenizer, UnknownPolicy, reverse_complement
+from datamodules.prepared import Manifest
 from datamodules.sequence_base import SequenceDataModule, pad
+from datamodules.sequence_streaming import Loading, PadBatch, StreamsPreparedSequences
 from datamodules.text import group_split
 from validation import ConfigError, check_range
 
+# Peak memory of the in-memory path per byte of FASTA (an estimate, not measured: the file's bytes and text,
+# each record's letters, and int64 token ids per letter for k=1).
+IN_MEMORY_OVERHEAD = 12
 
-class FastaDataModule(SequenceDataModule):
+
+class FastaDataModule(StreamsPreparedSequences, SequenceDataModule):
     """Labelled sequences -> batches (tokens (B, T) padded with 0, labels (B,)); one token per k-mer.
 
     Args:
         source: "oct4_mafk" (7,997 human DNA regions of 200 bp bound by Oct4 or by MafK, split by
             chromosome; `datamodules.bio_sources`), a FASTA file of your own, or a folder with one FASTA file
-            per class (the class is the file's name without its suffix).
+            per class (the class is the file's name without its suffix), or a folder prepared from either by
+            `python -m experiments.prepare SOURCE DIR --kind fasta` (streamed; its split, labels and classes are
+            the folder's, and `alphabet`, `unknown`, `k`, `stride` and `max_length` must be those it was
+            prepared with).
         labels: a CSV/TSV/JSONL table of record ids and labels for a FASTA file whose headers hold none.
         id_column: the table's column of record ids (a header's first word, without '>').
         label_column: the table's column of labels.
@@ -41,10 +53,23 @@ class FastaDataModule(SequenceDataModule):
         val_fraction: share of your records held out for validation (the built-in split is fixed).
         test_fraction: share of your records held out for testing.
         seed: seed of the split of your records and of the shuffling order.
+        loading: how your records reach training: "memory", "streaming" (from prepared shards, read in
+            DataLoader workers, each rank its own part; a source is prepared on first use into the cache) or
+            "auto" (a prepared folder streams; a source streams when the in-memory path would need more than
+            half of the memory available to each process). oct4_mafk is held in memory.
+        workers: DataLoader worker processes per training process when streaming (default: the CPUs of the
+            process shared among the processes of the machine, at most 8).
+
+    Streamed records keep the file's order within a split (in memory: the classes in turn); reverse complements
+    are drawn per record from (seed, epoch, record) in the DataLoader workers.
     """
 
     model_facts = ("vocab_size", "pad_id", "num_classes")
     input_kind = "sequences"
+    prepared_kind = KIND
+    in_memory_overhead = IN_MEMORY_OVERHEAD
+    shard_settings = SHARD_SETTINGS
+    raw_source = "a FASTA file or a folder of one FASTA file per class"
 
     def __init__(
         self,
@@ -64,6 +89,8 @@ class FastaDataModule(SequenceDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         seed: int = 0,
+        loading: Loading = "auto",
+        workers: int | None = None,
     ) -> None:
         super().__init__(batch_size, seed, bucket)
         check_range("k", k, 1, 12)
@@ -74,6 +101,8 @@ class FastaDataModule(SequenceDataModule):
         check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
         if reverse_complement and alphabet != "dna":
             raise ConfigError("reverse_complement needs DNA (--data.alphabet dna); proteins have no other strand")
+        if workers is not None:
+            check_range("workers", workers, 0)
         self.save_hyperparameters(logger=False)
         self.classes: list[str] = []
         self.sequences: dict[str, list[str]] = {}  # split -> cleaned sequences, for references on the same split
@@ -103,6 +132,9 @@ class FastaDataModule(SequenceDataModule):
 
     def build(self) -> None:
         hp = self.hparams
+        if self.shards is not None:
+            self.open_prepared(self.shards)
+            return
         records, assignment = self.read()
         self.tokenizer = tokenizer = KmerTokenizer(hp["alphabet"], hp["k"], hp["stride"])
         # Every record is checked before the split, so a mistake is found whichever split it falls in.
@@ -143,11 +175,7 @@ class FastaDataModule(SequenceDataModule):
         """A record's letters, checked and cleaned in place -> its token ids (T,), cut to max_length."""
         hp, tokenizer = self.hparams, self.tokenizer
         assert isinstance(tokenizer, KmerTokenizer)  # made by `build`, or restored from a checkpoint
-        record.sequence = clean_sequence(record.sequence, hp["alphabet"], hp["unknown"], record.where())
-        ids = tokenizer.encode(record.sequence)[: hp["max_length"]]
-        if not ids:
-            raise ConfigError(f"{record.where()} has {len(record.sequence)} letter(s), fewer than k={hp['k']}")
-        return torch.tensor(ids, dtype=torch.long)
+        return torch.tensor(encode_record(record, tokenizer, hp["unknown"], hp["max_length"]), dtype=torch.long)
 
     def encode_inputs(self, items: list[Record]) -> torch.Tensor:
         return pad([self.encode_record(record) for record in items])  # (B, T)
@@ -175,3 +203,28 @@ class FastaDataModule(SequenceDataModule):
     def num_classes(self) -> int:
         self.ready()
         return len(self.classes)
+
+    # Streaming from prepared shards (`StreamsPreparedSequences`).
+    def built_in(self) -> str | None:
+        return "in memory (built-in)" if self.hparams["source"] == "oct4_mafk" else None
+
+    def raw_size(self, path: Path) -> int:
+        return sum(file.stat().st_size for file in fasta_files(path)) if path.is_dir() else path.stat().st_size
+
+    def checked_settings(self, settings: dict[str, Any]) -> tuple[str, ...]:
+        return ("alphabet", "unknown", "k", "stride", "max_length")
+
+    def prepare_shards(self, source: Path, output: Path, **settings: Any) -> Manifest:
+        return prepare_fasta(source, output, **settings)
+
+    def open_state(self, manifest: Manifest) -> None:
+        self.tokenizer = KmerTokenizer.from_json(manifest.state["tokenizer"])
+        self.classes = list(manifest.state["classes"])
+
+    def shard_split(self, split: str, folder: Path, digests: dict[str, str]) -> ShardSequences:
+        assert isinstance(self.tokenizer, KmerTokenizer)  # from the manifest (`open_state`)
+        flip = self.hparams["reverse_complement"] if split == "train" else 0.0
+        return ShardSequences(folder, digests, self.tokenizer, flip, self.seed)
+
+    def collate(self) -> PadBatch:
+        return PadBatch(self.pad_id)

@@ -1,21 +1,37 @@
 """Sequence-to-sequence pairs: algorithmic tasks generated from a seed, a FreeDict dictionary's phrases, or
-the user's TSV of pairs."""
+the user's TSV of pairs, held in memory or, when too big for it, streamed from prepared shards
+(`python -m experiments.prepare FILE DIR --kind pairs`, datamodules/pair_shards.py)."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from datamodules.freedict import freedict_pairs
+from datamodules.pair_shards import KIND, SHARD_SETTINGS, ShardPairs, check_counts, kept, pair_split, prepare_pairs
+from datamodules.prepared import Manifest
+from datamodules.sample_shards import ShardSamples
 from datamodules.sequence_base import SequenceDataModule, pad
+from datamodules.sequence_streaming import Loading, StreamsPreparedSequences
 from datamodules.text_sources import read_table
-from datamodules.tokenization import BOS_ID, EOS_ID, TokenizerKind, train_tokenizer
+from datamodules.tokenization import BOS_ID, EOS_ID, TokenizerKind, tokenizer_from_json, train_tokenizer
 from validation import ConfigError, check_range
 
 TASKS = ("reverse", "sort", "addition")
 FREEDICT = "freedict:"
+# Peak memory of the in-memory path per byte of a file of pairs (an estimate, not measured: each row's dict and
+# strings, then two tensors of int64 ids per pair, several hundred bytes for a pair of short phrases).
+IN_MEMORY_OVERHEAD = 20
+
+
+def pad_pairs(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The streamed loader's collate: [(source (S,), target (T,))] -> (sources (B, S), targets (B, T)), padded
+    with 0 as in memory."""
+    sources, targets = zip(*samples, strict=True)
+    return pad(list(sources)), pad(list(targets))
 
 
 def generate_pairs(task: str, count: int, min_length: int, max_length: int, seed: int) -> list[tuple[str, str]]:
@@ -37,13 +53,16 @@ def generate_pairs(task: str, count: int, min_length: int, max_length: int, seed
     return list(pairs.items())
 
 
-class Seq2SeqDataModule(SequenceDataModule):
+class Seq2SeqDataModule(StreamsPreparedSequences, SequenceDataModule):
     """Pairs -> batches (source (B, S), target (B, T)); targets are <bos> ... <eos>, both padded with 0.
 
     Args:
         source: "reverse", "sort" or "addition" (generated); "freedict:<pair>", the phrases of a FreeDict
             dictionary (`freedict:deu-eng`: 49,978 German phrases and sentences with their English, see
-            `datamodules/freedict.py`); or a .tsv file with `source` and `target` columns.
+            `datamodules/freedict.py`); a .tsv file with `source` and `target` columns, split by a seeded hash of
+            each row's number (`pair_shards.pair_split`); or a folder prepared from one by
+            `python -m experiments.prepare FILE DIR --kind pairs` (streamed; its split and tokenizer are the
+            folder's, and `tokenizer`, `vocab_size` and `max_chars` must be those it was prepared with).
         num_examples: pairs to generate, split into train/val/test (generated tasks).
         min_length: shortest generated sequence (digits per operand for addition).
         max_length: longest generated sequence.
@@ -56,10 +75,20 @@ class Seq2SeqDataModule(SequenceDataModule):
         val_fraction: share of the pairs for validation.
         test_fraction: share of the pairs for testing.
         seed: seed of the generated pairs, the split and the shuffling order.
+        loading: how a file's pairs reach training: "memory", "streaming" (from prepared shards, read in
+            DataLoader workers, each rank its own part; a file is prepared on first use into the cache) or
+            "auto" (a prepared folder streams; a file streams when the in-memory path would need more than half
+            of the memory available to each process). Generated and dictionary pairs are held in memory.
+        workers: DataLoader worker processes per training process when streaming (default: the CPUs of the
+            process shared among the processes of the machine, at most 8).
     """
 
     model_facts = ("vocab_size", "pad_id", "bos_id", "eos_id")
     input_kind = "texts"  # sources
+    prepared_kind = KIND
+    in_memory_overhead = IN_MEMORY_OVERHEAD
+    shard_settings = SHARD_SETTINGS
+    raw_source = "a TSV of pairs"
 
     def __init__(
         self,
@@ -75,6 +104,8 @@ class Seq2SeqDataModule(SequenceDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         seed: int = 0,
+        loading: Loading = "auto",
+        workers: int | None = None,
     ) -> None:
         super().__init__(batch_size, seed, bucket)
         check_range("num_examples", num_examples, 10)
@@ -82,6 +113,8 @@ class Seq2SeqDataModule(SequenceDataModule):
         check_range("max_length", max_length, min_length)
         if max_chars is not None:
             check_range("max_chars", max_chars, 1)
+        if workers is not None:
+            check_range("workers", workers, 0)
         self.save_hyperparameters(logger=False)
 
     def read(self) -> list[tuple[str, str]]:
@@ -93,21 +126,34 @@ class Seq2SeqDataModule(SequenceDataModule):
         else:
             rows = read_table(Path(hp["source"]), ["source", "target"]).rows
             pairs = [(row["source"], row["target"]) for row in rows]
-        longest = hp["max_chars"] or float("inf")
-        return [(source, target) for source, target in pairs if max(len(source), len(target)) <= longest]
+        return [pair for pair in pairs if kept(*pair, hp["max_chars"])]
+
+    def split(self) -> dict[str, list[tuple[str, str]]]:
+        """The pairs of each split: generated and dictionary pairs shuffled and cut by the fractions; a file's
+        by a seeded hash of each row's number (as `pair_shards` splits it: the same pairs in memory or prepared)."""
+        hp = self.hparams
+        if self.built_in():
+            pairs = self.read()
+            random.Random(hp["seed"]).shuffle(pairs)
+            n_test, n_val = int(len(pairs) * hp["test_fraction"]), int(len(pairs) * hp["val_fraction"])
+            parts = {"test": pairs[:n_test], "val": pairs[n_test : n_test + n_val], "train": pairs[n_test + n_val :]}
+            if not all(parts.values()):
+                raise ConfigError(f"{hp['source']} has too few pairs ({len(pairs)}) for train, val and test splits")
+            return parts
+        rows = read_table(Path(hp["source"]), ["source", "target"]).rows
+        parts = {name: [] for name in ("train", "val", "test")}
+        for number, row in enumerate(rows):
+            if kept(row["source"], row["target"], hp["max_chars"]):
+                parts[pair_split(number, hp)].append((row["source"], row["target"]))
+        check_counts(hp["source"], {name: len(part) for name, part in parts.items()})
+        return parts
 
     def build(self) -> None:
         hp = self.hparams
-        pairs = self.read()
-        random.Random(hp["seed"]).shuffle(pairs)
-        n_test, n_val = int(len(pairs) * hp["test_fraction"]), int(len(pairs) * hp["val_fraction"])
-        parts = {
-            "test": pairs[:n_test],
-            "val": pairs[n_test : n_test + n_val],
-            "train": pairs[n_test + n_val :],
-        }
-        if not all(parts.values()):
-            raise ConfigError(f"{hp['source']} has too few pairs ({len(pairs)}) for train, val and test splits")
+        if self.shards is not None:
+            self.open_prepared(self.shards)
+            return
+        parts = self.split()
         kind: TokenizerKind = "char" if hp["source"] in TASKS else hp["tokenizer"]
         self.tokenizer = train_tokenizer(kind, [text for pair in parts["train"] for text in pair], hp["vocab_size"])
         for name, part in parts.items():
@@ -128,7 +174,10 @@ class Seq2SeqDataModule(SequenceDataModule):
     def texts(self, split: str) -> tuple[list[str], list[str]]:
         """The split's sources and targets as text again (decoded: lossless for "char" and "bpe")."""
         self.ready()
-        sources, targets = self.splits[split]
+        pairs = self.splits[split]
+        if isinstance(pairs, ShardSamples):  # prepared: read through, in stored order
+            pairs = tuple(zip(*(pairs[(index, 0)] for index in range(len(pairs))), strict=True))
+        sources, targets = pairs
         assert self.tokenizer is not None  # made by `build`
         decode = self.tokenizer.decode
         return [decode(source.tolist()) for source in sources], [decode(target.tolist()) for target in targets]
@@ -145,3 +194,24 @@ class Seq2SeqDataModule(SequenceDataModule):
     @property
     def eos_id(self) -> int:
         return EOS_ID
+
+    # Streaming from prepared shards (`StreamsPreparedSequences`).
+    def built_in(self) -> str | None:
+        source = self.hparams["source"]
+        return "in memory (built-in)" if source in TASKS or source.startswith(FREEDICT) else None
+
+    def checked_settings(self, settings: dict[str, Any]) -> tuple[str, ...]:
+        vocabulary = () if settings.get("tokenizer") == "char" else ("vocab_size",)  # a char tokenizer has no limit
+        return ("tokenizer", *vocabulary, "max_chars")
+
+    def prepare_shards(self, source: Path, output: Path, **settings: Any) -> Manifest:
+        return prepare_pairs(source, output, **settings)
+
+    def open_state(self, manifest: Manifest) -> None:
+        self.tokenizer = tokenizer_from_json(manifest.state["tokenizer"])
+
+    def shard_split(self, split: str, folder: Path, digests: dict[str, str]) -> ShardPairs:
+        return ShardPairs(folder, digests)
+
+    def collate(self) -> Any:
+        return pad_pairs

@@ -64,15 +64,15 @@ def group_split(groups: Iterable[str], val_fraction: float, test_fraction: float
     return [split_of(group, val_fraction, test_fraction, seed) for group in groups]
 
 
-def check_splits(source: str, counts: dict[str, int], labels: dict[str, set[str]]) -> list[str]:
+def check_splits(source: str, counts: dict[str, int], labels: dict[str, set[str]], what: str = "texts") -> list[str]:
     """The classes (the training split's labels, sorted), once every split has examples, training has two
-    labels or more, and no label occurs only outside training."""
+    labels or more, and no label occurs only outside training. `what` the examples are, for the message."""
     for name in SPLITS:
         if not counts[name]:
             raise ConfigError(f"the {name} split of {source} is empty; use more data or larger fractions")
     classes = sorted(labels["train"])
     if len(classes) < 2:
-        raise ConfigError(f"the training texts of {source} have {len(classes)} label(s); need 2 or more")
+        raise ConfigError(f"the training {what} of {source} have {len(classes)} label(s); need 2 or more")
     unknown = sorted((labels["val"] | labels["test"]) - set(classes))
     if unknown:
         raise ConfigError(f"labels {', '.join(unknown)} occur only outside the training split; merge or drop them")

@@ -114,6 +114,7 @@ def test_the_translation_references_copy_and_retrieve_on_the_presets_own_test_sp
     data = Seq2SeqDataModule(source=str(tmp_path / "pairs.tsv"), tokenizer="bpe", vocab_size=300)
     table = {(name, metric): (value, n) for name, metric, value, n in translation_references(data)}
     sources, targets = data.texts("test")
-    assert table["copy the source", "test/chrf"] == (pytest.approx(corpus_scores(sources, targets)["chrf"]), 20)
+    copied = corpus_scores(sources, targets)["chrf"]  # a file's pairs split by row (about a tenth in test)
+    assert table["copy the source", "test/chrf"] == (pytest.approx(copied), len(targets))
     retrieved = table["nearest training phrase's translation", "test/bleu"][0]
     assert retrieved > table["copy the source", "test/bleu"][0] + 20  # the same noun, another number, is in training
