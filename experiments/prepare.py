@@ -25,11 +25,16 @@ from pathlib import Path
 
 from validation import ConfigError, check_range
 
-KINDS = ("images", "corpus", "texts")
+KINDS = ("images", "corpus", "texts", "fasta", "pairs")
+FASTA = (".fa", ".fasta", ".fna", ".faa", ".ffn", ".fas")  # as datamodules.fasta.FASTA_SUFFIXES (kept light here)
 TABLES = (".csv", ".tsv", ".jsonl", ".json")  # files of texts with labels, as TextClassificationDataModule reads
 
 
 def guess_kind(source: Path) -> str:
+    if source.is_dir() and any(path.suffix.lower() in FASTA for path in source.iterdir()):
+        return "fasta"  # a folder of one FASTA file per class
+    if source.is_file() and source.suffix.lower() in FASTA:
+        return "fasta"
     if source.is_dir():
         return "images"
     if source.is_file():
@@ -44,6 +49,8 @@ READERS = {
     "images": ("datamodules.image.ImageDataModule", 0.1, 0.2),
     "texts": ("datamodules.text.TextClassificationDataModule", 0.1, 0.1),
     "corpus": ("datamodules.language_model.LanguageModelDataModule", 0.05, 0.05),
+    "fasta": ("datamodules.biosequence.FastaDataModule", 0.1, 0.1),
+    "pairs": ("datamodules.seq2seq.Seq2SeqDataModule", 0.1, 0.1),
 }
 
 
@@ -80,7 +87,7 @@ def prepare(args: argparse.Namespace) -> str:
             group_column=args.group_column,
             tokenizer=args.tokenizer or "word",
             vocab_size=20000 if args.vocab_size is None else args.vocab_size,
-            max_length=args.max_length,
+            max_length=128 if args.max_length is None else args.max_length,
             val_fraction=args.val_fraction,
             test_fraction=args.test_fraction,
             seed=args.seed,
@@ -88,6 +95,44 @@ def prepare(args: argparse.Namespace) -> str:
             overwrite=args.overwrite,
         )
         unit = "texts"
+    elif kind == "fasta":
+        from datamodules.fasta_shards import prepare_fasta
+
+        manifest = prepare_fasta(
+            args.source,
+            args.output,
+            labels=args.labels,
+            id_column=args.id_column,
+            label_column=args.label_column,
+            label_pattern=args.label_pattern,
+            alphabet=args.alphabet,
+            unknown=args.unknown,
+            k=args.k,
+            stride=args.stride,
+            max_length=1000 if args.max_length is None else args.max_length,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            workers=workers,
+            overwrite=args.overwrite,
+        )
+        unit = "records"
+    elif kind == "pairs":
+        from datamodules.pair_shards import prepare_pairs
+
+        manifest = prepare_pairs(
+            args.source,
+            args.output,
+            tokenizer=args.tokenizer or "char",
+            vocab_size=8000 if args.vocab_size is None else args.vocab_size,
+            max_chars=args.max_chars,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            workers=workers,
+            overwrite=args.overwrite,
+        )
+        unit = "pairs"
     else:
         from datamodules.token_corpus import prepare_corpus
 
@@ -125,7 +170,15 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--text_column", default="text", help="texts: the column holding the text")
     parser.add_argument("--label_column", default="label", help="texts: the column holding the label")
     parser.add_argument("--group_column", help="texts: a column whose values are kept within one split")
-    parser.add_argument("--max_length", type=int, default=128, help="texts: tokens per text at most, with <bos>")
+    parser.add_argument("--max_length", type=int, help="texts (128), fasta (1000): tokens per sample at most")
+    parser.add_argument("--labels", help="fasta: a CSV/TSV/JSONL of record ids and labels (default: the headers)")
+    parser.add_argument("--id_column", default="id", help="fasta: the label table's column of record ids")
+    parser.add_argument("--label_pattern", help="fasta: a regex whose first group in a header is its label")
+    parser.add_argument("--alphabet", choices=("dna", "protein"), default="dna", help="fasta: the letters' alphabet")
+    parser.add_argument("--unknown", choices=("error", "mask"), default="error", help="fasta: ambiguity codes")
+    parser.add_argument("--k", type=int, default=1, help="fasta: letters per token")
+    parser.add_argument("--stride", type=int, default=1, help="fasta: letters between the starts of tokens")
+    parser.add_argument("--max_chars", type=int, help="pairs: keep the pairs of at most this many characters")
     parser.add_argument("--overwrite", action="store_true", help="prepare again over a prepared dataset")
     return parser
 
