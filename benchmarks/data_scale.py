@@ -8,27 +8,32 @@ On generated JPEG folders (`benchmarks.jpeg_folder`) of N and 8N images:
   the command's start to its first training step, for `python -m experiments.run` training the digits CNN
   from the prepared shards of N and of 8N images, and from the N-image folder held in memory (medians of
   --runs runs, the cases taking turns);
-- images per second delivered by three loaders over the 8N images, with the same workers and the same
-  transforms (RandomResizedCrop to --image_size, horizontal flip, a uint8 tensor): firstlight's streaming
-  path (`ImageDataModule` on the prepared shards); torchvision's `ImageFolder` + `DataLoader`, as the
-  tutorials write it; and a bare decode loop (PIL, every file decoded once, in as many processes as
-  workers), the limit of this CPU. Median over --repeats passes of --batches batches each, after warm-up.
+- images per second delivered over the 8N images by two loaders with the same workers and the same
+  transforms (RandomResizedCrop to --image_size, horizontal flip, a uint8 tensor), firstlight's streaming
+  path (`ImageDataModule` on the prepared shards) and torchvision's `ImageFolder` + `DataLoader` as the
+  tutorials write it, both with persistent workers; and by bare decode loops (PIL, and simplejpeg, each file
+  decoded once in as many processes as workers, nothing else), the limit of this CPU. The four take turns
+  for --repeats rounds of --batches batches each (after warm-up), so a burst of other work on the machine
+  hits them alike; the medians are compared.
 
-The last line: `data_scale rss_N=<MB> rss_8N=<MB> stream_vs_imagefolder=x<ratio> stream_vs_decode=x<ratio>`.
+The last line: `data_scale rss_N=<MB> rss_8N=<MB> stream_vs_imagefolder=x<ratio> stream_vs_decode=x<ratio>`
+(the decode loop: PIL's, as ImageFolder's). `--runs 0` leaves out the training runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -43,6 +48,12 @@ from experiments.hardware import machine_summary
 BATCH = 128
 WARMUP = 3  # batches before the clock starts (workers starting, files opening)
 REPO = Path(__file__).resolve().parents[1]
+LOADERS = {
+    "streaming": "firstlight streaming",
+    "imagefolder": "torchvision ImageFolder",
+    "pil": "bare PIL decode, {workers} processes",
+    "simplejpeg": "bare simplejpeg decode, {workers} processes",
+}
 # Runs the command given after it and prints the peak RSS (KB) of the largest process it waited for.
 PEAK_RSS = (
     "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
@@ -80,34 +91,38 @@ def training_run(data_dir: Path, image_size: int, workers: int, loading: str, ro
     return int(peak_kb) / 1024, first_step
 
 
-def images_per_second(batches: Iterable, count: int, repeats: int) -> float:
-    """Median rate over `repeats` passes of `count` batches, after WARMUP batches each."""
-    rates = []
-    for _ in range(repeats):
-        iterator = iter(batches)
-        for _ in range(WARMUP):
-            next(iterator)
-        seen, started = 0, time.perf_counter()
-        for _, batch in zip(range(count), iterator, strict=False):
-            seen += len(batch[1])
-        rates.append(seen / (time.perf_counter() - started))
-    return statistics.median(rates)
+def images_per_second(batches: Iterable, count: int) -> float:
+    """Rate over `count` batches of one pass, after WARMUP batches."""
+    iterator = iter(batches)
+    for _ in range(WARMUP):
+        next(iterator)
+    seen, started = 0, time.perf_counter()
+    for _, batch in zip(range(count), iterator, strict=False):
+        seen += len(batch[1])
+    return seen / (time.perf_counter() - started)
 
 
-def decode_files(paths: list[str]) -> int:
+def decode_with_pil(paths: list[str]) -> int:
     for path in paths:
         with Image.open(path) as image:
             image.convert("RGB")
     return len(paths)
 
 
-def decode_rate(paths: list[str], processes: int, count: int) -> float:
-    """Images per second of decoding `count` files in `processes` processes, nothing else."""
-    chunks = [paths[i:count:processes] for i in range(processes)]
-    with get_context("fork").Pool(processes) as pool:
-        pool.map(decode_files, [chunk[:20] for chunk in chunks])  # warm-up: workers started, libraries loaded
-        started = time.perf_counter()
-        done = sum(pool.map(decode_files, chunks))
+def decode_with_simplejpeg(paths: list[str]) -> int:
+    import simplejpeg
+
+    for path in paths:
+        with open(path, "rb") as file:
+            simplejpeg.decode_jpeg(file.read(), colorspace="RGB")
+    return len(paths)
+
+
+def decode_rate(pool: Any, decode: Callable[[list[str]], int], paths: list[str], processes: int) -> float:
+    """Images per second of `processes` processes decoding `paths` (each a share), nothing else."""
+    shares = [paths[i::processes] for i in range(processes)]
+    started = time.perf_counter()
+    done = sum(pool.map(decode, shares))
     return done / (time.perf_counter() - started)
 
 
@@ -146,13 +161,16 @@ def main() -> None:
                 measured[label].append(training_run(folder, args.image_size, args.workers, loading, work / "runs"))
         runs = {}
         for label, results in measured.items():
+            if not results:
+                runs[label] = (float("nan"), float("nan"))
+                continue
             runs[label] = (statistics.median(r[0] for r in results), statistics.median(r[1] for r in results))
             each = ", ".join(f"{r[0]:,.0f}" for r in results)
             print(
                 f"  {label:<14} peak RSS {runs[label][0]:8,.0f} MB ({each})   first step after {runs[label][1]:6.1f} s"
             )
 
-        print(f"\nimages/s over {8 * args.images:,} images, median of {args.repeats}:")
+        print(f"\nimages/s over {8 * args.images:,} images, median of {args.repeats} rounds (the loaders take turns):")
         data = ImageDataModule(
             dataset="folder",
             data_dir=str(prepared["8N"]),
@@ -162,22 +180,40 @@ def main() -> None:
             hflip=True,
             workers=args.workers,
         )
-        streaming = images_per_second(data.train_dataloader(), args.batches, args.repeats)
+        streamed = data.train_dataloader()  # its workers persist, as the ImageFolder loader's
         transform = v2.Compose(
             [v2.RandomResizedCrop(args.image_size, antialias=True), v2.RandomHorizontalFlip(), v2.PILToTensor()]
         )
         folder = datasets.ImageFolder(str(folders["8N"]), transform=transform)
         loader = DataLoader(folder, BATCH, shuffle=True, num_workers=args.workers, persistent_workers=True)
-        imagefolder = images_per_second(loader, args.batches, args.repeats)
         paths = [path for path, _ in folder.samples]
-        decode = decode_rate(paths, args.workers, min(len(paths), (WARMUP + args.batches) * BATCH))
-        print(f"  firstlight streaming           {streaming:8,.0f}")
-        print(f"  torchvision ImageFolder        {imagefolder:8,.0f}")
-        print(f"  bare PIL decode, {args.workers} processes  {decode:8,.0f}")
+        random.Random(0).shuffle(paths)
+        per_round = (WARMUP + args.batches) * BATCH  # as many files as the loaders read in a round
+        rates: dict[str, list[float]] = {name: [] for name in LOADERS}
+        with get_context("fork").Pool(args.workers) as pool:
+            pool.map(decode_with_pil, [paths[:20]] * args.workers)  # workers started, libraries loaded
+            pool.map(decode_with_simplejpeg, [paths[:20]] * args.workers)
+            for round_number in range(args.repeats):  # a burst of other work on the machine hits all alike
+                streamed.sampler.set_epoch(round_number)  # another order, as a new epoch
+                rates["streaming"].append(images_per_second(streamed, args.batches))
+                rates["imagefolder"].append(images_per_second(loader, args.batches))
+                files = paths[round_number * per_round : (round_number + 1) * per_round]
+                rates["pil"].append(decode_rate(pool, decode_with_pil, files, args.workers))
+                rates["simplejpeg"].append(decode_rate(pool, decode_with_simplejpeg, files, args.workers))
+        medians = {name: statistics.median(values) for name, values in rates.items()}
+        for name, label in LOADERS.items():
+            each = ", ".join(f"{rate:,.0f}" for rate in rates[name])
+            print(f"  {label.format(workers=args.workers):<36} {medians[name]:8,.0f}   ({each})")
+        streaming = medians["streaming"]
+        print(
+            f"  streaming / bare simplejpeg decode: x{streaming / medians['simplejpeg']:.2f} (it decodes as fast, "
+            "and also crops, resizes and flips)"
+        )
     rss_n, rss_8n = runs["N streaming"][0], runs["8N streaming"][0]
     print(
-        f"data_scale rss_N={rss_n:.0f} rss_8N={rss_8n:.0f} stream_vs_imagefolder=x{streaming / imagefolder:.2f} "
-        f"stream_vs_decode=x{streaming / decode:.2f}"
+        f"data_scale rss_N={rss_n:.0f} rss_8N={rss_8n:.0f} "
+        f"stream_vs_imagefolder=x{streaming / medians['imagefolder']:.2f} "
+        f"stream_vs_decode=x{streaming / medians['pil']:.2f}"
     )
 
 

@@ -115,6 +115,27 @@ def test_streamed_batches_hold_the_same_images_as_the_in_memory_path(folder: Pat
     assert torch.allclose(normalised, in_memory.prepare_batch((batch[0], batch[1]), training=False)[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(160, 120), (1, 1000), (1000, 1), (5, 7)])
+def test_the_crop_boxes_are_drawn_as_torchvisions_random_resized_crop_draws_them(shape: tuple[int, int]) -> None:
+    """Same algorithm, other generator: the boxes' distributions agree, and the central crop that follows ten
+    failed tries (an image far from square) is torchvision's exactly."""
+    import random
+    import statistics
+
+    from torchvision.transforms import v2
+
+    ours, theirs = [], []
+    for seed in range(3000):
+        ours.append(image_shards.crop_box(random.Random(seed), *shape, (0.08, 1.0)))
+        torch.manual_seed(seed)
+        theirs.append(v2.RandomResizedCrop.get_params(torch.empty(3, *shape), [0.08, 1.0], [3 / 4, 4 / 3]))
+    for part, extent in enumerate((shape[0], shape[1], shape[0], shape[1])):  # top, left, height, width
+        mine, torchvisions = statistics.mean(b[part] for b in ours), statistics.mean(b[part] for b in theirs)
+        assert abs(mine - torchvisions) <= 0.03 * extent
+    for top, left, height, width in ours:
+        assert 0 <= top <= shape[0] - height and 0 <= left <= shape[1] - width and height > 0 and width > 0
+
+
 def test_the_training_loader_with_workers_covers_each_sample_once_and_resumes_where_it_stopped(prepared: Path) -> None:
     data = ImageDataModule(
         dataset="folder", data_dir=str(prepared), batch_size=16, workers=2, augment=True, hflip=True, image_size=20
