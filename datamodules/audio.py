@@ -1,7 +1,9 @@
 """`AudioDataModule`: spoken-word classification from recordings, as log-mel spectrograms.
 
 Clips are decoded once and held in memory as int16 waveforms (N, samples), half the bytes of float16 and
-what a 16-bit recording holds. Batches leave the loader as int16 and become log-mel spectrograms on the
+what a 16-bit recording holds, or, when they are too many for memory, streamed as such from prepared shards
+(`python -m experiments.prepare SOURCE DIR --kind audio`, datamodules/audio_shards.py). Batches leave the
+loader as int16 and become log-mel spectrograms on the
 device in `on_after_batch_transfer` (one batched STFT), normalised per mel band with the training clips'
 statistics and, in training, masked SpecAugment-style. A model sees each clip as a one-channel image
 (1, n_mels, frames), so every image core (the CNN, the ViT: patches of the spectrogram, as the Audio
@@ -10,31 +12,80 @@ Spectrogram Transformer) trains on it unchanged.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import sys
 import warnings
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from datamodules import espeak_commands
-from datamodules.audio_files import Clip, Unreadable, find_clips, fit_length, header_rate, read_audio, resample
+from datamodules.audio_files import (
+    RUN_OPTIONS,
+    Clip,
+    Unreadable,
+    assign_splits,
+    decode_clip,
+    find_clips,
+    first_rate,
+    fit_length,
+    read_audio,
+    resample,
+    to_int16,
+    training_classes,
+    unreadable,
+)
+from datamodules.audio_shards import (
+    COLUMNS,
+    FEATURES,
+    KIND,
+    SHARD_SETTINGS,
+    ShardAudio,
+    clip_length,
+    collate,
+    log_mel_of,
+    prepare_audio,
+)
+from datamodules.batches import batches_done
+from datamodules.cache import cache_dir
+from datamodules.image_shards import IN_PROGRESS, chunk_sizes
 from datamodules.in_memory import InMemoryDataModule
+from datamodules.prepared import Manifest, fingerprint, is_prepared, read_manifest
 from datamodules.spectrogram import LogMel, spec_augment
-from datamodules.text import group_split
+from datamodules.streaming import (
+    ChunkedOrder,
+    StreamingBatches,
+    StreamsWhenPrepared,
+    available_memory,
+    default_workers,
+    processes_per_machine,
+)
 from validation import ConfigError, check_range
 
 BUILTIN = "espeak_commands"
 STATS_CLIPS = 2000  # training clips the normalisation statistics are estimated from (exact below that)
+Loading = Literal["auto", "memory", "streaming"]
+# Peak memory of the in-memory path per byte of the int16 clips it holds: the list of decoded clips, their stack
+# and its shuffled copy (measured: 483 MB of peak growth for 96 MB of clips and 933 MB for 288 MB, 3,000 and
+# 9,000 clips of 1 s at 16 kHz: 2.3x at the margin, plus about 260 MB for the statistics).
+IN_MEMORY_OVERHEAD = 3
+MEMORY_SHARE = 0.5  # a source streams when the in-memory path would need more than this share of memory
 
 
-class AudioDataModule(InMemoryDataModule):
+class AudioDataModule(StreamsWhenPrepared, InMemoryDataModule):
     """Labelled recordings -> batches (log-mel spectrograms (B, 1, n_mels, frames), labels (B,)).
 
     Args:
         source: "espeak_commands" (Speech Commands' ten keywords spoken by espeak-ng voices, generated once;
             test voices never heard in training), a folder of class sub-folders of recordings (WAV, FLAC,
-            OGG, MP3), or a .csv/.tsv/.jsonl with a path and a label column.
+            OGG, MP3), a .csv/.tsv/.jsonl with a path and a label column, or a folder prepared from either by
+            `python -m experiments.prepare SOURCE DIR --kind audio` (streamed; its clips, split, classes and
+            statistics are the folder's, and the settings that shaped it must be those it was prepared with).
         path_column: the column holding each recording's path, in a table (relative to the table's folder).
         label_column: the column holding the label, in a table.
         group_column: optional column whose values stay within one split (a speaker), in a table.
@@ -58,10 +109,18 @@ class AudioDataModule(InMemoryDataModule):
         seed: seed of the split and of the shuffling order.
         skip_unreadable: skip recordings that cannot be decoded, with a warning naming each, instead of
             stopping at the first.
+        loading: how the recordings reach training. "memory": decoded once into memory (the fast path for small
+            data; the built-in dataset always). "streaming": from prepared shards, read in DataLoader workers,
+            each rank its own part, memory flat whatever the size; recordings are prepared on first use into
+            the cache. "auto": a prepared folder streams; recordings stream when the in-memory path would need
+            more than half of the memory available to each process; the start note says which and why.
+        workers: DataLoader worker processes per training process when streaming (default: the CPUs of the
+            process shared among the processes of the machine, at most 8).
     """
 
     model_facts = ("image_shape", "num_classes")
     input_kind = "audio"
+    eval_batch_factor = 4  # as InMemoryDataModule's evaluation batches
 
     def __init__(
         self,
@@ -87,6 +146,8 @@ class AudioDataModule(InMemoryDataModule):
         test_fraction: float = 0.1,
         seed: int = 0,
         skip_unreadable: bool = False,
+        loading: Loading = "auto",
+        workers: int | None = None,
     ) -> None:
         super().__init__()
         check_range("batch_size", batch_size, 1)
@@ -103,6 +164,10 @@ class AudioDataModule(InMemoryDataModule):
         check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
         if sample_rate is not None:
             check_range("sample_rate", sample_rate, 1)
+        if workers is not None:
+            check_range("workers", workers, 0)
+        if loading == "streaming" and source == BUILTIN:
+            raise ConfigError(f"{BUILTIN} is held in memory; --data.loading streaming takes recordings of yours")
         self.save_hyperparameters(logger=False)  # the tracker gets the whole nested config instead
         self.batch_size = batch_size
         self.clips: list[Clip] | None = None
@@ -112,6 +177,10 @@ class AudioDataModule(InMemoryDataModule):
         self.normalisers: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._rate: int | None = sample_rate
         self._log_mel: LogMel | None = None
+        self.streamed: dict[str, ShardAudio] = {}  # split -> its shards, when streaming
+        self.manifest: Manifest | None = None  # of the shards, when streaming
+        self.restored = False  # from a checkpoint's inference state: the data need not be there
+        self.loading_reason = ""
 
     # What a model must know, available before any audio is decoded (facts the command gives the model).
     @property
@@ -124,33 +193,26 @@ class AudioDataModule(InMemoryDataModule):
 
     @property
     def sample_rate(self) -> int:
-        """The rate clips are used at: given, or read from the first recording's header."""
+        """The rate clips are used at: given, the prepared folder's, or read from the first recording's header."""
+        if self.manifest is None and not self.restored and self.prepared_source() is not None:
+            self.opened_manifest()  # its rate, refusing another one given
         if self._rate is None:
-            rates = (header_rate(clip.path) for clip in self.catalogue())
-            self._rate = next((rate for rate in rates if rate), None)
-            if self._rate is None:
-                raise ConfigError(f"no recording in {self.hparams['source']} can be read; check the files")
+            clips = self.catalogue()  # the built-in dataset's rate is known
+            self._rate = self._rate or first_rate(self.hparams["source"], clips)
         return self._rate
 
     @property
     def clip_samples(self) -> int:
-        return max(1, round(self.hparams["clip_seconds"] * self.sample_rate))
+        return clip_length(self.hparams["clip_seconds"], self.sample_rate)
+
+    def features_settings(self) -> dict[str, Any]:
+        """The spectrogram's settings (`audio_shards.FEATURES`' names), as this datamodule's."""
+        return {name: self.hparams[name] for name in FEATURES}
 
     @property
     def log_mel(self) -> LogMel:
         if self._log_mel is None:
-            hp, rate = self.hparams, self.sample_rate
-            n_fft = max(2, round(hp["window_ms"] * rate / 1000))
-            hop = max(1, round(hp["hop_ms"] * rate / 1000))
-            f_max = rate / 2 if hp["f_max"] is None else hp["f_max"]
-            if not hp["f_min"] < f_max <= rate / 2:
-                raise ConfigError(
-                    f"the mel bands need f_min < f_max <= {rate / 2:g} Hz (half the sample rate), "
-                    f"got f_min {hp['f_min']:g} and f_max {f_max:g}"
-                )
-            if self.clip_samples // hop < 1:
-                raise ConfigError(f"clip_seconds {hp['clip_seconds']} is shorter than one hop of {hp['hop_ms']} ms")
-            self._log_mel = LogMel(rate, n_fft, hop, hp["n_mels"], hp["f_min"], f_max)
+            self._log_mel = log_mel_of(self.sample_rate, self.hparams["clip_seconds"], self.features_settings())
         return self._log_mel
 
     def source_path(self) -> Path:
@@ -170,31 +232,18 @@ class AudioDataModule(InMemoryDataModule):
     def class_names(self) -> list[str]:
         """The labels of the training clips, sorted."""
         if not self.classes:
-            clips = self.catalogue()
-            assignment = self.assign_splits(clips)
-            self.classes = sorted(
-                {clip.label for clip, split in zip(clips, assignment, strict=True) if split == "train"}
-            )
-            if len(self.classes) < 2:
-                raise ConfigError(
-                    f"the training clips of {self.hparams['source']} have {len(self.classes)} label(s); need 2 or more"
-                )
-            unknown = sorted({clip.label for clip in clips} - set(self.classes))
-            if unknown:
-                raise ConfigError(
-                    f"labels {', '.join(unknown)} occur only outside the training split; merge or drop them"
-                )
+            if self.shards is not None:
+                self.classes = list(self.opened_manifest().state["classes"])
+            else:
+                clips = self.catalogue()
+                self.classes = training_classes(self.hparams["source"], clips, self.assign_splits(clips))
         return self.classes
 
     def assign_splits(self, clips: list[Clip]) -> list[str]:
         """The source's own split where it has one, else a seeded hash of each clip's group (speaker), among
         train and the splits the source leaves open."""
         hp = self.hparams
-        fixed = {clip.split for clip in clips}
-        val_fraction = 0.0 if "val" in fixed else hp["val_fraction"]
-        test_fraction = 0.0 if "test" in fixed else hp["test_fraction"]
-        drawn = group_split([clip.group for clip in clips], val_fraction, test_fraction, hp["seed"])
-        return [clip.split or split for clip, split in zip(clips, drawn, strict=True)]
+        return assign_splits(clips, hp["val_fraction"], hp["test_fraction"], hp["seed"])
 
     def prepare_data(self) -> None:
         """Generate the built-in dataset (once) and find the recordings and classes, so a missing or
@@ -203,7 +252,10 @@ class AudioDataModule(InMemoryDataModule):
         self.class_names()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:  # loaded once, whatever the stage
+        if self.splits or self.streamed:  # loaded once, whatever the stage
+            return
+        if self.shards is not None:
+            self.open_prepared()
             return
         clips = self.catalogue()
         label_ids = {name: index for index, name in enumerate(self.class_names())}
@@ -221,7 +273,7 @@ class AudioDataModule(InMemoryDataModule):
                     f"the {split} split of {self.hparams['source']} has no clips; use more recordings "
                     "or larger fractions"
                 )
-            stacked = to_int16(np.stack(waveforms[split]))
+            stacked = np.stack(waveforms[split])
             # In a fixed random order, not by class: the first validation clips (W&B's sample tables) are mixed.
             order = torch.randperm(len(stacked), generator=torch.Generator().manual_seed(self.hparams["seed"]))
             self.splits[split] = torch.from_numpy(stacked)[order], torch.tensor(labels[split], dtype=torch.long)[order]
@@ -233,25 +285,14 @@ class AudioDataModule(InMemoryDataModule):
         self.std = features.std(dim=(0, 2)).clamp(min=1e-3).view(1, -1, 1)
 
     def decode(self, clip: Clip) -> np.ndarray | None:
-        """The clip's samples at the sample rate, cut or padded to the clip length (None: skipped)."""
+        """The clip's int16 samples at the sample rate, cut or padded to the clip length (None: skipped)."""
         try:
-            samples, rate = read_audio(clip.path)
+            return decode_clip(clip, self.sample_rate, self.hparams["resample"], self.clip_samples, RUN_OPTIONS)
         except Unreadable as reason:
             if not self.hparams["skip_unreadable"]:
-                raise ConfigError(
-                    f"{clip.where} cannot be read as audio ({reason}); fix or remove it, "
-                    "or skip such files with --data.skip_unreadable true"
-                ) from None
+                raise unreadable(clip, reason, RUN_OPTIONS) from None
             warnings.warn(f"skipping unreadable recording {clip.where}: {reason}", stacklevel=2)
             return None
-        if rate != self.sample_rate:
-            if not self.hparams["resample"]:
-                raise ConfigError(
-                    f"{clip.where} is sampled at {rate} Hz, the others at {self.sample_rate} Hz; "
-                    "convert them all with --data.resample true (to --data.sample_rate, else the first file's rate)"
-                )
-            samples = resample(samples, rate, self.sample_rate)
-        return fit_length(samples, self.clip_samples)
 
     @staticmethod
     def to_float(waveforms: torch.Tensor) -> torch.Tensor:
@@ -266,6 +307,7 @@ class AudioDataModule(InMemoryDataModule):
         }
 
     def load_inference_state(self, state: dict[str, Any]) -> None:
+        self.restored = True
         self.classes = list(state["classes"])
         self._rate = int(state["sample_rate"])
         self.mean = torch.tensor(state["mean"]).view(1, -1, 1)
@@ -288,7 +330,7 @@ class AudioDataModule(InMemoryDataModule):
 
     def prepare_batch(self, batch: Any, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """int16 waveforms (B, samples) -> normalised log-mels (B, 1, n_mels, frames), masked while training."""
-        waveforms, labels = batch
+        waveforms, labels = batch[0], batch[1]  # streamed batches also carry the sample ids
         features = self.features(waveforms)
         hp = self.hparams
         if training and hp["specaugment"]:
@@ -309,10 +351,162 @@ class AudioDataModule(InMemoryDataModule):
         """The first `count` clips of a split as float waveforms (count, samples) in [-1, 1), and their labels:
         what a W&B table plays back."""
         self.setup()
+        if self.streamed:  # the split's first clips as stored (a seeded random order, as in memory)
+            shards = ShardAudio(self.streamed[split].folder, self.streamed[split].digests)
+            samples = [shards[(index, 0)] for index in range(min(count, len(shards)))]
+            return self.to_float(torch.stack([s[0] for s in samples])), torch.tensor([s[1] for s in samples])
         waveforms, labels = self.splits[split]
         return self.to_float(waveforms[:count]), labels[:count]
 
+    # Streaming from prepared shards.
+    def prepared_source(self) -> Path | None:
+        """The source, when it is a prepared folder (or an unfinished prepare's, which `read_manifest` refuses)."""
+        source = self.hparams["source"]
+        if source == BUILTIN:
+            return None
+        path = Path(source)
+        return path if is_prepared(path) or (path / IN_PROGRESS).is_file() else None
 
-def to_int16(samples: np.ndarray) -> np.ndarray:
-    """float samples in [-1, 1] -> int16, exact for 16-bit recordings (v * 32768 is the integer they held)."""
-    return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    @cached_property
+    def shards(self) -> Path | None:
+        """The prepared folder to stream from, or None to hold the clips in memory (see `loading`); recordings
+        chosen for streaming are prepared into the cache here, once."""
+        hp = self.hparams
+        loading, source = hp["loading"], hp["source"]
+        if source == BUILTIN:
+            self.loading_reason = "in memory (built-in)"
+            return None
+        prepared = self.prepared_source()
+        if prepared is not None:
+            if loading == "memory":
+                raise ConfigError(f"{prepared} is a prepared dataset, which streams; leave out --data.loading")
+            self.loading_reason = "streaming: a prepared folder"
+            return prepared
+        path = Path(source)
+        if loading == "memory" or not path.exists():  # a missing source: the in-memory reader says so
+            self.loading_reason = "in memory"
+            return None
+        needed = len(self.catalogue()) * self.clip_samples * 2 * IN_MEMORY_OVERHEAD
+        per_process = available_memory() // processes_per_machine()
+        if loading == "auto" and needed <= MEMORY_SHARE * per_process:
+            self.loading_reason = f"in memory: about {needed / 2**30:.1f} GB of {per_process / 2**30:.1f} GB available"
+            return None
+        why = (
+            "--data.loading streaming"
+            if loading == "streaming"
+            else (
+                f"in memory it would take about {needed / 2**30:.1f} GB, more than half of the "
+                f"{per_process / 2**30:.1f} GB available to each process"
+            )
+        )
+        self.loading_reason = f"streaming: {why}"
+        return self.prepared_in_cache(path)
+
+    def prepare_settings(self) -> dict[str, Any]:
+        """The arguments of `prepare_audio` that shape the shards, as this datamodule's."""
+        names = (*SHARD_SETTINGS, "sample_rate", "skip_unreadable")
+        return {name: self.hparams[name] for name in names} | {"features": self.features_settings()}
+
+    def prepared_in_cache(self, path: Path) -> Path:
+        """The cache's prepared copy of the recordings at `path` for these settings, made on first use (one
+        process prepares while the others of the machine wait for it)."""
+        settings = self.prepare_settings()
+        key = json.dumps([str(path.resolve()), fingerprint(path), settings], sort_keys=True)
+        target = cache_dir() / "prepared" / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not is_prepared(target):
+                print(f"preparing {path} as shards in {target} (once)", file=sys.stderr, flush=True)
+                prepare_audio(path, target, **settings, workers=default_workers(None), options=RUN_OPTIONS)
+        return target
+
+    def opened_manifest(self) -> Manifest:
+        """The prepared folder's manifest, refusing settings other than those that shaped its shards (the run's
+        config would then say what it did not train on)."""
+        if self.manifest is None:
+            folder = self.prepared_source() or self.shards
+            assert folder is not None
+            manifest = read_manifest(folder, KIND)
+            hp, prepared = self.hparams, manifest.settings
+            names = [name for name in SHARD_SETTINGS if prepared["table"] or name not in COLUMNS]
+            differ = [name for name in names if prepared[name] != hp[name]]
+            differ += ["sample_rate"] if hp["sample_rate"] not in (None, prepared["sample_rate"]) else []
+            if differ:
+                was = ", ".join(f"{name} {prepared[name]}" for name in differ)
+                given = ", ".join(f"--data.{name} {hp[name]}" for name in differ)
+                raise ConfigError(
+                    f"{folder} was prepared with {was}, not {given}: give its settings, or prepare the recordings "
+                    "again with yours"
+                )
+            self.manifest = manifest
+            self._rate = int(manifest.state["sample_rate"])
+        return self.manifest
+
+    def open_prepared(self) -> None:
+        """The prepared folder's classes and splits, and the log-mel statistics: the manifest's, exact, when they
+        are of this spectrogram, else estimated from (up to STATS_CLIPS of) the training clips, as in memory."""
+        assert self.shards is not None
+        manifest = self.opened_manifest()
+        self.classes = list(manifest.state["classes"])
+        for split in ("train", "val", "test"):
+            prefix = f"{split}/"
+            digests = {
+                name[len(prefix) :]: value for name, value in manifest.digests.items() if name.startswith(prefix)
+            }
+            self.streamed[split] = ShardAudio(self.shards / split, digests)
+        if self.exact_statistics():
+            self.mean = torch.tensor(manifest.state["mean"]).view(1, -1, 1)
+            self.std = torch.tensor(manifest.state["std"]).view(1, -1, 1)
+            return
+        train = ShardAudio(self.streamed["train"].folder, self.streamed["train"].digests)  # read here, not forked
+        generator = torch.Generator().manual_seed(self.hparams["seed"])
+        chosen = torch.randperm(len(train), generator=generator)[:STATS_CLIPS].sort().values.tolist()
+        features = []
+        for start in range(0, len(chosen), 256):
+            waveforms = torch.stack([train[(index, 0)][0] for index in chosen[start : start + 256]])
+            features.append(self.log_mel(self.to_float(waveforms)))
+        stacked = torch.cat(features)
+        self.mean = stacked.mean(dim=(0, 2)).view(1, -1, 1)  # (1, n_mels, 1)
+        self.std = stacked.std(dim=(0, 2)).clamp(min=1e-3).view(1, -1, 1)
+
+    def exact_statistics(self) -> bool:
+        """Whether the prepared folder's statistics are of this datamodule's spectrogram."""
+        return self.opened_manifest().settings["features"] == self.features_settings()
+
+    def prepared_dataset(self) -> Path | None:
+        return self.shards
+
+    def loading_note(self) -> str:
+        shards = self.shards
+        if shards is None:
+            return f"data: {self.loading_reason}"
+        note = f"data: {self.loading_reason}; from {shards}, {self.workers()} DataLoader worker(s) per process"
+        if not self.exact_statistics():
+            note += f"; log-mel statistics estimated from up to {STATS_CLIPS:,} training clips (the folder's are of "
+            note += "other spectrogram settings)"
+        return note
+
+    def workers(self) -> int:
+        given = self.hparams["workers"]
+        return default_workers(self.trainer) if given is None else given
+
+    def streaming_loader(self, split: str, batch_size: int, training: bool) -> StreamingBatches:
+        """Batches of the split's shards (int16 waveforms (B, samples), labels (B,), sample ids (B,)), fetched by
+        DataLoader workers; they become log-mels on the device, as in memory."""
+        self.setup("fit")
+        dataset, trainer = self.streamed[split], self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        order = ChunkedOrder(
+            chunk_sizes(dataset.folder),
+            batch_size,
+            shuffle=training,
+            equal_batches=training,
+            seed=self.hparams["seed"],
+            rank=rank,
+            world_size=world_size,
+        )
+        loader = StreamingBatches(dataset, order, collate, self.workers())
+        if training:
+            loader.progress = batches_done(trainer)  # resumable mid-epoch
+        return loader

@@ -11,11 +11,13 @@ Folders starting with "_" or "." are not classes (Speech Commands' `_background_
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from datamodules.text_shards import group_split
 from datamodules.text_sources import read_table
 from validation import ConfigError
 
@@ -166,3 +168,96 @@ def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
     if len(samples) >= length:
         return samples[:length]
     return np.pad(samples, (0, length - len(samples)))
+
+
+def assign_splits(clips: list[Clip], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
+    """Each clip's split: the source's own where it has one, else a seeded hash of the clip's group (speaker),
+    among train and the splits the source leaves open."""
+    fixed = {clip.split for clip in clips}
+    val_fraction = 0.0 if "val" in fixed else val_fraction
+    test_fraction = 0.0 if "test" in fixed else test_fraction
+    drawn = group_split([clip.group for clip in clips], val_fraction, test_fraction, seed)
+    return [clip.split or split for clip, split in zip(clips, drawn, strict=True)]
+
+
+def training_classes(source: str, clips: list[Clip], assignment: list[str]) -> list[str]:
+    """The labels of the training clips, sorted, once training has two or more and no label occurs only
+    outside it."""
+    classes = sorted({clip.label for clip, split in zip(clips, assignment, strict=True) if split == "train"})
+    if len(classes) < 2:
+        raise ConfigError(f"the training clips of {source} have {len(classes)} label(s); need 2 or more")
+    unknown = sorted({clip.label for clip in clips} - set(classes))
+    if unknown:
+        raise ConfigError(f"labels {', '.join(unknown)} occur only outside the training split; merge or drop them")
+    return classes
+
+
+def first_rate(source: str, clips: list[Clip]) -> int:
+    """The sample rate of the first recording whose header can be read: the rate clips are used at when none
+    is given."""
+    rate = next((rate for rate in (header_rate(clip.path) for clip in clips) if rate), None)
+    if rate is None:
+        raise ConfigError(f"no recording in {source} can be read; check the files")
+    return rate
+
+
+# How the options that fix a recording's mistakes are given: to a run, or to `experiments.prepare`.
+RUN_OPTIONS = {
+    "resample": "--data.resample true",
+    "sample_rate": "--data.sample_rate",
+    "skip": "--data.skip_unreadable true",
+}
+PREPARE_OPTIONS = {"resample": "--resample", "sample_rate": "--sample_rate", "skip": "--skip_unreadable"}
+
+
+def decode_clip(
+    clip: Clip, sample_rate: int, resample_others: bool, clip_samples: int, options: dict[str, str]
+) -> np.ndarray:
+    """A clip as training holds it: int16 (clip_samples,) at `sample_rate`, cut or padded with silence.
+    Raises Unreadable for a file that cannot be decoded; a rate other than `sample_rate` is an error unless
+    `resample_others`, whose message names the fix as `options` spell it (RUN_OPTIONS, PREPARE_OPTIONS)."""
+    samples, rate = read_audio(clip.path)
+    if rate != sample_rate:
+        if not resample_others:
+            raise ConfigError(
+                f"{clip.where} is sampled at {rate} Hz, the others at {sample_rate} Hz; convert them all with "
+                f"{options['resample']} (to {options['sample_rate']}, else the first file's rate)"
+            )
+        samples = resample(samples, rate, sample_rate)
+    return to_int16(fit_length(samples, clip_samples))
+
+
+def unreadable(clip: Clip, reason: Unreadable, options: dict[str, str]) -> ConfigError:
+    """The error for a recording that cannot be decoded, when such files are not skipped."""
+    return ConfigError(
+        f"{clip.where} cannot be read as audio ({reason}); fix or remove it, or skip such files with {options['skip']}"
+    )
+
+
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    """float samples in [-1, 1] -> int16, exact for 16-bit recordings (v * 32768 is the integer they held)."""
+    return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+
+
+def holds_audio(folder: Path, looked_at: int = 100) -> bool:
+    """Whether the first class folder (of train/, where there is one) has a recording among its first
+    `looked_at` entries: cheap enough to tell recordings from images before listing anything."""
+    root = folder / "train" if (folder / "train").is_dir() else folder
+    try:
+        first = next(entry for entry in sorted(root.iterdir()) if is_class_folder(entry))
+        with os.scandir(first) as entries:
+            names = [entry.name for entry, _ in zip(entries, range(looked_at), strict=False)]
+    except (StopIteration, OSError):
+        return False
+    return any(Path(name).suffix.lower() in AUDIO_EXTENSIONS for name in names)
+
+
+def table_holds_audio(path: Path, path_column: str) -> bool:
+    """Whether a CSV/TSV/JSONL's first row names a recording in `path_column` (read no further)."""
+    from datamodules.text_shards import TableStream
+
+    try:
+        row = next(iter(TableStream(path, [path_column])))
+    except (ConfigError, StopIteration, OSError):
+        return False
+    return Path(row.cells[path_column].strip()).suffix.lower() in AUDIO_EXTENSIONS

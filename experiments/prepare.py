@@ -3,16 +3,18 @@
     python -m experiments.prepare photos/ prepared/photos               # an image folder -> LitData shards
     python -m experiments.prepare corpus.txt prepared/corpus --tokenizer bpe --vocab_size 8000
     python -m experiments.prepare reviews.csv prepared/reviews --text_column review --label_column stars
+    python -m experiments.prepare recordings/ prepared/speech --clip_seconds 1   # class folders of recordings
     python -m experiments.run --config cnn_digits --data.dataset folder --data.data_dir prepared/photos \\
         --data.image_size 160 --data.augment true --data.hflip true
     python -m experiments.run --config lstm_sentiment --data.source prepared/reviews
 
 The kind follows from the source (a folder of class sub-folders: images; a .csv/.tsv/.jsonl file: texts with
-labels for classification; another text file: a corpus of token ids for language models) or from --kind. The
-work runs in --workers processes with a progress line; a prepare that stops (Ctrl-C, SIGTERM, a crash) goes on
-where it stopped when the same command is run again, and the output is a dataset only once its manifest is
-written, last. The manifest records the classes, tokenizer and statistics, so training and `predict` need
-nothing else. Mistakes are one line and exit code 2.
+labels for classification, or recordings where the first row's --path_column names one; a folder whose
+first class folder holds recordings: audio; another text file: a corpus of token ids for language models) or
+from --kind. The work runs in --workers processes with a progress line; a prepare that stops (Ctrl-C, SIGTERM,
+a crash) goes on where it stopped when the same command is run again, and the output is a dataset only once
+its manifest is written, last. The manifest records the classes, tokenizer and statistics, so training and
+`predict` need nothing else. Mistakes are one line and exit code 2.
 """
 
 from __future__ import annotations
@@ -25,20 +27,26 @@ from pathlib import Path
 
 from validation import ConfigError, check_range
 
-KINDS = ("images", "corpus", "texts", "fasta", "pairs")
+KINDS = ("images", "corpus", "texts", "audio", "fasta", "pairs")
 FASTA = (".fa", ".fasta", ".fna", ".faa", ".ffn", ".fas")  # as datamodules.fasta.FASTA_SUFFIXES (kept light here)
 TABLES = (".csv", ".tsv", ".jsonl", ".json")  # files of texts with labels, as TextClassificationDataModule reads
 
 
-def guess_kind(source: Path) -> str:
+def guess_kind(source: Path, path_column: str = "path") -> str:
     if source.is_dir() and any(path.suffix.lower() in FASTA for path in source.iterdir()):
         return "fasta"  # a folder of one FASTA file per class
     if source.is_file() and source.suffix.lower() in FASTA:
         return "fasta"
-    if source.is_dir():
-        return "images"
+    if source.is_dir():  # audio where the first class folder holds recordings
+        from datamodules.audio_files import holds_audio
+
+        return "audio" if holds_audio(source) else "images"
     if source.is_file():
-        return "texts" if source.suffix.lower() in TABLES else "corpus"
+        if source.suffix.lower() in TABLES:  # audio where the first row's path_column names a recording
+            from datamodules.audio_files import table_holds_audio
+
+            return "audio" if table_holds_audio(source, path_column) else "texts"
+        return "corpus"
     raise ConfigError(f"{source} not found; give an image folder or a text file to prepare")
 
 
@@ -49,6 +57,7 @@ READERS = {
     "images": ("datamodules.image.ImageDataModule", 0.1, 0.2),
     "texts": ("datamodules.text.TextClassificationDataModule", 0.1, 0.1),
     "corpus": ("datamodules.language_model.LanguageModelDataModule", 0.05, 0.05),
+    "audio": ("datamodules.audio.AudioDataModule", 0.1, 0.1),
     "fasta": ("datamodules.biosequence.FastaDataModule", 0.1, 0.1),
     "pairs": ("datamodules.seq2seq.Seq2SeqDataModule", 0.1, 0.1),
 }
@@ -56,7 +65,7 @@ READERS = {
 
 def prepare(args: argparse.Namespace) -> str:
     """Prepare as the arguments say; a line on what was written comes back."""
-    kind = args.kind or guess_kind(args.source)
+    kind = args.kind or guess_kind(args.source, args.path_column)
     _, val_fraction, test_fraction = READERS[kind]
     args.val_fraction = val_fraction if args.val_fraction is None else args.val_fraction
     args.test_fraction = test_fraction if args.test_fraction is None else args.test_fraction
@@ -133,6 +142,26 @@ def prepare(args: argparse.Namespace) -> str:
             overwrite=args.overwrite,
         )
         unit = "pairs"
+    elif kind == "audio":
+        from datamodules.audio_shards import prepare_audio
+
+        manifest = prepare_audio(
+            args.source,
+            args.output,
+            path_column=args.path_column,
+            label_column=args.label_column,
+            group_column=args.group_column,
+            sample_rate=args.sample_rate,
+            resample=args.resample,
+            clip_seconds=args.clip_seconds,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+            skip_unreadable=args.skip_unreadable,
+            workers=workers,
+            overwrite=args.overwrite,
+        )
+        unit = "clips"
     else:
         from datamodules.token_corpus import prepare_corpus
 
@@ -168,8 +197,8 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--vocab_size", type=int, help="bpe, word: vocabulary size (corpus 4096, texts 20000)")
     parser.add_argument("--text_column", default="text", help="texts: the column holding the text")
-    parser.add_argument("--label_column", default="label", help="texts: the column holding the label")
-    parser.add_argument("--group_column", help="texts: a column whose values are kept within one split")
+    parser.add_argument("--label_column", default="label", help="texts, audio: the column holding the label")
+    parser.add_argument("--group_column", help="texts, audio: a column whose values stay in one split")
     parser.add_argument("--max_length", type=int, help="texts (128), fasta (1000): tokens per sample at most")
     parser.add_argument("--labels", help="fasta: a CSV/TSV/JSONL of record ids and labels (default: the headers)")
     parser.add_argument("--id_column", default="id", help="fasta: the label table's column of record ids")
@@ -179,6 +208,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=1, help="fasta: letters per token")
     parser.add_argument("--stride", type=int, default=1, help="fasta: letters between the starts of tokens")
     parser.add_argument("--max_chars", type=int, help="pairs: keep the pairs of at most this many characters")
+    parser.add_argument("--path_column", default="path", help="audio: the column of a table holding each recording")
+    parser.add_argument("--sample_rate", type=int, help="audio: the rate clips are used at (default: the first's)")
+    parser.add_argument("--resample", action="store_true", help="audio: resample recordings at other rates")
+    parser.add_argument("--clip_seconds", type=float, default=1.0, help="audio: clips cut or padded to this length")
+    parser.add_argument("--skip_unreadable", action="store_true", help="audio: skip recordings that cannot be read")
     parser.add_argument("--overwrite", action="store_true", help="prepare again over a prepared dataset")
     return parser
 
