@@ -44,8 +44,9 @@ class AudioSamples(ScheduledMedia):
         import wandb
 
         waveforms, labels = data.examples("val", self.num_samples)  # (n, samples) in [-1, 1), (n,)
+        stored = (waveforms * 32768).round().to(torch.int16)  # the samples as batches hold them, exactly
         with torch.inference_mode():
-            features, _ = data.prepare_batch((waveforms.to(model.device), labels), training=False)
+            features, _ = data.prepare_batch((stored.to(model.device), labels), training=False)
             probabilities = model(features).float().softmax(-1)
         confidence, predicted = probabilities.max(-1)
         names = list(data.classes)

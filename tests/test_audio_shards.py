@@ -379,3 +379,35 @@ def test_a_run_streams_a_prepared_folder_and_its_checkpoint_predicts_without_it(
     assert result.returncode == 0, result.stderr[-2000:]
     rows = result.stdout.strip().splitlines()[1:]  # input, prediction, confidence
     assert len(rows) == 2 and all(row.split()[-2] in TONES for row in rows), result.stdout
+
+
+class Recorder:
+    """What the audio table callback hands W&B, and the inputs its model got."""
+
+    def __init__(self) -> None:
+        self.tables: list[dict[str, Any]] = []
+        self.inputs: list[torch.Tensor] = []
+        self.device = torch.device("cpu")
+
+    def log_table(self, key: str, columns: list[str], data: list[list[Any]], step: int) -> None:
+        self.tables.append({"key": key, "columns": columns, "data": data})
+
+    def log_dict(self, data: dict[str, Any]) -> None:
+        pass
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:  # the model: a class per clip, by its label
+        self.inputs.append(features)
+        return torch.nn.functional.one_hot(torch.arange(len(features)) % 3, 3).float()
+
+
+def test_the_audio_table_predicts_from_the_log_mels_that_validation_gives_the_model(prepared: Path) -> None:
+    from callbacks.audio_samples import AudioSamples
+
+    data = streamed(prepared)
+    recorder = Recorder()
+    AudioSamples(num_samples=4).log_clips(SimpleNamespace(global_step=7), recorder, recorder, data)
+    waveforms, labels, _ = next(iter(data.val_dataloader()))
+    (seen,) = recorder.inputs
+    torch.testing.assert_close(seen, data.prepare_batch((waveforms[:4], labels[:4]), training=False)[0])
+    (table,) = recorder.tables
+    assert [row[1] for row in table["data"]] == [data.classes[label] for label in labels[:4].tolist()]
