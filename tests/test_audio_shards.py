@@ -411,3 +411,23 @@ def test_the_audio_table_predicts_from_the_log_mels_that_validation_gives_the_mo
     torch.testing.assert_close(seen, data.prepare_batch((waveforms[:4], labels[:4]), training=False)[0])
     (table,) = recorder.tables
     assert [row[1] for row in table["data"]] == [data.classes[label] for label in labels[:4].tolist()]
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_train_on_every_clip_once_per_epoch(prepared: Path, tmp_path: Path) -> None:
+    record = ["--trainer.callbacks+=tests.sample_log.RecordSamples", f"--trainer.callbacks.folder={tmp_path}"]
+    run = run_cli(
+        *("--config", "cnn_speech_commands", "--data.source", str(prepared), "--data.workers", "1"),
+        *("--data.val_fraction", "0.25", "--data.test_fraction", "0.25", "--data.batch_size", "8"),
+        *("--trainer.max_epochs", "2", "--model.net.channels", "[4,8]", "--model.net.hidden_dim", "16"),
+        *("--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", "--run.logger", "csv"),
+        *record,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    total = read_manifest(prepared, "audio").splits["train"]
+    ranks = [json.loads((tmp_path / f"samples-rank{rank}.json").read_text()) for rank in (0, 1)]
+    for epoch in ("0", "1"):
+        per_rank = [[i for batch in rank[epoch] for i in batch] for rank in ranks]
+        assert sorted(per_rank[0] + per_rank[1]) == list(range(total))  # every clip once across both ranks
+        assert len(ranks[0][epoch]) == len(ranks[1][epoch])  # the same number of steps
