@@ -431,3 +431,24 @@ def test_two_ddp_processes_train_on_every_clip_once_per_epoch(prepared: Path, tm
         per_rank = [[i for batch in rank[epoch] for i in batch] for rank in ranks]
         assert sorted(per_rank[0] + per_rank[1]) == list(range(total))  # every clip once across both ranks
         assert len(ranks[0][epoch]) == len(ranks[1][epoch])  # the same number of steps
+
+
+def test_a_recording_at_another_rate_stops_the_prepare_or_is_resampled_as_in_memory(
+    folder: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(folder, source)
+    odd = source / "mid" / "spk05_nohash_1.wav"
+    soundfile.write(odd, clip_of("mid", 3)[::2], 8000, subtype="PCM_16")
+    message = rf"^{re.escape(str(odd))} is sampled at 8000 Hz, the others at 16000 Hz; convert them all with --resample"
+    with pytest.raises(ConfigError, match=message + r" \(to --sample_rate, else the first file's rate\)$"):
+        prepare_audio(source, tmp_path / "stopped", **SPLIT, workers=1, progress=False)
+    prepare_audio(source, tmp_path / "out", **SPLIT, resample=True, workers=2, progress=False, part_clips=16)
+    in_memory = AudioDataModule(source=str(source), **SPLIT, resample=True, loading="memory")
+    in_memory.setup()
+    from_shards = streamed(tmp_path / "out", resample=True)
+    from_shards.setup()
+    for split, (waveforms, _) in in_memory.splits.items():
+        assert torch.equal(torch.stack([w for w, _, _ in in_order(from_shards.streamed[split])]), waveforms), split
+    with pytest.raises(ConfigError, match=r"was prepared with resample True, not --data.resample False"):
+        streamed(tmp_path / "out").setup()
