@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,7 +24,7 @@ import datamodules.audio_shards as audio_shards
 from datamodules.audio import AudioDataModule
 from datamodules.audio_shards import prepare_audio
 from datamodules.image_shards import chunk_sizes
-from datamodules.prepared import read_manifest
+from datamodules.prepared import MANIFEST, read_manifest
 from experiments.prepare import guess_kind
 from experiments.prepare import main as prepare_command
 from tests.helpers import fresh_env, run_cli, write_images
@@ -452,3 +453,34 @@ def test_a_recording_at_another_rate_stops_the_prepare_or_is_resampled_as_in_mem
         assert torch.equal(torch.stack([w for w, _, _ in in_order(from_shards.streamed[split])]), waveforms), split
     with pytest.raises(ConfigError, match=r"was prepared with resample True, not --data.resample False"):
         streamed(tmp_path / "out").setup()
+
+
+@pytest.mark.slow
+def test_a_prepare_stopped_by_sigterm_goes_on_when_run_again_and_writes_the_same_bytes(
+    folder: Path, tmp_path: Path
+) -> None:
+    """The command in a process of its own, one clip a part (so it is stopped between parts, or in one), SIGTERM
+    once three parts are complete; run again, it ends as a prepare that was never stopped."""
+    output = tmp_path / "stopped"
+    arguments = [str(folder), str(output), "--workers", "1", "--val_fraction", "0.25", "--test_fraction", "0.25"]
+    script = (
+        "import sys; import datamodules.audio_shards as shards; from experiments.prepare import main; "
+        f"shards.prepare_audio.__kwdefaults__['part_clips'] = 1; sys.exit(main({arguments!r}))"
+    )
+    command = [sys.executable, "-c", script]
+    process = subprocess.Popen(command, env=fresh_env(), stderr=subprocess.PIPE, text=True)
+    parts = output / "train" / "parts"
+    while process.poll() is None and not (parts.is_dir() and len([p for p in parts.iterdir() if p.suffix == ""]) >= 3):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1].startswith("preempted: SIGTERM; the parts written are kept; run the same")
+    assert not (output / MANIFEST).exists()
+    again = subprocess.run(command, env=fresh_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    reference = tmp_path / "reference"
+    prepare_audio(folder, reference, **SPLIT, workers=1, progress=False, part_clips=1)
+    names = sorted(str(path.relative_to(reference)) for path in reference.rglob("*") if path.is_file())
+    assert names == sorted(str(path.relative_to(output)) for path in output.rglob("*") if path.is_file())
+    assert all((reference / name).read_bytes() == (output / name).read_bytes() for name in names)
