@@ -346,6 +346,7 @@ def test_the_prepare_command_guesses_audio_and_prepares_with_the_datamodules_def
         data = AudioDataModule(source=str(output))  # every setting its default: nothing to repeat
         data.setup()
         assert data.facts() == {"image_shape": (1, 40, 100), "num_classes": 3}
+        assert "estimated" not in data.loading_note()  # the statistics are those of the default spectrogram
         assert prepare_command(arguments) == 2
         assert capsys.readouterr().err.strip().splitlines() == [
             f"error: {output} is already a prepared dataset; give --overwrite to prepare it again"
