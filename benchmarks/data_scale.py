@@ -14,7 +14,7 @@ On generated JPEG folders (`benchmarks.jpeg_folder`) of N and 8N images:
   tutorials write it, both with persistent workers; and by bare decode loops (PIL, and simplejpeg, each file
   decoded once in as many processes as workers, nothing else), the limit of this CPU. The four take turns
   for --repeats rounds of --batches batches each (after warm-up), so a burst of other work on the machine
-  hits them alike; the medians are compared.
+  hits them alike; the ratios are taken within each round, and their medians compared.
 
 The last line: `data_scale rss_N=<MB> rss_8N=<MB> stream_vs_imagefolder=x<ratio> stream_vs_decode=x<ratio>`
 (the decode loop: PIL's, as ImageFolder's). `--runs 0` leaves out the training runs.
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=160, help="pixels of the generated JPEGs")
     parser.add_argument("--image_size", type=int, default=128, help="pixels of the training crops")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=40, help="batches timed per pass")
+    parser.add_argument("--batches", type=int, default=100, help="batches timed per pass")
     parser.add_argument("--repeats", type=int, default=3, help="passes of each loader")
     parser.add_argument("--runs", type=int, default=3, help="training runs of each case (medians are printed)")
     parser.add_argument("--workdir", type=Path, help="keep the folders here (default: a temporary folder)")
@@ -197,23 +197,29 @@ def main() -> None:
                 streamed.sampler.set_epoch(round_number)  # another order, as a new epoch
                 rates["streaming"].append(images_per_second(streamed, args.batches))
                 rates["imagefolder"].append(images_per_second(loader, args.batches))
-                files = paths[round_number * per_round : (round_number + 1) * per_round]
+                start = round_number * per_round % len(paths)
+                files = (paths[start:] + paths[:start])[:per_round]
                 rates["pil"].append(decode_rate(pool, decode_with_pil, files, args.workers))
                 rates["simplejpeg"].append(decode_rate(pool, decode_with_simplejpeg, files, args.workers))
         medians = {name: statistics.median(values) for name, values in rates.items()}
         for name, label in LOADERS.items():
             each = ", ".join(f"{rate:,.0f}" for rate in rates[name])
-            print(f"  {label.format(workers=args.workers):<36} {medians[name]:8,.0f}   ({each})")
-        streaming = medians["streaming"]
+            print(f"  {label.format(workers=args.workers):<38} {medians[name]:8,.0f}   ({each})")
+        # Ratios within a round (its loaders ran minutes apart at most), then their median over the rounds.
+        ratios = {
+            name: statistics.median(s / r for s, r in zip(rates["streaming"], rates[name], strict=True))
+            for name in ("imagefolder", "pil", "simplejpeg")
+        }
         print(
-            f"  streaming / bare simplejpeg decode: x{streaming / medians['simplejpeg']:.2f} (it decodes as fast, "
-            "and also crops, resizes and flips)"
+            f"  streaming / ImageFolder x{ratios['imagefolder']:.2f}, / bare PIL decode x{ratios['pil']:.2f}, "
+            f"/ bare simplejpeg decode x{ratios['simplejpeg']:.2f} (median of the rounds' ratios; streaming "
+            "decodes with simplejpeg, then also crops, resizes and flips)"
         )
     rss_n, rss_8n = runs["N streaming"][0], runs["8N streaming"][0]
     print(
         f"data_scale rss_N={rss_n:.0f} rss_8N={rss_8n:.0f} "
-        f"stream_vs_imagefolder=x{streaming / medians['imagefolder']:.2f} "
-        f"stream_vs_decode=x{streaming / medians['pil']:.2f}"
+        f"stream_vs_imagefolder=x{ratios['imagefolder']:.2f} "
+        f"stream_vs_decode=x{ratios['pil']:.2f}"
     )
 
 

@@ -36,7 +36,7 @@ os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # litdata asks PyPI
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from datamodules.image_folder import UNREADABLE, class_names, image_files, read_image, split_dirs
 from datamodules.prepared import MANIFEST, Manifest, fingerprint, is_prepared, sha256
@@ -492,6 +492,12 @@ def as_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def collate(samples: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> images uint8 (B, C, H, W), labels (B,), sample ids (B,)."""
+    """-> images uint8 (B, C, H, W), labels (B,), sample ids (B,). In a worker the images are stacked straight
+    into shared memory, as torch's default_collate does: the batch then crosses to the training process
+    without another copy."""
     images, labels, ids = zip(*samples, strict=True)
-    return torch.stack(images), torch.tensor(labels), torch.tensor(ids)
+    out = None
+    if get_worker_info() is not None:
+        storage = images[0].untyped_storage()._new_shared(len(images) * images[0].nbytes)
+        out = images[0].new(storage).view(len(images), *images[0].shape)
+    return torch.stack(images, out=out), torch.tensor(labels), torch.tensor(ids)
