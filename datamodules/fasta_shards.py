@@ -99,7 +99,8 @@ def make_plan(source: Path, files: list[Path], settings: dict[str, Any], say: Pr
     s = settings
     label = labeller(source, s["labels"], s["label_pattern"], s["id_column"], s["label_column"])
     tokenizer = KmerTokenizer(s["alphabet"], s["k"], s["stride"])
-    counts, labels = dict.fromkeys(SPLITS, 0), {split: set() for split in SPLITS}
+    counts = dict.fromkeys(SPLITS, 0)
+    labels: dict[str, set[str]] = {split: set() for split in SPLITS}
     parts: list[dict[str, Any]] = []
     ids = array("q")  # a hash of every record's id, for the check that none repeats
     missing: list[Record] = []  # records the label table has no row for (the first few), and how many

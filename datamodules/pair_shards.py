@@ -122,14 +122,14 @@ def write_part(job: tuple[str, str, int, dict[str, Any], dict[str, Any]]) -> int
     writer = PartWriter(Path(output_name), number, part["first"])
     rows = TableStream(Path(source), COLUMNS, part["start"], part["line"], plan["header"])
     for offset, row in enumerate(itertools.islice(rows, part["rows"])):
-        texts = [row.cells[column] for column in COLUMNS]
-        if not kept(*texts, settings["max_chars"]):
+        source_text, target_text = (row.cells[column] for column in COLUMNS)
+        if not kept(source_text, target_text, settings["max_chars"]):
             continue
         split = pair_split(number * settings["part_rows"] + offset, settings)
         if not writer.wanted(split):
             writer.add(split, {}, 0)
             continue
-        source_ids, target_ids = encode_pair(WORKER_TOKENIZER[0], *texts)
+        source_ids, target_ids = encode_pair(WORKER_TOKENIZER[0], source_text, target_text)
         sample = {"source": np.asarray(source_ids, np.int32), "target": np.asarray(target_ids, np.int32)}
         writer.add(split, sample, len(source_ids))
     writer.close()
