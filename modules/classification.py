@@ -10,7 +10,7 @@ from torch import nn
 from cores.contracts import ClassifierCore
 from modules.metrics import ConfusionCounts
 from modules.task import TaskModule
-from validation import check_range
+from validation import ConfigError, check_range
 
 
 def accuracy_and_macro_f1(counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +60,12 @@ class ClassificationTask(TaskModule):
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, labels = batch
         logits = self(inputs)  # (B, num_classes)
+        classes = self.train_confusion.num_classes
+        if logits.dim() != 2 or logits.shape[1] != classes:  # a core of the user's own, got wrong
+            raise ConfigError(
+                f"{type(self.net).__name__} returned logits of shape {tuple(logits.shape)}; a classifier core "
+                f"returns (batch, num_classes={classes}): size the head by num_classes, an __init__ argument"
+            )
         loss = self.loss_fn(logits, labels)  # also rejects labels outside [0, num_classes)
         self.confusion(stage).update(logits.detach(), labels)
         self.log_loss(stage, loss, len(labels))
@@ -85,9 +91,8 @@ class ClassificationTask(TaskModule):
         return self.summed(self.confusion(stage).counts)
 
     def sample_rows(self, batch: tuple[torch.Tensor, torch.Tensor], datamodule: Any) -> tuple[list[str], list[list]]:
-        """Rows for a W&B table: the input (an image, or the decoded text), true and predicted class, confidence."""
-        import wandb
-
+        """Rows of sample predictions: the input (an image as a uint8 array, or the decoded text), true and
+        predicted class, confidence."""
         inputs, labels = batch
         probabilities = self(inputs).float().softmax(-1)
         confidence, predicted = probabilities.max(-1)
@@ -97,7 +102,7 @@ class ClassificationTask(TaskModule):
         for x, label, guess, p in zip(inputs, labels.tolist(), predicted.tolist(), confidence.tolist(), strict=True):
             if x.ndim == 3:  # (C, H, W), normalised: stretch to 0-255 for display
                 pixels = (x - x.min()) / (x.max() - x.min() + 1e-8) * 255
-                shown: Any = wandb.Image(pixels.byte().permute(1, 2, 0).squeeze(-1).cpu().numpy())
+                shown: Any = pixels.byte().permute(1, 2, 0).squeeze(-1).cpu().numpy()  # (H, W) or (H, W, C)
             else:
                 shown = tokenizer.decode(x.tolist()) if tokenizer else str(x.tolist())  # specials decode to nothing
             rows.append([shown, names[label], names[guess], round(p, 4)])
