@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,12 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from validation import ConfigError
 
+NOT_METRICS = ("step", "epoch", "wall_time")  # the fields of a history record that say when, not how well
+
 
 class HistoryLogger(Logger):
-    """Appends one JSON object per logging call: {"step": 99, "val/acc": 0.91, ...}."""
+    """Appends one JSON object per logging call: {"step": 99, "wall_time": 1796041812.35, "val/acc": 0.91, ...},
+    `wall_time` in seconds since the Unix epoch (compare's curves against time)."""
 
     def __init__(self, run_dir: str) -> None:
         super().__init__()
@@ -36,7 +40,7 @@ class HistoryLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        record = {"step": step, **{name: float(value) for name, value in metrics.items()}}
+        record = {"step": step, "wall_time": round(time.time(), 3), **{n: float(v) for n, v in metrics.items()}}
         with self.path.open("a") as file:
             file.write(json.dumps(record) + "\n")
 
@@ -80,5 +84,5 @@ def last_logged(run_dir: Path) -> dict[str, float]:
     """Each metric's last value in history.jsonl: a resumed run whose training had ended logs none itself."""
     values: dict[str, float] = {}
     for record in read_history(run_dir):
-        values |= {name: value for name, value in record.items() if name not in ("step", "epoch")}
+        values |= {name: value for name, value in record.items() if name not in NOT_METRICS}
     return values

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -179,12 +180,13 @@ class PredictionSamples(ScheduledMedia):
             table = task.sample_rows(self.batch, trainer.datamodule)  # type: ignore[attr-defined]
         if table is None:  # the task has no sample table
             return
-        columns, rows = table
+        import wandb
+
+        columns, plain_rows = table
+        rows = [[wandb.Image(cell) if isinstance(cell, np.ndarray) else cell for cell in row] for row in plain_rows]
         logger.log_table(key="val/samples", columns=columns, data=rows, step=trainer.global_step)
         # W&B drops images inside tables of offline runs (wandb/wandb#4611): log them as images too,
         # captioned with the row's other cells, so offline runs keep them and sync them later.
-        import wandb
-
         images = [(cell, row) for row in rows for cell in row if isinstance(cell, wandb.Image)]
         if images:
             captions = [

@@ -24,6 +24,7 @@ from callbacks.epoch_log import EpochLog
 from callbacks.finite_loss import FiniteLoss
 from callbacks.history import HistoryLogger
 from callbacks.last_checkpoint import LastCheckpoint
+from callbacks.local_report import LocalReport
 from callbacks.monitor_check import MonitorCheck
 from callbacks.no_profiler import NoProfiler
 from callbacks.norms import ParameterNorms
@@ -196,6 +197,7 @@ class FirstlightCLI(LightningCLI):
         callbacks += [
             EpochLog(),
             Provenance(str(self.run_dir)),
+            LocalReport(str(self.run_dir)),
             DatasetArtifact(),
             LearningRateMonitor(logging_interval="step"),
             ScheduleFollowsTimeBudget(),

@@ -2,15 +2,19 @@
 
     python -m experiments.compare runs/cnn_digits                  # every run of an experiment
     python -m experiments.compare runs/a/RUN1 runs/a/RUN2 --sort val/loss --output curves.png
+    python -m experiments.compare runs/cnn_digits --html report.html   # one page, readable offline
 
 Prints a table of the runs, showing the config keys whose values differ and the final metrics, sorted by
-a metric, and writes a PNG of learning curves (one panel per metric, one line per run).
+a metric, and writes a PNG of learning curves (one panel per metric, one line per run). With --html it
+writes one self-contained page instead (`experiments.html_report`): the table, the curves against step and
+wall time, and each run's pictures (confusion matrix, samples: `callbacks.local_report`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +24,7 @@ import yaml
 
 from callbacks.history import read_history
 from experiments.presets import check_yaml
+from experiments.rundir import write_atomic
 from experiments.tracking import first_line
 from validation import ConfigError
 
@@ -109,7 +114,8 @@ def format_value(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def table(runs: list[dict[str, Any]], keys: list[str], metrics: list[str]) -> str:
+def table_cells(runs: list[dict[str, Any]], keys: list[str], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The table's header and rows: the run, the differing config keys, the final metrics."""
     header = ["run", *keys, *metrics]
     rows = [
         [
@@ -119,44 +125,109 @@ def table(runs: list[dict[str, Any]], keys: list[str], metrics: list[str]) -> st
         ]
         for run in runs
     ]
+    return header, rows
+
+
+def table(runs: list[dict[str, Any]], keys: list[str], metrics: list[str]) -> str:
+    header, rows = table_cells(runs, keys, metrics)
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in [header, *rows]]
     return "\n".join(lines)
 
 
-def plot(runs: list[dict[str, Any]], keys: list[str], output: Path) -> list[str]:
-    """One panel per metric in the histories, one line per run; returns the metrics drawn."""
+def curve_metrics(runs: list[dict[str, Any]]) -> list[str]:
+    """The metrics drawn as learning curves: the training loss and the validation metrics."""
+    return sorted(
+        {m for run in runs for record in run["history"] for m in record if m.startswith(("train/loss", "val/"))}
+    )
+
+
+def points(run: dict[str, Any], metric: str, against: str) -> list[tuple[float, float]]:
+    """(x, value) of every record of `metric`: x is the step, or minutes since the run's first record."""
+    records = run["history"]
+    if against == "step":
+        return [(r["step"], r[metric]) for r in records if metric in r and r.get("step") is not None]
+    times = [r["wall_time"] for r in records if "wall_time" in r]
+    if not times:  # a run from before history.jsonl recorded times
+        return []
+    return [((r["wall_time"] - times[0]) / 60, r[metric]) for r in records if metric in r and "wall_time" in r]
+
+
+def curves_figure(runs: list[dict[str, Any]], keys: list[str], names: list[str], against: str = "step") -> Any:
+    """One panel per metric, one line per run, against the step or the wall time (minutes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted(
-        {m for run in runs for record in run["history"] for m in record if m.startswith(("train/loss", "val/"))}
-    )
-    if not names:
-        return []
     columns = min(3, len(names))
     rows = -(-len(names) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
     for axis, metric in zip(axes.flat, names, strict=False):
         for run in runs:
-            points = [(r["step"], r[metric]) for r in run["history"] if metric in r and r.get("step") is not None]
-            if points:
+            drawn = points(run, metric, against)
+            if drawn:
                 label = ", ".join(f"{k.split('.')[-1]}={format_value(run['config'].get(k))}" for k in keys)
                 axis.plot(
-                    *zip(*points, strict=True), label=label or run["name"], marker="." if len(points) < 30 else None
+                    *zip(*drawn, strict=True), label=label or run["name"], marker="." if len(drawn) < 30 else None
                 )
         axis.set_title(metric)
-        axis.set_xlabel("step")
+        axis.set_xlabel("step" if against == "step" else "wall time (minutes)")
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(names) :]:
         axis.set_visible(False)
     axes.flat[0].legend(fontsize=8)
     figure.tight_layout()
+    return figure
+
+
+def plot(runs: list[dict[str, Any]], keys: list[str], output: Path) -> list[str]:
+    """One panel per metric in the histories, one line per run; returns the metrics drawn."""
+    import matplotlib.pyplot as plt
+
+    names = curve_metrics(runs)
+    if not names:
+        return []
+    figure = curves_figure(runs, keys, names)
     figure.savefig(output, dpi=110)
     plt.close(figure)
     return names
+
+
+def unwritable(path: Path, overwrite: bool) -> str | None:
+    """Why the page cannot be written at `path` (checked before any work), or None."""
+    if path.is_dir():
+        return "is a folder; give a file name such as report.html"
+    if path.exists() and not overwrite:
+        return "exists; give another path, or --overwrite to replace it"
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {folder}"
+    return None
+
+
+def html_page(runs: list[dict[str, Any]], keys: list[str], metrics: list[str], notes: list[str]) -> str:
+    """The self-contained page of `experiments.html_report`: the table, curves against step and wall time,
+    and each run's section."""
+    from experiments.html_report import inline_svg, report_page
+
+    names = curve_metrics(runs)
+    charts: list[tuple[str, str, str | None]] = []
+    for against, heading in (("step", "Learning curves against the step"), ("wall_time", "... against wall time")):
+        if not names:
+            charts.append((against, heading, "No learning curves: the runs have no history.jsonl."))
+        elif not any(points(run, name, against) for run in runs for name in names):
+            charts.append((against, heading, "No curves against wall time: the histories hold no times (older runs)."))
+        else:
+            charts.append((f"curves-{against}", heading, inline_svg(curves_figure(runs, keys, names, against))))
+    sections = []
+    for run in runs:
+        summary = {k: v for k, v in run["summary"].items() if "/" in k and not k.startswith("lr-")}
+        line = ", ".join(f"{name} {format_value(value)}" for name, value in sorted(summary.items()))
+        sections.append((run["name"], run["dir"], line))
+    return report_page(*table_cells(runs, keys, metrics), charts, sections, notes)
 
 
 def sweep_status(path: Path) -> str | None:
@@ -179,12 +250,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, experiment directories or a sweep")
     parser.add_argument("--sort", help="metric to sort by (default: the first test metric)")
-    parser.add_argument("--output", type=Path, default=Path("compare.png"), help="where to write the PNG")
+    parser.add_argument(
+        "--output", type=Path, help="where to write the PNG of learning curves (default: compare.png, none with --html)"
+    )
+    parser.add_argument(
+        "--html", type=Path, help="also write one self-contained page: the table, curves, each run's pictures"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --html page")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"error: {', '.join(missing)} not found; give run or experiment directories", file=sys.stderr)
         return 2
+    if args.html is not None and (problem := unwritable(args.html, args.overwrite)):
+        print(f"error: --html {args.html}: {problem}", file=sys.stderr)
+        return 2
+    output = args.output or (Path("compare.png") if args.html is None else None)
     run_dirs = find_runs(args.paths)
     if not run_dirs:
         print(f"error: no runs (directories with config.yaml) under {', '.join(map(str, args.paths))}", file=sys.stderr)
@@ -208,14 +289,25 @@ def main(argv: list[str] | None = None) -> int:
             reverse=higher,
         )
     keys = differing_keys(runs)
-    for status in filter(None, map(sweep_status, args.paths)):
+    statuses = list(filter(None, map(sweep_status, args.paths)))
+    for status in statuses:
         print(status)
     print(table(runs, keys, metrics))
-    drawn = plot(runs, keys, args.output)
-    if drawn:
-        print(f"learning curves ({', '.join(drawn)}): {args.output.absolute()}")
-    else:
-        print("no learning curves: the runs have no history.jsonl")
+    if output is not None:
+        drawn = plot(runs, keys, output)
+        if drawn:
+            print(f"learning curves ({', '.join(drawn)}): {output.absolute()}")
+        else:
+            print("no learning curves: the runs have no history.jsonl")
+    if args.html is not None:
+        notes = [f"sorted by {sort}" if sort else "in the order found", *statuses]
+        notes += [f"left out {line}" for line in damaged]
+        try:
+            write_atomic(args.html, html_page(runs, keys, metrics, notes))
+        except OSError as error:
+            print(f"error: --html {args.html}: {error.strerror or error}", file=sys.stderr)
+            return 1
+        print(f"report: {args.html.absolute()}")
     if damaged:
         print(f"compared {len(runs)} of {len(run_dirs)} runs; {len(damaged)} damaged, left out (see the warnings)")
     return 0

@@ -5,9 +5,10 @@ gradients (`modules.attribution`) written beside the run.
     python -m experiments.predict RUN "a gripping film" --explain --explain_dir why/  # why/001-a-gripping-film.html
 
 Images get a PNG each (the input, the attributions, both overlaid: red adds to the class's logit, blue takes
-from it), texts and biological sequences an HTML page each (tokens coloured green for, red against); the
-printed lines name the class explained, its strongest tokens, and the completeness check (the attributions
-sum to the logit's change from the baseline). The class explained is the predicted one, or --explain_class.
+from it; titled with the class and its probability, a colour scale beside), texts and biological sequences an
+HTML page each (tokens coloured green for, red against); the printed lines name the class explained, its
+strongest tokens, and the completeness check (the attributions sum to the logit's change from the baseline).
+The class explained is the predicted one, or --explain_class.
 Files go to `<run dir>/explain/` unless --explain_dir says otherwise; existing files are never replaced
 without --overwrite, and a mistake (a model that is no classifier, an unknown class) writes nothing.
 """
@@ -15,7 +16,6 @@ without --overwrite, and a mistake (a model that is no classifier, an unknown cl
 from __future__ import annotations
 
 import html
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,7 @@ from modules.attribution import (
     ImageAttribution,
     TokenAttribution,
     completeness,
-    heat_map,
+    heat_map_figure,
     image_attributions,
     image_baseline,
     token_attributions,
@@ -115,18 +115,21 @@ def explanations(
             if pad_id is None:
                 raise ConfigError("this text classifier was saved without its padding id; train it again")
             results += token_attributions(net, batch, pad_id, tokenizer, target, steps)
-    return [explanation(path, name, result, classes) for path, name, result in zip(paths, names, results, strict=True)]
+    return [
+        explanation(path, name, result, classes, predicted=class_name is None)
+        for path, name, result in zip(paths, names, results, strict=True)
+    ]
 
 
-def explanation(path: Path, name: str, result: Attribution, classes: list[str]) -> Explanation:
+def explanation(path: Path, name: str, result: Attribution, classes: list[str], predicted: bool = True) -> Explanation:
     explained = classes[result.target]
     if isinstance(result, ImageAttribution):
-        from PIL import Image
-
-        buffer = io.BytesIO()
-        Image.fromarray(heat_map(result.image, result.scores)).save(buffer, format="png")
+        which = "predicted" if predicted else "explained (--explain_class)"
+        title = f"{Path(name).name[:60]}: {which} {explained}, p = {result.probability:.3f}"
+        note = f"integrated gradients from a black image: {completeness(result)}"
+        picture = heat_map_figure(result.image, result.scores, title, note)
         line = f"{path.name}  {explained} ({result.probability:.2f}): {completeness(result)}"
-        return Explanation(path, buffer.getvalue(), line)
+        return Explanation(path, picture, line)
     assert isinstance(result, TokenAttribution)
     title = (
         f"Attributions to the logit of {explained} (p = {result.probability:.3f}), integrated gradients from <pad> "

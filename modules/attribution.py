@@ -306,6 +306,41 @@ def heat_map(image: torch.Tensor, scores: torch.Tensor, size: int = 192, gap: in
     return (joined.clip(0, 1) * 255).round().astype(np.uint8)
 
 
+def heat_map_figure(image: torch.Tensor, scores: torch.Tensor, title: str, note: str = "", size: int = 192) -> bytes:
+    """The three panels of `heat_map` as a PNG with `title` above them (the class explained and its
+    probability), `note` below (the completeness check), and a colour scale beside the attributions: the
+    summed score each colour stands for, from -max|score| (blue) to +max|score| (red). The title and note are
+    also the PNG's "Title" and "Description" metadata. A matplotlib figure: ~0.5 s, for the command line."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib import colors
+    from matplotlib.cm import ScalarMappable
+
+    joined = heat_map(image, scores, size)  # (size, 3 * width + 2 * gap, 3)
+    width = (joined.shape[1] - 8) // 3
+    panels = [joined[:, i * (width + 4) : i * (width + 4) + width] for i in range(3)]
+    largest = float(scores.float().sum(0).abs().max()) or 1.0
+    figure, axes = plt.subplots(1, 3, figsize=(10.5, 3.7), gridspec_kw={"wspace": 0.45})
+    names = ("input", "attributions (red: for, blue: against)", "attributions over the input")
+    for axis, panel, name in zip(axes, panels, names, strict=True):
+        axis.imshow(panel, interpolation="nearest")
+        axis.set_title(name, fontsize=9)
+        axis.set_axis_off()
+    scale = ScalarMappable(colors.Normalize(-largest, largest), "bwr")
+    figure.colorbar(scale, ax=axes[1], fraction=0.046, pad=0.04).set_label("score, summed over channels", fontsize=7)
+    figure.suptitle(title, fontsize=12)
+    if note:
+        figure.text(0.5, 0.02, note, ha="center", fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Title": title, "Description": note})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def token_separator(tokens: list[str]) -> str:
     """Words are shown with spaces between them; tokens that carry their own spaces (BPE, characters) not."""
     return "" if any(token[:1].isspace() or token[-1:].isspace() for token in tokens) else " "

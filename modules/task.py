@@ -197,8 +197,9 @@ class TaskModule(L.LightningModule):
         return (batch[0],)
 
     def sample_rows(self, batch: Any, datamodule: Any) -> tuple[list[str], list[list]] | None:
-        """Columns and rows of a W&B table showing what the model makes of a few validation examples
-        (PredictionSamples logs it); None: the task has no such table."""
+        """Columns and rows of a table showing what the model makes of a few examples, as plain cells: text,
+        numbers, images as uint8 arrays (H, W) or (H, W, C). PredictionSamples logs it to W&B, LocalReport
+        draws it in the run directory; None: the task has no such table."""
         return None
 
     def confusion_counts(self, stage: str) -> torch.Tensor | None:
