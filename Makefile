@@ -4,7 +4,7 @@ PYTHON ?= python
 .PHONY: install run test
 
 install:
-	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	$(PYTHON) -m pip install --quiet -e '.[all,dev]'
 	PYTHON=$(PYTHON) sh experiments/install_data.sh
 
 run: install

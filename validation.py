@@ -1,4 +1,5 @@
-"""The one exception type for user mistakes, and the range check every layer uses to raise it.
+"""The one exception type for user mistakes, the range check every layer uses to raise it, and the import
+of a package that only an extra installs.
 
 Neutral ground: cores, datamodules, tasks and the command all import from here, and it imports nothing
 of theirs. The command prints a ConfigError's message in one line and exits with code 2.
@@ -6,7 +7,23 @@ of theirs. The command prints a ConfigError's message in one line and exits with
 
 from __future__ import annotations
 
+import importlib
 import math
+from types import ModuleType
+
+# Packages that `pip install firstlight` leaves out: top-level module -> the extra of pyproject.toml that
+# installs it (`[all]` installs every one). Code imports them with `require`, inside the function that needs
+# them, never at a module's top: the core install imports every module of the core path.
+EXTRAS = {
+    "soundfile": "audio",  # reading and writing recordings
+    "scipy": "audio",  # resampling them (scikit-learn installs it too)
+    "sacrebleu": "translation",  # BLEU and chrF
+    "transformers": "hf",  # Hugging Face models and their tokenizers
+    "onnx": "export",  # ONNX export: torch.onnx.export writes with onnx and onnxscript
+    "onnxscript": "export",
+    "onnxruntime": "export",  # runs the exported file to check it
+    "statsmodels": "series",  # the built-in time series (sunspots, nile, co2, elnino)
+}
 
 
 class ConfigError(ValueError):
@@ -21,3 +38,17 @@ def check_range(name: str, value: float, low: float, high: float = float("inf"),
         bracket = "(" if low_open else "["
         upper = "inf)" if high == float("inf") else f"{high}]"
         raise ConfigError(f"{name} must be in {bracket}{low}, {upper}, got {value}")
+
+
+def require(module: str, feature: str) -> ModuleType:
+    """`import module` for `feature`, or a ConfigError naming the extra that installs it: "`feature` needs the
+    audio extra: pip install 'firstlight[audio]'". A package that is there but fails to import (one of its
+    own dependencies missing) raises as it is: that is a broken install, not a missing extra."""
+    package = module.partition(".")[0]
+    extra = EXTRAS[package]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != package:
+            raise
+        raise ConfigError(f"{feature} needs the {extra} extra: pip install 'firstlight[{extra}]'") from None

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 
 from cores.contracts import ClassifierCore
-from validation import ConfigError, check_range
+from validation import ConfigError, check_range, require
 
 WANDB_PREFIX = "wandb:"
+HF_MODEL = "a Hugging Face model (cores.huggingface.HFClassifier)"  # what needs the hf extra
 # Set from the data, never by `config`: the vocabulary, the classes and the padding id.
 FROM_DATA = {
     "vocab_size": "the data's vocabulary size",
@@ -71,6 +72,7 @@ class HFClassifier(ClassifierCore):
         pretrained: str | None = None,
     ) -> None:
         super().__init__()
+        require("transformers", HF_MODEL)  # before any other check of its settings
         self.save_hyperparameters()
         check_range("vocab_size", vocab_size, 1)
         check_range("num_classes", num_classes, 2)
@@ -119,9 +121,8 @@ class HFClassifier(ClassifierCore):
 
 def sequence_classifiers() -> dict[str, str]:
     """Model type -> the name of its sequence-classification class, as `transformers` maps them."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
-
-    return dict(MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
+    auto = require("transformers.models.auto.modeling_auto", HF_MODEL)
+    return dict(auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES)
 
 
 def check_architecture(architecture: str, where: str = "") -> None:
@@ -165,17 +166,16 @@ def build_from_config(
 ) -> torch.nn.Module:
     """A randomly initialised model of `architecture`, its config's defaults overridden by `settings`."""
     check_architecture(architecture)
-    from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForSequenceClassification
-
-    check_settings(settings, CONFIG_MAPPING[architecture], architecture)
+    transformers = require("transformers", HF_MODEL)
+    check_settings(settings, transformers.CONFIG_MAPPING[architecture], architecture)
     try:
-        model_config = AutoConfig.for_model(
+        model_config = transformers.AutoConfig.for_model(
             architecture, **settings, vocab_size=vocab_size, num_labels=num_classes, pad_token_id=pad_id
         )
     except Exception as error:  # a setting of the wrong type or value (transformers' own checks)
         raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
     try:
-        return AutoModelForSequenceClassification.from_config(model_config)
+        return transformers.AutoModelForSequenceClassification.from_config(model_config)
     except ValueError as error:  # e.g. a hidden size that the number of heads does not divide
         raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
 
@@ -193,10 +193,9 @@ def load_pretrained(
             f"pretrained model {directory} {what}: give a directory saved with save_pretrained (e.g. by "
             "`hf download <model> --local-dir <dir>`) or wandb:<entity>/<project>/<name>:<alias>"
         )
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
+    transformers = require("transformers", HF_MODEL)
     try:
-        model_config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        model_config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError) as error:
         raise ConfigError(f"pretrained model {directory}: {one_line(error)}") from None
     architecture = model_config.model_type
@@ -224,7 +223,7 @@ def load_pretrained(
     except Exception as error:  # a setting of the wrong type or value
         raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
     with quiet_transformers():
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
             directory,
             config=model_config,
             local_files_only=True,
@@ -259,8 +258,7 @@ def load_pretrained(
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """Without transformers' progress bars and loading report: the warnings above say what matters in a line."""
-    from transformers.utils import logging as hf_logging
-
+    hf_logging = require("transformers.utils.logging", HF_MODEL)
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -65,7 +65,7 @@ from datamodules.streaming import (
     default_workers,
     processes_per_machine,
 )
-from validation import ConfigError, check_range
+from validation import ConfigError, check_range, require
 
 BUILTIN = "espeak_commands"
 STATS_CLIPS = 2000  # training clips the normalisation statistics are estimated from (exact below that)
@@ -150,6 +150,7 @@ class AudioDataModule(StreamsWhenPrepared, InMemoryDataModule):
         workers: int | None = None,
     ) -> None:
         super().__init__()
+        require("soundfile", "speech")  # before anything is read or made
         check_range("batch_size", batch_size, 1)
         check_range("clip_seconds", clip_seconds, 0.0, low_open=True)
         check_range("n_mels", n_mels, 1)

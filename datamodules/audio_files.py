@@ -19,7 +19,7 @@ import numpy as np
 
 from datamodules.text_shards import group_split
 from datamodules.text_sources import read_table
-from validation import ConfigError
+from validation import ConfigError, require
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 SPLIT_LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}  # Speech Commands' official split
@@ -129,7 +129,7 @@ class Unreadable(Exception):
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """(samples,) float32 mono in [-1, 1] and the sample rate. Channels are averaged; values beyond full
     scale or not finite are refused (their scale is unknown), never clipped."""
-    import soundfile
+    soundfile = require("soundfile", "reading recordings")
 
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)
@@ -147,7 +147,7 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
 
 def header_rate(path: Path) -> int | None:
     """The sample rate in a file's header (None if it cannot be read), without decoding the audio."""
-    import soundfile
+    soundfile = require("soundfile", "reading recordings")
 
     try:
         return int(soundfile.info(str(path)).samplerate)
@@ -157,8 +157,7 @@ def header_rate(path: Path) -> int | None:
 
 def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
     """Polyphase resampling (scipy's `resample_poly`, a Kaiser-windowed anti-aliasing filter)."""
-    from scipy.signal import resample_poly
-
+    resample_poly = require("scipy.signal", "resampling recordings").resample_poly
     common = math.gcd(rate, target)
     return resample_poly(samples, target // common, rate // common).astype(np.float32)
 

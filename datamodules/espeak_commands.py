@@ -33,7 +33,7 @@ import numpy as np
 
 from datamodules.audio_files import resample
 from datamodules.cache import cache_dir
-from validation import ConfigError
+from validation import ConfigError, require
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 VERSION = 1  # of the recipe below: a change makes a new folder, never a mix
@@ -85,8 +85,7 @@ def speakers(binary: str) -> list[tuple[str, str, str]]:
 
 def synthesise(binary: str, accent: str, variant: str, word: str) -> np.ndarray:
     """One clip of `word`: (CLIP_SAMPLES,) int16 at SAMPLE_RATE (see the module's description)."""
-    import soundfile
-
+    soundfile = require("soundfile", "making the spoken keywords")
     rng = np.random.default_rng(zlib.crc32(f"v{VERSION}:{accent}+{variant}:{word}".encode()))
     speed, pitch = int(rng.integers(130, 201)), int(rng.integers(25, 76))
     command = [binary, "-v", f"{accent}+{variant}", "-s", str(speed), "-p", str(pitch), "--stdout", word]
@@ -108,8 +107,7 @@ def synthesise(binary: str, accent: str, variant: str, word: str) -> np.ndarray:
 def generate(target: Path) -> None:
     """Write every clip under target/<split>/<word>/<accent>-<variant>_nohash_0.wav, then the manifest; the
     folder appears whole (made beside it, then renamed) or not at all."""
-    import soundfile
-
+    soundfile = require("soundfile", "making the spoken keywords")
     binary = espeak()
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
     jobs = [(accent, variant, split, word) for accent, variant, split in speakers(binary) for word in WORDS]

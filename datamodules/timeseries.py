@@ -10,7 +10,7 @@ import torch
 
 from datamodules.sequence_base import SequenceDataModule
 from datamodules.text_sources import read_table
-from validation import ConfigError, check_range
+from validation import ConfigError, check_range, require
 
 # statsmodels dataset -> the column to forecast
 BUILTIN = {"sunspots": "SUNACTIVITY", "nile": "volume", "co2": "co2", "elnino": None}
@@ -18,8 +18,7 @@ BUILTIN = {"sunspots": "SUNACTIVITY", "nile": "volume", "co2": "co2", "elnino": 
 
 def builtin_series(name: str) -> np.ndarray:
     """(T, 1) float64 values; co2's missing weeks are interpolated, El Nino's 12 months are laid end to end."""
-    import statsmodels.datasets as datasets
-
+    datasets = require("statsmodels.datasets", f"the built-in series {name}")
     frame = getattr(datasets, name).load_pandas().data
     if name == "elnino":
         values = frame.drop(columns="YEAR").to_numpy(dtype=np.float64).reshape(-1)  # months in order
@@ -87,6 +86,8 @@ class TimeSeriesDataModule(SequenceDataModule):
         check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
         if source not in BUILTIN and not columns:
             raise ConfigError("a CSV source needs --data.columns naming the value columns, e.g. [value]")
+        if source in BUILTIN:
+            require("statsmodels.datasets", f"the built-in series {source}")
         self.save_hyperparameters(logger=False)
         self.mean = self.std = np.zeros(1)
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from validation import ConfigError
+from validation import ConfigError, require
 
 TokenizerKind = Literal["char", "word", "bpe"]
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -242,10 +242,9 @@ def load_pretrained_tokenizer(source: str) -> SubwordTokenizer:
             raise ConfigError(f"{source} is not a Hugging Face tokenizer.json: {first_line(error)}") from None
         ids = read_special_ids(tokenizer, source)
     else:
-        from transformers import AutoTokenizer
-
+        transformers = require("transformers", f"a pretrained tokenizer directory ({source})")
         try:
-            loaded = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            loaded = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError, KeyError) as error:
             raise ConfigError(f"pretrained tokenizer {source} does not load: {first_line(error)}") from None
         backend = getattr(loaded, "backend_tokenizer", None)  # transformers' own Python tokenizers have none

@@ -47,12 +47,13 @@ import yaml
 from experiments.exportable import Signature, exportable, other_shapes, resized, signature, synthetic_inputs
 from experiments.trained import Trained, load_trained, rebuilt_data
 from modules.seq2seq import Seq2SeqTask
-from validation import ConfigError, check_range
+from validation import ConfigError, check_range, require
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth"), "exported-program": (".pt2",)}
 DEFAULT_TOLERANCE = 1e-4
 ARTIFACT_TYPE = "model-export"
+ONNX = "ONNX export (--format onnx)"  # what needs the export extra
 
 Inputs = tuple[torch.Tensor, ...]
 
@@ -178,8 +179,7 @@ class Exported:
 
 
 def export_onnx(net: torch.nn.Module, example: Inputs, sig: Signature, path: Path) -> Exported:
-    import onnxruntime
-
+    onnxruntime = require("onnxruntime", ONNX)
     program = torch.onnx.export(
         exportable(net),
         example,
@@ -356,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         check_range("tolerance", args.tolerance, 0.0)
+        if args.format == "onnx":  # torch.onnx.export imports the first two itself
+            require("onnx", ONNX)
+            require("onnxscript", ONNX)
+            require("onnxruntime", ONNX)
         trained = load_trained(args.run, args.root)
         output = output_path(args, trained)
         check_output(output, args.overwrite)

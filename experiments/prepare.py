@@ -25,7 +25,7 @@ import signal
 import sys
 from pathlib import Path
 
-from validation import ConfigError, check_range
+from validation import ConfigError, check_range, require
 
 KINDS = ("images", "corpus", "texts", "audio", "fasta", "pairs")
 FASTA = (".fa", ".fasta", ".fna", ".faa", ".ffn", ".fas")  # as datamodules.fasta.FASTA_SUFFIXES (kept light here)
@@ -143,6 +143,7 @@ def prepare(args: argparse.Namespace) -> str:
         )
         unit = "pairs"
     elif kind == "audio":
+        require("soundfile", "preparing recordings")  # before the workers start
         from datamodules.audio_shards import prepare_audio
 
         manifest = prepare_audio(

@@ -9,13 +9,12 @@ import torch.nn.functional as F
 
 from cores.contracts import Seq2SeqCore
 from modules.task import TaskModule
-from validation import ConfigError, check_range
+from validation import ConfigError, check_range, require
 
 
 def corpus_scores(outputs: list[str], references: list[str]) -> dict[str, float]:
     """sacreBLEU's corpus BLEU (13a tokens) and chrF (character 6-grams, beta 2), 0-100, one reference each."""
-    import sacrebleu
-
+    sacrebleu = require("sacrebleu", "--model.text_metrics (BLEU and chrF)")
     if not outputs:
         return {}
     return {
@@ -57,6 +56,8 @@ class Seq2SeqTask(TaskModule):
     ) -> None:
         super().__init__(net, **task_options)
         check_range("label_smoothing", label_smoothing, 0.0, 0.999)
+        if text_metrics:  # checked here, not at the end of the first validation
+            require("sacrebleu", "--model.text_metrics (BLEU and chrF)")
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.label_smoothing = label_smoothing
         self.text_metrics = text_metrics
