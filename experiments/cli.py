@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import lightning as L
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -34,6 +34,7 @@ from callbacks.throughput import Throughput
 from callbacks.time_budget import ScheduleFollowsTimeBudget
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.hardware import check_bf16_on_cpu, resolve_precision
+from experiments.help import DESCRIPTION, PROG, clean_markup
 from experiments.renamed import renamed_hint
 from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV, choose_run
 from experiments.stages import missing_stage
@@ -42,12 +43,33 @@ from experiments.trainer import Trainer
 from validation import ConfigError
 
 
+class PlainHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help without the Sphinx markup of Lightning's docstrings (`:paramref:`, ``x``)."""
+
+    def _expand_help(self, action: Any) -> str:
+        return clean_markup(super()._expand_help(action))
+
+
 class ConciseParser(LightningArgumentParser):
-    """Reports a parsing mistake as one line on stderr and exits with code 2."""
+    """Reports a parsing mistake as one line on stderr and exits with code 2; `--help all` names the
+    command as it is typed and titles each group with a whole sentence."""
 
     # The command-line arguments, for hints about keys of earlier versions; on the class, because the
     # parsers that jsonargparse makes for nested classes report their own mistakes.
     given: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("prog", PROG)
+        kwargs.setdefault("usage", f"{PROG} [--config PRESET|FILE ...] [--OPTION VALUE ...]")
+        kwargs.setdefault("description", f"{DESCRIPTION} `{PROG} --help` is the short version.")
+        kwargs.setdefault("formatter_class", PlainHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def format_help(self, *args: Any, **kwargs: Any) -> str:
+        one_class = str(self.description or "").startswith("Help for")  # `--model.help CLASS` and the like
+        for name, group in (self.groups or {}).items():
+            group.title = section_title(name, group, one_class)
+        return super().format_help(*args, **kwargs)
 
     def parse_args(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         ConciseParser.given = tuple(sys.argv[1:] if args is None else args)
@@ -68,6 +90,24 @@ NOISE = (
     "Expected a <class 'NoneType'>",
     "Expected a path but",
 )
+
+
+SECTION_TITLES = {
+    "trainer": "--trainer: Lightning's Trainer (precision 'auto' chooses for this machine)",
+    "model": "--model: the task (--model CLASS) and its core (--model.net CLASS)",
+    "data": "--data: the datamodule (--data CLASS)",
+}
+
+
+def section_title(name: str, group: Any, one_class: bool = False) -> str:
+    """A group's title: its option prefix and the first sentence of its class's docstring (jsonargparse takes
+    the first line, which often stops mid-sentence)."""
+    if name in SECTION_TITLES and not one_class:
+        return SECTION_TITLES[name]
+    cls = getattr(group, "group_class", None)
+    paragraph = (inspect.getdoc(cls) or "").split("\n\n")[0] if cls is not None else str(group.title or "")
+    sentence = re.split(r"(?<=[.!?])\s", " ".join(paragraph.split()), maxsplit=1)[0].rstrip(".;:, ")
+    return f"--{name}: {clean_markup(sentence)}"
 
 
 def short_message(message: str) -> str:
@@ -120,6 +160,13 @@ class FirstlightCLI(LightningCLI):
             args=args,
         )
 
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        parser = super().init_parser(**kwargs)
+        for action in parser._actions:
+            if "--config" in action.option_strings:  # `presets.expand_configs` resolves names before parsing
+                action.metavar, action.help = "PRESET|FILE", "a preset's name or a YAML file; several merge"
+        return parser
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunOptions, "run")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -143,6 +190,7 @@ class FirstlightCLI(LightningCLI):
         """Name the run and point the checkpoints at its directory (created later, once the data is found)."""
         options = self.config.run
         refuse_training_nothing(self.config.trainer)
+        refuse_trainer_logger(self.config.trainer)
         self.run_dir, self.resume_from = choose_run(options, options.experiment or self.preset, self.args)
         self.experiment, self.run_id = self.run_dir.parent.name, self.run_dir.name
         os.environ.setdefault(RUN_ID_ENV, self.run_id)
@@ -226,6 +274,16 @@ def refuse_training_nothing(trainer: Namespace) -> None:
     for option in ("limit_train_batches", "max_epochs", "max_steps"):
         if trainer.get(option) == 0:
             raise ConfigError(f"--trainer.{option} 0 trains nothing; give at least one (or leave it out)")
+
+
+def refuse_trainer_logger(trainer: Namespace) -> None:
+    """firstlight makes the run's loggers itself (history.jsonl, and W&B or CSV by --run.logger); a
+    `trainer.logger` would be replaced without a word."""
+    logger = trainer.get("logger")
+    if logger is None:
+        return
+    instead = "--run.logger none" if logger is False else "--run.logger wandb|csv|none (W&B: --run.project, --run.name)"
+    raise ConfigError(f"--trainer.logger is not used: firstlight sets up the run's loggers; use {instead}")
 
 
 def without_facts(config_yaml: str, data: Namespace) -> str:

@@ -15,6 +15,12 @@ without --overwrite, and a mistake (a model that is no classifier, an unknown cl
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # before the imports below, which take seconds
+    print("error: explanations come from `python -m experiments.predict RUN INPUTS --explain`", file=sys.stderr)
+    sys.exit(2)
+
 import html
 import re
 from dataclasses import dataclass

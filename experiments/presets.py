@@ -11,6 +11,28 @@ from validation import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRESET = "cnn_fashion_mnist"
+# One line per preset for `--help` (the YAML file's header says more); `tests/test_help.py` checks that every
+# preset has one.
+PRESET_SUMMARIES = {
+    "bert_sentiment": "small BERT on Rotten Tomatoes reviews",
+    "cnn_digits": "CNN on 8x8 digits: offline, trains in seconds",
+    "cnn_fashion_mnist": "the default: CNN on Fashion-MNIST",
+    "cnn_oct4_mafk": "1-D CNN on DNA: Oct4- or MafK-bound regions",
+    "cnn_speech_commands": "CNN on spectrograms of ten spoken keywords",
+    "gru_deu_eng": "GRU encoder-decoder, German to English",
+    "gru_reverse": "GRU encoder-decoder reversing digit strings",
+    "lstm_oct4_mafk": "bidirectional LSTM on DNA 4-mers, Oct4 or MafK",
+    "lstm_sentiment": "bidirectional LSTM on Rotten Tomatoes reviews",
+    "lstm_shakespeare": "character-level LSTM language model, Shakespeare",
+    "lstm_speech_commands": "LSTM over spectrogram frames of spoken keywords",
+    "lstm_sunspots": "LSTM forecasting yearly sunspot numbers",
+    "transformer_deu_eng": "encoder-decoder Transformer, German to English",
+    "transformer_reverse": "encoder-decoder Transformer reversing digits",
+    "transformer_sentiment": "Transformer encoder on Rotten Tomatoes reviews",
+    "transformer_shakespeare": "character-level Transformer LM, Shakespeare",
+    "transformer_speech_commands": "Vision Transformer on spoken-keyword spectrograms",
+    "vit_fashion_mnist": "small Vision Transformer on Fashion-MNIST",
+}
 
 
 def preset_names() -> list[str]:

@@ -12,11 +12,18 @@ message.
 
 from __future__ import annotations
 
+import sys
+
+from experiments.help import answer_help, full_help_args
+
+if __name__ == "__main__" and (code := answer_help(sys.argv[1:])) is not None:
+    sys.exit(code)  # `--help` answered before the imports below, which take seconds (torch, Lightning)
+
 import contextlib
 import errno
+import importlib
 import os
 import signal
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -39,6 +46,7 @@ from experiments.failures import (
     stopped_by_fault,
     user_error,
 )
+from experiments.help import cores_by_task, datamodules
 from experiments.presets import expand_configs
 from experiments.quiet import quiet
 from experiments.resume import (
@@ -62,8 +70,11 @@ SPACE_HINT = "; free some space, or keep runs on another disk with --run.root"
 def main(argv: list[str] | None = None) -> int:
     owns_run_id = RUN_ID_ENV not in os.environ
     on_sigterm = signal.signal(signal.SIGTERM, raise_terminated)  # until training starts (`fit_and_test`)
+    given = sys.argv[1:] if argv is None else argv
+    if (code := answer_help(given)) is not None:
+        return code
     try:
-        args, preset = expand_configs(resumed_config(sys.argv[1:] if argv is None else argv))
+        args, preset = expand_configs(resumed_config(full_help(given)))
         with warnings.catch_warnings():  # the arguments are sys.argv with presets resolved: no mix-up
             warnings.filterwarnings("ignore", "LightningCLI's args parameter")
             cli = FirstlightCLI(args, preset)
@@ -84,6 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         if owns_run_id:  # DDP workers inherit the id from this process's environment; the next run must not
             forget_run_choice()
         leave_process_group()
+
+
+def full_help(args: list[str]) -> list[str]:
+    """`--help all` as jsonargparse's `--help`; for it and for `--model.help CLASS` and the like, every task,
+    core and datamodule imported, so that the help lists them all where one is chosen."""
+    full = full_help_args(args)
+    if full is None and not any(arg.partition("=")[0].endswith(".help") for arg in args):
+        return args
+    classes = [*cores_by_task(), *(core for cores in cores_by_task().values() for core in cores), *datamodules()]
+    for module in sorted({path.rpartition(".")[0] for path in classes}):
+        importlib.import_module(module)
+    return args if full is None else full
 
 
 def train_and_test(cli: FirstlightCLI) -> int:

@@ -29,8 +29,7 @@ class ClassificationTask(TaskModule):
     accuracy and macro F1 from confusion counts.
 
     Args:
-        net: a `ClassifierCore`: `cores.cnn.CNNClassifier`, `cores.vit.ViTClassifier`,
-            `cores.recurrent.RNNClassifier`, `cores.transformer.TransformerClassifier`, or your own.
+        net: a `ClassifierCore` (`python -m experiments.run --help` lists those in `cores/`), or your own.
         num_classes: number of classes; from the datamodule.
         pad_id: padding id of token inputs (None for images); from the datamodule.
         label_smoothing: cross-entropy label smoothing in [0, 1).
