@@ -68,7 +68,7 @@ def test_no_logger_still_writes_summary_and_checkpoints(in_tmp: Path, capsys: py
     assert main(args) == 0
     run_dir = only_run(in_tmp / "elsewhere" / "cnn_digits")
     files = {p.name for p in run_dir.iterdir()} - {"code.diff"}  # the diff only when the checkout is dirty
-    assert files == {"checkpoints", "config.yaml", "history.jsonl", "provenance.json", "summary.json"}
+    assert files == {"checkpoints", "config.yaml", "history.jsonl", "provenance.json", "report", "summary.json"}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert "test/acc" in summary and summary["run_dir"] == str(run_dir)
     out = capsys.readouterr().out
