@@ -1,7 +1,7 @@
 # The README's two set-up commands, each self-sufficient: `make run` and `make test`.
 PYTHON ?= python
 
-.PHONY: install run test
+.PHONY: install run test quality
 
 install:
 	$(PYTHON) -m pip install --quiet -e '.[all,dev]'
@@ -13,3 +13,9 @@ run: install
 # The fast suite and the slow end-to-end runs (`pytest` alone runs only the fast one).
 test: install
 	$(PYTHON) -m pytest -m 'slow or not slow' --durations=30
+
+# How well the presets learn, trained in full (tens of minutes on 2 CPU cores), beside the references a
+# practitioner fits first on the same splits; prints their figures and fails below a preset's bar.
+quality: install
+	$(PYTHON) -m benchmarks.quality
+	$(PYTHON) -m benchmarks.baselines

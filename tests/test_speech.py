@@ -458,9 +458,9 @@ def test_a_speech_preset_trains_on_the_users_folder_and_logs_clips_with_their_pr
 
 @needs_espeak
 @pytest.mark.slow
-def test_the_cnn_preset_recognises_keywords_of_unseen_voices(tmp_path: Path) -> None:
-    result = run_cli("--config", "cnn_speech_commands", "--run.logger", "csv", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run_dir,) = (tmp_path / "runs" / "cnn_speech_commands").iterdir()
+def test_the_cnn_preset_recognises_keywords_of_unseen_voices_within_two_epochs(in_tmp: Path) -> None:
+    """Two of the preset's 15 epochs (the full run's bar, above 85%: `make quality`)."""
+    assert main(["--config", "cnn_speech_commands", "--run.logger", "csv", "--trainer.max_epochs", "2"]) == 0
+    (run_dir,) = (in_tmp / "runs" / "cnn_speech_commands").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["test/acc"] > 0.85  # chance 0.10; logistic regression on averaged MFCCs: see the README
+    assert summary["test/acc"] > 0.4  # chance 0.10; 0.62 after two epochs
