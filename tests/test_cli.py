@@ -17,15 +17,18 @@ from tests.helpers import REPO, logged_tables, run_cli, wandb_records, wandb_sum
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """The digits preset through the real command line, W&B offline, with a repeated tag."""
+    """The digits preset through the real command line, W&B offline, with a repeated tag: 5 of its 20 epochs
+    (the full run's accuracy: `make quality`)."""
     cwd = tmp_path_factory.mktemp("digits")
     result = run_cli(
         "--config",
         "cnn_digits",
+        "--trainer.max_epochs",
+        "5",
         "--run.tags",
         "[ci, digits, ci]",
         "--norms.histogram_every_n_steps",
-        "200",
+        "40",
         "--throughput.peak_tflops",
         "0.5",
         "--samples.max_overhead",
@@ -42,8 +45,8 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
 def test_digits_run_reaches_high_accuracy_and_writes_its_summary(digits_run: Any) -> None:
     result, run_dir = digits_run
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["test/acc"] > 0.95  # chance is 0.1; a broken model or pipeline stays far below
-    assert summary["test/f1"] > 0.9 and summary["test/loss"] < 0.3
+    assert summary["test/acc"] > 0.9  # chance is 0.1; a broken model or pipeline stays far below (0.98 here)
+    assert summary["test/f1"] > 0.85 and summary["test/loss"] < 0.5
     assert summary["val/acc_best"] >= summary["val/acc"] - 1e-6
     assert summary["run_id"] == run_dir.name and summary["run_dir"] == str(run_dir)
     assert summary["wall_time_s"] > 0
@@ -145,19 +148,22 @@ def test_wandb_run_holds_nested_config_and_metrics_at_their_steps(digits_run: An
     wandb = wandb_summary(run_dir)
     assert wandb["state"] == "finished" and wandb["run_id"] == summary["run_id"]
     assert wandb["tags"] == ["ci", "digits"]  # repeated tags are given once
-    assert wandb["name"] == "cnn_digits histogram_every_n_steps=200 peak_tflops=0.5 max_overhead=1 max_overhead=1"
+    assert (
+        wandb["name"]
+        == "cnn_digits max_epochs=5 histogram_every_n_steps=40 peak_tflops=0.5 max_overhead=1 max_overhead=1"
+    )
     assert wandb["summary"]["val/acc_best"] == pytest.approx(summary["val/acc_best"])
     config = wandb["config"]
     assert config["model"]["init_args"]["lr"] == 0.003
     assert config["data"]["init_args"]["dataset"] == "digits"
-    assert config["trainer"]["max_epochs"] == 20 and config["experiment"] == "cnn_digits"
+    assert config["trainer"]["max_epochs"] == 5 and config["experiment"] == "cnn_digits"
     assert wandb["summary"]["test/acc"] == pytest.approx(summary["test/acc"])
 
     history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
     steps_per_epoch = 1294 // 64  # digits train split at batch 64, last partial batch dropped
     # Lightning logs at the index of the last optimizer step taken: validation after epoch e at e*n - 1.
     val_steps = [item["trainer/global_step"] for item in history if "val/acc" in item]
-    assert val_steps == [steps_per_epoch * epoch - 1 for epoch in range(1, 21)]
+    assert val_steps == [steps_per_epoch * epoch - 1 for epoch in range(1, 6)]
     train_steps = [item["trainer/global_step"] for item in history if "train/loss" in item]
     assert train_steps and all(step % 5 == 4 for step in train_steps)  # log_every_n_steps: 5
     (test,) = [item for item in history if "test/acc" in item]
@@ -251,15 +257,15 @@ def test_checkpoints_are_model_artifacts_with_best_and_latest_aliases(digits_run
 def test_sample_predictions_and_confusion_matrix_are_logged(digits_run: Any) -> None:
     _, run_dir = digits_run
     samples = logged_tables(run_dir, "val/samples")
-    assert len(samples) == 20  # one per validation epoch: --samples.max_overhead 1 lifts the time budget
+    assert len(samples) == 5  # one per validation epoch: --samples.max_overhead 1 lifts the time budget
     assert samples[-1]["columns"] == ["input", "true", "predicted", "confidence"] and len(samples[-1]["data"]) == 8
     assert all(0 < row[3] <= 1 for row in samples[-1]["data"])
     (files,) = (run_dir / "wandb").glob("offline-run-*/files")
-    assert len(list(files.glob("media/images/val/sample_images_*.png"))) == 20 * 8
+    assert len(list(files.glob("media/images/val/sample_images_*.png"))) == 5 * 8
     confusion = logged_tables(run_dir, "val/confusion_matrix_table")
     history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
     steps = [item["trainer/global_step"] for item in history if "val/confusion_matrix_table.path" in item]
-    assert len(confusion) == 20 and steps == list(range(20, 401, 20))  # after every epoch
+    assert len(confusion) == 5 and steps == list(range(20, 101, 20))  # after every epoch
     assert confusion[-1]["columns"] == ["Actual", "Predicted", "nPredictions"]
     assert sum(row[2] for row in confusion[-1]["data"]) == 144  # every validation digit counted once
     correct = sum(row[2] for row in confusion[-1]["data"] if row[0] == row[1])
@@ -271,14 +277,14 @@ def test_parameter_norms_and_histograms_are_logged(digits_run: Any) -> None:
     _, run_dir = digits_run
     history = [r["history"]["item"] for r in wandb_records(run_dir) if r["type"] == "history"]
     norms = [item for item in history if "grad_norm/total" in item]
-    assert [item["trainer/global_step"] for item in norms] == list(range(49, 400, 50))  # 400 steps, every 50
+    assert [item["trainer/global_step"] for item in norms] == [49, 99]  # 100 steps, every 50
     layers = [key for key in norms[0] if key.startswith("grad_norm/net.")]
     # Every trainable parameter: 4 convolutions (no bias before batch norm), 4 batch norms, 2 linear layers.
     assert "grad_norm/net.classifier.5.weight" in layers and len(layers) == 4 + 4 * 2 + 2 * 2
     total = sum(norms[0][key] ** 2 for key in layers) ** 0.5
     assert norms[0]["grad_norm/total"] == pytest.approx(total, rel=1e-6) and total > 0
     histograms = [item for item in history if "weights/net.classifier.5.weight._type" in item]
-    assert [item["trainer/global_step"] for item in histograms] == [199, 399]
+    assert [item["trainer/global_step"] for item in histograms] == [39, 79]  # every 40
     assert histograms[0]["weights/net.classifier.5.weight._type"] == "histogram"
 
 
@@ -289,7 +295,7 @@ def test_throughput_is_logged_per_interval(digits_run: Any) -> None:
     assert rates and all(item["throughput/samples_per_s"] > 0 for item in rates)
     summary = json.loads((run_dir / "summary.json").read_text())
     # No interval is faster than the whole run's average allows by orders of magnitude.
-    assert max(item["throughput/samples_per_s"] for item in rates) < 1294 * 20 / summary["wall_time_s"] * 50
+    assert max(item["throughput/samples_per_s"] for item in rates) < 1294 * 5 / summary["wall_time_s"] * 50
 
 
 def test_flops_are_counted_exactly_and_give_the_utilisation(digits_run: Any) -> None:
