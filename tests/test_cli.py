@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from experiments.run import main
 from tests.helpers import REPO, logged_tables, run_cli, wandb_records, wandb_summary
 
 
@@ -40,6 +41,17 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (cwd / "runs" / "cnn_digits").iterdir()
     return result, run_dir
+
+
+def run_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`experiments.run` in this process (where the exit code and the printed lines are the point, not a fresh
+    interpreter: test_bad_input.py runs the command from the shell): its code, stdout and stderr."""
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_digits_run_reaches_high_accuracy_and_writes_its_summary(digits_run: Any) -> None:
@@ -102,21 +114,25 @@ def test_the_data_facts_reach_the_task_and_its_core_but_not_the_saved_config(dig
     ],
     ids=["old-key", "old-shorthand", "old-class-path"],
 )
-def test_settings_of_the_earlier_layout_name_their_new_place(arguments: list[str], named: str, tmp_path: Path) -> None:
-    result = run_cli("--config", "cnn_digits", *arguments, cwd=tmp_path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "runs").exists()  # nothing written under the run root
+def test_settings_of_the_earlier_layout_name_their_new_place(
+    arguments: list[str], named: str, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_here(capsys, "--config", "cnn_digits", *arguments)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], err
+    assert "Traceback" not in err
+    assert not (in_tmp / "runs").exists()  # nothing written under the run root
 
 
-def test_a_setting_the_chosen_core_lacks_is_not_called_a_setting_of_the_earlier_layout(tmp_path: Path) -> None:
+def test_a_setting_the_chosen_core_lacks_is_not_called_a_setting_of_the_earlier_layout(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The sentiment LSTM takes no `channels` (the CNN does): the line must not send the user to the key
     they already gave."""
-    result = run_cli("--config", "lstm_sentiment", "--model.net.channels", "[8]", cwd=tmp_path)
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
+    code, _, err = run_here(capsys, "--config", "lstm_sentiment", "--model.net.channels", "[8]")
+    assert code == 2
+    (line,) = err.strip().splitlines()
     assert "channels" in line and "--model.init_args.net.init_args.channels" not in line, line
 
 
@@ -179,26 +195,16 @@ def test_run_names_show_what_differs_from_the_preset() -> None:
     assert derived_name("cnn_digits", core) == "cnn_digits dropout=0.3 hidden_dim=64"
 
 
-def test_print_config_shows_overrides_and_writes_nothing(tmp_path: Path) -> None:
-    result = run_cli(
-        "--config",
-        "cnn_digits",
-        "--model.init_args.lr",
-        "0.05",
-        "--model.net.channels",
-        "[8]",
-        "--data.batch_size",
-        "32",
-        "--print_config",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    config = yaml.safe_load(result.stdout)
+def test_print_config_shows_overrides_and_writes_nothing(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    overrides = ["--model.init_args.lr", "0.05", "--model.net.channels", "[8]", "--data.batch_size", "32"]
+    code, out, err = run_here(capsys, "--config", "cnn_digits", *overrides, "--print_config")
+    assert code == 0, err
+    config = yaml.safe_load(out)
     assert config["model"]["init_args"]["lr"] == 0.05 and config["data"]["init_args"]["batch_size"] == 32
     core = config["model"]["init_args"]["net"]
     assert core["class_path"] == "cores.cnn.CNNClassifier" and core["init_args"]["channels"] == [8]
     assert core["init_args"]["hidden_dim"] == 128  # the preset's other core settings stay
-    assert not (tmp_path / "runs").exists()
+    assert not (in_tmp / "runs").exists()
 
 
 def test_default_experiment_is_fashion_mnist(tmp_path: Path) -> None:
