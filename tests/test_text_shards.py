@@ -239,7 +239,9 @@ def test_a_file_too_big_for_memory_streams_from_shards_prepared_in_the_cache(
     files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FIRSTLIGHT_DATA", str(tmp_path / "cache"))
-    monkeypatch.setattr("datamodules.sequence_streaming.available_memory", lambda: 100_000)  # a machine with 100 KB to spare
+    monkeypatch.setattr(
+        "datamodules.sequence_streaming.available_memory", lambda: 100_000
+    )  # a machine with 100 KB to spare
     data = TextClassificationDataModule(source=str(files["jsonl"]), **COLUMNS, **SETTINGS, workers=0)
     in_memory = TextClassificationDataModule(source=str(files["jsonl"]), **COLUMNS, **SETTINGS, loading="memory")
     assert data.facts() == in_memory.facts()

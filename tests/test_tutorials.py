@@ -43,7 +43,7 @@ def test_every_block_of_a_tutorial_is_a_file_to_write_or_commands_to_run(page: s
 @pytest.mark.parametrize("page", TUTORIALS)
 def test_a_tutorial_runs_as_written(page: str, tmp_path: Path) -> None:
     env = fresh_env({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
-    for number, (language, name, content) in enumerate(blocks(page), start=1):
+    for number, (_, name, content) in enumerate(blocks(page), start=1):
         if name:
             (tmp_path / name).write_text(content)
             continue
