@@ -23,10 +23,7 @@ from torch import nn
 from cores.positional import PositionalEncoding
 from cores.recurrent import RecurrentEncoder, State
 from datamodules.tokenization import BOS_ID
-from modules.forecasting import ForecastTask
-from modules.language_model import LanguageModelTask
-from modules.seq2seq import Seq2SeqTask
-from modules.task import TaskModule
+from modules.task import ExportInputs, TaskModule
 from validation import ConfigError
 
 BATCH = "batch"
@@ -60,25 +57,17 @@ class Signature:
 
 
 def signature(task: TaskModule, datamodule: Any) -> Signature:
-    """The inputs of the task's core: images (batch only dynamic), token ids and windows (batch and length)."""
-    longest = max_length(task.net)
+    """The inputs of the task's core, as the task declares them (`TaskModule.export_inputs`)."""
+    spec = export_inputs(task, datamodule)
+    return Signature(spec.inputs, spec.output, spec.dynamic, max_length(task.net) if spec.bounded else None)
+
+
+def export_inputs(task: TaskModule, datamodule: Any) -> ExportInputs:
     facts = {*getattr(task.net, "hparams", {}), *getattr(datamodule, "model_facts", ())}
-    if isinstance(task, Seq2SeqTask):
-        return Signature(
-            ("source", "target_in"),
-            "logits",
-            ({0: BATCH, 1: "source_length"}, {0: BATCH, 1: "target_length"}),
-            longest,
-        )
-    if isinstance(task, LanguageModelTask):
-        return Signature(("tokens",), "logits", ({0: BATCH, 1: "length"},), longest)
-    if isinstance(task, ForecastTask):
-        return Signature(("window",), "forecast", ({0: BATCH, 1: "steps"},), None)
-    if "image_shape" in facts:  # images, spectrograms: one size
-        return Signature(("images",), "logits", ({0: BATCH},), None)
-    if "vocab_size" in facts:
-        return Signature(("tokens",), "logits", ({0: BATCH, 1: "length"},), longest)
-    raise ConfigError(f"{type(task).__name__} with {type(datamodule).__name__}: no known inputs to export it with")
+    spec = task.export_inputs(facts)
+    if spec is None:
+        raise ConfigError(f"{type(task).__name__} with {type(datamodule).__name__}: no known inputs to export it with")
+    return spec
 
 
 def max_length(net: nn.Module) -> int | None:
@@ -98,14 +87,15 @@ def synthetic_inputs(
     generator = torch.Generator().manual_seed(seed)
     hp: dict[str, Any] = dict(getattr(task.net, "hparams", {}))  # the core's arguments: the data's facts among them
     facts = datamodule.hparams
-    if isinstance(task, ForecastTask):
+    spec = export_inputs(task, datamodule)
+    if spec.inputs == ("window",):
         steps = int(facts.get("window") or length)
         return (torch.randn(batch_size, steps, int(hp["num_features"]), generator=generator),)
     if "image_shape" in hp:
         return (torch.randn(batch_size, *hp["image_shape"], generator=generator),)
     vocab, pad_id = int(hp["vocab_size"]), int(hp.get("pad_id", 0))
     limit = max_length(task.net)
-    if isinstance(task, LanguageModelTask):
+    if not spec.padded:  # a language model's context
         length = int(facts.get("context_length") or length)
     length = min(length, limit) if limit else length
 
@@ -117,11 +107,11 @@ def synthetic_inputs(
                 tokens[row, int(torch.randint(1, columns + 1, (), generator=generator)) :] = pad_id
         return tokens
 
-    if isinstance(task, Seq2SeqTask):
+    if spec.inputs == ("source", "target_in"):
         target = ids(batch_size, max(2, length // 2), padded=True)
         target[:, 0] = int(getattr(task, "bos_id", BOS_ID))
         return ids(batch_size, length, padded=True), target
-    return (ids(batch_size, length, padded=not isinstance(task, LanguageModelTask)),)
+    return (ids(batch_size, length, padded=spec.padded),)
 
 
 def resized(inputs: tuple[torch.Tensor, ...], sig: Signature, sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from cores.contracts import ForecasterCore
-from modules.task import TaskModule
+from modules.task import ExportInputs, TaskModule
 
 
 class ForecastTask(TaskModule):
@@ -34,6 +35,9 @@ class ForecastTask(TaskModule):
             {"forecast": [step[0] if len(step) == 1 else step for step in window.round(6).tolist()]}
             for window in forecast
         ]
+
+    def export_inputs(self, facts: Collection[str]) -> ExportInputs:
+        return ExportInputs(("window",), "forecast", ({0: "batch", 1: "steps"},))
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         window, target = batch

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from cores.contracts import LanguageModelCore
-from modules.task import TaskModule
+from modules.task import ExportInputs, TaskModule
 
 
 class LanguageModelTask(TaskModule):
@@ -62,6 +63,9 @@ class LanguageModelTask(TaskModule):
         decode = datamodule.tokenizer.decode
         rows = [[decode(p.tolist()), decode(g[p.shape[0] :].tolist())] for p, g in zip(prompts, generated, strict=True)]
         return ["prompt", "generated"], rows
+
+    def export_inputs(self, facts: Collection[str]) -> ExportInputs:
+        return ExportInputs(("tokens",), "logits", ({0: "batch", 1: "length"},), bounded=True)  # never padded
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, targets = batch

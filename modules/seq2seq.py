@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from cores.contracts import Seq2SeqCore
-from modules.task import TaskModule
+from modules.task import ExportInputs, TaskModule
 from validation import ConfigError, check_range, require
 
 
@@ -90,6 +91,10 @@ class Seq2SeqTask(TaskModule):
 
         rows = [[text(s), text(t), text(o), text(t) == text(o)] for s, t, o in zip(source, target, output, strict=True)]
         return ["source", "target", "output", "correct"], rows
+
+    def export_inputs(self, facts: Collection[str]) -> ExportInputs:
+        source, target = {0: "batch", 1: "source_length"}, {0: "batch", 1: "target_length"}
+        return ExportInputs(("source", "target_in"), "logits", (source, target), bounded=True, padded=True)
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         source, target = batch

@@ -10,6 +10,8 @@ are saved as plain data, so checkpoints load with `torch.load(weights_only=True)
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any, cast
 
 import lightning as L
@@ -28,6 +30,19 @@ from modules.optim import (
     weight_penalty,
 )
 from validation import ConfigError, check_range
+
+
+@dataclass(frozen=True)
+class ExportInputs:
+    """What a task's core takes, as `python -m experiments.export` traces it: the inputs' names, the output's,
+    each input's dynamic axes by name ("batch" shared by all), whether its sequence axes are bounded by the
+    core's position table, and whether token inputs are right-padded (classifiers, seq2seq) or whole."""
+
+    inputs: tuple[str, ...]
+    output: str
+    dynamic: tuple[dict[int, str], ...]
+    bounded: bool = False
+    padded: bool = False
 
 
 class TaskModule(L.LightningModule):
@@ -223,6 +238,16 @@ class TaskModule(L.LightningModule):
         weights, _ = split_decay_groups(self)
         penalty = weight_penalty(weights, self.l1, self.l2)
         return loss if penalty is None else loss + penalty
+
+    def export_inputs(self, facts: Collection[str]) -> ExportInputs | None:
+        """What the core takes, for export (`facts`: the names of the core's arguments and of the data's facts):
+        images of one size, or token ids padded to any length; None where neither. Tasks of other inputs
+        override it."""
+        if "image_shape" in facts:  # images, spectrograms
+            return ExportInputs(("images",), "logits", ({0: "batch"},))
+        if "vocab_size" in facts:
+            return ExportInputs(("tokens",), "logits", ({0: "batch", 1: "length"},), bounded=True, padded=True)
+        return None
 
     def configure_optimizers(self) -> Any:
         # Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it cannot tell
