@@ -63,7 +63,10 @@ from datamodules.streaming import (
     StreamsWhenPrepared,
     available_memory,
     default_workers,
+    fits_in_memory,
+    memory_note,
     processes_per_machine,
+    streaming_reason,
 )
 from validation import ConfigError, check_range, require
 
@@ -74,7 +77,6 @@ Loading = Literal["auto", "memory", "streaming"]
 # and its shuffled copy (measured: 483 MB of peak growth for 96 MB of clips and 933 MB for 288 MB, 3,000 and
 # 9,000 clips of 1 s at 16 kHz: 2.3x at the margin, plus about 260 MB for the statistics).
 IN_MEMORY_OVERHEAD = 3
-MEMORY_SHARE = 0.5  # a source streams when the in-memory path would need more than this share of memory
 
 
 class AudioDataModule(StreamsWhenPrepared, InMemoryDataModule):
@@ -389,18 +391,10 @@ class AudioDataModule(StreamsWhenPrepared, InMemoryDataModule):
             return None
         needed = len(self.catalogue()) * self.clip_samples * 2 * IN_MEMORY_OVERHEAD
         per_process = available_memory() // processes_per_machine()
-        if loading == "auto" and needed <= MEMORY_SHARE * per_process:
-            self.loading_reason = f"in memory: about {needed / 2**30:.1f} GB of {per_process / 2**30:.1f} GB available"
+        if loading == "auto" and fits_in_memory(needed, per_process):
+            self.loading_reason = f"in memory: {memory_note(needed, per_process)}"
             return None
-        why = (
-            "--data.loading streaming"
-            if loading == "streaming"
-            else (
-                f"in memory it would take about {needed / 2**30:.1f} GB, more than half of the "
-                f"{per_process / 2**30:.1f} GB available to each process"
-            )
-        )
-        self.loading_reason = f"streaming: {why}"
+        self.loading_reason = streaming_reason(loading, needed, per_process)
         return self.prepared_in_cache(path)
 
     def prepare_settings(self) -> dict[str, Any]:

@@ -40,7 +40,10 @@ from datamodules.streaming import (
     StreamsWhenPrepared,
     available_memory,
     default_workers,
+    fits_in_memory,
+    memory_note,
     processes_per_machine,
+    streaming_reason,
 )
 from validation import ConfigError, check_range
 
@@ -49,7 +52,6 @@ Loading = Literal["auto", "memory", "streaming"]
 # Peak memory of the in-memory path per byte of decoded images: the decoded list, the uint8 tensor, and the
 # float copies of the statistics (measured: about 400 KB of peak for each 160 px colour image of 77 KB).
 IN_MEMORY_OVERHEAD = 5
-MEMORY_SHARE = 0.5  # a folder streams when the in-memory path would need more than this share of memory
 BUILTIN_SHAPES = {  # (C, H, W), number of classes
     "fashion_mnist": ((1, 28, 28), 10),
     "mnist": ((1, 28, 28), 10),
@@ -244,18 +246,10 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
             return folder
         needed, available = self.in_memory_bytes(folder), available_memory()
         per_process = available // processes_per_machine()
-        if loading == "auto" and needed <= MEMORY_SHARE * per_process:
-            self.loading_reason = f"in memory: about {needed / 2**30:.1f} GB of {per_process / 2**30:.1f} GB available"
+        if loading == "auto" and fits_in_memory(needed, per_process):
+            self.loading_reason = f"in memory: {memory_note(needed, per_process)}"
             return None
-        why = (
-            "--data.loading streaming"
-            if loading == "streaming"
-            else (
-                f"in memory it would take about {needed / 2**30:.1f} GB, more than half of the "
-                f"{per_process / 2**30:.1f} GB available to each process"
-            )
-        )
-        self.loading_reason = f"streaming: {why}"
+        self.loading_reason = streaming_reason(loading, needed, per_process)
         return self.prepared_in_cache(folder)
 
     def in_memory_bytes(self, folder: Path) -> int:

@@ -33,13 +33,15 @@ from datamodules.streaming import (
     StreamsWhenPrepared,
     available_memory,
     default_workers,
+    fits_in_memory,
+    memory_note,
     processes_per_machine,
+    streaming_reason,
 )
 from datamodules.text_shards import BucketedOrder
 from validation import ConfigError
 
 Loading = Literal["auto", "memory", "streaming"]
-MEMORY_SHARE = 0.5  # a source streams when the in-memory path would need more than this share of memory
 
 
 class PadBatch:
@@ -135,25 +137,17 @@ class StreamsPreparedSequences(StreamsWhenPrepared):
             self.loading_reason = "in memory"
             return None
         needed, per_process = self.in_memory_overhead * raw_size, available_memory() // processes_per_machine()
-        size = f"about {needed / 2**30:.1f} GB of {per_process / 2**30:.1f} GB available"
+        size = memory_note(needed, per_process)
         memory_only = self.memory_only()
         if loading == "auto" and memory_only:
             self.loading_reason = f"in memory: {memory_only[0]} ({size})"
             return None
-        if loading == "auto" and needed <= MEMORY_SHARE * per_process:
+        if loading == "auto" and fits_in_memory(needed, per_process):
             self.loading_reason = f"in memory: {size}"
             return None
         if memory_only:
             raise ConfigError(f"{memory_only[0]}; {memory_only[1]}, or use --data.loading memory")
-        why = (
-            "--data.loading streaming"
-            if loading == "streaming"
-            else (
-                f"in memory it would take about {needed / 2**30:.1f} GB, more than half of the "
-                f"{per_process / 2**30:.1f} GB available to each process"
-            )
-        )
-        self.loading_reason = f"streaming: {why}"
+        self.loading_reason = streaming_reason(loading, needed, per_process)
         return self.prepared_in_cache(path)
 
     def prepare_settings(self) -> dict[str, Any]:

@@ -196,6 +196,28 @@ class StreamsWhenPrepared:
         return self.streaming_loader("test", self.eval_batch_factor * self.batch_size, training=False)
 
 
+MEMORY_SHARE = 0.5  # a raw source streams when its in-memory path would need more of each process's memory
+
+
+def fits_in_memory(needed: float, per_process: int) -> bool:
+    """Whether a source whose in-memory path peaks at `needed` bytes is held in memory by `loading auto`."""
+    return needed <= MEMORY_SHARE * per_process
+
+
+def memory_note(needed: float, per_process: int) -> str:
+    return f"about {needed / 2**30:.1f} GB of {per_process / 2**30:.1f} GB available"
+
+
+def streaming_reason(loading: str, needed: float, per_process: int) -> str:
+    """The start note's reason for streaming a raw source: asked for, or too big for memory."""
+    if loading == "streaming":
+        return "streaming: --data.loading streaming"
+    return (
+        f"streaming: in memory it would take about {needed / 2**30:.1f} GB, more than half of the "
+        f"{per_process / 2**30:.1f} GB available to each process"
+    )
+
+
 def processes_per_machine() -> int:
     """Training processes that share this machine: as a launcher says (torchrun, SLURM), else one per GPU."""
     for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
