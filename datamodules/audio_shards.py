@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from datamodules.audio_files import (
     PREPARE_OPTIONS,
@@ -47,8 +46,9 @@ from datamodules.audio_files import (
     training_classes,
     unreadable,
 )
-from datamodules.image_shards import IN_PROGRESS, check_output, gather_chunks, read_index, write_json
-from datamodules.prepared import Manifest, fingerprint, sha256
+from datamodules.image_shards import IN_PROGRESS, check_output, gather_chunks, write_json
+from datamodules.prepared import Manifest, fingerprint
+from datamodules.sample_shards import ShardSamples
 from datamodules.spectrogram import LogMel
 from datamodules.streaming import SHUFFLE_WINDOW
 from datamodules.token_corpus import usable_cores, worker_pool
@@ -312,24 +312,10 @@ def prepare_audio(
 # -- reading --------------------------------------------------------------------------------------------------
 
 
-class ShardAudio(Dataset):
+class ShardAudio(ShardSamples):
     """One split of prepared clips, read by DataLoader workers: (sample, epoch) pairs -> (int16 waveform
     (clip_samples,), label, sample id). Each chunk's sha256 is checked as it is first read (`digests`: file
     name -> digest)."""
-
-    def __init__(self, folder: Path, digests: dict[str, str] | None = None) -> None:
-        self.folder = folder
-        chunks = read_index(folder)
-        self.chunks = [chunk["filename"] for chunk in chunks]
-        self.chunk_sizes = [chunk["chunk_size"] for chunk in chunks]
-        self.chunk_ends = np.cumsum(self.chunk_sizes)
-        self.digests = digests or {}
-        self.verified: set[int] = set()
-        self.reader: Any = None  # litdata's StreamingDataset, opened in each worker on first use
-        import litdata  # noqa: F401  # in the training process, for forked workers to inherit (see ShardImages)
-
-    def __len__(self) -> int:
-        return int(self.chunk_ends[-1]) if len(self.chunk_ends) else 0
 
     def open(self) -> Any:
         if self.reader is None:
@@ -340,26 +326,12 @@ class ShardAudio(Dataset):
             self.reader = StreamingDataset(str(self.folder), max_pre_download=window_chunks, batch_decode=0)
         return self.reader
 
-    def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
-        index, _ = pair
-        chunk = int(np.searchsorted(self.chunk_ends, index, side="right"))
-        if chunk not in self.verified:
-            path = self.folder / self.chunks[chunk]
-            expected = self.digests.get(path.name)
-            if expected is not None and sha256(path) != expected:
-                raise ConfigError(
-                    f"shard {path} is damaged (not as prepared); restore it, or prepare the dataset again"
-                )
-            self.verified.add(chunk)
+    def item(self, sample: dict[str, Any], epoch: int) -> tuple[torch.Tensor, int, int]:
         try:
-            sample = self.open()[index]
             waveform = torch.from_numpy(np.asarray(sample["waveform"], dtype=np.int16).copy())
-        except Exception as error:  # litdata reading a chunk it cannot make sense of
-            raise ConfigError(f"sample {index} of {self.folder} cannot be read ({error}); prepare it again") from None
+        except Exception as error:  # a sample of another layout
+            raise ConfigError(f"a sample of {self.folder} cannot be read ({error}); prepare it again") from None
         return waveform, int(sample["label"]), int(sample["index"])
-
-    def __getitems__(self, pairs: list[tuple[int, int]]) -> list[tuple[torch.Tensor, int, int]]:
-        return [self[pair] for pair in pairs]
 
 
 def collate(samples: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -188,6 +188,14 @@ class ShardSamples(Dataset):
     def item(self, sample: dict[str, Any], epoch: int) -> Any:
         raise NotImplementedError
 
+    def open(self) -> Any:
+        """litdata's reader of the split, opened in each worker on first use."""
+        if self.reader is None:
+            from litdata import StreamingDataset
+
+            self.reader = StreamingDataset(str(self.folder))
+        return self.reader
+
     def __getitem__(self, pair: tuple[int, int]) -> Any:
         index, epoch = pair
         chunk = int(np.searchsorted(self.chunk_ends, index, side="right"))
@@ -199,12 +207,8 @@ class ShardSamples(Dataset):
                     f"shard {path} is damaged (not as prepared); restore it, or prepare the dataset again"
                 )
             self.verified.add(chunk)
-        if self.reader is None:
-            from litdata import StreamingDataset
-
-            self.reader = StreamingDataset(str(self.folder))
         try:
-            sample = self.reader[index]
+            sample = self.open()[index]
         except Exception as error:  # litdata reading a chunk it cannot make sense of
             raise ConfigError(f"sample {index} of {self.folder} cannot be read ({error}); prepare it again") from None
         return self.item(sample, epoch)
