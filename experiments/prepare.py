@@ -71,18 +71,20 @@ def prepare(args: argparse.Namespace) -> str:
     args.test_fraction = test_fraction if args.test_fraction is None else args.test_fraction
     check_range("--val_fraction", args.val_fraction, 0.0, 0.5, low_open=True)
     check_range("--test_fraction", args.test_fraction, 0.0, 0.5, low_open=True)
-    workers = args.workers or os.cpu_count() or 1
+    common = {  # the arguments every kind's prepare takes
+        "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction,
+        "workers": args.workers or os.cpu_count() or 1,
+        "overwrite": args.overwrite,
+    }
     if kind == "images":
         from datamodules.image_shards import prepare_images
 
         manifest = prepare_images(
             args.source,
             args.output,
-            val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction,
+            **common,
             seed=args.seed,
-            workers=workers,
-            overwrite=args.overwrite,
         )
         unit = "images"
     elif kind == "texts":
@@ -91,17 +93,14 @@ def prepare(args: argparse.Namespace) -> str:
         manifest = prepare_texts(
             args.source,
             args.output,
+            **common,
+            seed=args.seed,
             text_column=args.text_column,
             label_column=args.label_column,
             group_column=args.group_column,
             tokenizer=args.tokenizer or "word",
             vocab_size=20000 if args.vocab_size is None else args.vocab_size,
             max_length=128 if args.max_length is None else args.max_length,
-            val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
-            workers=workers,
-            overwrite=args.overwrite,
         )
         unit = "texts"
     elif kind == "fasta":
@@ -110,6 +109,8 @@ def prepare(args: argparse.Namespace) -> str:
         manifest = prepare_fasta(
             args.source,
             args.output,
+            **common,
+            seed=args.seed,
             labels=args.labels,
             id_column=args.id_column,
             label_column=args.label_column,
@@ -119,11 +120,6 @@ def prepare(args: argparse.Namespace) -> str:
             k=args.k,
             stride=args.stride,
             max_length=1000 if args.max_length is None else args.max_length,
-            val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
-            workers=workers,
-            overwrite=args.overwrite,
         )
         unit = "records"
     elif kind == "pairs":
@@ -132,14 +128,11 @@ def prepare(args: argparse.Namespace) -> str:
         manifest = prepare_pairs(
             args.source,
             args.output,
+            **common,
+            seed=args.seed,
             tokenizer=args.tokenizer or "char",
             vocab_size=8000 if args.vocab_size is None else args.vocab_size,
             max_chars=args.max_chars,
-            val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
-            workers=workers,
-            overwrite=args.overwrite,
         )
         unit = "pairs"
     elif kind == "audio":
@@ -149,18 +142,15 @@ def prepare(args: argparse.Namespace) -> str:
         manifest = prepare_audio(
             args.source,
             args.output,
+            **common,
+            seed=args.seed,
             path_column=args.path_column,
             label_column=args.label_column,
             group_column=args.group_column,
             sample_rate=args.sample_rate,
             resample=args.resample,
             clip_seconds=args.clip_seconds,
-            val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction,
-            seed=args.seed,
             skip_unreadable=args.skip_unreadable,
-            workers=workers,
-            overwrite=args.overwrite,
         )
         unit = "clips"
     else:
@@ -169,12 +159,9 @@ def prepare(args: argparse.Namespace) -> str:
         manifest = prepare_corpus(
             args.source,
             args.output,
+            **common,
             tokenizer=args.tokenizer or "char",
             vocab_size=4096 if args.vocab_size is None else args.vocab_size,
-            val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction,
-            workers=workers,
-            overwrite=args.overwrite,
         )
         unit = "tokens"
     sizes = ", ".join(f"{split} {count:,}" for split, count in manifest.splits.items())
