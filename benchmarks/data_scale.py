@@ -1,6 +1,6 @@
 """Memory and speed of streaming image folders from prepared shards, side by side in one run.
 
-    python -m benchmarks.data_scale [--images 4000] [--size 160] [--image_size 128] [--workers 2] [--repeats 3]
+    python -m benchmarks.data_scale [--images 4000] [--size 160] [--image_size 128] [--workers 2] [--repeats 5]
 
 On generated JPEG folders (`benchmarks.jpeg_folder`) of N and 8N images:
 
@@ -12,7 +12,8 @@ On generated JPEG folders (`benchmarks.jpeg_folder`) of N and 8N images:
   transforms (RandomResizedCrop to --image_size, horizontal flip, a uint8 tensor), firstlight's streaming
   path (`ImageDataModule` on the prepared shards) and torchvision's `ImageFolder` + `DataLoader` as the
   tutorials write it, both with persistent workers; and by bare decode loops (PIL, and simplejpeg, each file
-  decoded once in as many processes as workers, nothing else), the limit of this CPU. The four take turns
+  decoded once in as many processes as workers, nothing else), the limit of this CPU. Every file is read once
+  before the rounds, so that all four find them in the page cache. The four take turns
   for --repeats rounds of --batches batches each (after warm-up), so a burst of other work on the machine
   hits them alike; the ratios are taken within each round, and their medians compared.
 
@@ -102,6 +103,15 @@ def images_per_second(batches: Iterable, count: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
+def read_through(paths: list[str]) -> None:
+    """Reads every file once, so that each loader finds them all in the page cache: the rounds then measure
+    decoding and augmenting, the limit of this CPU, not which loader happened to read a file first."""
+    for path in paths:
+        with open(path, "rb") as file:
+            while file.read(1 << 20):
+                pass
+
+
 def decode_with_pil(paths: list[str]) -> int:
     for path in paths:
         with Image.open(path) as image:
@@ -133,7 +143,7 @@ def main() -> None:
     parser.add_argument("--image_size", type=int, default=128, help="pixels of the training crops")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batches", type=int, default=100, help="batches timed per pass")
-    parser.add_argument("--repeats", type=int, default=3, help="passes of each loader")
+    parser.add_argument("--repeats", type=int, default=5, help="passes of each loader")
     parser.add_argument("--runs", type=int, default=3, help="training runs of each case (medians are printed)")
     parser.add_argument("--workdir", type=Path, help="keep the folders here (default: a temporary folder)")
     args = parser.parse_args()
@@ -188,6 +198,7 @@ def main() -> None:
         loader = DataLoader(folder, BATCH, shuffle=True, num_workers=args.workers, persistent_workers=True)
         paths = [path for path, _ in folder.samples]
         random.Random(0).shuffle(paths)
+        read_through([*paths, *(str(path) for path in prepared["8N"].rglob("*") if path.is_file())])
         per_round = (WARMUP + args.batches) * BATCH  # as many files as the loaders read in a round
         rates: dict[str, list[float]] = {name: [] for name in LOADERS}
         with get_context("fork").Pool(args.workers) as pool:

@@ -16,6 +16,7 @@ renamed into place when complete, so a stopped prepare, run again, redoes at mos
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -388,7 +389,7 @@ class ShardImages(Dataset):
             self.reader = StreamingDataset(str(self.folder), max_pre_download=window_chunks, batch_decode=0)
         return self.reader
 
-    def __getitem__(self, pair: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, pair: tuple[int, int]) -> tuple[np.ndarray, int, int]:
         index, epoch = pair
         chunk = int(np.searchsorted(self.chunk_ends, index, side="right"))
         if chunk not in self.verified:
@@ -400,12 +401,12 @@ class ShardImages(Dataset):
             raise ConfigError(f"sample {index} of {self.folder} cannot be read ({error}); prepare it again") from None
         what = f"sample {sample['index']} of {self.folder}"
         if self.augment:
-            pixels = self.augmented(decoded_tensor(sample["image"], self.mode, what), hash((self.seed, epoch, index)))
+            pixels = self.augmented(decoded_array(sample["image"], self.mode, what), hash((self.seed, epoch, index)))
         else:
             image = decoded(bytes(sample["image"]), self.mode, what)
             if self.size and image.size != (self.size[1], self.size[0]):
                 image = image.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)  # as in memory
-            pixels = as_tensor(image)
+            pixels = as_array(image)
         return pixels, int(sample["label"]), int(sample["index"])
 
     def verify(self, path: Path) -> None:
@@ -413,22 +414,43 @@ class ShardImages(Dataset):
         if expected is not None and sha256(path) != expected:
             raise ConfigError(f"shard {path} is damaged (not as prepared); restore it, or prepare the dataset again")
 
-    def __getitems__(self, pairs: list[tuple[int, int]]) -> list[tuple[torch.Tensor, int, int]]:
+    def __getitems__(self, pairs: list[tuple[int, int]]) -> list[tuple[np.ndarray, int, int]]:
         return [self[pair] for pair in pairs]
 
-    def augmented(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
-        """The random resized crop (torchvision's RandomResizedCrop: its box, antialiased bilinear) and random
-        flip of uint8 (C, H, W) pixels, drawn from `seed` alone. Called as functions on channels-last uint8,
-        where torch's antialiased resize has its fast kernel: the same result as the transform objects, at half
-        their cost."""
+    def augmented(self, pixels: np.ndarray, seed: int) -> np.ndarray:
+        """The random resized crop (torchvision's RandomResizedCrop box) and random flip of uint8 (H, W, C) pixels,
+        drawn from `seed` alone -> uint8 (H, W, C).
+
+        A crop shrunk 1.5-fold or more is resized as torchvision resizes it (antialiased bilinear), where plain
+        bilinear starts to alias. Any other by OpenCV's bilinear, as albumentations resizes: within one level of
+        torchvision's when enlarging (where antialiasing does nothing), and within about a level on average when
+        shrinking less (every pixel still counts), at a quarter of the cost of torch's resize and its return to
+        (H, W, C) order."""
         draw = random.Random(seed)
-        size = self.size or (pixels.shape[1], pixels.shape[2])
-        top, left, height, width = crop_box(draw, pixels.shape[1], pixels.shape[2], self.crop_scale)
-        crop = pixels.unsqueeze(0)[..., top : top + height, left : left + width]  # channels-last: no copy
-        pixels = torch.nn.functional.interpolate(crop, size=size, mode="bilinear", antialias=True)[0]
+        height, width = pixels.shape[0], pixels.shape[1]
+        size = self.size or (height, width)
+        top, left, crop_height, crop_width = crop_box(draw, height, width, self.crop_scale)
+        crop = pixels[top : top + crop_height, left : left + crop_width]  # a view
+        cv2 = opencv()
+        if 2 * crop_height >= 3 * size[0] or 2 * crop_width >= 3 * size[1]:
+            channels_last = torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0)  # torch's fast uint8 layout
+            planes = torch.nn.functional.interpolate(channels_last, size=size, mode="bilinear", antialias=True)[0]
+            resized = np.ascontiguousarray(planes.numpy().transpose(1, 2, 0))
+        else:
+            resized = cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
         if self.hflip and draw.random() < 0.5:
-            pixels = pixels.flip(-1)
-        return pixels
+            resized = cv2.flip(resized, 1)
+        return resized.reshape(size[0], size[1], -1)  # cv2 drops a single channel
+
+
+@functools.cache
+def opencv() -> Any:
+    """OpenCV, set to resize in the calling thread: a worker resizes one small image at a time, on its share
+    of the cores, where OpenCV's thread pool only adds hand-offs."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    return cv2
 
 
 def crop_box(
@@ -458,10 +480,10 @@ def crop_box(
     return (height - crop_height) // 2, (width - crop_width) // 2, crop_height, crop_width
 
 
-def decoded_tensor(data: Any, mode: str, what: str) -> torch.Tensor:
-    """Stored image bytes -> uint8 (C, H, W) in `mode` (strided as channels-last, as decoders write pixels).
-    JPEGs by simplejpeg (libjpeg-turbo straight into an array: the same pixels as PIL's, 20% sooner; torchvision's
-    decoders are deprecated), other formats by PIL."""
+def decoded_array(data: Any, mode: str, what: str) -> np.ndarray:
+    """Stored image bytes -> uint8 (H, W, C) in `mode`. JPEGs by simplejpeg (libjpeg-turbo straight into an
+    array: the same pixels as PIL's, in half the time; torchvision's decoders are deprecated), other formats by
+    PIL."""
     data = bytes(data)
     try:
         if data[:3] == b"\xff\xd8\xff":
@@ -472,7 +494,7 @@ def decoded_tensor(data: Any, mode: str, what: str) -> torch.Tensor:
             array = np.asarray(decoded(data, mode, what))
     except ValueError as error:  # simplejpeg's word for a damaged JPEG
         raise ConfigError(f"{what} cannot be decoded ({error}); prepare the dataset again") from None
-    return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1)
+    return array.reshape(array.shape[0], array.shape[1], -1)
 
 
 def decoded(data: bytes, mode: str, what: str) -> Image.Image:
@@ -484,20 +506,27 @@ def decoded(data: bytes, mode: str, what: str) -> Image.Image:
         raise ConfigError(f"{what} cannot be decoded ({error}); prepare the dataset again") from None
 
 
-def as_tensor(image: Image.Image) -> torch.Tensor:
-    """PIL image -> uint8 (C, H, W). Transposed by numpy: torch's multi-threaded copy of one small image costs
-    hundreds of times more, in a training process whose threads are busy."""
+def as_array(image: Image.Image) -> np.ndarray:
+    """PIL image -> uint8 (H, W, C)."""
     array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(np.ascontiguousarray(array.reshape(array.shape[0], array.shape[1], -1).transpose(2, 0, 1)))
+    return array.reshape(array.shape[0], array.shape[1], -1)
 
 
-def collate(samples: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> images uint8 (B, C, H, W), labels (B,), sample ids (B,). In a worker the images are stacked straight
-    into shared memory, as torch's default_collate does: the batch then crosses to the training process
+def collate(samples: list[tuple[np.ndarray, int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Samples of uint8 (H, W, C) pixels -> images uint8 (B, C, H, W) stored channels-last, labels (B,), sample ids
+    (B,).
+
+    The pixels are stacked in the order decoders and resizers write them: torch's copy into channels-first order
+    costs 30 us an image, a tenth of all a worker does for it, where the normalisation in the training process
+    writes its channels-first float batch from either order at the same cost. In a worker the batch is stacked
+    straight into shared memory, as torch's default_collate does: it then crosses to the training process
     without another copy."""
-    images, labels, ids = zip(*samples, strict=True)
-    out = None
+    pixels, labels, ids = zip(*samples, strict=True)
+    shape = (len(pixels), *pixels[0].shape)
     if get_worker_info() is not None:
-        storage = images[0].untyped_storage()._new_shared(len(images) * images[0].nbytes)
-        out = images[0].new(storage).view(len(images), *images[0].shape)
-    return torch.stack(images, out=out), torch.tensor(labels), torch.tensor(ids)
+        storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+        images = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    else:
+        images = torch.empty(shape, dtype=torch.uint8)
+    np.stack(pixels, out=images.numpy())
+    return images.permute(0, 3, 1, 2), torch.tensor(labels), torch.tensor(ids)
