@@ -235,6 +235,7 @@ def test_user_mistake(arguments, expected, in_tmp: Path, capsys) -> None:
     assert not (in_tmp / "runs").is_dir()
 
 
+@pytest.mark.slow
 def test_a_mistake_from_the_shell_exits_2_without_traceback(tmp_path: Path) -> None:
     result = run_cli(
         "--config",
@@ -303,6 +304,7 @@ def test_a_mistake_keeps_the_users_own_empty_run_root(in_tmp: Path, capsys) -> N
     assert (in_tmp / "my-runs").is_dir() and not any((in_tmp / "my-runs").iterdir())
 
 
+@pytest.mark.slow
 def test_a_read_only_run_root_is_refused_before_anything_runs(tmp_path: Path) -> None:
     root = tmp_path / "read-only"
     root.mkdir()

@@ -25,6 +25,7 @@ def benchmark(name: str, *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env
     return done.stdout
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_runs_at_tiny_size_on_the_cpu(tmp_path: Path) -> None:
     out = benchmark(
         "gpu", "--size", "tiny", "--device", "cpu", "--steps", "1", "--warmup", "1", "--no-compile", cwd=tmp_path
@@ -92,6 +93,7 @@ def test_overhead_benchmark_prints_its_ratios(tmp_path: Path) -> None:
     assert all(0.5 < float(ratio) < 3 for ratio in match.groups()), last
 
 
+@pytest.mark.slow
 def test_overhead_breakdown_times_every_part_of_both_steps(tmp_path: Path) -> None:
     out = benchmark("overhead_breakdown", "--steps", "25", cwd=tmp_path)
     rows = {
@@ -120,6 +122,7 @@ def test_channels_last_benchmark_compares_both_layouts(tmp_path: Path) -> None:
     ], out
 
 
+@pytest.mark.slow
 @x86_only
 def test_precision_benchmark_measures_presets_and_reports_what_cannot_run(tmp_path: Path) -> None:
     """On a CPU without native bf16 (oneDNN capped at AVX2) the LSTM has no bf16 kernel: a row says so."""
@@ -130,6 +133,7 @@ def test_precision_benchmark_measures_presets_and_reports_what_cannot_run(tmp_pa
     assert re.search(r"^lstm_sunspots\s+fp32\s+[\d.]+\s+bf16-mixed unsupported \(could not create", out, re.M), out
 
 
+@pytest.mark.slow
 def test_baselines_fit_each_presets_own_splits_and_report_in_its_units(tmp_path: Path) -> None:
     presets = ("cnn_digits", "lstm_sentiment", "lstm_sunspots", "lstm_shakespeare", "transformer_reverse")
     out = benchmark("baselines", "--presets", *presets, cwd=tmp_path)
@@ -186,9 +190,9 @@ def test_hand_written_language_model_loop_learns_and_evaluates_the_first_validat
 
 @pytest.mark.slow
 def test_language_model_side_by_side_prints_both_steps_and_losses(tmp_path: Path) -> None:
-    out = benchmark("lm_side_by_side", "--steps", "30", "--pair-steps", "30", cwd=tmp_path)
+    out = benchmark("lm_side_by_side", "--steps", "12", "--pair-steps", "12", cwd=tmp_path)  # 2 paired past warm-up
     ratio = re.search(r"step ratio firstlight/hand-written: median ([\d.]+)  mean ([\d.]+)", out)
     assert ratio and all(float(value) > 0 for value in ratio.groups()), out
     runs = re.findall(r"^  (.+?)\s+([\d.]+) s\s+(\d+) steps .* tokens/s  val loss ([\d.]+)$", out, re.M)
     assert [name for name, *_ in runs] == ["hand-written loop", "firstlight, same settings", "transformer_shakespeare"]
-    assert int(runs[0][2]) == 30 and all(0 < float(loss) < 5 for *_, loss in runs), out
+    assert int(runs[0][2]) == 12 and all(0 < float(loss) < 5 for *_, loss in runs), out

@@ -207,6 +207,7 @@ def test_print_config_shows_overrides_and_writes_nothing(in_tmp: Path, capsys: p
     assert not (in_tmp / "runs").exists()
 
 
+@pytest.mark.slow
 def test_default_experiment_is_fashion_mnist(tmp_path: Path) -> None:
     result = run_cli("--print_config", cwd=tmp_path)
     config = yaml.safe_load(result.stdout)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,6 +74,7 @@ OPTION = st.one_of(
 ARGUMENTS = st.lists(OPTION, max_size=4).map(lambda options: [arg for option in options for arg in option])
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(arguments=ARGUMENTS)
 def test_any_arguments_parse_or_exit_2_in_one_line(arguments: list[str], tmp_path, monkeypatch) -> None:

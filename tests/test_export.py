@@ -29,6 +29,7 @@ SHORT = [
     "--trainer.limit_val_batches=1",
     "--trainer.limit_test_batches=1",
     "--trainer.val_check_interval=null",
+    "--trainer.num_sanity_val_steps=0",
 ]
 
 
@@ -67,6 +68,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return short_run("cnn_digits", tmp_path_factory.mktemp("digits"), "--run.logger=wandb")
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch_at_any_batch_size_and_is_logged_to_wandb(
     digits_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

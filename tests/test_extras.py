@@ -110,6 +110,7 @@ def test_the_default_preset_trains_and_tracks_without_the_extras(default_run: Pa
     assert list((default_run / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow
 def test_a_text_preset_trains_without_the_extras(lean: dict[str, str], tmp_path: Path) -> None:
     """An LSTM on reviews: its own tokenizer, and the attributions it logs (captum is in the core install)."""
     result = run_cli("--config", "lstm_sentiment", *FAST, cwd=tmp_path, env=lean)
@@ -117,6 +118,7 @@ def test_a_text_preset_trains_without_the_extras(lean: dict[str, str], tmp_path:
     assert "Traceback" not in result.stderr and "extra" not in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "feature", "extra"),
     [
@@ -143,6 +145,7 @@ def test_a_preset_that_needs_an_extra_says_which_in_one_line(
     assert not (tmp_path / "runs").exists()  # stopped before anything was written
 
 
+@pytest.mark.slow
 def test_onnx_export_needs_the_export_extra(lean: dict[str, str], default_run: Path) -> None:
     result = lean_command("experiments.export", str(default_run), cwd=default_run, env=lean)
     assert result.returncode == 2

@@ -24,6 +24,7 @@ def only_run(root: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_at_that_step(tmp_path: Path) -> None:
     poison = ["--trainer.callbacks+=tests.signals.PoisonAt", "--trainer.callbacks.step=25"]
     result = run_cli(*DIGITS, *poison, cwd=tmp_path)
@@ -95,6 +96,7 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path: P
         assert not list(checkpoints.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_disk_full_from_the_start_stops_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "small", 4) as mounted:
         if not mounted:
@@ -130,6 +132,7 @@ def test_a_disk_filling_up_before_the_summary_keeps_the_test_metrics_and_the_run
         assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_stops_cleanly_then_resumes(tmp_path: Path) -> None:
     stop = ["--trainer.callbacks+=tests.signals.SignalAt", "--trainer.callbacks.step=25"]
     result = run_cli(*DIGITS, *stop, "--trainer.callbacks.signal_name=SIGINT", cwd=tmp_path)
@@ -145,6 +148,7 @@ def test_ctrl_c_saves_and_stops_cleanly_then_resumes(tmp_path: Path) -> None:
     assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("signal_name", "code", "what"), [("SIGTERM", 143, "preempted"), ("SIGINT", 130, "interrupted")]
 )
@@ -187,6 +191,7 @@ def test_a_signal_outside_the_training_loop_is_no_success(
         assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_with_130_and_resumes_from_the_last_save(tmp_path: Path) -> None:
     """Two Ctrl-C at step 25: the second stops before anything is saved (Lightning turns it into exit 1);
     the run ends with 130 and one line, and resumes from the end of epoch 1."""
@@ -200,6 +205,7 @@ def test_a_second_ctrl_c_stops_at_once_with_130_and_resumes_from_the_last_save(t
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20
 
 
+@pytest.mark.slow
 def test_a_history_line_cut_short_by_a_crash_does_not_stop_resume_or_compare(tmp_path: Path) -> None:
     """A run preempted, then its history.jsonl's last append cut short (as a kill or a full disk during the
     write leaves it): resuming drops that partial record and finishes; compare reads the run. A damaged line

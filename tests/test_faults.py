@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import run_cli, wandb_summary
 
 
+@pytest.mark.slow
 def test_a_run_outlives_its_wandb_service(tmp_path: Path) -> None:
     """SIGTERM to wandb-core at step 25: one warning, W&B logging stops, training, checkpoints, history and
     the summary go on to the end."""
@@ -27,6 +30,7 @@ def test_a_run_outlives_its_wandb_service(tmp_path: Path) -> None:
 ONE_EPOCH = ["--config", "cnn_digits", "--trainer.max_epochs", "1"]
 
 
+@pytest.mark.slow
 def test_online_without_credentials_logs_offline(tmp_path: Path) -> None:
     home = tmp_path / "home"  # no ~/.netrc: no `wandb login`
     home.mkdir()
@@ -38,6 +42,7 @@ def test_online_without_credentials_logs_offline(tmp_path: Path) -> None:
     assert wandb_summary(run_dir)["summary"]["test/acc"] > 0.5  # all there, for `wandb sync`
 
 
+@pytest.mark.slow
 def test_online_without_network_falls_back_to_offline(tmp_path: Path) -> None:
     """A key, but W&B's server cannot be reached (nothing listens on the port): firstlight asks the server
     first, and the run goes on offline at once, with one warning, keeping everything for `wandb sync`."""

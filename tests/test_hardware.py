@@ -75,6 +75,7 @@ def test_capping_onednn_at_avx2_switches_the_bf16_probe_off() -> None:
     assert probe_in_subprocess({}) is cpu_has_native_bf16()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("native", [True, False], ids=["this-cpu", "no-native-bf16"])
 def test_the_run_prints_and_records_the_precision_it_chose(native: bool, tmp_path: Path) -> None:
     if not native and platform.machine() not in ("x86_64", "AMD64"):
@@ -92,6 +93,7 @@ def test_the_run_prints_and_records_the_precision_it_chose(native: bool, tmp_pat
     assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
 
 
+@pytest.mark.slow
 @x86_only
 def test_an_lstm_in_bf16_on_a_cpu_without_it_is_refused_in_one_line(tmp_path: Path) -> None:
     result = run_cli("--config", "lstm_sunspots", "--trainer.precision", "bf16-mixed", cwd=tmp_path, env=NO_NATIVE_BF16)
@@ -102,6 +104,7 @@ def test_an_lstm_in_bf16_on_a_cpu_without_it_is_refused_in_one_line(tmp_path: Pa
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+@pytest.mark.slow
 @x86_only
 def test_explicit_bf16_on_a_cpu_without_it_runs_with_a_warning(tmp_path: Path) -> None:
     result = run_cli(

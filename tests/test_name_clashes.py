@@ -38,6 +38,7 @@ def test_a_module_named_like_firstlight_s_does_not_break_help(shadow: str, tmp_p
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_run_among_the_user_s_modules_uses_firstlight_s_and_theirs(tmp_path: Path) -> None:
     """Every clashing name at once, a plain `experiments/` folder of the user's results, and a core of the
     user's own (mymodels.py) named on the command line."""

@@ -72,6 +72,7 @@ def test_answers_equal_the_models_own_on_the_same_images(digits_run: Path, tmp_p
     assert correct >= 0.85 * len(answers)
 
 
+@pytest.mark.slow
 def test_a_moved_run_predicts_without_its_training_data(digits_run: Path, tmp_path: Path) -> None:
     """The run directory copied elsewhere (its summary names checkpoints by their old absolute path) still
     finds its best checkpoint; no dataset is read (the inference state is in the checkpoint)."""
@@ -178,6 +179,7 @@ def sentiment_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_texts_come_from_arguments_a_file_or_stdin_alike(sentiment_run: Path, tmp_path: Path) -> None:
     texts = ["a gripping, beautifully made film", "tedious and far too long", "fine"]
     outputs = []

@@ -7,6 +7,7 @@ import importlib
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -25,6 +26,7 @@ SHORT = [
     "--trainer.limit_val_batches=2",
     "--trainer.limit_test_batches=2",
     "--trainer.val_check_interval=null",
+    "--trainer.num_sanity_val_steps=0",
     "--run.logger=none",
 ]
 
@@ -33,7 +35,28 @@ def preset_monitor(preset: str) -> str:
     return yaml.safe_load((PRESETS_DIR / f"{preset}.yaml").read_text())["checkpoint"]["monitor"]
 
 
-@pytest.mark.parametrize("preset", [runnable(name) for name in preset_names()])
+# Presets whose short run takes over 5 s on a 2-core CPU (a tokenizer to train, greedy decoding, spectrograms, a
+# larger model) run with the slow tests; the fast suite runs the rest.
+LONG_PRESETS = {
+    "gru_deu_eng",
+    "transformer_deu_eng",
+    "cnn_speech_commands",
+    "lstm_speech_commands",
+    "transformer_speech_commands",
+    "vit_fashion_mnist",
+    "lstm_shakespeare",
+    "transformer_shakespeare",
+    "transformer_reverse",
+}
+
+
+def preset_param(name: str) -> Any:
+    """`runnable(name)`, marked slow if the preset is in LONG_PRESETS."""
+    param = runnable(name)
+    return pytest.param(*param.values, marks=[*param.marks, *([pytest.mark.slow] if name in LONG_PRESETS else [])])
+
+
+@pytest.mark.parametrize("preset", [preset_param(name) for name in preset_names()])
 def test_every_preset_runs_here_and_reports_its_metrics(preset: str, in_tmp: Path) -> None:
     """Discovered from experiments/configs/: a preset that cannot run on the machine running the tests, in
     the precision `auto` resolves for it (bf16 where the CPU has it, else fp32), fails here."""
@@ -79,6 +102,7 @@ def test_every_preset_runs_here_and_reports_its_metrics(preset: str, in_tmp: Pat
             assert isinstance(answer.get("generated", answer.get("output")), str)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("preset", "columns"),
     [
@@ -99,6 +123,7 @@ def test_sample_tables_of_sequence_tasks(preset: str, columns: list[str], in_tmp
         assert all(0 < len(row[1]) <= 200 for row in table["data"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("preset", "layers"), [("transformer_sentiment", 2), ("transformer_reverse", 2 + 2 * 2)])
 def test_attention_maps_are_logged_per_layer(preset: str, layers: int, in_tmp: Path) -> None:
     from PIL import Image

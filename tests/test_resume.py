@@ -242,6 +242,7 @@ def test_killed_mid_epoch_and_resumed_ends_as_if_never_stopped(
     assert before + after == reference and all(s < step for s in before) and all(s >= step for s in after)
 
 
+@pytest.mark.slow
 def test_a_resume_with_other_options_records_them_and_keeps_the_earlier_config(tmp_path: Path) -> None:
     stop = ["--trainer.callbacks+=tests.signals.SignalAt", "--trainer.callbacks.step=5"]
     assert run_cli("--config", "cnn_digits", "--trainer.max_epochs", "1", *stop, cwd=tmp_path).returncode == 143

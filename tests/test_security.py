@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import run_cli
@@ -19,6 +20,7 @@ PLANTED = {
 }
 
 
+@pytest.mark.slow
 def test_planted_secrets_appear_in_no_file_or_output_of_a_run(tmp_path: Path) -> None:
     result = run_cli("--config", "cnn_digits", "--trainer.max_epochs", "2", cwd=tmp_path, env=PLANTED)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -44,6 +46,7 @@ class Payload:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_holding_pickled_objects_is_refused_not_unpickled(tmp_path: Path) -> None:
     stopped = run_cli(
         "--config",

@@ -198,6 +198,7 @@ def test_the_training_loader_with_workers_covers_each_sample_once_and_resumes_wh
         assert torch.equal(mine[2], theirs[2]) and torch.equal(mine[0], theirs[0])
 
 
+@pytest.mark.slow
 def test_a_stopped_prepare_goes_on_and_writes_the_same_shards(folder: Path, prepared: Path, tmp_path: Path) -> None:
     output = tmp_path / "again"
     real_write = image_shards.write_part

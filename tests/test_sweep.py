@@ -286,6 +286,7 @@ def test_a_trial_whose_sweep_is_killed_saves_and_stops_then_resumes(tmp_path: Pa
     assert "(resuming)" in resumed.stdout and json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.5
 
 
+@pytest.mark.slow
 def test_ctrl_c_to_a_sweep_reaches_its_trial_once(tmp_path: Path) -> None:
     """SIGINT (Ctrl-C) to the sweep: the trial gets it once, so it saves before it stops (a second Ctrl-C
     would stop it at once); the sweep exits 130."""
@@ -382,6 +383,7 @@ def test_a_wandb_sweep_trial_uses_the_agent_run_id(monkeypatch: pytest.MonkeyPat
     assert wandb_sweep_run_id() == "abc123"
 
 
+@pytest.mark.slow
 def test_seeds_runs_a_preset_per_seed_and_prints_the_spread_of_its_test_metrics(tmp_path: Path, capsys) -> None:
     """Two short digits runs that differ only in their seed: mean ± sample std of each test metric, from
     the runs' own summaries; the same command again trains nothing."""

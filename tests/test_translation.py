@@ -63,6 +63,7 @@ def test_a_missing_dictionary_names_the_package_to_install(tmp_path: Path) -> No
         freedict_pairs("ita-eng", tmp_path)
 
 
+@pytest.mark.slow
 def test_the_german_english_phrases() -> None:
     """Debian's dict-freedict-deu-eng, which the set-up installs (`experiments/install_data.sh`)."""
     pairs = freedict_pairs("deu-eng")
@@ -83,6 +84,7 @@ def test_corpus_scores_are_sacrebleus() -> None:
     assert corpus_scores(references, references) == {"bleu": pytest.approx(100), "chrf": pytest.approx(100)}
 
 
+@pytest.mark.slow
 def test_a_users_pairs_train_with_bleu_and_chrf_at_test(tmp_path: Path) -> None:
     """A TSV of pairs through the command, with text metrics: the outputs are decoded and scored."""
     rows = "".join(f"zahl {i}\tnumber {i}\n" for i in range(300))

@@ -286,6 +286,7 @@ def bomb_folder(root: Path) -> str:
     return str(root / "bombs")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("arguments", "expected"), [c[1:] for c in COMMANDS], ids=[c[0] for c in COMMANDS])
 def test_the_command_reports_a_bad_file_in_one_line(tmp_path: Path, arguments, expected: str) -> None:
     result = run_cli(*arguments(tmp_path), "--run.root", str(tmp_path / "runs"), cwd=tmp_path)

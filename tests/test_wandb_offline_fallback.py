@@ -74,6 +74,7 @@ def test_the_probe_tells_no_answer_from_any_answer(silent_server: str, refusing_
     assert unreachable(refusing_server) is None  # an error status is an answer: W&B reports it itself
 
 
+@pytest.mark.slow
 def test_online_with_a_server_that_never_answers_logs_offline_without_waiting(
     silent_server: str, tmp_path: Path
 ) -> None:
@@ -111,6 +112,7 @@ def sweep_online(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("server", "warning"),
     [
@@ -132,6 +134,7 @@ def test_a_sweep_that_cannot_go_online_runs_here(server: str, warning: str, refu
     assert wandb_summary(Path(trial["run_dir"]))["state"] == "finished"  # an offline run, ready for `wandb sync`
 
 
+@pytest.mark.slow
 def test_joining_a_wandb_sweep_out_of_reach_is_one_line(tmp_path: Path) -> None:
     result = sweep_online(CLOSED, tmp_path, "--sweep-id", "abc123")
     assert result.returncode == 2
