@@ -162,14 +162,10 @@ def test_a_signal_during_set_up_exits_with_its_code_and_leaves_nothing(
     assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("when", "signal_name", "code"),
-    [
-        ("test", "SIGTERM", 143),
-        pytest.param("sanity", "SIGTERM", 143, marks=pytest.mark.slow),
-        pytest.param("test", "SIGINT", 130, marks=pytest.mark.slow),
-        pytest.param("sanity", "SIGINT", 130, marks=pytest.mark.slow),
-    ],
+    [("test", "SIGTERM", 143), ("sanity", "SIGTERM", 143), ("test", "SIGINT", 130), ("sanity", "SIGINT", 130)],
 )
 def test_a_signal_outside_the_training_loop_is_no_success(
     when: str, signal_name: str, code: int, tmp_path: Path

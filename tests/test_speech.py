@@ -418,10 +418,8 @@ def test_the_built_in_dataset_is_generated_once_verified_and_regenerated_when_da
 # The presets end to end
 
 
-@pytest.mark.parametrize(
-    "preset",
-    [pytest.param("cnn_speech_commands", marks=pytest.mark.slow), "transformer_speech_commands"],  # CNN: ~1 min
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["cnn_speech_commands", "transformer_speech_commands"])
 def test_a_speech_preset_trains_on_the_users_folder_and_logs_clips_with_their_predicted_words(
     preset: str, tmp_path: Path
 ) -> None:
