@@ -41,7 +41,6 @@ from modules.attribution import (
     tokens_html,
     top_tokens,
 )
-from modules.classification import ClassificationTask
 from validation import ConfigError
 
 SUFFIXES = {"images": ".png", "texts": ".html", "sequences": ".html"}  # input kinds explained, and their files
@@ -58,7 +57,7 @@ class Explanation:
 def explained_kind(trained: Trained) -> str:
     """The model's input kind, if --explain explains it (image and token classifiers)."""
     task, kind = trained.task, trained.datamodule.input_kind
-    if not isinstance(task, ClassificationTask):
+    if not task.explains_answers:
         raise ConfigError(
             f"--explain explains classifiers' answers; this model is a {type(task).__name__}, which does not "
             "classify; leave --explain out"

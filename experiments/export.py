@@ -46,7 +46,6 @@ import yaml
 
 from experiments.exportable import Signature, exportable, other_shapes, resized, signature, synthetic_inputs
 from experiments.trained import Trained, load_trained, rebuilt_data
-from modules.seq2seq import Seq2SeqTask
 from validation import ConfigError, check_range, require
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
@@ -397,11 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         keep(staged, output)
     opset = f", ONNX opset {exported.opset}" if exported.opset else ""
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB{opset}; {time.monotonic() - started:.0f} s)")
-    if isinstance(trained.task, Seq2SeqTask):
-        print(
-            "note: the graph is the teacher-forced forward (source, target_in) -> logits; greedy decoding runs "
-            "outside it: start target_in with <bos>, append the last position's argmax, repeat until <eos>"
-        )
+    if sig.usage:
+        print(f"note: {sig.usage}")
     if args.wandb == "true" and trained.run_dir is not None:
         metadata = {
             "format": args.format,

@@ -37,6 +37,7 @@ class Signature:
     output: str
     dynamic: tuple[dict[int, str], ...]
     max_length: int | None  # the longest sequence the core takes (its position table), None: any
+    usage: str | None = None  # what a user of the graph does around it (ExportInputs.usage)
 
     def dynamic_shapes(self) -> tuple[dict[int, torch.export.Dim], ...]:
         """`torch.export`'s form: one `Dim` per name, shared where inputs share a name (the batch)."""
@@ -59,7 +60,8 @@ class Signature:
 def signature(task: TaskModule, datamodule: Any) -> Signature:
     """The inputs of the task's core, as the task declares them (`TaskModule.export_inputs`)."""
     spec = export_inputs(task, datamodule)
-    return Signature(spec.inputs, spec.output, spec.dynamic, max_length(task.net) if spec.bounded else None)
+    bound = max_length(task.net) if spec.bounded else None
+    return Signature(spec.inputs, spec.output, spec.dynamic, bound, spec.usage)
 
 
 def export_inputs(task: TaskModule, datamodule: Any) -> ExportInputs:

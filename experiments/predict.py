@@ -38,7 +38,6 @@ from datamodules.timeseries import csv_series
 from experiments.explain import explained_kind, explanations, write_explanations
 from experiments.rundir import write_atomic
 from experiments.trained import Trained, load_trained
-from modules.language_model import LanguageModelTask
 from validation import ConfigError, check_range
 
 SHOWN_CHARACTERS = 60  # of an input or an answer, in the printed table (files keep them whole)
@@ -165,8 +164,7 @@ def predict(trained: Trained, items: list[Any], batch_size: int, options: dict[s
     """Answers for every input, a batch at a time (a progress bar on stderr when there are several)."""
     from tqdm import tqdm
 
-    if isinstance(trained.task, LanguageModelTask):
-        batch_size = 1  # prompts differ in length
+    batch_size = trained.task.prediction_batch_size(batch_size)
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(items), unit="input", disable=len(items) <= batch_size, file=sys.stderr) as progress:
         for chunk in batches(items, batch_size):
@@ -267,9 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         if not items:
             raise ConfigError("no inputs; give them as arguments, with --from_file, or on stdin")
         torch.manual_seed(args.seed)
-        options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k}
-        if isinstance(trained.task, LanguageModelTask) and args.max_new_tokens is None:
-            options["max_new_tokens"] = 200
+        given = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k}
+        options = {name: value for name, value in given.items() if value is not None}  # else the task's default
         explained = (
             explanations(trained, items, names, args.explain_dir, args.explain_class, args.overwrite)
             if args.explain

@@ -36,6 +36,8 @@ class ClassificationTask(TaskModule):
         **task_options: optimizer, schedule and penalty settings of `TaskModule`.
     """
 
+    explains_answers = True  # integrated gradients of the chosen class's logit
+
     def __init__(
         self,
         net: ClassifierCore,

@@ -42,6 +42,9 @@ class LanguageModelTask(TaskModule):
         return self.net.generate(prompt, max_new_tokens, temperature, top_k)
 
     @torch.no_grad()
+    def prediction_batch_size(self, requested: int) -> int:
+        return 1  # prompts differ in length, and a prompt is not padded
+
     def predictions(
         self,
         inputs: torch.Tensor,

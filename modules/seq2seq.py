@@ -94,7 +94,11 @@ class Seq2SeqTask(TaskModule):
 
     def export_inputs(self, facts: Collection[str]) -> ExportInputs:
         source, target = {0: "batch", 1: "source_length"}, {0: "batch", 1: "target_length"}
-        return ExportInputs(("source", "target_in"), "logits", (source, target), bounded=True, padded=True)
+        usage = (
+            "the graph is the teacher-forced forward (source, target_in) -> logits; greedy decoding runs outside "
+            "it: start target_in with <bos>, append the last position's argmax, repeat until <eos>"
+        )
+        return ExportInputs(("source", "target_in"), "logits", (source, target), bounded=True, padded=True, usage=usage)
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         source, target = batch

@@ -36,13 +36,15 @@ from validation import ConfigError, check_range
 class ExportInputs:
     """What a task's core takes, as `python -m experiments.export` traces it: the inputs' names, the output's,
     each input's dynamic axes by name ("batch" shared by all), whether its sequence axes are bounded by the
-    core's position table, and whether token inputs are right-padded (classifiers, seq2seq) or whole."""
+    core's position table, whether token inputs are right-padded (classifiers, seq2seq) or whole, and what a
+    user of the graph does around it, where the task's answers are more than one pass of it."""
 
     inputs: tuple[str, ...]
     output: str
     dynamic: tuple[dict[int, str], ...]
     bounded: bool = False
     padded: bool = False
+    usage: str | None = None
 
 
 class TaskModule(L.LightningModule):
@@ -124,6 +126,11 @@ class TaskModule(L.LightningModule):
         per input: what `python -m experiments.predict` prints and writes."""
         raise NotImplementedError(f"{type(self).__name__} does not predict on new inputs")
 
+    def prediction_batch_size(self, requested: int) -> int:
+        """How many new inputs `predictions` takes at once, of the `requested`: all, unless they cannot share
+        a batch."""
+        return requested
+
     def log_loss(self, stage: str, loss: torch.Tensor, weight: float | torch.Tensor) -> None:
         """Training loss of the step at logging steps (every `log_every_n_steps`: Lightning drops the values of
         the steps between, and `self.log` costs ~0.5 ms); evaluation loss as the epoch's mean over examples,
@@ -203,6 +210,8 @@ class TaskModule(L.LightningModule):
 
     #: The padding id of token inputs (None: inputs without padding); Throughput counts real tokens with it.
     pad_id: int | None = None
+    #: Whether `python -m experiments.predict --explain` can attribute the answers to the inputs (classifiers).
+    explains_answers: bool = False
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         return self.net(*inputs)
