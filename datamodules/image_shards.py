@@ -494,7 +494,7 @@ def decoded_array(data: Any, mode: str, what: str) -> np.ndarray:
             array = np.asarray(decoded(data, mode, what))
     except ValueError as error:  # simplejpeg's word for a damaged JPEG
         raise ConfigError(f"{what} cannot be decoded ({error}); prepare the dataset again") from None
-    return array.reshape(array.shape[0], array.shape[1], -1)
+    return as_array(array)
 
 
 def decoded(data: bytes, mode: str, what: str) -> Image.Image:
@@ -506,8 +506,8 @@ def decoded(data: bytes, mode: str, what: str) -> Image.Image:
         raise ConfigError(f"{what} cannot be decoded ({error}); prepare the dataset again") from None
 
 
-def as_array(image: Image.Image) -> np.ndarray:
-    """PIL image -> uint8 (H, W, C)."""
+def as_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """A PIL image or decoded (H, W) or (H, W, C) pixels -> uint8 (H, W, C)."""
     array = np.asarray(image, dtype=np.uint8)
     return array.reshape(array.shape[0], array.shape[1], -1)
 
