@@ -17,7 +17,14 @@ from datamodules.sample_shards import ShardSamples
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.sequence_streaming import Loading, StreamsPreparedSequences
 from datamodules.text_sources import read_table
-from datamodules.tokenization import BOS_ID, EOS_ID, TokenizerKind, tokenizer_from_json, train_tokenizer
+from datamodules.tokenization import (
+    BOS_ID,
+    EOS_ID,
+    TokenizerKind,
+    encode_all,
+    tokenizer_from_json,
+    train_tokenizer,
+)
 from validation import ConfigError, check_range
 
 TASKS = ("reverse", "sort", "addition")
@@ -157,8 +164,10 @@ class Seq2SeqDataModule(StreamsPreparedSequences, SequenceDataModule):
         kind: TokenizerKind = "char" if hp["source"] in TASKS else hp["tokenizer"]
         self.tokenizer = train_tokenizer(kind, [text for pair in parts["train"] for text in pair], hp["vocab_size"])
         for name, part in parts.items():
-            sources = [self.encode_source(s) for s, _ in part]
-            targets = [torch.tensor([BOS_ID, *self.tokenizer.encode(t), EOS_ID], dtype=torch.long) for _, t in part]
+            source_ids = encode_all(self.tokenizer, [source for source, _ in part])
+            target_ids = encode_all(self.tokenizer, [target for _, target in part])
+            sources = [torch.tensor([*ids, EOS_ID], dtype=torch.long) for ids in source_ids]  # as encode_source
+            targets = [torch.tensor([BOS_ID, *ids, EOS_ID], dtype=torch.long) for ids in target_ids]
             self.splits[name] = (sources, targets)
             self.lengths[name] = torch.tensor([len(s) for s in sources])
 

@@ -58,6 +58,27 @@ def test_freedict_phrases_are_examples_and_sentence_headwords_cleaned_and_distin
     ]  # the meta entry, the word entries and a source seen before (its first translation kept) left out
 
 
+def test_the_pairs_are_read_once_then_from_the_cache_until_the_dictionary_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datamodules import freedict
+
+    monkeypatch.setenv("FIRSTLIGHT_DATA", str(tmp_path / "cache"))
+    write_dictionary(tmp_path, "deu-eng")
+    first = freedict_pairs("deu-eng", tmp_path)
+    (cached,) = (tmp_path / "cache" / "freedict").iterdir()
+    reads: list[Path] = []
+    monkeypatch.setattr(freedict, "read_pairs", lambda index, entries: reads.append(index) or [("neu", "new")])
+    assert freedict_pairs("deu-eng", tmp_path) == first and reads == []  # from the cache
+    cached.write_text('[["Das Buch')  # damaged (a full disk): read again and rewritten
+    assert freedict_pairs("deu-eng", tmp_path) == [("neu", "new")] and len(reads) == 1
+    assert freedict_pairs("deu-eng", tmp_path) == [("neu", "new")] and len(reads) == 1
+    index = tmp_path / "freedict-deu-eng.index"
+    index.write_text(index.read_text() + "neu\tA\tB\n")  # an updated dictionary: read again
+    assert freedict_pairs("deu-eng", tmp_path) == [("neu", "new")] and len(reads) == 2
+    assert not list((tmp_path / "cache" / "freedict").glob("*.part"))
+
+
 def test_a_missing_dictionary_names_the_package_to_install(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"install it with `apt-get install dict-freedict-ita-eng`"):
         freedict_pairs("ita-eng", tmp_path)
