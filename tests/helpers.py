@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests import forked
+
 REPO = Path(__file__).resolve().parents[1]
 # How long a test waits for a command before calling it hung: a guard against hangs, not a speed limit, so
 # generous enough for a slow 2-core CPU without native bf16 (no test may depend on the machine's speed).
@@ -38,11 +40,28 @@ def fresh_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env: dict[str, str] | None = None
+    *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env: dict[str, str] | None = None, fresh: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m experiments.run *args` in a fresh process (see `fresh_env`; `env` adds to it)."""
+    """`python -m experiments.run *args` (see `run_module`)."""
+    return run_module("experiments.run", *args, cwd=cwd, timeout=timeout, env=env, fresh=fresh)
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path,
+    timeout: int = HANG_GUARD_S,
+    env: dict[str, str] | None = None,
+    fresh: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m module *args` in a new process (see `fresh_env`; `env` adds to it), its output captured:
+    forked from one that has firstlight imported (`tests.forked`), or a fresh interpreter where start-up is
+    under test (`fresh`) or may depend on `env` (read as modules are imported: CPU capabilities, hidden
+    packages)."""
+    if not fresh and env is None:
+        return forked.run_module(module, list(args), cwd, fresh_env(env), timeout)
     return subprocess.run(
-        [sys.executable, "-m", "experiments.run", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=fresh_env(env),
         capture_output=True,

@@ -27,7 +27,7 @@ from datamodules.image_shards import chunk_sizes
 from datamodules.prepared import MANIFEST, read_manifest
 from experiments.prepare import guess_kind
 from experiments.prepare import main as prepare_command
-from tests.helpers import fresh_env, run_cli, write_images
+from tests.helpers import fresh_env, run_cli, run_module, write_images
 from validation import ConfigError
 
 RATE = 16000
@@ -374,8 +374,7 @@ def test_a_run_streams_a_prepared_folder_and_its_checkpoint_predicts_without_it(
     prepared.rename(hidden)  # the checkpoint holds the classes, rate and statistics: the shards are not needed
     try:
         clips = [str(folder / "low" / "spk01_nohash_0.wav"), str(folder / "high" / "spk02_nohash_0.flac")]
-        command = [sys.executable, "-m", "experiments.predict", str(run_dir), *clips]
-        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=fresh_env())
+        result = run_module("experiments.predict", str(run_dir), *clips, cwd=tmp_path)
     finally:
         hidden.rename(prepared)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import HANG_GUARD_S, NO_NATIVE_BF16, fresh_env, x86_only
+from tests.helpers import HANG_GUARD_S, NO_NATIVE_BF16, run_module, x86_only
 
 
 def benchmark(name: str, *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}", *args],
-        cwd=cwd,
-        env=fresh_env(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    done = run_module(f"benchmarks.{name}", *args, cwd=cwd, timeout=timeout, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -195,4 +186,9 @@ def test_language_model_side_by_side_prints_both_steps_and_losses(tmp_path: Path
     assert ratio and all(float(value) > 0 for value in ratio.groups()), out
     runs = re.findall(r"^  (.+?)\s+([\d.]+) s\s+(\d+) steps .* tokens/s  val loss ([\d.]+)$", out, re.M)
     assert [name for name, *_ in runs] == ["hand-written loop", "firstlight, same settings", "transformer_shakespeare"]
-    assert int(runs[0][2]) == 12 and all(0 < float(loss) < 5 for *_, loss in runs), out
+    steps = [int(count) for _, _, count, _ in runs]
+    losses = [float(loss) for *_, loss in runs]
+    # The hand-written loop takes its 12 steps; the other two stop at its wall time, so on a loaded machine
+    # they may take fewer (1 step leaves the loss near 8.6): only a run of 12 steps must have learnt.
+    assert steps[0] == 12 and 1 <= steps[1] <= 12 and steps[2] >= 1, out
+    assert all(0 < loss < (5 if count >= 12 else 20) for count, loss in zip(steps, losses, strict=True)), out

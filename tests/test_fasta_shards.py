@@ -8,8 +8,6 @@ import random
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from datamodules.kmers import reverse_complement
 from datamodules.prepared import MANIFEST, read_manifest
 from datamodules.text_shards import BucketedOrder
 from experiments.prepare import main as prepare_command
-from tests.helpers import fresh_env, run_cli
+from tests.helpers import run_cli, run_module
 from validation import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -254,8 +252,7 @@ def test_a_run_streams_prepared_records_and_its_checkpoint_predicts_without_them
     hidden = prepared.with_name("elsewhere")
     prepared.rename(hidden)  # the checkpoint holds the tokenizer and classes: the shards are not needed
     try:
-        command = [sys.executable, "-m", "experiments.predict", str(run_dir), "ACGTACGTTTGACA", "GGGCCCAATT"]
-        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=fresh_env())
+        result = run_module("experiments.predict", str(run_dir), "ACGTACGTTTGACA", "GGGCCCAATT", cwd=tmp_path)
     finally:
         hidden.rename(prepared)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -54,7 +54,7 @@ def real_parameters(cls: type) -> list[str]:
 
 
 def test_the_first_screen_names_the_program_the_presets_and_the_common_options(tmp_path: Path) -> None:
-    result = run_cli("--help", cwd=tmp_path, timeout=60)
+    result = run_cli("--help", cwd=tmp_path, timeout=60, fresh=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: {PROG} ")
     first_screen = "\n".join(result.stdout.splitlines()[:FIRST_SCREEN])

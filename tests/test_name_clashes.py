@@ -32,7 +32,7 @@ def console_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_a_module_named_like_firstlight_s_does_not_break_help(shadow: str, tmp_path: Path) -> None:
     (tmp_path / shadow).parent.mkdir(exist_ok=True)
     (tmp_path / shadow).write_text(USER_CODE)
-    result = run_cli("--help", cwd=tmp_path, timeout=120)
+    result = run_cli("--help", cwd=tmp_path, timeout=120, fresh=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: python -m experiments.run")
     assert "Traceback" not in result.stderr
@@ -66,6 +66,7 @@ def test_a_run_among_the_user_s_modules_uses_firstlight_s_and_theirs(tmp_path: P
         "none",
         cwd=tmp_path,
         timeout=300,
+        fresh=True,  # the user's modules are there as the command starts
     )
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr

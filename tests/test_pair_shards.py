@@ -7,8 +7,6 @@ import random
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from datamodules.seq2seq import Seq2SeqDataModule
 from datamodules.text_shards import BucketedOrder
 from datamodules.tokenization import BOS_ID, EOS_ID
 from experiments.prepare import main as prepare_command
-from tests.helpers import fresh_env, run_cli
+from tests.helpers import run_cli, run_module
 from validation import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -229,8 +227,7 @@ def test_a_run_streams_prepared_pairs_and_its_checkpoint_predicts_without_them(p
     hidden = prepared.with_name("elsewhere")
     prepared.rename(hidden)  # the checkpoint holds the tokenizer: the shards are not needed
     try:
-        command = [sys.executable, "-m", "experiments.predict", str(run_dir), "Haus rot", "Hund"]
-        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=fresh_env())
+        result = run_module("experiments.predict", str(run_dir), "Haus rot", "Hund", cwd=tmp_path)
     finally:
         hidden.rename(prepared)
     assert result.returncode == 0, result.stderr[-2000:]

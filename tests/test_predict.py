@@ -20,7 +20,7 @@ from datamodules.image import ImageDataModule
 from experiments.predict import main as predict
 from experiments.run import main as run
 from experiments.trained import load_trained
-from tests.helpers import REPO, fresh_env
+from tests.helpers import REPO, fresh_env, run_module
 
 SHORT = ["--trainer.max_epochs=1", "--run.logger=none"]
 
@@ -79,14 +79,7 @@ def test_a_moved_run_predicts_without_its_training_data(digits_run: Path, tmp_pa
     moved = tmp_path / "elsewhere" / digits_run.name
     shutil.copytree(digits_run, moved)
     paths, _, _ = save_test_images(tmp_path, 3)
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.predict", str(moved), *paths, "--output", str(tmp_path / "a.csv")],
-        cwd=tmp_path,
-        env=fresh_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_module("experiments.predict", str(moved), *paths, "--output", str(tmp_path / "a.csv"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     best = json.loads((digits_run / "summary.json").read_text())["best_checkpoint"]
     assert f"{moved}/checkpoints/{Path(best).name}" in result.stderr

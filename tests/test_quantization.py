@@ -21,7 +21,7 @@ from cores.recurrent import RNNClassifier
 from cores.transformer import TransformerClassifier
 from modules.classification import ClassificationTask
 from modules.quantize import INT8_TYPES, int8_modules, int8_state_dict, load_int8_state_dict, quantize_dynamic_int8
-from tests.helpers import HANG_GUARD_S, fresh_env
+from tests.helpers import run_module
 
 TINY_CORES: dict[str, Callable[[], ClassifierCore]] = {
     "bidirectional LSTM": lambda: RNNClassifier(vocab_size=300, embed_dim=32, hidden_dim=32, pooling="max"),
@@ -245,16 +245,7 @@ def test_shrink_stops_with_one_line_for_a_run_without_checkpoints(
 @pytest.mark.slow
 def test_benchmark_trains_both_presets_and_measures_them(tmp_path: Path) -> None:
     """The command as documented, at a tiny size: both presets trained for 2 steps each (on Rotten Tomatoes)."""
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.quantization", "--max_steps", "2", "--repeats", "2", "--warmup", "1"],
-        cwd=tmp_path,
-        env=fresh_env(),
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_S,
-    )
+    done = run_module("benchmarks.quantization", "--max_steps", "2", "--repeats", "2", "--warmup", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     tables = check_table(done.stdout, ("lstm_sentiment", "transformer_sentiment"))
     assert done.stdout.count("; 1,373 test examples; ") == 2, done.stdout  # the presets' split by movie

@@ -455,10 +455,13 @@ def test_a_speech_preset_trains_on_the_users_folder_and_logs_clips_with_their_pr
 
 
 @needs_espeak
-@pytest.mark.slow
-def test_the_cnn_preset_recognises_keywords_of_unseen_voices_within_two_epochs(in_tmp: Path) -> None:
-    """Two of the preset's 15 epochs (the full run's bar, above 85%: `make quality`)."""
-    assert main(["--config", "cnn_speech_commands", "--run.logger", "csv", "--trainer.max_epochs", "2"]) == 0
-    (run_dir,) = (in_tmp / "runs" / "cnn_speech_commands").iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["test/acc"] > 0.4  # chance 0.10; 0.62 after two epochs
+def test_the_built_in_keywords_are_the_words_their_labels_say() -> None:
+    """Logistic regression on each clip's averaged MFCCs, fitted on the preset's training voices, names the
+    words of voices it never heard far above chance: clips under the wrong label would pull it to chance. (How
+    well the presets' networks learn them, above 85% for the CNN: `make quality`.)"""
+    from benchmarks.baselines import references
+    from benchmarks.precision import build_preset
+
+    _, data = build_preset("cnn_speech_commands")
+    chance, logistic = (value for _, _, value, _ in references(data))
+    assert chance < 0.2 and logistic > 0.5  # 10 words: 0.10 and 0.71 here

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from datamodules.image import ImageDataModule
 from datamodules.image_shards import prepare_images
 from datamodules.prepared import MANIFEST, read_manifest
 from datamodules.streaming import ChunkedOrder
-from tests.helpers import REPO, fresh_env, history, run_cli, wandb_records, write_images
+from tests.helpers import REPO, history, run_cli, run_module, wandb_records, write_images
 from validation import ConfigError
 
 
@@ -277,13 +275,7 @@ def test_a_changed_source_and_an_output_that_would_lose_files_are_refused(folder
 
 
 def test_the_prepare_command_reports_a_mistake_in_one_line(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.prepare", str(tmp_path / "nowhere"), str(tmp_path / "out")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env=fresh_env(),
-    )
+    result = run_module("experiments.prepare", str(tmp_path / "nowhere"), str(tmp_path / "out"), cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nowhere'} not found; give an image folder or a text file to prepare"
@@ -397,13 +389,7 @@ def test_a_streaming_run_stopped_mid_epoch_resumes_to_the_uninterrupted_result(
     shutil.move(str(prepared), str(tmp_path / "moved"))
     try:
         images = [str(path) for path in sorted(folder.rglob("*.jpg"))[:2]]
-        predicted = subprocess.run(
-            [sys.executable, "-m", "experiments.predict", str(run_dir), *images],
-            cwd=tmp_path,
-            env=fresh_env(),
-            capture_output=True,
-            text=True,
-        )
+        predicted = run_module("experiments.predict", str(run_dir), *images, cwd=tmp_path)
     finally:
         shutil.move(str(tmp_path / "moved"), str(prepared))
     assert predicted.returncode == 0, predicted.stderr[-2000:]

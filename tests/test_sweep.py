@@ -22,7 +22,7 @@ from experiments.rundir import locked
 from experiments.sweep import SweepState
 from experiments.sweep import main as sweep
 from experiments.sweep_spec import load_spec, plan_trials, trial_args
-from tests.helpers import HANG_GUARD_S, fresh_env, interruptible
+from tests.helpers import HANG_GUARD_S, fresh_env, run_module
 from validation import ConfigError
 
 COMMAND = ["${env}", "${interpreter}", "-m", "experiments.run", "--config", "cnn_digits", "${args}"]
@@ -210,15 +210,7 @@ class SignalSweepAt(L.Callback):
 
 
 def sweep_cli(spec: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", str(spec), "--root", str(cwd / "runs")],
-        cwd=cwd,
-        env=fresh_env(),
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_S,
-        preexec_fn=interruptible,
-    )
+    return run_module("experiments.sweep", str(spec), "--root", str(cwd / "runs"), cwd=cwd)
 
 
 def signalled_spec(directory: Path, signal_name: str, lrs: list[float]) -> Path:

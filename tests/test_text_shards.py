@@ -8,8 +8,6 @@ import random
 import re
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from datamodules.text import TextClassificationDataModule
 from datamodules.text_shards import BucketedOrder, prepare_texts
 from datamodules.tokenization import PAD_ID
 from experiments.prepare import main as prepare_command
-from tests.helpers import fresh_env, run_cli
+from tests.helpers import run_cli, run_module
 from validation import ConfigError
 
 WORDS = ["good", "bad", "fine", "great", "awful", "movie", "plot", "actor", "scene", "long", "short", "fun"]
@@ -289,8 +287,7 @@ def test_a_run_streams_a_prepared_folder_and_its_checkpoint_predicts_without_it(
     hidden = prepared.with_name("elsewhere")
     prepared.rename(hidden)  # the checkpoint holds the tokenizer and classes: the shards are not needed
     try:
-        command = [sys.executable, "-m", "experiments.predict", str(run_dir), "a good movie", "a dull plot"]
-        result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=fresh_env())
+        result = run_module("experiments.predict", str(run_dir), "a good movie", "a dull plot", cwd=tmp_path)
     finally:
         hidden.rename(prepared)
     assert result.returncode == 0, result.stderr[-2000:]
