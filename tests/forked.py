@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from functools import cache
 from multiprocessing.context import ForkServerContext
 from pathlib import Path
@@ -41,35 +42,54 @@ def server() -> ForkServerContext:
 
 
 def run_module(
-    module: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float
+    module: str, args: list[str], cwd: Path, env: dict[str, str], timeout: float, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m module *args` in `cwd` with exactly the environment `env`, in a forked process; its output
-    captured as `subprocess.run(..., capture_output=True, text=True)` captures it."""
+    """`python -m module *args` in `cwd` with exactly the environment `env`, in a forked process; `input` on
+    its stdin and its output captured as `subprocess.run(..., capture_output=True, text=True)` does."""
+    (done,) = run_together(module, [args], cwd, env, timeout, input)
+    return done
+
+
+def run_together(
+    module: str, commands: list[list[str]], cwd: Path, env: dict[str, str], timeout: float, input: str | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    """`python -m module *args` for each `args` of `commands`, all started before any is waited for."""
     with tempfile.TemporaryDirectory() as scratch:
-        out, err = Path(scratch) / "stdout", Path(scratch) / "stderr"
-        process = server().Process(target=command, args=(module, args, str(cwd), env, str(out), str(err)))
-        process.start()
-        process.join(timeout)
-        if process.exitcode is None:
-            process.kill()
-            process.join()
-            raise subprocess.TimeoutExpired([module, *args], timeout, out.read_text(), err.read_text())
-        stdout, stderr = (path.read_text(errors="replace") if path.exists() else "" for path in (out, err))
-    return subprocess.CompletedProcess([sys.executable, "-m", module, *args], process.exitcode, stdout, stderr)
+        started = []
+        for number, args in enumerate(commands):
+            streams = [Path(scratch) / f"{number}.{name}" for name in ("stdin", "stdout", "stderr")]
+            streams[0].write_text(input or "")
+            streams[1].touch(), streams[2].touch()
+            process = server().Process(target=command, args=(module, args, str(cwd), env, tuple(map(str, streams))))
+            process.start()
+            started.append((process, args, streams))
+        deadline = time.monotonic() + timeout
+        finished = []
+        for process, args, (_, out, err) in started:
+            process.join(max(deadline - time.monotonic(), 0))
+            if process.exitcode is None:
+                for other, *_ in started:
+                    other.kill()
+                raise subprocess.TimeoutExpired([module, *args], timeout, out.read_text(), err.read_text())
+            stdout, stderr = (path.read_text(errors="replace") for path in (out, err))
+            finished.append(
+                subprocess.CompletedProcess([sys.executable, "-m", module, *args], process.exitcode, stdout, stderr)
+            )
+    return finished
 
 
-def command(module: str, args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
-    """In the forked process: become `python -m module *args` started in `cwd` with `env`, then run it."""
+def command(module: str, args: list[str], cwd: str, env: dict[str, str], streams: tuple[str, str, str]) -> None:
+    """In the forked process: become `python -m module *args` started in `cwd` with `env` and the standard
+    streams read from and written to the files `streams`, then run it."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    for fd, path in ((1, out), (2, err)):
-        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for fd, path in enumerate(streams):
+        flags = os.O_RDONLY if fd == 0 else os.O_WRONLY | os.O_TRUNC
+        target = os.open(path, flags)
         os.dup2(target, fd)
         os.close(target)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115  # multiprocessing closed the one it had
     # As in a fresh interpreter: Ctrl-C raises KeyboardInterrupt, the working directory leads sys.path (as for
     # `python -m`), and this is the main process, not a child of the test's (libraries ask).
     signal.signal(signal.SIGINT, signal.default_int_handler)

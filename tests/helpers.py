@@ -53,15 +53,17 @@ def run_module(
     timeout: int = HANG_GUARD_S,
     env: dict[str, str] | None = None,
     fresh: bool = False,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m module *args` in a new process (see `fresh_env`; `env` adds to it), its output captured:
-    forked from one that has firstlight imported (`tests.forked`), or a fresh interpreter where start-up is
-    under test (`fresh`) or may depend on `env` (read as modules are imported: CPU capabilities, hidden
-    packages)."""
-    if not fresh and env is None:
-        return forked.run_module(module, list(args), cwd, fresh_env(env), timeout)
+    forked from one that has firstlight imported (`tests.forked`), or a `fresh` interpreter where start-up
+    is under test or `env` matters as modules are imported (CPU capabilities, hidden packages, secrets);
+    `input` is its stdin."""
+    if not fresh:
+        return forked.run_module(module, list(args), cwd, fresh_env(env), timeout, input)
     return subprocess.run(
         [sys.executable, "-m", module, *args],
+        input=input,
         cwd=cwd,
         env=fresh_env(env),
         capture_output=True,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import HANG_GUARD_S, NO_NATIVE_BF16, run_module, x86_only
+from tests.helpers import NO_NATIVE_BF16, run_module, x86_only
 
 
-def benchmark(name: str, *args: str, cwd: Path, timeout: int = HANG_GUARD_S, env: dict[str, str] | None = None) -> str:
-    done = run_module(f"benchmarks.{name}", *args, cwd=cwd, timeout=timeout, env=env)
+def benchmark(name: str, *args: str, cwd: Path, env: dict[str, str] | None = None, fresh: bool = False) -> str:
+    done = run_module(f"benchmarks.{name}", *args, cwd=cwd, env=env, fresh=fresh)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -118,7 +118,7 @@ def test_channels_last_benchmark_compares_both_layouts(tmp_path: Path) -> None:
 def test_precision_benchmark_measures_presets_and_reports_what_cannot_run(tmp_path: Path) -> None:
     """On a CPU without native bf16 (oneDNN capped at AVX2) the LSTM has no bf16 kernel: a row says so."""
     args = ("--steps", "1", "--repeats", "1", "--presets", "cnn_digits", "lstm_sunspots")
-    out = benchmark("precision", *args, cwd=tmp_path, env=NO_NATIVE_BF16)
+    out = benchmark("precision", *args, cwd=tmp_path, env=NO_NATIVE_BF16, fresh=True)
     assert re.match(r"CPU: .+ no native bf16", out), out
     assert re.search(r"^cnn_digits\s+fp32\s+[\d.]+\s+bf16-mixed\s+[\d.]+\s+speed-up x[\d.]+$", out, re.M), out
     assert re.search(r"^lstm_sunspots\s+fp32\s+[\d.]+\s+bf16-mixed unsupported \(could not create", out, re.M), out

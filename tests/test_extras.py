@@ -99,7 +99,7 @@ def test_the_hidden_packages_look_uninstalled(lean: dict[str, str]) -> None:
 def default_run(lean: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default preset (a CNN on Fashion-MNIST), two steps, tracked in an offline W&B run, without the extras."""
     cwd = tmp_path_factory.mktemp("default")
-    result = run_cli(*FAST, cwd=cwd, env=lean)
+    result = run_cli(*FAST, cwd=cwd, env=lean, fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (cwd / "runs" / "cnn_fashion_mnist").iterdir()
     return run_dir
@@ -113,7 +113,7 @@ def test_the_default_preset_trains_and_tracks_without_the_extras(default_run: Pa
 @pytest.mark.slow
 def test_a_text_preset_trains_without_the_extras(lean: dict[str, str], tmp_path: Path) -> None:
     """An LSTM on reviews: its own tokenizer, and the attributions it logs (captum is in the core install)."""
-    result = run_cli("--config", "lstm_sentiment", *FAST, cwd=tmp_path, env=lean)
+    result = run_cli("--config", "lstm_sentiment", *FAST, cwd=tmp_path, env=lean, fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "extra" not in result.stderr
 
@@ -139,7 +139,7 @@ def test_a_text_preset_trains_without_the_extras(lean: dict[str, str], tmp_path:
 def test_a_preset_that_needs_an_extra_says_which_in_one_line(
     lean: dict[str, str], tmp_path: Path, args: list[str], feature: str, extra: str
 ) -> None:
-    result = run_cli(*args, *FAST, cwd=tmp_path, env=lean)
+    result = run_cli(*args, *FAST, cwd=tmp_path, env=lean, fresh=True)
     assert result.returncode == 2
     assert the_one_line(result) == extra_line(feature, extra)
     assert not (tmp_path / "runs").exists()  # stopped before anything was written

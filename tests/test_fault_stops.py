@@ -6,13 +6,13 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests import forked
 from tests.helpers import HANG_GUARD_S, fresh_env, run_cli, wandb_records, wandb_summary
 from tests.signals import fill
 
@@ -232,12 +232,9 @@ def test_a_history_line_cut_short_by_a_crash_does_not_stop_resume_or_compare(tmp
 
 @pytest.mark.slow
 def test_runs_started_together_get_their_own_directories(tmp_path: Path) -> None:
-    env = fresh_env()
-    command = [sys.executable, "-m", "experiments.run", "--config", "cnn_digits", "--trainer.max_epochs", "1"]
-    runs = [subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True) for _ in range(3)]
-    for run in runs:
-        _, stderr = run.communicate(timeout=HANG_GUARD_S)
-        assert run.returncode == 0, stderr[-3000:]
+    arguments = ["--config", "cnn_digits", "--trainer.max_epochs", "1"]
+    for run in forked.run_together("experiments.run", [arguments] * 3, tmp_path, fresh_env(), HANG_GUARD_S):
+        assert run.returncode == 0, run.stderr[-3000:]
     run_dirs = list((tmp_path / "runs" / "cnn_digits").iterdir())
     assert len(run_dirs) == 3
     for run_dir in run_dirs:  # each complete, its own W&B run

@@ -83,7 +83,7 @@ def test_the_run_prints_and_records_the_precision_it_chose(native: bool, tmp_pat
     env = {} if native else NO_NATIVE_BF16
     expected = ("bf16-mixed" if native and cpu_has_native_bf16() else "32-true", cpu_name())
     args = ("--config", "cnn_digits", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu")
-    result = run_cli(*args, cwd=tmp_path, env=env)
+    result = run_cli(*args, cwd=tmp_path, env=env, fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     bf16 = "has native bf16" if expected[0] == "bf16-mixed" else "has no native bf16"
     assert f"precision: {expected[0]} (this CPU, {expected[1]}, {bf16})" in result.stderr
@@ -96,7 +96,9 @@ def test_the_run_prints_and_records_the_precision_it_chose(native: bool, tmp_pat
 @pytest.mark.slow
 @x86_only
 def test_an_lstm_in_bf16_on_a_cpu_without_it_is_refused_in_one_line(tmp_path: Path) -> None:
-    result = run_cli("--config", "lstm_sunspots", "--trainer.precision", "bf16-mixed", cwd=tmp_path, env=NO_NATIVE_BF16)
+    result = run_cli(
+        "--config", "lstm_sunspots", "--trainer.precision", "bf16-mixed", cwd=tmp_path, env=NO_NATIVE_BF16, fresh=True
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "cannot run an LSTM in bf16-mixed" in line and "--trainer.precision 32-true" in line
@@ -118,6 +120,7 @@ def test_explicit_bf16_on_a_cpu_without_it_runs_with_a_warning(tmp_path: Path) -
         "none",
         cwd=tmp_path,
         env=NO_NATIVE_BF16,
+        fresh=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning: bf16-mixed")]

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from datamodules.image import ImageDataModule
 from experiments.predict import main as predict
 from experiments.run import main as run
 from experiments.trained import load_trained
-from tests.helpers import REPO, fresh_env, run_module
+from tests.helpers import REPO, run_module
 
 SHORT = ["--trainer.max_epochs=1", "--run.logger=none"]
 
@@ -180,14 +178,9 @@ def test_texts_come_from_arguments_a_file_or_stdin_alike(sentiment_run: Path, tm
         output = tmp_path / f"{how}.jsonl"
         args = {"arguments": texts, "file": ["--from_file", str(tmp_path / "texts.txt")], "stdin": []}[how]
         (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n\n")  # a blank line is no input
-        result = subprocess.run(
-            [sys.executable, "-m", "experiments.predict", str(sentiment_run), *args, "--output", str(output)],
-            input="\n".join(texts) if how == "stdin" else None,
-            cwd=REPO,
-            env=fresh_env(),
-            capture_output=True,
-            text=True,
-            timeout=600,
+        stdin = "\n".join(texts) if how == "stdin" else None
+        result = run_module(
+            "experiments.predict", str(sentiment_run), *args, "--output", str(output), cwd=REPO, input=stdin
         )
         assert result.returncode == 0, result.stderr
         assert "confidence" in result.stdout.splitlines()[0]

@@ -22,7 +22,7 @@ PLANTED = {
 
 @pytest.mark.slow
 def test_planted_secrets_appear_in_no_file_or_output_of_a_run(tmp_path: Path) -> None:
-    result = run_cli("--config", "cnn_digits", "--trainer.max_epochs", "2", cwd=tmp_path, env=PLANTED)
+    result = run_cli("--config", "cnn_digits", "--trainer.max_epochs", "2", cwd=tmp_path, env=PLANTED, fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "cnn_digits").iterdir()
     files = [path for path in run_dir.rglob("*") if path.is_file()]

@@ -9,7 +9,6 @@ import http.server
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import yaml
 
 from experiments.sweep import LOCAL_SWEEP
 from experiments.tracking import PROBE_TIMEOUT_S, unreachable
-from tests.helpers import HANG_GUARD_S, fresh_env, run_cli, wandb_summary
+from tests.helpers import run_cli, run_module, wandb_summary
 
 KEY = "0123456789abcdef0123456789abcdef01234567"  # well-formed, refused by any server
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens on it
@@ -103,12 +102,8 @@ def sweep_online(url: str, tmp_path: Path, *args: str) -> subprocess.CompletedPr
         "parameters": {"trainer.max_epochs": {"value": 1}, "trainer.limit_train_batches": {"value": 3}},
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", str(tmp_path / "spec.yaml"), "--root", str(tmp_path), *args],
-        env=fresh_env(online(url)),
-        capture_output=True,
-        text=True,
-        timeout=HANG_GUARD_S,
+    return run_module(
+        "experiments.sweep", str(tmp_path / "spec.yaml"), "--root", str(tmp_path), *args, cwd=tmp_path, env=online(url)
     )
 
 
