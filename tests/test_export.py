@@ -30,6 +30,7 @@ SHORT = [
     "--trainer.limit_test_batches=1",
     "--trainer.val_check_interval=null",
     "--trainer.num_sanity_val_steps=0",
+    "--data.batch_size=16",  # a quarter of most presets' batches: the same code, faster (greedy decoding)
 ]
 
 

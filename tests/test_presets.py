@@ -28,6 +28,7 @@ SHORT = [
     "--trainer.val_check_interval=null",
     "--trainer.num_sanity_val_steps=0",
     "--run.logger=none",
+    "--data.batch_size=16",  # a quarter of most presets' batches: the same code, faster (greedy decoding)
 ]
 
 
