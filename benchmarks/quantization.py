@@ -44,7 +44,6 @@ from datamodules.sequence_base import SequenceDataModule
 from experiments.hardware import machine_summary
 from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV
 from experiments.trained import load_trained, rebuilt_data
-from modules.classification import ClassificationTask
 from modules.quantize import INT8_TYPES, QUANTIZED_LAYERS, int8_state_dict, quantize_dynamic_int8
 from validation import ConfigError
 
@@ -156,7 +155,7 @@ def ratio_row(full: Measured, int8: Measured, changed: int, total: int) -> str:
 
 def measure(run: Path | str, root: Path, repeats: int, warmup: int, threads: int) -> None:
     trained = load_trained(str(run), root)
-    if not isinstance(trained.task, ClassificationTask):
+    if not trained.task.classifies:
         raise ConfigError(f"{run} is not a classification run; this benchmark measures test accuracy")
     data = rebuilt_data(trained)  # the run's test split, seeded; refused if its tokenizer differs
     batch, single = latency_inputs(data)

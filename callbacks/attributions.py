@@ -89,7 +89,7 @@ class Attributions(ScheduledMedia):
         inputs = self.batch[0] if isinstance(self.batch, list | tuple) else None
         images = isinstance(inputs, torch.Tensor) and inputs.ndim == 4 and inputs.is_floating_point()
         tokens = isinstance(inputs, torch.Tensor) and inputs.ndim == 2 and not inputs.is_floating_point()
-        if isinstance(model, ClassificationTask) and (images or (tokens and model.pad_id is not None)):
+        if getattr(model, "explains_answers", False) and (images or (tokens and model.pad_id is not None)):
             return True
         if not self.warned:
             self.warned = True

@@ -37,6 +37,7 @@ class ClassificationTask(TaskModule):
     """
 
     explains_answers = True  # integrated gradients of the chosen class's logit
+    classifies = True
 
     def __init__(
         self,

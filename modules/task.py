@@ -212,6 +212,8 @@ class TaskModule(L.LightningModule):
     pad_id: int | None = None
     #: Whether `python -m experiments.predict --explain` can attribute the answers to the inputs (classifiers).
     explains_answers: bool = False
+    #: Whether each answer is one class, the argmax of the outputs, scored by accuracy (classifiers).
+    classifies: bool = False
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         return self.net(*inputs)

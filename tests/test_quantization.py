@@ -201,6 +201,23 @@ def test_benchmark_measures_given_runs_and_prints_every_column(
         assert float(tables[preset]["fp32"][6]) == pytest.approx(summary["test/acc"], abs=1e-4)
 
 
+def test_benchmark_refuses_a_run_that_does_not_classify_in_one_line(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.quantization import main
+    from experiments.run import main as run
+
+    assert run(["--config", "lstm_sunspots", "--trainer.max_steps=2", "--run.test=false", "--run.logger=none"]) == 0
+    (forecaster,) = (in_tmp / "runs" / "lstm_sunspots").iterdir()
+    monkeypatch.setattr(sys, "argv", ["benchmarks.quantization", "--runs", str(forecaster)])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert (
+        str(stop.value.code)
+        == f"error: {forecaster} is not a classification run; this benchmark measures test accuracy"
+    )
+
+
 def test_shrink_writes_an_int8_model_that_loads_weights_only_and_answers_as_the_int8_copy(
     tiny_runs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
