@@ -62,8 +62,9 @@ CACHE_VERSION = 1  # of `read_pairs`: a change to it that changes the pairs must
 
 
 def keep(path: Path, text: str) -> None:
-    """Write `path` whole or not at all (a parallel reader never sees half a file); a cache that cannot be
-    written (a read-only home) is no error: the pairs are read from the dictionary again next time."""
+    """Write `path` whole or not at all, through a temporary file of its own (two runs may fill the cache at
+    once, so not `write_atomic`'s one temporary name); a cache that cannot be written (a read-only home) is no
+    error: the pairs are read from the dictionary again next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, part = tempfile.mkstemp(dir=path.parent, suffix=".part")

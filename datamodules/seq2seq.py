@@ -164,21 +164,20 @@ class Seq2SeqDataModule(StreamsPreparedSequences, SequenceDataModule):
         kind: TokenizerKind = "char" if hp["source"] in TASKS else hp["tokenizer"]
         self.tokenizer = train_tokenizer(kind, [text for pair in parts["train"] for text in pair], hp["vocab_size"])
         for name, part in parts.items():
-            source_ids = encode_all(self.tokenizer, [source for source, _ in part])
+            sources = self.encode_sources([source for source, _ in part])
             target_ids = encode_all(self.tokenizer, [target for _, target in part])
-            sources = [torch.tensor([*ids, EOS_ID], dtype=torch.long) for ids in source_ids]  # as encode_source
             targets = [torch.tensor([BOS_ID, *ids, EOS_ID], dtype=torch.long) for ids in target_ids]
             self.splits[name] = (sources, targets)
             self.lengths[name] = torch.tensor([len(s) for s in sources])
 
-    def encode_source(self, text: str) -> torch.Tensor:
-        """A source text -> its ids (S,), ending with <eos> too: the decoder can find where it ends by attention
-        (reversal starts there) instead of counting padding."""
+    def encode_sources(self, texts: list[str]) -> list[torch.Tensor]:
+        """Source texts -> their ids (S,) each, ending with <eos> too: the decoder can find where a source ends
+        by attention (reversal starts there) instead of counting padding."""
         assert self.tokenizer is not None  # trained by `build`, or restored from a checkpoint
-        return torch.tensor([*self.tokenizer.encode(text), EOS_ID], dtype=torch.long)
+        return [torch.tensor([*ids, EOS_ID], dtype=torch.long) for ids in encode_all(self.tokenizer, texts)]
 
     def encode_inputs(self, items: list[str]) -> torch.Tensor:
-        return pad([self.encode_source(text) for text in items])  # (B, S)
+        return pad(self.encode_sources(items))  # (B, S)
 
     def texts(self, split: str) -> tuple[list[str], list[str]]:
         """The split's sources and targets as text again (decoded: lossless for "char" and "bpe")."""
