@@ -1,10 +1,12 @@
 """firstlight's Transformer language model beside a hand-written loop (and nanoGPT), on the same text.
 
     python -m benchmarks.lm_side_by_side [--steps 2000] [--pair-steps 2000] [--nanogpt DIR] [--skip PART ...]
+        [--characters 1115394]
 
 The text is nanoGPT's Shakespeare size taken from firstlight's data: the first 1,115,394 characters of the
 complete works (sha256 a089c185...), split by `LanguageModelDataModule` with val_fraction 0.1 and
-test_fraction 0.001. The settings are nanoGPT's README configuration for a CPU (`GPTSettings`: 4 layers,
+test_fraction 0.001 (`--characters` takes a shorter prefix: a quicker run, a smaller validation split, no
+longer nanoGPT's text; the preset needs about 450,000 for an epoch of its 500-batch validation interval). The settings are nanoGPT's README configuration for a CPU (`GPTSettings`: 4 layers,
 4 heads, width 128, context 64, batch 12, 2,000 steps, lr 1e-3 with 100 warm-up steps and cosine decay,
 AdamW with weight decay 0.1, clipping at 1, an evaluation of 480 windows every 250 steps and, as nanoGPT's
 `train.py` does, a checkpoint after each evaluation that improves on the best), in fp32. Parts:
@@ -61,9 +63,9 @@ SETTINGS = GPTSettings()
 PARTS = ("pairs", "hand", "firstlight", "preset", "nanogpt")
 
 
-def write_text(directory: Path) -> Path:
-    path = directory / "shakespeare_1115394.txt"
-    path.write_text(shakespeare()[:CHARACTERS], encoding="utf-8")
+def write_text(directory: Path, characters: int = CHARACTERS) -> Path:
+    path = directory / f"shakespeare_{characters}.txt"
+    path.write_text(shakespeare()[:characters], encoding="utf-8")
     return path
 
 
@@ -179,13 +181,16 @@ def main() -> None:
     parser.add_argument("--pair-steps", type=int, default=SETTINGS.max_steps, help="paired steps for the step cost")
     parser.add_argument("--nanogpt", type=Path, help="a clone of karpathy/nanoGPT, to run it as well")
     parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts to leave out")
+    parser.add_argument("--characters", type=int, default=CHARACTERS, help="the text: this many characters")
     args = parser.parse_args()
+    if not 10_000 <= args.characters <= CHARACTERS:
+        parser.error(f"--characters must be in [10000, {CHARACTERS}], got {args.characters}")
     print(machine_summary())  # the figures below hold for this hardware
     os.environ.setdefault("WANDB_MODE", "offline")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as directory:
         scratch = Path(directory)
-        source = write_text(scratch)
+        source = write_text(scratch, args.characters)
         data = text_data(source)
         if "pairs" not in args.skip:
             pairs(source, scratch, args.pair_steps)

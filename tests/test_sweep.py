@@ -214,10 +214,10 @@ def sweep_cli(spec: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def signalled_spec(directory: Path, signal_name: str, lrs: list[float]) -> Path:
-    """Trials of the digits CNN (3 epochs, 60 steps) whose first one signals the sweep at step 25."""
+    """Trials of the digits CNN (2 epochs, 40 steps) whose first one signals the sweep at step 25, in its second."""
     signal_sweep = ["--trainer.callbacks+=tests.test_sweep.SignalSweepAt", "--trainer.callbacks.step=25"]
     command = [*COMMAND[:-1], *signal_sweep, f"--trainer.callbacks.signal_name={signal_name}", "${args}"]
-    parameters = {"model.lr": {"values": lrs}, "trainer.max_epochs": {"value": 3}}
+    parameters = {"model.lr": {"values": lrs}, "trainer.max_epochs": {"value": 2}}
     return write_spec(directory, name="digits", command=command, parameters=parameters)
 
 
@@ -245,7 +245,7 @@ def test_a_sweep_stopped_by_sigterm_stops_its_trial_and_resumes_it(tmp_path: Pat
 
     second = sweep_cli(spec, tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr[-3000:]
-    assert f"trial 1/2  model.lr=0.003 trainer.max_epochs=3  ->  {run_dir}  (resuming)" in second.stdout
+    assert f"trial 1/2  model.lr=0.003 trainer.max_epochs=2  ->  {run_dir}  (resuming)" in second.stdout
     assert "2 finished, 0 failed, 0 not run" in second.stdout
     trials = json.loads((sweep_dir / "sweep.json").read_text())["trials"]
     assert trials["0"]["run_dir"] == str(run_dir) and trials["0"]["status"] == "finished"
