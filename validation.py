@@ -1,5 +1,5 @@
-"""The one exception type for user mistakes, the range check every layer uses to raise it, and the import
-of a package that only an extra installs.
+"""The one exception type for user mistakes, the range and name checks every layer uses to raise it, and the
+import of a package that only an extra installs.
 
 Neutral ground: cores, datamodules, tasks and the command all import from here, and it imports nothing
 of theirs. The command prints a ConfigError's message in one line and exits with code 2.
@@ -26,6 +26,9 @@ EXTRAS = {
 }
 
 
+SEED_MAX = 2**32 - 1  # numpy's seeds, and so Lightning's seed_everything's, are 32-bit unsigned
+
+
 class ConfigError(ValueError):
     """A setting or an input that the user can fix; the message says what is wrong and how to fix it."""
 
@@ -38,6 +41,14 @@ def check_range(name: str, value: float, low: float, high: float = float("inf"),
         bracket = "(" if low_open else "["
         upper = "inf)" if high == float("inf") else f"{high}]"
         raise ConfigError(f"{name} must be in {bracket}{low}, {upper}, got {value}")
+
+
+def check_name(name: str, value: str) -> str:
+    """`value`, a name that becomes one folder under a root (an experiment's, a sweep's), or a ConfigError if
+    it would be no folder or lead out of the root: empty, "." or "..", or holding a path separator."""
+    if value in ("", ".", "..") or any(mark in value for mark in ("/", "\\", "\0")):
+        raise ConfigError(f"{name} must be a plain name, one folder under the root (no '/', '..' or empty): {value!r}")
+    return value
 
 
 def require(module: str, feature: str) -> ModuleType:

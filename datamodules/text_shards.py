@@ -39,7 +39,7 @@ from datamodules.image_shards import check_output
 from datamodules.prepared import Manifest, fingerprint
 from datamodules.sample_shards import SPLITS, PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
 from datamodules.streaming import ChunkedOrder
-from datamodules.text_sources import cell_text
+from datamodules.text_sources import GZIP_MAGIC, cell_text
 from datamodules.token_corpus import Progress, check_text_file
 from datamodules.tokenization import CharTokenizer, Tokenizer, classifier_input, tokenizer_from_json, train_tokenizer
 from validation import ConfigError, check_range
@@ -101,6 +101,8 @@ class Lines:
                 head = file.read(3)
                 if head.startswith((b"\xff\xfe", b"\xfe\xff")):
                     raise ConfigError(f"{self.path} is UTF-16 text; convert it to UTF-8")
+                if head.startswith(GZIP_MAGIC):  # read from byte offsets: it must be plain text
+                    raise ConfigError(f"{self.path} is gzip-compressed; preparing reads plain text: gunzip it first")
                 self.end = 3 if head == b"\xef\xbb\xbf" else 0
                 file.seek(self.end)
             for raw in file:

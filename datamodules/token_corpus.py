@@ -42,6 +42,7 @@ import torch
 
 from datamodules.batches import IndexBatches, ShardedOrder
 from datamodules.prepared import FORMAT_VERSION, MANIFEST, Manifest, fingerprint, read_manifest
+from datamodules.text_sources import GZIP_MAGIC
 from datamodules.tokenization import SPECIALS, UNK_ID, CharTokenizer, Tokenizer, tokenizer_from_json, train_tokenizer
 from validation import ConfigError, check_range
 
@@ -291,6 +292,8 @@ def check_text_file(path: Path) -> None:
         raise ConfigError(f"{path} cannot be read ({error.strerror}); check its permissions") from None
     if head in (b"\xff\xfe", b"\xfe\xff"):
         raise ConfigError(f"{path} is UTF-16 text; convert it to UTF-8")
+    if head == GZIP_MAGIC:  # read in byte ranges by several workers: it must be plain text
+        raise ConfigError(f"{path} is gzip-compressed; preparing reads plain text: gunzip it first")
 
 
 def chunk_cuts(path: Path, chunk_bytes: int) -> list[int]:

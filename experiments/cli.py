@@ -40,7 +40,7 @@ from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV, choose_run
 from experiments.stages import missing_stage
 from experiments.tracking import RunOptions, make_logger
 from experiments.trainer import Trainer
-from validation import ConfigError
+from validation import SEED_MAX, ConfigError, check_name, check_range
 
 
 class PlainHelpFormatter(DefaultHelpFormatter):
@@ -160,6 +160,13 @@ class FirstlightCLI(LightningCLI):
             args=args,
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parsed, and the seed checked before Lightning seeds with it (numpy's range: a ValueError there)."""
+        super().parse_arguments(parser, args)
+        seed = self.config.get("seed_everything")
+        if isinstance(seed, int) and not isinstance(seed, bool):  # True: a random seed; False: no seeding
+            check_range("seed_everything", seed, 0, SEED_MAX)
+
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         parser = super().init_parser(**kwargs)
         for action in parser._actions:
@@ -191,7 +198,8 @@ class FirstlightCLI(LightningCLI):
         options = self.config.run
         refuse_training_nothing(self.config.trainer)
         refuse_trainer_logger(self.config.trainer)
-        self.run_dir, self.resume_from = choose_run(options, options.experiment or self.preset, self.args)
+        experiment = check_name("--run.experiment", options.experiment or self.preset)
+        self.run_dir, self.resume_from = choose_run(options, experiment, self.args)
         self.experiment, self.run_id = self.run_dir.parent.name, self.run_dir.name
         os.environ.setdefault(RUN_ID_ENV, self.run_id)
         os.environ.setdefault(RUN_DIR_ENV, str(self.run_dir))

@@ -267,8 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     output = args.output or (Path("compare.png") if args.html is None else None)
     run_dirs = find_runs(args.paths)
+    statuses = list(filter(None, map(sweep_status, args.paths)))
     if not run_dirs:
-        print(f"error: no runs (directories with config.yaml) under {', '.join(map(str, args.paths))}", file=sys.stderr)
+        where = ", ".join(map(str, args.paths))
+        if statuses:  # a sweep whose trials failed before they made a run: what failed is the answer
+            print("\n".join(statuses))
+            print(f"error: no runs to compare under {where}: no trial made a run (see above)", file=sys.stderr)
+            return 1
+        print(f"error: no runs (directories with config.yaml) under {where}", file=sys.stderr)
         return 2
     runs, damaged = load_runs(run_dirs)
     if not runs:
@@ -289,7 +295,6 @@ def main(argv: list[str] | None = None) -> int:
             reverse=higher,
         )
     keys = differing_keys(runs)
-    statuses = list(filter(None, map(sweep_status, args.paths)))
     for status in statuses:
         print(status)
     print(table(runs, keys, metrics))

@@ -79,9 +79,10 @@ def expand_configs(args: Sequence[str]) -> tuple[list[str], str]:
 
 
 def check_yaml(path: Path) -> None:
-    """Report a YAML syntax error with the file and line, rather than as a parsing error of a string."""
+    """Report a YAML syntax error with the file and line, rather than as a parsing error of a string, and a
+    file that holds no options (empty, or a list or a value) as that."""
     try:
-        yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -89,3 +90,6 @@ def check_yaml(path: Path) -> None:
         raise ConfigError(f"YAML syntax error in {path}{where}: {problem}; fix the file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a UTF-8 text file; give a YAML config") from None
+    if not isinstance(loaded, dict):
+        holds = "nothing" if loaded is None else f"a {type(loaded).__name__}"
+        raise ConfigError(f"{path} holds {holds}, not a mapping of options (`key: value` lines); fix the file")

@@ -107,6 +107,11 @@ def locate_run(value: str, root: Path) -> Path:
     found = sorted(p.parent for p in root.glob(f"*/{value}/config.yaml")) if "/" not in value else []
     if len(found) == 1:
         return found[0].absolute()
+    if not found and path.is_dir() and (path / "checkpoints").is_dir():  # a run's folder, config.yaml gone
+        raise ConfigError(
+            f"{path} has no config.yaml, which a run directory keeps its settings in; restore it from a copy, or "
+            "start a new run"
+        )
     where = f"among the runs in {root}" if not found else f"in several experiments: {', '.join(map(str, found))}"
     raise ConfigError(f"run {value} not found {where}; give the run directory (runs/<experiment>/<run id>)")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from experiments.sweep import run_local
 from experiments.sweep_spec import parse_spec
-from validation import ConfigError
+from validation import SEED_MAX, ConfigError, check_range
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if len(set(args.seeds)) < 2:
             raise ConfigError(f"--seeds needs two or more different seeds for a spread, got {args.seeds}")
+        for seed in args.seeds:
+            check_range("--seeds", seed, 0, SEED_MAX)
         name = f"{Path(args.config).stem}_seeds"
         if run_options or args.seeds != [0, 1, 2]:  # other options or seeds: another sweep, its own directory
             planned = " ".join([*run_options, "--seeds", *map(str, args.seeds)])
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             "command": ["-m", "experiments.run", "--config", args.config, *run_options, "${args}"],
             "parameters": {"seed_everything": {"values": args.seeds}},
         }
-        return run_local(parse_spec(raw, Path(f"seeds of {args.config}")), args.root, None, 0, False)
+        # Every seed must finish: the spread of some of them is no spread over the seeds asked for.
+        return run_local(parse_spec(raw, Path(f"seeds of {args.config}")), args.root, None, 0, False, every_trial=True)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -262,7 +262,11 @@ def stopped(signum: int, where: str) -> int:
     return 128 + signum
 
 
-def run_local(spec: SweepSpec, root: Path, count: int | None, seed: int, retry_failed: bool) -> int:
+def run_local(
+    spec: SweepSpec, root: Path, count: int | None, seed: int, retry_failed: bool, every_trial: bool = False
+) -> int:
+    """The sweep's trials one after another here; its exit code is 0 when a trial finished (a search may lose
+    some), or with `every_trial` only when every trial finished (a measurement over all of them)."""
     if spec.method == "bayes":
         raise ConfigError(
             f"{spec.path}: method bayes needs W&B online (its optimiser runs on the W&B server); "
@@ -290,10 +294,10 @@ def run_local(spec: SweepSpec, root: Path, count: int | None, seed: int, retry_f
                 return stopped(signum, f"in trial {index + 1} ({trial['status']})")
     if skipped:
         print(f"skipped {skipped} trials that were done already or running elsewhere", flush=True)
-    return report(spec, state.read(), len(trials), root)
+    return report(spec, state.read(), len(trials), root, every_trial)
 
 
-def report(spec: SweepSpec, state: dict[str, Any], planned: int, root: Path) -> int:
+def report(spec: SweepSpec, state: dict[str, Any], planned: int, root: Path, every_trial: bool = False) -> int:
     trials = [state["trials"][str(i)] for i in range(planned) if str(i) in state["trials"]]
     finished = [t for t in trials if t["status"] == "finished"]
     failed = [t for t in trials if t["status"] == "failed"]
@@ -310,6 +314,9 @@ def report(spec: SweepSpec, state: dict[str, Any], planned: int, root: Path) -> 
     for line in spread_lines(finished):
         print(line)
     print(f"compare the trials: python -m experiments.compare {root / spec.name}")
+    if every_trial and len(finished) < planned:
+        print(f"error: {planned - len(finished)} of {planned} trials did not finish; see above", file=sys.stderr)
+        return 1
     return 0 if finished or not trials else 1
 
 

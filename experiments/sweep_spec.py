@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from experiments.presets import check_yaml
-from validation import ConfigError
+from validation import ConfigError, check_name
 
 TOP_LEVEL_KEYS = {
     "name",
@@ -116,7 +116,7 @@ def parse_spec(raw: Any, path: Path) -> SweepSpec:
     return SweepSpec(
         path=path,
         raw=raw,
-        name=str(raw.get("name") or path.stem),
+        name=check_name(f"{path}: name", str(raw.get("name") or path.stem)),
         method=method,
         metric=metric.get("name"),
         maximize=goal == "maximize",

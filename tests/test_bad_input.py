@@ -93,6 +93,8 @@ CASES = [
     ),
     ("wrong-epochs-type", lambda t: ["--trainer.max_epochs", "many"], "trainer.max_epochs"),
     ("missing-config", lambda t: ["--config", str(t / "nope.yaml")], "nope.yaml not found"),
+    ("empty-config", lambda t: ["--config", write(t / "empty.yaml", "")], "empty.yaml holds nothing, not a mapping"),
+    ("list-config", lambda t: ["--config", write(t / "list.yaml", "- 1\n")], "list.yaml holds a list, not a mapping"),
     (
         "yaml-syntax",
         lambda t: ["--config", write(t / "bad.yaml", "model:\n  init_args: {lr: 0.1\ntrainer: 1\n")],
@@ -126,6 +128,9 @@ CASES = [
     ("val-fraction-too-large", lambda t: ["--data.val_fraction", "0.9"], "val_fraction must be in (0.0, 0.5]"),
     ("image-size-zero", lambda t: ["--data.image_size", "0"], "image_size must be in [1, inf), got 0"),
     ("seed-not-a-number", lambda t: ["--seed_everything", "abc"], "seed_everything"),
+    ("seed-negative", lambda t: ["--seed_everything", "-1"], "seed_everything must be in [0, 4294967295], got -1"),
+    ("seed-beyond-numpy", lambda t: ["--seed_everything", "4294967296"], "must be in [0, 4294967295], got 4294967296"),
+    ("experiment-leaving-the-root", lambda t: ["--run.experiment", "../mine"], "--run.experiment must be a plain name"),
     ("gpu-without-gpu", lambda t: ["--trainer.accelerator", "gpu"], "trainer: "),
     ("resume-unknown-run", lambda t: ["--run.resume", "no-such-run"], "no-such-run"),
     ("nan-lr", lambda t: ["--model.lr", "nan"], "Expected a float. Got value: nan"),

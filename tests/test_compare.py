@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -118,3 +119,23 @@ def test_nothing_readable_is_one_line_and_a_damaged_sweep_state_is_named(
     err = capsys.readouterr().err
     problem = SUMMARY_PROBLEM.format(path=path)
     assert err.splitlines() == [f"error: no run could be read: cnn_digits/{only.name}: {problem}"]
+
+
+def test_a_sweep_whose_every_trial_failed_lists_its_failures(tmp_path: Path, capsys) -> None:
+    """The sweep tells the user to compare its trials; with none that made a run, compare says what failed."""
+    sweep_dir = tmp_path / "runs" / "digits"
+    sweep_dir.mkdir(parents=True)
+    trials = {
+        str(i): {"index": i, "params": {"model.lr": lr}, "status": "failed", "error": f"error: lr {lr} broke"}
+        for i, lr in enumerate([-1, -2])
+    }
+    (sweep_dir / "sweep.json").write_text(json.dumps({"name": "digits", "trials": trials}))
+    assert compare([str(sweep_dir), "--output", str(tmp_path / "c.png")]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "sweep digits: 2 failed",
+        "  failed trial 1: error: lr -1 broke",
+        "  failed trial 2: error: lr -2 broke",
+    ]
+    assert err.splitlines() == [f"error: no runs to compare under {sweep_dir}: no trial made a run (see above)"]
+    assert not (tmp_path / "c.png").exists()

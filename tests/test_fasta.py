@@ -3,6 +3,7 @@ tokens, reverse complements, the built-in Oct4/MafK data, the 1-D CNN, and the m
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from collections import Counter
@@ -71,6 +72,18 @@ def test_multi_line_lower_case_records_with_labels_in_their_headers(tmp_path: Pa
     ]
     assert clean_sequence(records[0].sequence, "dna", "error", "r1") == "ACGTACGTAC"
     assert clean_sequence(records[1].sequence, "dna", "error", "r2") == "TTTTTTAA"
+
+
+def test_a_gzipped_fasta_is_read_as_it_is_and_a_damaged_one_named(tmp_path: Path) -> None:
+    text = ">r1|bound\nACGT\n>r2|unbound\nTTGA\n"
+    plain = FastaDataModule(source=write(tmp_path / "s.fa", text), val_fraction=0.5, test_fraction=0.5).read()[0]
+    (tmp_path / "s.fa.gz").write_bytes(gzip.compress(text.encode()))
+    data = FastaDataModule(source=str(tmp_path / "s.fa.gz"), val_fraction=0.5, test_fraction=0.5)
+    assert [(r.id, r.sequence, r.label) for r in data.read()[0]] == [(r.id, r.sequence, r.label) for r in plain]
+    (tmp_path / "cut.fa.gz").write_bytes(gzip.compress(text.encode())[:-6])
+    data = FastaDataModule(source=str(tmp_path / "cut.fa.gz"), val_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ConfigError, match=r"cut.fa.gz is a damaged gzip file \(.*\); compress it again, or unzip it"):
+        data.read()
 
 
 def test_labels_from_a_pattern_a_table_and_one_file_per_class(tmp_path: Path) -> None:

@@ -129,13 +129,16 @@ def test_two_commands_of_one_cluster_job_train_two_runs_each_resumed_by_its_own(
         ("nope", "run nope not found among the runs in"),
         ("FINISHED", "has finished; nothing to resume"),
         ("EMPTY", "has no checkpoint that loads; nothing to resume"),
+        ("NO_CONFIG", "has no config.yaml, which a run directory keeps its settings in; restore it"),
     ],
 )
 def test_resume_mistakes(resume: str, message: str, tmp_path: Path, capsys) -> None:
     runs = {
         "FINISHED": make_run(tmp_path, "20261129-100000-aaaaaa", finished=True),
         "EMPTY": make_run(tmp_path, "20261129-110000-bbbbbb", finished=False, checkpoint=False),
+        "NO_CONFIG": make_run(tmp_path, "20261129-120000-cccccc", finished=False),
     }
+    (runs["NO_CONFIG"] / "config.yaml").unlink()  # deleted by hand: its checkpoints are there
     target = str(runs[resume]) if resume in runs else resume
     assert main([*DIGITS, "--run.root", str(tmp_path), "--run.resume", target]) == 2
     err = capsys.readouterr().err

@@ -127,6 +127,40 @@ def test_sweep_cli_mistakes_exit_2_before_any_trial(
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+def test_a_sweep_name_that_would_lead_out_of_its_root_is_refused(tmp_path: Path, capsys) -> None:
+    spec = {"name": "../../x", "command": COMMAND, "method": "grid", "parameters": {"model.lr": {"values": [0.1]}}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert sweep([str(path), "--root", str(tmp_path / "a" / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "name must be a plain name, one folder under the root" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.rglob("*")) == [path]  # nothing written, inside the root or out of it
+
+
+def test_seeds_refuses_a_seed_numpy_cannot_take_before_any_run(tmp_path: Path, capsys) -> None:
+    from experiments.seeds import main as seeds
+
+    assert seeds(["cnn_digits", "--seeds", "-1", "2", "--root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "error: --seeds must be in [0, 4294967295], got -1"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_over_every_seed_fails_when_a_seed_did_not_finish(tmp_path: Path, capsys) -> None:
+    """A search may lose a trial and still exit 0; seeds, whose spread is over every seed asked for, may not."""
+    from experiments.sweep import report
+
+    spec = load_spec(write_spec(tmp_path, name="s", parameters={"seed_everything": {"values": [0, 1]}}))
+    finished = {"index": 0, "params": {"seed_everything": 0}, "status": "finished", "run_dir": None}
+    failed = {"index": 1, "params": {"seed_everything": 1}, "status": "failed", "error": "error: it broke"}
+    state = {"trials": {"0": finished, "1": failed}}
+    assert report(spec, state, 2, tmp_path) == 0  # a search
+    assert report(spec, state, 2, tmp_path, every_trial=True) == 1
+    out, err = capsys.readouterr()
+    assert "failed trial 2: seed_everything=1: error: it broke" in out
+    assert err.strip() == "error: 1 of 2 trials did not finish; see above"
+
+
 def test_missing_and_broken_spec_files(tmp_path: Path, capsys) -> None:
     assert sweep([str(tmp_path / "nope.yaml")]) == 2
     assert "sweep spec" in capsys.readouterr().err
