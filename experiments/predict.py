@@ -70,6 +70,12 @@ def read_texts(args: argparse.Namespace) -> list[str]:
             raise ConfigError(f"{args.from_file} holds no text; write one input per line")
     elif args.inputs:
         texts = list(args.inputs)
+        named = next((text for text in texts if Path(text).is_file()), None)
+        if named is not None:  # a picture or a file of texts given to a text model: never read its name
+            raise ConfigError(
+                f"{named} is a file, and this model reads texts: give a file of texts (one per line) with "
+                f"--from_file {named}, or a text that is also a file's name on stdin"
+            )
     elif not sys.stdin.isatty():
         texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
     else:

@@ -193,3 +193,15 @@ def test_texts_come_from_arguments_a_file_or_stdin_alike(sentiment_run: Path, tm
 def test_an_empty_text_is_refused(sentiment_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert predict([str(sentiment_run), "good", "  "]) == 2
     assert capsys.readouterr().err == "error: input 2 is an empty text; give some words\n"
+
+
+def test_a_file_given_to_a_text_model_is_never_read_as_its_name(
+    sentiment_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / "image.png"
+    Image.new("L", (8, 8)).save(image)
+    output = tmp_path / "answers.jsonl"
+    assert predict([str(sentiment_run), "good", str(image), "--output", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {image} is a file, and this model reads texts: give a file of texts (one per")
+    assert len(err.strip().splitlines()) == 1 and not output.exists()
