@@ -29,6 +29,14 @@ EXTRAS = {
 SEED_MAX = 2**32 - 1  # numpy's seeds, and so Lightning's seed_everything's, are 32-bit unsigned
 
 
+# Why a checkpoint or a weights file is refused, in the same words everywhere: never torch's advice to load it
+# with weights_only=False, which would run whatever code it holds.
+NOT_PLAIN = (
+    "it does not load as plain tensors and data (truncated, corrupt, or holding other pickled objects, which "
+    "firstlight never unpickles)"
+)
+
+
 class ConfigError(ValueError):
     """A setting or an input that the user can fix; the message says what is wrong and how to fix it."""
 

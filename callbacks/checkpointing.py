@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from validation import NOT_PLAIN
+
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (a full disk, a lost mount); the file it replaces is untouched."""
@@ -149,9 +151,5 @@ def resume_checkpoint(run_dir: Path) -> Path | None:
     for path in reversed(found):
         if loads(path):
             return path
-        warnings.warn(
-            f"skipping checkpoint {path}: it does not load as plain tensors and data (truncated, corrupt, or "
-            "holding other pickled objects, which firstlight never unpickles)",
-            stacklevel=2,
-        )
+        warnings.warn(f"skipping checkpoint {path}: {NOT_PLAIN}", stacklevel=2)
     return None

@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import inspect
 import os
+import pickle
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from cores.contracts import ClassifierCore
-from validation import ConfigError, check_range, require
+from validation import NOT_PLAIN, ConfigError, check_range, require
 
 WANDB_PREFIX = "wandb:"
 HF_MODEL = "a Hugging Face model (cores.huggingface.HFClassifier)"  # what needs the hf extra
@@ -222,14 +223,19 @@ def load_pretrained(
         model_config.pad_token_id = pad_id
     except Exception as error:  # a setting of the wrong type or value
         raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
-    with quiet_transformers():
-        model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
-            directory,
-            config=model_config,
-            local_files_only=True,
-            ignore_mismatched_sizes=True,  # a head for another number of classes is replaced, nothing else
-            output_loading_info=True,
-        )
+    try:
+        with quiet_transformers():
+            model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+                directory,
+                config=model_config,
+                local_files_only=True,
+                ignore_mismatched_sizes=True,  # a head for another number of classes is replaced, nothing else
+                output_loading_info=True,
+            )
+    except Exception as error:
+        if not refused_unpickling(error):
+            raise
+        raise ConfigError(f"pretrained model {directory}: its weights file is refused: {NOT_PLAIN}") from None
     head = [key for key, saved, new in info["mismatched_keys"] if saved[0] == trained_labels and new[0] == num_classes]
     reshaped = [(key, saved, new) for key, saved, new in info["mismatched_keys"] if key not in head]
     if reshaped:  # ignore_mismatched_sizes would initialise them anew, silently
@@ -285,3 +291,13 @@ def download_artifact(name: str) -> Path:
         return Path(wandb.Api(timeout=30).artifact(name).download())
     except Exception as error:  # no credentials, no network, no such artifact: W&B's own message says which
         raise ConfigError(f"W&B artifact {name} could not be downloaded: {one_line(error)}") from None
+
+
+def refused_unpickling(error: BaseException | None) -> bool:
+    """Whether torch's weights-only unpickler refused a file somewhere in `error`'s chain (transformers loads
+    a `pytorch_model.bin` with `torch.load(weights_only=True)`, and may wrap what it raises)."""
+    while error is not None:
+        if isinstance(error, pickle.UnpicklingError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

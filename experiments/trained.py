@@ -24,7 +24,7 @@ import torch
 from datamodules.base import DataModule
 from experiments.rundir import locate_run
 from modules.task import TaskModule
-from validation import ConfigError
+from validation import NOT_PLAIN, ConfigError
 
 WANDB_PREFIX = "wandb:"
 
@@ -113,9 +113,10 @@ def plain_arguments(hparams: dict[str, Any]) -> dict[str, Any]:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # optimizer state left unread
-    except Exception as error:  # unpickling refused, truncated file, not a zip
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigError(f"checkpoint {path} cannot be loaded ({reason[:200]})") from None
+    except FileNotFoundError:
+        raise ConfigError(f"checkpoint {path} not found; give a run directory or a .ckpt file") from None
+    except Exception:  # unpickling refused (torch's message advises the unsafe way), truncated file, not a zip
+        raise ConfigError(f"checkpoint {path} is refused: {NOT_PLAIN}") from None
 
 
 def same_state(a: Any, b: Any) -> bool:

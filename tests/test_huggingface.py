@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -20,7 +21,7 @@ from datamodules.tokenization import load_pretrained_tokenizer, load_tokenizer, 
 from experiments.run import main
 from modules.classification import ClassificationTask
 from tests.helpers import run_cli, wandb_summary
-from validation import ConfigError
+from validation import NOT_PLAIN, ConfigError
 
 TINY = "{hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 64}"
 SHORT = ["--trainer.max_epochs", "5", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2"]
@@ -273,3 +274,39 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(
     assert expected in lines[0]
     assert "Traceback" not in err
     assert not (in_tmp / "runs").exists()
+
+
+class Payload:
+    """What a foreign pytorch_model.bin can hide: unpickling it runs code (here: creates a file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pretrained_folder_whose_weights_hold_pickled_objects_is_one_line(
+    data: str, pretrained: Path, in_tmp: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    unsafe, marker = in_tmp / "unsafe-bert", in_tmp / "code-ran"
+    shutil.copytree(pretrained, unsafe)
+    weights = load_file(unsafe / "model.safetensors")
+    (unsafe / "model.safetensors").unlink()  # the weights as a pickle, as older folders hold them
+    torch.save({**weights, "extra": Payload(marker)}, unsafe / "pytorch_model.bin")
+    model = [
+        "--model.net.config",
+        "{}",
+        "--model.net.pretrained",
+        str(unsafe),
+        "--data.pretrained_tokenizer",
+        str(unsafe),
+    ]
+    code = main(command(data, *model))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and lines == [f"error: pretrained model {unsafe}: its weights file is refused: {NOT_PLAIN}"], err
+    assert not marker.exists() and not (in_tmp / "runs").exists()

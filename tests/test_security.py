@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_module
+from validation import NOT_PLAIN
 
 # Drawn afresh for each session: a run records the uncommitted changes of the code (code.diff), which may
 # include this file, so a secret written out here would be found in it.
@@ -69,4 +71,14 @@ def test_a_checkpoint_holding_pickled_objects_is_refused_not_unpickled(tmp_path:
     assert f"error: run {run_dir} has no checkpoint that loads; nothing to resume" in resumed.stderr
     assert "holding other pickled objects, which firstlight never unpickles" in resumed.stderr
     assert "Traceback" not in resumed.stderr
+
+    # The commands after training refuse it in the same words, never with torch's advice to trust it.
+    image = tmp_path / "digit.png"
+    Image.new("L", (8, 8)).save(image)
+    for module, *args in (("predict", str(image)), ("predict", str(image), "--explain"), ("export",), ("shrink",)):
+        refused = run_module(f"experiments.{module}", str(run_dir), *args, cwd=tmp_path)
+        assert refused.returncode == 2, (module, refused.stderr[-3000:])
+        (line,) = refused.stderr.strip().splitlines()
+        assert line == f"error: checkpoint {run_dir / 'checkpoints' / 'last.ckpt'} is refused: {NOT_PLAIN}", module
+        assert "weights_only" not in refused.stdout + refused.stderr
     assert not marker.exists()  # the payload never ran
