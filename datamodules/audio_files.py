@@ -130,7 +130,8 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """(samples,) float32 mono in [-1, 1] and the sample rate. Channels are averaged; values beyond full
     scale or not finite are refused (their scale is unknown), never clipped."""
     soundfile = require("soundfile", "reading recordings")
-
+    if not path.is_file():  # libsndfile says only "System error." for these
+        raise Unreadable("it is a folder, not a file" if path.is_dir() else "no such file: moved or deleted?")
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (frames, channels)
     except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError) as error:

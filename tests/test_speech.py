@@ -319,7 +319,8 @@ def test_a_source_without_recordings_or_columns_is_one_error(make, message: str,
 def test_a_csv_row_naming_a_missing_file_is_an_error_naming_its_line(tmp_path: Path) -> None:
     table = write_table(tmp_path)
     (tmp_path / "clips" / "mid-3.wav").unlink()
-    with pytest.raises(ConfigError, match=r"clips.csv line 13 \(.*mid-3.wav\) cannot be read as audio"):
+    missing = r"clips.csv line 13 \(.*mid-3.wav\) cannot be read as audio \(no such file: moved or deleted\?\)"
+    with pytest.raises(ConfigError, match=missing):
         AudioDataModule(source=str(table), sample_rate=RATE).setup()
 
 
