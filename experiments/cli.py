@@ -128,6 +128,30 @@ def import_class(class_path: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def refuse_a_task_without_facts(model: Namespace, data: L.LightningDataModule) -> None:
+    """A firstlight task builds its core from the data's facts: a datamodule without them (a plain
+    LightningDataModule) trains only a LightningModule of the user's own."""
+    from experiments.help import datamodules  # reads the package's sources: only on this mistake
+    from modules.task import TaskModule
+
+    if not issubclass(import_class(model.class_path), TaskModule):
+        return
+    known = {fact for path in datamodules() for fact in import_class(path).model_facts}
+    wanted = [
+        name
+        for component in (model, model.init_args.get("net"))
+        if isinstance(component, Namespace) and "class_path" in component
+        for name in inspect.signature(import_class(component.class_path)).parameters
+        if name in known
+    ]
+    raise ConfigError(
+        f"--data {type(data).__name__} is a LightningDataModule without firstlight's facts, and the task "
+        f"{model.class_path.rpartition('.')[2]} takes {', '.join(dict.fromkeys(wanted)) or 'its sizes'} from them: "
+        "subclass datamodules.base.DataModule and declare model_facts (docs/your-own-data.md), or train a "
+        "LightningModule of your own (--model)"
+    )
+
+
 def give_facts(model: Namespace, facts: dict[str, Any]) -> None:
     """Set each of the data's facts as an argument of the task and of its core, wherever their `__init__`
     takes one of that name (a `num_classes` for the classifier, a `vocab_size` for its embedding, ...)."""
@@ -223,7 +247,9 @@ class FirstlightCLI(LightningCLI):
         data_only = self.config.clone()
         data_only.model = None
         self.datamodule = self.parser.instantiate_classes(data_only, instantiate_groups=False).data
-        give_facts(self.config.model, self.datamodule.facts())
+        if not hasattr(self.datamodule, "facts"):  # a LightningDataModule not firstlight's: it gives none
+            refuse_a_task_without_facts(self.config.model, self.datamodule)
+        give_facts(self.config.model, getattr(self.datamodule, "facts", dict)())
         vars(self).pop("config_dump", None)  # Lightning's record of the given hyperparameters, now with the facts
         rest = self.config.clone()
         rest.data = None
