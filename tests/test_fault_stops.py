@@ -178,8 +178,12 @@ def test_a_signal_outside_the_training_loop_is_no_success(
     assert result.returncode == code, result.stderr[-3000:]
     run_dir = only_run(tmp_path / "runs")
     what = "preempted: SIGTERM" if signal_name == "SIGTERM" else "interrupted: SIGINT"
-    where = "while testing" if when == "test" else "outside the training loop"
-    assert f"{what} {where}; no summary written; resume it with: " in result.stderr
+    if when == "test":
+        assert f"{what} while testing; no summary written; resume it with: " in result.stderr
+    else:  # stopped before the first checkpoint: the line gives a command that works, not a resume that fails
+        again = f"run it again with: python -m experiments.run --config {run_dir / 'config.yaml'}"
+        line = f"{what} outside the training loop, before the first checkpoint; nothing to resume; {again}"
+        assert result.stderr.strip().splitlines()[-1] == line and (run_dir / "config.yaml").is_file()
     assert "Traceback" not in result.stderr and not (run_dir / "summary.json").exists()
     if when == "test":  # trained: resuming tests the best checkpoint and finishes the run
         resumed = run_cli("--run.resume", str(run_dir), cwd=tmp_path)
