@@ -6,10 +6,11 @@
 The text is nanoGPT's Shakespeare size taken from firstlight's data: the first 1,115,394 characters of the
 complete works (sha256 a089c185...), split by `LanguageModelDataModule` with val_fraction 0.1 and
 test_fraction 0.001 (`--characters` takes a shorter prefix: a quicker run, a smaller validation split, no
-longer nanoGPT's text; the preset needs about 450,000 for an epoch of its 500-batch validation interval). The settings are nanoGPT's README configuration for a CPU (`GPTSettings`: 4 layers,
-4 heads, width 128, context 64, batch 12, 2,000 steps, lr 1e-3 with 100 warm-up steps and cosine decay,
-AdamW with weight decay 0.1, clipping at 1, an evaluation of 480 windows every 250 steps and, as nanoGPT's
-`train.py` does, a checkpoint after each evaluation that improves on the best), in fp32. Parts:
+longer nanoGPT's text; the preset needs about 450,000 for an epoch of its 500-batch validation interval).
+The settings are nanoGPT's README configuration for a CPU (`GPTSettings`: 4 layers, 4 heads, width 128,
+context 64, batch 12, 2,000 steps, lr 1e-3 with 100 warm-up steps and cosine decay, AdamW with weight decay
+0.1, clipping at 1, an evaluation of 480 windows every 250 steps and, as nanoGPT's `train.py` does, a
+checkpoint after each evaluation that improves on the best), in fp32. Parts:
 
 1. `pairs`: the cost of a step. `python -m experiments.run` with those settings, as users run it (W&B
    offline, checkpoints, every callback), each of its steps followed by one step of the hand-written loop
