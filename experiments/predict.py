@@ -22,6 +22,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,7 +71,8 @@ def read_texts(args: argparse.Namespace) -> list[str]:
             raise ConfigError(f"{args.from_file} holds no text; write one input per line")
     elif args.inputs:
         texts = list(args.inputs)
-        named = next((text for text in texts if Path(text).is_file()), None)
+        # os.path.isfile: a long text is no file name (Path.is_file raises "File name too long" for it)
+        named = next((text for text in texts if os.path.isfile(text)), None)
         if named is not None:  # a picture or a file of texts given to a text model: never read its name
             raise ConfigError(
                 f"{named} is a file, and this model reads texts: give a file of texts (one per line) with "
@@ -90,9 +92,8 @@ def read_sequences(values: list[str]) -> list[Record]:
     """Records of FASTA files, and letters given as arguments (named sequence-1, sequence-2, ...)."""
     records: list[Record] = []
     for number, value in enumerate(values, 1):
-        path = Path(value)
-        if path.is_file():
-            records += read_fasta(path)
+        if os.path.isfile(value):  # a long sequence of letters is no file name (see read_texts)
+            records += read_fasta(Path(value))
         elif value.isalpha():
             records += parse_fasta(f">sequence-{number}\n{value}", Path(f"argument {number}"))
         else:

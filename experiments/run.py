@@ -31,7 +31,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from callbacks.checkpointing import CheckpointWriteError, resume_checkpoint
+from callbacks.checkpointing import CheckpointWriteError
 from callbacks.finite_loss import NonFiniteLoss
 from callbacks.history import last_logged, trim_history
 from callbacks.last_checkpoint import LastCheckpoint, Preempted
@@ -257,7 +257,7 @@ def stopped_by_signal(cli: FirstlightCLI, stop: SystemExit, when: str) -> int:
     else:
         raise stop
     if cli.trainer.is_global_zero:
-        if resume_checkpoint(cli.run_dir) is None:  # in the sanity check, before any save: resuming would fail
+        if not any((cli.run_dir / "checkpoints").glob("*.ckpt")):  # the sanity check, before any save
             again = f"python -m experiments.run --config {cli.run_dir / 'config.yaml'}"
             line = f"{what} {when}, before the first checkpoint; nothing to resume; run it again with: {again}"
         else:

@@ -12,13 +12,17 @@ from filelock import FileLock
 
 from experiments.run import main as run
 
-SHORT = [
+# One epoch of 4 training batches, validated and tested on 2: a run that goes through every stage quickly.
+LIMITS = [
     "--trainer.max_steps=-1",
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=4",
     "--trainer.limit_val_batches=2",
     "--trainer.limit_test_batches=2",
     "--trainer.val_check_interval=null",
+]
+SHORT = [
+    *LIMITS,
     "--trainer.num_sanity_val_steps=0",
     "--data.batch_size=16",  # a quarter of most presets' batches: the same code, faster (greedy decoding)
 ]

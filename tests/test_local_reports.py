@@ -15,16 +15,9 @@ from callbacks.local_report import confusion_geometry, shade
 from experiments.predict import main as predict
 from experiments.run import main as run
 from tests.helpers import logged_tables
+from tests.preset_runs import LIMITS
 
-SHORT = [
-    "--trainer.max_steps=-1",
-    "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=4",
-    "--trainer.limit_val_batches=2",
-    "--trainer.limit_test_batches=2",
-    "--trainer.val_check_interval=null",
-    "--run.logger=none",
-]
+SHORT = [*LIMITS, "--run.logger=none"]
 
 
 @pytest.fixture(scope="module")

@@ -206,3 +206,13 @@ def test_a_file_given_to_a_text_model_is_never_read_as_its_name(
     err = capsys.readouterr().err
     assert err.startswith(f"error: {image} is a file, and this model reads texts: give a file of texts (one per")
     assert len(err.strip().splitlines()) == 1 and not output.exists()
+    long = "a gripping film " * 30  # longer than a file name may be: a text, not a path to look up
+    assert predict([str(sentiment_run), long, "--output", str(output)]) == 0, capsys.readouterr().err
+    assert len(output.read_text().splitlines()) == 1
+
+
+def test_a_sequence_longer_than_a_file_name_is_read_as_letters() -> None:
+    from experiments.predict import read_sequences
+
+    (record,) = read_sequences(["ACGT" * 80])
+    assert record.id == "sequence-1" and record.sequence == "ACGT" * 80
