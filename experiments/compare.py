@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from callbacks.history import read_history
+from experiments.outputs import ends_cleanly
 from experiments.presets import check_yaml
 from experiments.rundir import write_atomic
 from experiments.tracking import first_line
@@ -246,6 +247,7 @@ def sweep_status(path: Path) -> str | None:
     return line + "".join(f"\n  failed {failure}" for failure in failures)
 
 
+@ends_cleanly
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, experiment directories or a sweep")

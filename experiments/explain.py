@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.outputs import check_folder
 from experiments.trained import Trained
 from modules.attribution import (
     STEPS,
@@ -71,10 +72,13 @@ def explain_folder(trained: Trained, given: Path | None) -> Path:
     if given is not None:
         if given.exists() and not given.is_dir():
             raise ConfigError(f"--explain_dir {given} is a file; give a folder")
+        check_folder(given, f"--explain_dir {given}", create=True)
         return given
     if trained.run_dir is None:
         raise ConfigError("this checkpoint is outside a run directory; give --explain_dir for the explanations")
-    return trained.run_dir / "explain"
+    folder = trained.run_dir / "explain"
+    check_folder(folder, str(folder), create=True, fix="give a folder you can write to with --explain_dir")
+    return folder
 
 
 def file_names(names: list[str], kind: str) -> list[str]:
@@ -148,14 +152,9 @@ def explanation(path: Path, name: str, result: Attribution, classes: list[str], 
     return Explanation(path, page.encode(), line)
 
 
-def write_explanations(explained: list[Explanation]) -> list[str]:
-    """Write the files (their folder made if need be) and say what was written."""
+def explained_lines(explained: list[Explanation]) -> list[str]:
+    """What was written (the files by `experiments.outputs.commit`, their folder made if need be)."""
     if not explained:
         return []
     folder = explained[0].path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    for item in explained:
-        temporary = item.path.with_name(f".{item.path.name}.tmp")
-        temporary.write_bytes(item.content)
-        temporary.replace(item.path)
     return [f"explanations (integrated gradients) in {folder}:", *(f"  {item.line}" for item in explained)]

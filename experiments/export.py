@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ import torch
 import yaml
 
 from experiments.exportable import Signature, exportable, other_shapes, resized, signature, synthetic_inputs
+from experiments.outputs import check_output, commit, ends_cleanly
 from experiments.trained import Trained, load_trained, rebuilt_data
 from validation import ConfigError, check_range, require
 
@@ -105,16 +105,7 @@ def output_path(args: argparse.Namespace, trained: Trained) -> Path:
     path: Path = args.output
     if not path.name.endswith(SUFFIXES[args.format]):
         raise ConfigError(f"--output {path}: {args.format} files end in {' or '.join(SUFFIXES[args.format])}")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--output {path}: folder {path.parent} does not exist")
     return path
-
-
-def check_output(path: Path, overwrite: bool) -> None:
-    if path.is_dir():
-        raise ConfigError(f"{path} is a folder; give a file with --output")
-    if path.exists() and not overwrite:
-        raise ConfigError(f"{path} exists; give another --output, or --overwrite to replace it")
 
 
 # The inputs the check runs on
@@ -343,14 +334,7 @@ def export_and_check(
         return Checked(exported, input_sets, max_abs_difference(net, exported, input_sets))
 
 
-def keep(staged: Path, output: Path) -> None:
-    """Move the checked file into place: a reader sees the old file or the new one, never half of one."""
-    output.parent.mkdir(exist_ok=True)  # the run's export/ folder (--output's folder exists)
-    temporary = output.with_name(f".{output.name}.tmp")
-    shutil.copyfile(staged, temporary)
-    os.replace(temporary, output)
-
-
+@ends_cleanly
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -361,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             require("onnxruntime", ONNX)
         trained = load_trained(args.run, args.root)
         output = output_path(args, trained)
-        check_output(output, args.overwrite)
+        check_output(output, args.overwrite, given=args.output is not None, create=args.output is None)
         trained.task.float()
         net = trained.task.net.eval()
         sig = signature(trained.task, trained.datamodule)
@@ -393,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             message = f"the exported model differs from PyTorch's by more than {args.tolerance:g}; nothing kept"
             print(f"error: {message}", file=sys.stderr)
             return 1
-        keep(staged, output)
+        commit({output: staged})  # (the run's export/ folder made if need be)
     opset = f", ONNX opset {exported.opset}" if exported.opset else ""
     print(f"wrote {output} ({output.stat().st_size / 2**20:.1f} MiB{opset}; {time.monotonic() - started:.0f} s)")
     if sig.usage:

@@ -18,15 +18,6 @@ from validation import ConfigError
 NON_FINITE_HINT = "Lower the learning rate (--model.init_args.lr) or clip gradients (--trainer.gradient_clip_val 1.0)"
 
 
-class Terminated(BaseException):
-    """SIGTERM before training starts (loading data, making the run directory), as KeyboardInterrupt is
-    Ctrl-C: from the sanity check on, Lightning's handling and firstlight's take over."""
-
-
-def raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
-
-
 def user_error(error: BaseException) -> ConfigError | None:
     """The ConfigError behind an exception, if any (jsonargparse wraps errors raised while instantiating)."""
     while error is not None and not isinstance(error, ConfigError):

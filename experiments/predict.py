@@ -36,8 +36,8 @@ from datamodules.fasta import Record, parse_fasta, read_fasta
 from datamodules.image_folder import IMAGE_EXTENSIONS
 from datamodules.text_sources import read_text_file
 from datamodules.timeseries import csv_series
-from experiments.explain import explained_kind, explanations, write_explanations
-from experiments.rundir import write_atomic
+from experiments.explain import explained_kind, explained_lines, explanations
+from experiments.outputs import check_output, commit, ends_cleanly
 from experiments.trained import Trained, load_trained
 from validation import ConfigError, check_range
 
@@ -243,17 +243,15 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_output(path: Path | None, overwrite: bool) -> None:
+def check_answers_file(path: Path | None, overwrite: bool) -> None:
     if path is None:
         return
     if path.suffix not in (".csv", ".jsonl"):
         raise ConfigError(f"--output {path} must end in .csv or .jsonl")
-    if path.exists() and not overwrite:
-        raise ConfigError(f"--output {path} exists; give another path, or --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--output {path}: folder {path.parent} does not exist")
+    check_output(path, overwrite, given=True)
 
 
+@ends_cleanly
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
     try:
@@ -262,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("max_new_tokens", "top_k"):
             if getattr(args, name) is not None:
                 check_range(name, getattr(args, name), 1)
-        check_output(args.output, args.overwrite)
+        check_answers_file(args.output, args.overwrite)
         if not args.explain and (args.explain_dir or args.explain_class):
             raise ConfigError("--explain_dir and --explain_class go with --explain")
         trained = load_trained(args.run, args.root)
@@ -285,10 +283,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"model: {trained.checkpoint} ({trained.note})", file=sys.stderr)
     print(table(names, rows))
+    files: dict[Path, bytes | Path] = {item.path: item.content for item in explained}
     if args.output:
-        write_atomic(args.output, written(names, rows, args.output.suffix))
+        files[args.output] = written(names, rows, args.output.suffix).encode()
+    commit(files)  # the answers and the explanations together, or nothing
+    if args.output:
         print(f"wrote {len(rows)} answers to {args.output}", file=sys.stderr)
-    for line in write_explanations(explained):
+    for line in explained_lines(explained):
         print(line)
     return 0
 

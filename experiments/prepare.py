@@ -25,6 +25,7 @@ import signal
 import sys
 from pathlib import Path
 
+from experiments.outputs import Terminated, raise_terminated  # (SIGTERM, as KeyboardInterrupt is Ctrl-C)
 from validation import ConfigError, check_range, require
 
 KINDS = ("images", "corpus", "texts", "audio", "fasta", "pairs")
@@ -203,15 +204,6 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip_unreadable", action="store_true", help="audio: skip recordings that cannot be read")
     parser.add_argument("--overwrite", action="store_true", help="prepare again over a prepared dataset")
     return parser
-
-
-class Terminated(BaseException):
-    """SIGTERM, as KeyboardInterrupt is Ctrl-C: the prepare stops, its workers with it. (Not the one of
-    experiments.failures, which would import Lightning: seconds of start-up for a command that needs none.)"""
-
-
-def raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:

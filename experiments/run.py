@@ -39,14 +39,13 @@ from callbacks.monitor_check import unknown_monitor
 from experiments.cli import FirstlightCLI, nested_config
 from experiments.failures import (
     NON_FINITE_HINT,
-    Terminated,
     discard_unused_run,
-    raise_terminated,
     rejected_by_lightning,
     stopped_by_fault,
     user_error,
 )
 from experiments.help import cores_by_task, datamodules
+from experiments.outputs import Terminated, raise_terminated
 from experiments.presets import expand_configs
 from experiments.quiet import quiet
 from experiments.resume import (

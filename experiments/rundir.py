@@ -52,8 +52,11 @@ def create_run_dir(path: Path, resuming: bool = False) -> Path:
 def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file, then rename: readers see the old file or the new one, never half of one."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    finally:  # a full disk or a stop: no half-written temporary left beside the file
+        temporary.unlink(missing_ok=True)
 
 
 def plain(value: Any) -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from datamodules.base import DataModule
+from experiments.outputs import check_output, commit, ends_cleanly
 from experiments.trained import Trained, import_class, load_checkpoint, load_trained, plain_arguments
 from modules.quantize import int8_modules, int8_state_dict, load_int8_state_dict, quantize_dynamic_int8
 from modules.task import TaskModule
@@ -85,13 +85,6 @@ def default_output(trained: Trained) -> Path:
     return trained.checkpoint.with_name(f"{trained.checkpoint.stem}-int8.pt")
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise ConfigError(f"{path} exists; give --output another path, or --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--output {path}: folder {path.parent} does not exist")
-
-
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.shrink",
@@ -106,22 +99,21 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+@ends_cleanly
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.output is not None:
-            check_output(args.output, args.overwrite)
+            check_output(args.output, args.overwrite, given=True)
         trained = load_trained(args.run, args.root)
         output = args.output or default_output(trained)
-        check_output(output, args.overwrite)
+        check_output(output, args.overwrite, given=args.output is not None)
         payload = shrunk(trained)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     data = serialized(payload)
-    temporary = output.with_name(f".{output.name}.tmp")  # renamed into place: never half a file
-    temporary.write_bytes(data)
-    os.replace(temporary, output)
+    commit({output: data})
     fp32 = len(serialized(trained.task.net.state_dict()))
     print(f"model: {trained.checkpoint} ({trained.note})", file=sys.stderr)
     print(

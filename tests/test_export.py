@@ -140,7 +140,7 @@ def test_a_run_without_checkpoints_and_an_existing_output_are_refused(
     args = [str(digits_run), "--format", "torchscript", "--output", str(output), "--wandb", "false"]
     before, run_before = listing(tmp_path), listing(digits_run)
     code, _, err = exported(capsys, *args)
-    assert code == 2 and "exists; give another --output, or --overwrite" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "exists; give another path, or --overwrite" in err and len(err.strip().splitlines()) == 1
     assert listing(tmp_path) == before and listing(digits_run) == run_before
     code, _, err = exported(capsys, *args, "--overwrite")
     assert code == 0, err

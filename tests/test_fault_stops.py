@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests import forked
+from tests.filesystems import small_filesystem
 from tests.helpers import HANG_GUARD_S, fresh_env, run_cli, wandb_records, wandb_summary
 from tests.signals import fill
 
@@ -54,24 +51,6 @@ def test_a_deferred_check_stops_before_a_checkpoint_is_saved() -> None:
     check.on_before_backward(trainer, None, torch.tensor(0.5))  # type: ignore[arg-type]
     with pytest.raises(NonFiniteLoss, match=r"became inf at step 7 \(epoch 2\)"):
         check.on_before_backward(trainer, None, torch.tensor(float("inf")))  # type: ignore[arg-type]
-
-
-@contextlib.contextmanager
-def small_filesystem(path: Path, size_mib: int) -> Iterator[bool]:
-    """A tmpfs of `size_mib` MiB mounted at `path` (True), or False where mounting is not allowed."""
-    path.mkdir()
-    mounted = (
-        os.geteuid() == 0
-        and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)], capture_output=True
-        ).returncode
-        == 0
-    )
-    try:
-        yield mounted
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.mark.slow

@@ -242,7 +242,7 @@ def test_shrink_writes_an_int8_model_that_loads_weights_only_and_answers_as_the_
 
     assert main([str(run)]) == 2  # the output exists: one line, nothing replaced
     assert capsys.readouterr().err == (
-        f"error: {run / 'model-int8.pt'} exists; give --output another path, or --overwrite to replace it\n"
+        f"error: {run / 'model-int8.pt'}: exists; give another path with --output, or --overwrite to replace it\n"
     )
     assert main([str(run), "--output", str(run / "other.pt")]) == 0
 
