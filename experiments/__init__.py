@@ -4,10 +4,14 @@
 `cores/`, ... there would hide firstlight's packages of that name, and the command would fail deep in an
 import. Importing this package first puts firstlight's folder before the working directory when the
 working directory holds such a name; the user's other modules stay importable (`--model mymodels.Net`).
+
+A command also ends a Ctrl-C that no code of its own handles (one while its libraries load, for seconds) in
+one line with exit code 130, as it does any other Ctrl-C, not in a traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -54,4 +58,17 @@ def put_firstlight_first() -> None:
             raise SystemExit(2)
 
 
+def interrupt_in_one_line(kind: type[BaseException], error: BaseException, trace: object) -> None:
+    """`sys.excepthook` of a command: an unhandled Ctrl-C (KeyboardInterrupt) is one line and exit 130."""
+    if not issubclass(kind, KeyboardInterrupt):
+        return sys.__excepthook__(kind, error, trace)  # type: ignore[arg-type]
+    print("interrupted: SIGINT", file=sys.stderr)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(130)  # (an excepthook cannot set the exit code; nothing was running that needs to finish)
+
+
 put_firstlight_first()
+if sys.argv[:1] == ["-m"]:  # `python -m experiments.COMMAND`, while the module is being found
+    sys.excepthook = interrupt_in_one_line

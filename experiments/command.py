@@ -52,6 +52,7 @@ def main() -> int:
     cwd = os.getcwd()
     if cwd not in sys.path and os.path.realpath(cwd) != os.path.realpath(experiments.ROOT):
         sys.path.append(cwd)  # the user's own modules, named in a config, after firstlight's packages
+    sys.excepthook = experiments.interrupt_in_one_line
     sys.argv = [f"firstlight {name}", *args[1:]]
     runpy.run_module(f"experiments.{name}", run_name="__main__", alter_sys=True)
     return 0

@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from experiments.export import main as export
 from experiments.predict import main as predict
 from experiments.shrink import main as shrink
 from tests.filesystems import make_read_only, small_filesystem
+from tests.helpers import HANG_GUARD_S, fresh_env
 from tests.signals import fill
 
 Command = Callable[[list[str] | None], int]
@@ -200,3 +204,25 @@ def test_a_stop_signal_exits_128_plus_it_in_one_line_and_leaves_nothing(
     assert one_error(capsys.readouterr().err) == f"{what}; nothing was written"
     assert everything(out) == [] and everything(system_temp) == []
     assert signal.getsignal(signal.SIGTERM) == previous_sigterm  # the command's handler is gone with it
+
+
+def test_ctrl_c_while_a_command_starts_is_one_line_and_130(digits: Path, tmp_path: Path) -> None:
+    """A Ctrl-C in the seconds a fresh command spends importing its libraries (torch, ...), before any code of
+    its own handles one: no traceback. (Python keeps a Ctrl-C ignored where its parent ignored it, as a
+    shell's background job does: the command is started with the default.)"""
+    output = tmp_path / "m.onnx"
+    command = [sys.executable, "-m", "experiments.export", str(digits), "--output", str(output), "--wandb", "false"]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=fresh_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(1.0)  # importing torch alone takes longer
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=HANG_GUARD_S)
+    assert process.returncode == 130, err[-3000:]
+    assert one_error(err).startswith("interrupted: SIGINT") and not output.exists()
