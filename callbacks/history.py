@@ -41,8 +41,11 @@ class HistoryLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         record = {"step": step, "wall_time": round(time.time(), 3), **{n: float(v) for n, v in metrics.items()}}
-        with self.path.open("a") as file:
-            file.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as file:
+                file.write(json.dumps(record) + "\n")
+        except OSError as error:  # a write() error names no file: name it (a full disk stops the run)
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
 
 
 def trim_history(run_dir: Path, last_step: int) -> None:

@@ -40,8 +40,8 @@ def rejected_by_lightning(error: BaseException, trainer: L.Trainer) -> ConfigErr
 def stopped_by_fault(trainer: L.Trainer, message: str) -> int:
     """Report a run stopped by a fault (not a user's mistake) in one line; exit code 1, files kept."""
     if trainer.is_global_zero:
-        print(f"error: {message}", file=sys.stderr)
         finish_tracking(trainer, exit_code=1)
+        print(f"error: {message}", file=sys.stderr)  # the last line, after W&B's footer
     return 1
 
 
@@ -50,7 +50,7 @@ def discard_unused_run(trainer: L.Trainer, created: list[Path]) -> None:
     experiment and root folders it had to make) if it was stopped before it saved any checkpoint. A folder
     that existed before, a user's own empty --run.root or a resumed run, stays."""
     if created and not any((created[0] / "checkpoints").glob("*.ckpt")):
-        finish_tracking(trainer)
+        finish_tracking(trainer, silent=True)  # W&B's footer would say to sync the files removed next
         shutil.rmtree(created[0], ignore_errors=True)
         for folder in created[1:]:
             with contextlib.suppress(OSError):  # not empty: other runs live there

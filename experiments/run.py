@@ -22,6 +22,7 @@ if __name__ == "__main__" and (code := answer_help(sys.argv[1:])) is not None:
 import contextlib
 import errno
 import importlib
+import logging
 import os
 import signal
 import time
@@ -67,6 +68,9 @@ SPACE_HINT = "; free some space, or keep runs on another disk with --run.root"
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A library's log record that cannot be written (W&B's log file on a full disk) is dropped, not printed as
+    # a traceback each: hundreds of lines that would bury the run's one error line.
+    logging.raiseExceptions = False
     owns_run_id = RUN_ID_ENV not in os.environ
     on_sigterm = signal.signal(signal.SIGTERM, raise_terminated)  # until training starts (`fit_and_test`)
     given = sys.argv[1:] if argv is None else argv
@@ -183,7 +187,9 @@ def fit_and_test(cli: FirstlightCLI, started: float, created: list[Path]) -> int
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
-        return stopped_by_fault(trainer, f"{error}{SPACE_HINT}")
+        written = f"could not write {error.filename}: " if error.filename else ""
+        where = last_good_checkpoint(cli.run_dir)
+        return stopped_by_fault(trainer, f"{written}{error.strerror}{SPACE_HINT}; {where}")
     except Exception as error:
         cause = user_error(error)
         mistake = cause or unknown_monitor(error, trainer) or rejected_by_lightning(error, trainer)

@@ -12,7 +12,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -226,10 +226,20 @@ def make_logger(options: RunOptions, experiment: str, run_id: str, run_dir: Path
     )
 
 
-def finish_tracking(trainer: L.Trainer, summary: dict[str, Any] | None = None, exit_code: int = 0) -> None:
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """What a library prints (to sys.stdout or sys.stderr) in the block goes nowhere."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
+def finish_tracking(
+    trainer: L.Trainer, summary: dict[str, Any] | None = None, exit_code: int = 0, silent: bool = False
+) -> None:
     """Put the final metrics (best validation value, test metrics) in the W&B summary and close the run,
     so its files are complete (offline runs can then be synced or inspected). A preempted run (non-zero
-    `exit_code`) is marked as preempting, which W&B shows as resumable."""
+    `exit_code`) is marked as preempting, which W&B shows as resumable. `silent`: without W&B's footer (a
+    run about to be removed, whose files it would tell the user to sync)."""
     from lightning.pytorch.loggers import WandbLogger
 
     for logger in trainer.loggers:
@@ -240,6 +250,7 @@ def finish_tracking(trainer: L.Trainer, summary: dict[str, Any] | None = None, e
                 logger.experiment.summary.update(summary)
             if exit_code:
                 logger.experiment.mark_preempting()
-            logger.experiment.finish(exit_code=exit_code)
+            with silenced() if silent else contextlib.nullcontext():
+                logger.experiment.finish(exit_code=exit_code)
         except OSError:  # W&B's service stopped (a cluster signals every process of a job, W&B's too)
             print("note: W&B's service had stopped; its files keep what was logged until then", file=sys.stderr)

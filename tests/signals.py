@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
@@ -106,6 +107,9 @@ class FillDiskAt(L.Callback):
         if trainer.global_step != self.step:
             return
         fill(Path(trainer.default_root_dir), self.leave)
+        # W&B's own log file (<run dir>/wandb/*/logs/debug.log), past the free end of its last page: every
+        # record W&B logs from here fails to be written, as on a disk that filled up over a long run.
+        logging.getLogger("wandb").info("." * 16384)
 
 
 class FillDiskAfterTesting(L.Callback):

@@ -310,6 +310,18 @@ def test_a_mistake_keeps_the_users_own_empty_run_root(in_tmp: Path, capsys) -> N
 
 
 @pytest.mark.slow
+def test_a_mistake_found_after_wandb_started_ends_on_its_error_not_on_a_sync_hint(tmp_path: Path) -> None:
+    """Lightning finds the mistake once the W&B run has started; the run directory is removed, so W&B's footer
+    (which would say `wandb sync <the removed folder>`) is not printed, and the error is the last line."""
+    args = ["--config", "cnn_digits", "--trainer.val_check_interval", "100"]
+    result = run_cli(*args, cwd=tmp_path, env={"WANDB_SILENT": "false"})  # (the tests keep W&B silent)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "wandb sync" not in result.stderr and "Run data is saved locally" in result.stderr  # W&B had started
+    assert result.stderr.splitlines()[-1].startswith("error: trainer: `val_check_interval` (100)")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
 def test_a_read_only_run_root_is_refused_before_anything_runs(tmp_path: Path) -> None:
     root = tmp_path / "read-only"
     root.mkdir()

@@ -68,11 +68,34 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one(tmp_path: P
         checkpoints = run_dir / "checkpoints"
         errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert "Logging error" not in result.stderr, result.stderr[-3000:]  # W&B's log file on the full disk
+        assert result.stderr.splitlines()[-1] == errors[0]  # the last line, after W&B's footer
         assert errors[0].startswith(f"error: could not write checkpoint {checkpoints}/"), errors
         assert "No space left on device; free some space, or keep runs on another disk with --run.root" in errors[0]
         assert errors[0].endswith(f"the last good checkpoint is {checkpoints / 'last.ckpt'} (step 20)"), errors
         assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 20
         assert not list(checkpoints.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_disk_filled_to_the_last_byte_ends_in_one_line_without_wandbs_logging_errors(tmp_path: Path) -> None:
+    """Every write fails from step 25 on, W&B's own log file too (each of its records a logging traceback,
+    hundreds of lines, unless firstlight keeps them quiet): the error is one line, the last of stderr, and
+    the last checkpoint is intact."""
+    with small_filesystem(tmp_path / "small", 32) as mounted:
+        if not mounted:
+            pytest.skip("needs a small filesystem (root)")
+        args = [*DIGITS, "--run.root", str(tmp_path / "small" / "runs"), "--trainer.log_every_n_steps", "20"]
+        fault = ["--trainer.callbacks+=tests.signals.FillDiskAt", "--trainer.callbacks.step=25"]
+        result = run_cli(*args, *fault, "--trainer.callbacks.leave_kib=0", cwd=tmp_path)
+        assert result.returncode == 1, result.stderr[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert "Logging error" not in result.stderr, result.stderr[-3000:]
+        assert result.stderr.splitlines()[-1] == errors[0] and "No space left on device" in errors[0]
+        last = only_run(tmp_path / "small" / "runs") / "checkpoints" / "last.ckpt"
+        assert errors[0].endswith(f"the last good checkpoint is {last} (step 20)")
+        assert torch.load(last, weights_only=True)["global_step"] == 20
 
 
 @pytest.mark.slow
