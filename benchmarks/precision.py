@@ -6,7 +6,10 @@ Each preset's model and data are built as `python -m experiments.run --config <p
 trained by a Lightning Trainer for `--steps` steps (after 2 warm-up steps) in `32-true` and in
 `bf16-mixed`, alternated `--repeats` times; prints the machine, then per preset the median step time of
 each and their ratio, or `unsupported` where torch cannot run the network in bf16 on this CPU (an LSTM
-on a CPU without native bf16). `--trainer.precision auto` follows these figures (experiments/hardware.py).
+on a CPU without native bf16), and beside it what `--trainer.precision auto` chooses for that network here
+(experiments/precision_probe.py, with its cache as a run uses it): `ok`, or `SLOWER` where auto's choice
+trains slower than the other precision by these figures (bf16-mixed below x1.00, or 32-true where
+bf16-mixed is more than its margin faster).
 """
 
 from __future__ import annotations
@@ -17,33 +20,15 @@ import logging
 import os
 import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
-from typing import Any
 
 import lightning as L
 import torch
 
-from experiments.hardware import machine_summary
+from experiments.hardware import PrecisionChoice, machine_summary, resolve_precision
+from experiments.precision_probe import MARGIN, measured_speedup, network_choice, step_seconds
 from experiments.presets import expand_configs, preset_names
-
-
-class StepTimes(L.Callback):
-    """Wall time of each training step, from the start of one batch to the start of the next."""
-
-    def __init__(self) -> None:
-        self.starts: list[float] = []
-
-    def on_train_batch_start(self, *args: Any) -> None:
-        self.starts.append(time.perf_counter())
-
-    def on_train_end(self, *args: Any) -> None:
-        self.starts.append(time.perf_counter())
-
-    def median(self, warmup: int = 2) -> float:
-        steps = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
-        return statistics.median(steps[warmup:])
 
 
 @contextlib.contextmanager
@@ -71,25 +56,13 @@ def build_preset(preset: str) -> tuple[L.LightningModule, L.LightningDataModule]
     return cli.model, cli.datamodule
 
 
-def step_seconds(model: L.LightningModule, data: L.LightningDataModule, precision: str, steps: int) -> float:
-    timer = StepTimes()
-    with tempfile.TemporaryDirectory() as scratch:  # what a run keeps (a tokenizer.json) goes nowhere
-        trainer = L.Trainer(
-            default_root_dir=scratch,
-            accelerator="cpu",
-            devices=1,
-            precision=precision,  # type: ignore[arg-type]
-            max_steps=steps + 2,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[timer],
-        )
-        trainer.fit(model, datamodule=data)
-    return timer.median()
+def auto_choice(model: L.LightningModule, data: L.LightningDataModule) -> PrecisionChoice:
+    """What `--trainer.precision auto` chooses for this network on this CPU, as a run does (its cache too)."""
+    machine = resolve_precision("auto", "cpu")
+    assert machine is not None
+    if machine.precision != "bf16-mixed":
+        return machine
+    return network_choice(measured_speedup(model, data), model)
 
 
 def main() -> None:
@@ -116,11 +89,19 @@ def main() -> None:
                         raise
                     unsupported = str(error).split(".")[0]
         full = statistics.median(times["32-true"])
+        auto = auto_choice(model, data)
         if unsupported:
-            print(f"{preset:24s} fp32 {full * 1e3:7.1f}  bf16-mixed unsupported ({unsupported})")
+            print(f"{preset:24s} fp32 {full * 1e3:7.1f}  bf16-mixed unsupported  auto {auto.precision:10s} ok")
+            print(f"{'':24s} ({unsupported})")
             continue
         mixed = statistics.median(times["bf16-mixed"])
-        print(f"{preset:24s} fp32 {full * 1e3:7.1f}  bf16-mixed {mixed * 1e3:7.1f}  speed-up x{full / mixed:.2f}")
+        ratio = full / mixed
+        slower = (auto.precision == "bf16-mixed" and ratio < 1) or (auto.precision == "32-true" and ratio > MARGIN)
+        verdict = "SLOWER" if slower else "ok"
+        print(
+            f"{preset:24s} fp32 {full * 1e3:7.1f}  bf16-mixed {mixed * 1e3:7.1f}  speed-up x{ratio:.2f}  "
+            f"auto {auto.precision:10s} {verdict}"
+        )
 
 
 if __name__ == "__main__":

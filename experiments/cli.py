@@ -33,8 +33,9 @@ from callbacks.start_note import StartNote
 from callbacks.throughput import Throughput
 from callbacks.time_budget import ScheduleFollowsTimeBudget
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
-from experiments.hardware import check_bf16_on_cpu, resolve_precision
+from experiments.hardware import check_bf16_on_cpu, device_kind, resolve_precision
 from experiments.help import DESCRIPTION, PROG, clean_markup
+from experiments.precision_probe import measured_speedup, network_choice
 from experiments.renamed import renamed_hint
 from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV, choose_run
 from experiments.stages import missing_stage
@@ -241,6 +242,19 @@ class FirstlightCLI(LightningCLI):
         self.config.checkpoint.dirpath = str(self.run_dir / "checkpoints")
         self.config.trainer.default_root_dir = str(self.run_dir)
 
+    def choose_precision_for_the_network(self) -> None:
+        """`auto` chose bf16-mixed for this CPU; keep it only if it trains this network faster here, measured
+        (experiments/precision_probe.py). One process only: ranks that measured apart could disagree."""
+        trainer, choice = self.config.trainer, self.precision_choice
+        if choice is None or choice.precision != "bf16-mixed" or device_kind(trainer.accelerator) != "cpu":
+            return
+        if str(trainer.devices) not in ("1", "auto") or int(trainer.num_nodes or 1) != 1 or "LOCAL_RANK" in os.environ:
+            return
+        self.precision_choice = network_choice(measured_speedup(self.model, self.datamodule), self.model)
+        if self.precision_choice.precision != choice.precision:
+            trainer.precision = self.precision_choice.precision
+            self.config_yaml = with_precision(self.config_yaml, trainer.precision)
+
     def instantiate_classes(self) -> None:
         """The datamodule first; then the model, with the data's facts among its arguments (recorded in its
         hyperparameters, so a checkpoint rebuilds the same model); then the trainer."""
@@ -260,6 +274,7 @@ class FirstlightCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = self.config.trainer
+        self.choose_precision_for_the_network()
         # One line on what precision runs and why (or what a bf16 precision costs on this CPU).
         precision_note = check_bf16_on_cpu(trainer.precision, trainer.accelerator, self.model) or str(
             self.precision_choice or f"precision: {trainer.precision} (given)"
@@ -318,6 +333,12 @@ def refuse_trainer_logger(trainer: Namespace) -> None:
         return
     instead = "--run.logger none" if logger is False else "--run.logger wandb|csv|none (W&B: --run.project, --run.name)"
     raise ConfigError(f"--trainer.logger is not used: firstlight sets up the run's loggers; use {instead}")
+
+
+def with_precision(config_yaml: str, precision: str) -> str:
+    config = yaml.safe_load(config_yaml)
+    config["trainer"]["precision"] = precision
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def without_facts(config_yaml: str, data: Namespace) -> str:

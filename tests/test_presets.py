@@ -59,7 +59,9 @@ def test_every_preset_runs_here_and_reports_its_metrics(preset: str, preset_runs
     if "test/bpc" in summary:  # characters: bits per character are nats per token / ln 2
         assert summary["test/bpc"] == pytest.approx(summary["test/loss"] / 0.6931471805599453, rel=1e-4)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["trainer"]["precision"] == resolve_precision("auto", "auto").precision  # type: ignore[union-attr]
+    machine = resolve_precision("auto", "auto").precision  # type: ignore[union-attr]
+    # bf16-mixed where the CPU has it, unless measured slower for this network (tests/test_precision_probe.py)
+    assert config["trainer"]["precision"] in ({machine, "32-true"} if machine == "bf16-mixed" else {machine})
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     core = checkpoint["hyper_parameters"]["net"]["init_args"]  # the core, as plain data
     tokenized = "vocab_size" in core

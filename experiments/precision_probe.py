@@ -1,0 +1,164 @@
+"""`--trainer.precision auto` per network on a CPU with native bf16: bf16-mixed only where it is measured faster.
+
+Native bf16 makes most networks train faster in bf16-mixed (x1.1-x1.5 per step, `python -m benchmarks.precision`),
+but not all: on a 2-core AMD EPYC the ViT trains x0.65 as fast and the GRU encoder-decoder x0.87. Which ones
+depends on the CPU, the threads and the shapes, so it is measured here, for this network, before training:
+a forward and backward pass on inputs of the run's shapes (its batch size; sequences at the data's length;
+`experiments.exportable.synthetic_inputs`), in fp32 and under bf16 autocast, alternated, on a copy of the
+network, with every random number generator restored afterwards (the run trains exactly as without it).
+bf16-mixed is kept where it is at least `MARGIN` faster; else 32-true, the precision that is never wrong.
+The answer is cached per CPU, torch version, threads, network and input shapes in
+`~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`), so each network is measured once per machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import random
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from experiments.hardware import PrecisionChoice, cpu_name
+from experiments.tracking import silenced
+
+MARGIN = 1.05  # bf16 must be 5% faster: within the noise of a few timed steps, fp32 (exact, never slower) wins
+WARMUP, STEPS, ROUNDS = 2, 4, 2  # per Trainer: untimed steps, then timed ones; alternated rounds per precision
+
+
+def cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "firstlight" / "precision.json"
+
+
+@contextlib.contextmanager
+def random_state_kept() -> Iterator[None]:
+    """Every generator a run draws from (torch, numpy, random) as it was before the block."""
+    states = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(states[0])
+        np.random.set_state(states[1])
+        random.setstate(states[2])
+
+
+class StepTimes(L.Callback):
+    """Wall time of each training step, from the start of one batch to the start of the next."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.starts.append(time.perf_counter())
+
+    def on_train_end(self, *args: Any) -> None:
+        self.starts.append(time.perf_counter())
+
+    def median(self, warmup: int = WARMUP) -> float:
+        steps = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
+        return statistics.median(steps[warmup:])
+
+
+def step_seconds(model: L.LightningModule, data: L.LightningDataModule, precision: str, steps: int) -> float:
+    """The median wall time of a training step of `model` on `data` in `precision` (after WARMUP steps), by a
+    Trainer of its own on the CPU that keeps nothing (no logger, checkpoint or validation)."""
+    timer = StepTimes()
+    with tempfile.TemporaryDirectory() as scratch:  # what a datamodule saves (a tokenizer.json) goes nowhere
+        trainer = L.Trainer(
+            default_root_dir=scratch,
+            accelerator="cpu",
+            devices=1,
+            precision=precision,  # type: ignore[arg-type]
+            max_steps=steps + WARMUP,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+        )
+        trainer.fit(model, datamodule=data)
+    return timer.median()
+
+
+@contextlib.contextmanager
+def quiet_trainers() -> Iterator[None]:
+    """Lightning's notices for each Trainer (precision, devices) and its warnings stay out of the run's output."""
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    level = lightning_logger.level
+    lightning_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), silenced():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        lightning_logger.setLevel(level)
+
+
+def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
+    """fp32 step time / bf16-mixed step time of `model` training on `data` (above 1: bf16 is faster): the
+    best of alternated rounds, on a copy of the model, every random number generator restored after."""
+    times: dict[str, list[float]] = {"32-true": [], "bf16-mixed": []}
+    with random_state_kept(), quiet_trainers():
+        for _ in range(ROUNDS):
+            for precision, measured in times.items():
+                measured.append(step_seconds(copy.deepcopy(model), data, precision, STEPS))
+    return min(times["32-true"]) / min(times["bf16-mixed"])
+
+
+def network_key(model: L.LightningModule, data: L.LightningDataModule) -> str:
+    """What a step's speed depends on: the machine, torch, the network and its size, the data and its batch."""
+    net = getattr(model, "net", model)
+    size = sum(parameter.numel() for parameter in net.parameters())
+    batch = getattr(data, "batch_size", None) or getattr(data, "hparams", {}).get("batch_size")
+    return (
+        f"{cpu_name()}|{os.cpu_count()} cores|{torch.get_num_threads()} threads|torch {torch.__version__}|"
+        f"{type(net).__module__}.{type(net).__qualname__}|{size} parameters|"
+        f"{type(data).__module__}.{type(data).__qualname__}|batch {batch}"
+    )
+
+
+def measured_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
+    """bf16-mixed's speed-up for this model on this data on this CPU: cached, or measured now and cached
+    (0.0: a layer cannot run in bf16 here)."""
+    key = network_key(model, data)
+    path = cache_file()
+    cached: dict[str, float] = {}
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        cached = dict(json.loads(path.read_text()))
+    if isinstance(cached.get(key), int | float):
+        return float(cached[key])
+    try:
+        speedup = bf16_speedup(model, data)
+    except RuntimeError:  # torch has no bf16 kernel for a layer on this CPU
+        speedup = 0.0
+    cached[key] = round(speedup, 3)
+    with contextlib.suppress(OSError):  # a read-only home: measured again next time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(cached, indent=1, sort_keys=True) + "\n")
+        temporary.replace(path)
+    return speedup
+
+
+def network_choice(speedup: float, model: L.LightningModule) -> PrecisionChoice:
+    """bf16-mixed where it trains `model` at least MARGIN faster than 32-true, else 32-true; the reason says so."""
+    name, cpu = type(getattr(model, "net", model)).__name__, cpu_name()
+    if speedup >= MARGIN:
+        return PrecisionChoice("bf16-mixed", f"this CPU, {cpu}, has native bf16: {name} trains x{speedup:.2f} faster")
+    measured = f"x{speedup:.2f} as fast" if speedup > 0 else "unsupported"
+    return PrecisionChoice("32-true", f"this CPU, {cpu}, has native bf16, but {name} trains in bf16-mixed {measured}")

@@ -1,0 +1,72 @@
+"""`--trainer.precision auto` per network: on a CPU with native bf16, bf16-mixed only where it trains the network
+faster, measured once per machine and network (experiments/precision_probe.py), without changing the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import experiments.precision_probe as probe
+from benchmarks.precision import build_preset
+from experiments.hardware import cpu_has_native_bf16
+from experiments.precision_probe import MARGIN, cache_file, measured_speedup, network_choice, network_key
+from experiments.run import main as run
+
+native_bf16_only = pytest.mark.skipif(not cpu_has_native_bf16(), reason="the probe runs on CPUs with native bf16")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return cache_file()
+
+
+def test_bf16_is_kept_only_where_it_is_measured_faster_by_the_margin() -> None:
+    model = torch.nn.Linear(2, 2)
+    assert network_choice(MARGIN + 0.3, model).precision == "bf16-mixed"
+    slower = network_choice(0.65, model)
+    assert slower.precision == "32-true" and "Linear trains in bf16-mixed x0.65 as fast" in str(slower)
+    assert network_choice(MARGIN - 0.01, model).precision == "32-true"  # within the noise: fp32
+    assert "unsupported" in str(network_choice(0.0, model))
+
+
+def test_the_probe_measures_once_changes_nothing_and_caches_its_answer(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, data = build_preset("cnn_digits")  # (the CLI that builds it may have measured it: measured again)
+    cache.unlink(missing_ok=True)
+    weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    speedup = measured_speedup(model, data)
+    assert speedup > 0 and torch.equal(torch.get_rng_state(), state)  # the run draws as without the probe
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in model.state_dict().items())  # a copy trained
+    assert json.loads(cache.read_text()) == {network_key(model, data): round(speedup, 3)}
+
+    def measure_again(*args: object) -> float:
+        raise AssertionError("measured again although cached")
+
+    monkeypatch.setattr(probe, "bf16_speedup", measure_again)
+    assert measured_speedup(model, data) == round(speedup, 3)
+
+
+@native_bf16_only
+@pytest.mark.parametrize(("speedup", "precision"), [(0.5, "32-true"), (1.5, "bf16-mixed")])
+def test_a_run_uses_and_records_the_precision_measured_for_its_network(
+    speedup: float, precision: str, cache: Path, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The measurement is planted in the cache (as an earlier run on this machine would have left it)."""
+    model, data = build_preset("cnn_digits")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({network_key(model, data): speedup}))
+    capsys.readouterr()
+    assert run(["--config", "cnn_digits", "--trainer.max_steps", "2", "--run.logger", "none"]) == 0
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("precision:"))
+    assert line.startswith(f"precision: {precision} (this CPU, ") and f"x{speedup:.2f}" in line
+    (run_dir,) = (in_tmp / "runs" / "cnn_digits").iterdir()
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"] == precision
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
