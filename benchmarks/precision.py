@@ -62,7 +62,7 @@ def auto_choice(model: L.LightningModule, data: L.LightningDataModule) -> Precis
     assert machine is not None
     if machine.precision != "bf16-mixed":
         return machine
-    return network_choice(measured_speedup(model, data), model)
+    return network_choice(measured_speedup(model, data), model, machine)
 
 
 def main() -> None:

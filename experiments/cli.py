@@ -250,7 +250,7 @@ class FirstlightCLI(LightningCLI):
             return
         if str(trainer.devices) not in ("1", "auto") or int(trainer.num_nodes or 1) != 1 or "LOCAL_RANK" in os.environ:
             return
-        self.precision_choice = network_choice(measured_speedup(self.model, self.datamodule), self.model)
+        self.precision_choice = network_choice(measured_speedup(self.model, self.datamodule), self.model, choice)
         if self.precision_choice.precision != choice.precision:
             trainer.precision = self.precision_choice.precision
             self.config_yaml = with_precision(self.config_yaml, trainer.precision)

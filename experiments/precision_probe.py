@@ -30,6 +30,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from torch import nn
 
 from experiments.hardware import PrecisionChoice, cpu_name
 from experiments.tracking import silenced
@@ -123,7 +124,7 @@ def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float
 def network_key(model: L.LightningModule, data: L.LightningDataModule) -> str:
     """What a step's speed depends on: the machine, torch, the network and its size, the data and its batch."""
     net = getattr(model, "net", model)
-    size = sum(parameter.numel() for parameter in net.parameters())
+    size = sum(p.numel() for p in net.parameters() if not isinstance(p, nn.parameter.UninitializedParameter))
     batch = getattr(data, "batch_size", None) or getattr(data, "hparams", {}).get("batch_size")
     return (
         f"{cpu_name()}|{os.cpu_count()} cores|{torch.get_num_threads()} threads|torch {torch.__version__}|"
@@ -132,9 +133,16 @@ def network_key(model: L.LightningModule, data: L.LightningDataModule) -> str:
     )
 
 
-def measured_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
+def measured_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float | None:
     """bf16-mixed's speed-up for this model on this data on this CPU: cached, or measured now and cached
-    (0.0: a layer cannot run in bf16 here)."""
+    (0.0: a layer cannot run in bf16 here). None where it is not measured: a model or data not firstlight's
+    (their training code is not run before the run), or a measurement that failed (the run then meets the
+    same fault, and reports it as its own)."""
+    from datamodules.base import DataModule
+    from modules.task import TaskModule
+
+    if not isinstance(model, TaskModule) or not isinstance(data, DataModule):
+        return None
     key = network_key(model, data)
     path = cache_file()
     cached: dict[str, float] = {}
@@ -144,8 +152,12 @@ def measured_speedup(model: L.LightningModule, data: L.LightningDataModule) -> f
         return float(cached[key])
     try:
         speedup = bf16_speedup(model, data)
-    except RuntimeError:  # torch has no bf16 kernel for a layer on this CPU
-        speedup = 0.0
+    except RuntimeError as error:
+        if "bf16" not in str(error).lower() and "bfloat16" not in str(error).lower():
+            return None
+        speedup = 0.0  # torch has no bf16 kernel for a layer on this CPU
+    except Exception:
+        return None
     cached[key] = round(speedup, 3)
     with contextlib.suppress(OSError):  # a read-only home: measured again next time
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,9 +167,12 @@ def measured_speedup(model: L.LightningModule, data: L.LightningDataModule) -> f
     return speedup
 
 
-def network_choice(speedup: float, model: L.LightningModule) -> PrecisionChoice:
-    """bf16-mixed where it trains `model` at least MARGIN faster than 32-true, else 32-true; the reason says so."""
+def network_choice(speedup: float | None, model: L.LightningModule, machine: PrecisionChoice) -> PrecisionChoice:
+    """bf16-mixed where it trains `model` at least MARGIN faster than 32-true, else 32-true; the reason says so.
+    Not measured (None): the `machine`'s choice."""
     name, cpu = type(getattr(model, "net", model)).__name__, cpu_name()
+    if speedup is None:  # not measured: the machine's choice
+        return machine
     if speedup >= MARGIN:
         return PrecisionChoice("bf16-mixed", f"this CPU, {cpu}, has native bf16: {name} trains x{speedup:.2f} faster")
     measured = f"x{speedup:.2f} as fast" if speedup > 0 else "unsupported"

@@ -12,7 +12,7 @@ import yaml
 
 import experiments.precision_probe as probe
 from benchmarks.precision import build_preset
-from experiments.hardware import cpu_has_native_bf16
+from experiments.hardware import PrecisionChoice, cpu_has_native_bf16
 from experiments.precision_probe import MARGIN, cache_file, measured_speedup, network_choice, network_key
 from experiments.run import main as run
 
@@ -26,12 +26,13 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_bf16_is_kept_only_where_it_is_measured_faster_by_the_margin() -> None:
-    model = torch.nn.Linear(2, 2)
-    assert network_choice(MARGIN + 0.3, model).precision == "bf16-mixed"
-    slower = network_choice(0.65, model)
+    model, machine = torch.nn.Linear(2, 2), PrecisionChoice("bf16-mixed", "this CPU has native bf16")
+    assert network_choice(MARGIN + 0.3, model, machine).precision == "bf16-mixed"
+    slower = network_choice(0.65, model, machine)
     assert slower.precision == "32-true" and "Linear trains in bf16-mixed x0.65 as fast" in str(slower)
-    assert network_choice(MARGIN - 0.01, model).precision == "32-true"  # within the noise: fp32
-    assert "unsupported" in str(network_choice(0.0, model))
+    assert network_choice(MARGIN - 0.01, model, machine).precision == "32-true"  # within the noise: fp32
+    assert "unsupported" in str(network_choice(0.0, model, machine))
+    assert network_choice(None, model, machine) is machine  # not measured
 
 
 def test_the_probe_measures_once_changes_nothing_and_caches_its_answer(
@@ -43,7 +44,8 @@ def test_the_probe_measures_once_changes_nothing_and_caches_its_answer(
     torch.manual_seed(7)
     state = torch.get_rng_state()
     speedup = measured_speedup(model, data)
-    assert speedup > 0 and torch.equal(torch.get_rng_state(), state)  # the run draws as without the probe
+    assert speedup is not None and speedup > 0
+    assert torch.equal(torch.get_rng_state(), state)  # the run draws as it would without the probe
     assert all(torch.equal(tensor, weights[name]) for name, tensor in model.state_dict().items())  # a copy trained
     assert json.loads(cache.read_text()) == {network_key(model, data): round(speedup, 3)}
 
