@@ -1,14 +1,16 @@
 """`--trainer.precision auto` per network on a CPU with native bf16: bf16-mixed only where it is measured faster.
 
-Native bf16 makes most networks train faster in bf16-mixed (x1.1-x1.5 per step, `python -m benchmarks.precision`),
-but not all: on a 2-core AMD EPYC the ViT trains x0.65 as fast and the GRU encoder-decoder x0.87. Which ones
-depends on the CPU, the threads and the shapes, so it is measured here, for this network, before training:
-a forward and backward pass on inputs of the run's shapes (its batch size; sequences at the data's length;
-`experiments.exportable.synthetic_inputs`), in fp32 and under bf16 autocast, alternated, on a copy of the
-network, with every random number generator restored afterwards (the run trains exactly as without it).
-bf16-mixed is kept where it is at least `MARGIN` faster; else 32-true, the precision that is never wrong.
-The answer is cached per CPU, torch version, threads, network and input shapes in
-`~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`), so each network is measured once per machine.
+Native bf16 makes most networks train faster in bf16-mixed (x1.1-x1.6 per step, `python -m benchmarks.precision`),
+but not all: on a 2-core AMD EPYC the ViT trains x0.65 as fast and the GRU encoder-decoder x0.9. Which ones
+depends on the CPU, the threads, the network and its batch, so it is measured on this machine before the run
+trains: real training steps of copies of the run's model on the run's data, by Trainers of their own that
+keep nothing, in 32-true and bf16-mixed alternated (about a quarter of a second of steps per round, so a
+short step is timed often), with every random number generator restored afterwards: the run trains exactly
+as it would without the measurement. bf16-mixed is kept where it is at least `MARGIN` faster; else 32-true,
+which is never wrong. The answer is cached per CPU, torch version, threads, network, data and batch size in
+`~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`): each is measured once per machine, in seconds.
+Only firstlight's tasks on firstlight's datamodules are measured (a user's own LightningModule gets the
+machine's choice), and only single-process runs (ranks measuring apart could disagree).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from experiments.hardware import PrecisionChoice, cpu_name
 from experiments.tracking import silenced
 
 MARGIN = 1.05  # bf16 must be 5% faster: within the noise of a few timed steps, fp32 (exact, never slower) wins
-WARMUP, STEPS, ROUNDS = 2, 4, 2  # per Trainer: untimed steps, then timed ones; alternated rounds per precision
+WARMUP, ROUNDS = 2, 3  # untimed steps per Trainer; alternated rounds of each precision
+MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 4, 60, 0.25  # timed steps per round: about TIMED_SECONDS of them
 
 
 def cache_file() -> Path:
@@ -68,14 +71,13 @@ class StepTimes(L.Callback):
     def on_train_end(self, *args: Any) -> None:
         self.starts.append(time.perf_counter())
 
-    def median(self, warmup: int = WARMUP) -> float:
-        steps = [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
-        return statistics.median(steps[warmup:])
+    def steps(self) -> list[float]:
+        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
 
 
-def step_seconds(model: L.LightningModule, data: L.LightningDataModule, precision: str, steps: int) -> float:
-    """The median wall time of a training step of `model` on `data` in `precision` (after WARMUP steps), by a
-    Trainer of its own on the CPU that keeps nothing (no logger, checkpoint or validation)."""
+def step_times(model: L.LightningModule, data: L.LightningDataModule, precision: str, steps: int) -> list[float]:
+    """The wall times of `steps` training steps of `model` on `data` in `precision` (after WARMUP untimed
+    ones), by a Trainer of its own on the CPU that keeps nothing (no logger, checkpoint or validation)."""
     timer = StepTimes()
     with tempfile.TemporaryDirectory() as scratch:  # what a datamodule saves (a tokenizer.json) goes nowhere
         trainer = L.Trainer(
@@ -93,7 +95,12 @@ def step_seconds(model: L.LightningModule, data: L.LightningDataModule, precisio
             callbacks=[timer],
         )
         trainer.fit(model, datamodule=data)
-    return timer.median()
+    return timer.steps()[WARMUP:]
+
+
+def step_seconds(model: L.LightningModule, data: L.LightningDataModule, precision: str, steps: int) -> float:
+    """The median wall time of a training step (`step_times`)."""
+    return statistics.median(step_times(model, data, precision, steps))
 
 
 @contextlib.contextmanager
@@ -111,14 +118,17 @@ def quiet_trainers() -> Iterator[None]:
 
 
 def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
-    """fp32 step time / bf16-mixed step time of `model` training on `data` (above 1: bf16 is faster): the
-    best of alternated rounds, on a copy of the model, every random number generator restored after."""
+    """fp32 step time / bf16-mixed step time of `model` training on `data` (above 1: bf16 is faster): medians
+    of the steps of ROUNDS alternated rounds of about TIMED_SECONDS each (a short step is timed more often),
+    on copies of the model, every random number generator restored after."""
     times: dict[str, list[float]] = {"32-true": [], "bf16-mixed": []}
     with random_state_kept(), quiet_trainers():
+        first = step_times(copy.deepcopy(model), data, "32-true", MIN_STEPS)  # also sets the data up, untimed
+        steps = max(MIN_STEPS, min(MAX_STEPS, round(TIMED_SECONDS / statistics.median(first))))
         for _ in range(ROUNDS):
             for precision, measured in times.items():
-                measured.append(step_seconds(copy.deepcopy(model), data, precision, STEPS))
-    return min(times["32-true"]) / min(times["bf16-mixed"])
+                measured += step_times(copy.deepcopy(model), data, precision, steps)
+    return statistics.median(times["32-true"]) / statistics.median(times["bf16-mixed"])
 
 
 def network_key(model: L.LightningModule, data: L.LightningDataModule) -> str:
