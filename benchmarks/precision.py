@@ -111,5 +111,6 @@ def main() -> None:
             f"{chose} {verdict(auto.precision, speedup)}"
         )
 
+
 if __name__ == "__main__":
     main()

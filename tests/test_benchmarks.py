@@ -121,7 +121,10 @@ def test_precision_benchmark_measures_presets_and_reports_what_cannot_run(tmp_pa
     out = benchmark("precision", *args, cwd=tmp_path, env=NO_NATIVE_BF16, fresh=True)
     assert re.match(r"CPU: .+ no native bf16", out), out
     # Beside each: what auto chooses here (32-true: no native bf16), and that it is not the slower one.
-    row = r"^cnn_digits\s+fp32\s+[\d.]+\s+bf16-mixed\s+[\d.]+\s+speed-up x0\.\d+\s+" r"auto 32-true\s+\(no native bf16\) ok$"
+    row = (
+        r"^cnn_digits\s+fp32\s+[\d.]+\s+bf16-mixed\s+[\d.]+\s+speed-up x0\.\d+\s+"
+        r"auto 32-true\s+\(no native bf16\) ok$"
+    )
     assert re.search(row, out, re.M), out
     row = r"^lstm_sunspots\s+fp32\s+[\d.]+\s+bf16-mixed unsupported\s+auto 32-true\s+\(no native bf16\) ok\n\s+\(could"
     assert re.search(row, out, re.M), out
