@@ -8,8 +8,8 @@ trained by a Lightning Trainer for `--steps` steps (after 2 warm-up steps) in `3
 each and their ratio, or `unsupported` where torch cannot run the network in bf16 on this CPU (an LSTM
 on a CPU without native bf16), and beside it what `--trainer.precision auto` chooses for that network here
 (experiments/precision_probe.py, with its cache as a run uses it) with the speed-up it measured itself,
-then `ok`, or `SLOWER` where auto's choice trains more than 5% slower than the other precision by this
-benchmark's figures (within 5%, the noise of a few steps, either is as fast).
+then `ok`, or `SLOWER` where auto's choice trains more than 10% slower than the other precision by this
+benchmark's figures (`ok (within noise)` where it is slower by less: repeated runs differ that much).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import lightning as L
 import torch
 
 from experiments.hardware import PrecisionChoice, machine_summary, resolve_precision
-from experiments.precision_probe import MARGIN, measured_speedup, network_choice, step_seconds
+from experiments.precision_probe import measured_speedup, network_choice, step_seconds
 from experiments.presets import expand_configs, preset_names
 
 
@@ -67,11 +67,18 @@ def auto_choice(model: L.LightningModule, data: L.LightningDataModule) -> tuple[
     return network_choice(speedup, model, machine), "not measured" if speedup is None else f"x{speedup:.2f}"
 
 
+# Repeated runs of this benchmark on one shared 2-core machine differ by up to 10% for the same network
+# (lstm_oct4_mafk: x1.19, then x1.05), and so do the probe's: within that, neither precision is measurably faster.
+NOISE = 1.10
+
+
 def verdict(choice: str, speedup: float) -> str:
-    """`SLOWER` where auto's choice trains more than MARGIN slower than the other precision by the benchmark's
-    `speedup` (fp32 time / bf16 time); within MARGIN either is as fast, as far as these figures can tell."""
-    slower = speedup < 1 / MARGIN if choice == "bf16-mixed" else speedup > MARGIN
-    return "SLOWER" if slower else "ok"
+    """`SLOWER` where auto's choice trains more than NOISE slower than the other precision by the benchmark's
+    `speedup` (fp32 time / bf16 time); within NOISE, `ok (within noise)` where the other was faster here."""
+    slower = 1 / speedup if choice == "bf16-mixed" else speedup  # the choice's time / the other's
+    if slower > NOISE:
+        return "SLOWER"
+    return "ok (within noise)" if slower > 1 else "ok"
 
 
 def main() -> None:

@@ -89,9 +89,10 @@ class PrecisionChoice:
 def choose_precision(device: str, native_bf16: bool) -> PrecisionChoice:
     """`--trainer.precision auto` on `device` ("cpu", "cuda", "mps"), given whether it computes bf16 natively.
 
-    On CPUs with native bf16, bf16-mixed pays off for every network kind measured (CNN, LSTM, Transformer:
-    x1.07-x1.49 per training step, `python -m benchmarks.precision`); without it, bf16 is emulated and 3-11x
-    slower, or impossible (LSTMs). GPUs without bf16 (before Ampere) get fp16 with loss scaling.
+    On CPUs with native bf16, bf16-mixed pays off for most networks (x1.1-x1.6 per training step, `python -m
+    benchmarks.precision`), and a run then keeps it only for a network measured faster in it
+    (experiments/precision_probe.py); without native bf16, bf16 is emulated and 3-11x slower, or impossible
+    (LSTMs). GPUs without bf16 (before Ampere) get fp16 with loss scaling.
     """
     if device == "cuda":
         if native_bf16:
