@@ -4,7 +4,7 @@ Native bf16 makes most networks train faster in bf16-mixed (x1.1-x1.6 per step, 
 but not all: on a 2-core AMD EPYC the ViT trains x0.65 as fast and the GRU encoder-decoder x0.9. Which ones
 depends on the CPU, the threads, the network and its batch, so it is measured on this machine before the run
 trains: real training steps of copies of the run's model on the run's data, by Trainers of their own that
-keep nothing, in 32-true and bf16-mixed alternated (about a quarter of a second of steps per round, so a
+keep nothing, in 32-true and bf16-mixed alternated (about 0.6 s of steps per round, so a
 short step is timed often), with every random number generator restored afterwards: the run trains exactly
 as it would without the measurement. bf16-mixed is kept where it is at least `MARGIN` faster; else 32-true,
 which is never wrong. The answer is cached per CPU, torch version, threads, network, data and batch size in
@@ -39,7 +39,7 @@ from experiments.tracking import silenced
 
 MARGIN = 1.05  # bf16 must be 5% faster: within the noise of a few timed steps, fp32 (exact, never slower) wins
 WARMUP, ROUNDS = 2, 3  # untimed steps per Trainer; alternated rounds of each precision
-MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 4, 60, 0.25  # timed steps per round: about TIMED_SECONDS of them
+MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 6, 100, 0.6  # timed steps per round: about TIMED_SECONDS of them
 
 
 def cache_file() -> Path:
@@ -119,8 +119,9 @@ def quiet_trainers() -> Iterator[None]:
 
 def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
     """fp32 step time / bf16-mixed step time of `model` training on `data` (above 1: bf16 is faster): medians
-    of the steps of ROUNDS alternated rounds of about TIMED_SECONDS each (a short step is timed more often),
-    on copies of the model, every random number generator restored after."""
+    of the steps of ROUNDS alternated rounds of about TIMED_SECONDS each (a short step is timed more often;
+    batches of other lengths reach their steady speed once each length has been seen, which takes more than
+    a few steps), on copies of the model, every random number generator restored after."""
     times: dict[str, list[float]] = {"32-true": [], "bf16-mixed": []}
     with random_state_kept(), quiet_trainers():
         first = step_times(copy.deepcopy(model), data, "32-true", MIN_STEPS)  # also sets the data up, untimed
