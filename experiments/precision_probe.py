@@ -21,11 +21,12 @@ import json
 import logging
 import os
 import random
+import signal
 import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,19 @@ def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float
     return statistics.median(times["32-true"]) / statistics.median(times["bf16-mixed"])
 
 
+def ctrl_c_kept(measure: Callable[..., float], *args: Any) -> float:
+    """`measure(*args)`, with a Ctrl-C in it a KeyboardInterrupt again, as anywhere else before training: a
+    Trainer turns one into exit(1), having set Ctrl-C to be ignored from then on."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return measure(*args)
+    except SystemExit as stop:
+        if not isinstance(stop.__context__, KeyboardInterrupt):
+            raise
+        signal.signal(signal.SIGINT, handler)
+        raise KeyboardInterrupt from None
+
+
 def network_key(model: L.LightningModule, data: L.LightningDataModule) -> str:
     """What a step's speed depends on: the machine, torch, the network and its size, the data and its batch."""
     net = getattr(model, "net", model)
@@ -162,7 +176,7 @@ def measured_speedup(model: L.LightningModule, data: L.LightningDataModule) -> f
     if isinstance(cached.get(key), int | float):
         return float(cached[key])
     try:
-        speedup = bf16_speedup(model, data)
+        speedup = ctrl_c_kept(bf16_speedup, model, data)
     except RuntimeError as error:
         if "bf16" not in str(error).lower() and "bfloat16" not in str(error).lower():
             return None
