@@ -35,7 +35,7 @@ from callbacks.time_budget import ScheduleFollowsTimeBudget
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.hardware import check_bf16_on_cpu, device_kind, resolve_precision
 from experiments.help import DESCRIPTION, PROG, clean_markup
-from experiments.precision_probe import measured_speedup, network_choice
+from experiments.precision_probe import measured_speedup, network_choice, worth_measuring
 from experiments.renamed import renamed_hint
 from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV, choose_run
 from experiments.stages import missing_stage
@@ -250,7 +250,8 @@ class FirstlightCLI(LightningCLI):
             return
         if str(trainer.devices) not in ("1", "auto") or int(trainer.num_nodes or 1) != 1 or "LOCAL_RANK" in os.environ:
             return
-        self.precision_choice = network_choice(measured_speedup(self.model, self.datamodule), self.model, choice)
+        speedup = measured_speedup(self.model, self.datamodule, measure=worth_measuring(trainer))
+        self.precision_choice = network_choice(speedup, self.model, choice)
         if self.precision_choice.precision != choice.precision:
             trainer.precision = self.precision_choice.precision
             self.config_yaml = with_precision(self.config_yaml, trainer.precision)

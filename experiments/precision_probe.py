@@ -8,7 +8,8 @@ keep nothing, in 32-true and bf16-mixed alternated (about 0.6 s of steps per rou
 short step is timed often), with every random number generator restored afterwards: the run trains exactly
 as it would without the measurement. bf16-mixed is kept where it is at least `MARGIN` faster; else 32-true,
 which is never wrong. The answer is cached per CPU, torch version, threads, network, data and batch size in
-`~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`): each is measured once per machine, in seconds.
+`~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`): each is measured once per machine, in seconds,
+by the first run that trains at least MIN_RUN_STEPS steps (a shorter one uses the cache, or the machine's choice).
 Only firstlight's tasks on firstlight's datamodules are measured (a user's own LightningModule gets the
 machine's choice), and only single-process runs (ranks measuring apart could disagree).
 """
@@ -41,6 +42,7 @@ from experiments.tracking import silenced
 MARGIN = 1.05  # bf16 must be 5% faster: within the noise of a few timed steps, fp32 (exact, never slower) wins
 WARMUP, ROUNDS = 2, 3  # untimed steps per Trainer; alternated rounds of each precision
 MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 6, 100, 0.6  # timed steps per round: about TIMED_SECONDS of them
+MIN_RUN_STEPS = 200  # a shorter run uses a measurement already cached, but does not measure
 
 
 def cache_file() -> Path:
@@ -146,6 +148,17 @@ def ctrl_c_kept(measure: Callable[..., float], *args: Any) -> float:
         raise KeyboardInterrupt from None
 
 
+def worth_measuring(trainer: Any) -> bool:
+    """Whether the run trains long enough to repay a measurement of seconds: not when its step limits
+    (`max_steps`, or `max_epochs` x an integer `limit_train_batches`) come to fewer than MIN_RUN_STEPS."""
+    limits = []
+    if isinstance(trainer.max_steps, int) and trainer.max_steps > 0:
+        limits.append(trainer.max_steps)
+    if isinstance(trainer.limit_train_batches, int) and isinstance(trainer.max_epochs, int) and trainer.max_epochs > 0:
+        limits.append(trainer.limit_train_batches * trainer.max_epochs)
+    return not limits or min(limits) >= MIN_RUN_STEPS
+
+
 def network_key(model: L.LightningModule, data: L.LightningDataModule) -> str:
     """What a step's speed depends on: the machine, torch, the network and its size, the data and its batch."""
     net = getattr(model, "net", model)
@@ -158,9 +171,10 @@ def network_key(model: L.LightningModule, data: L.LightningDataModule) -> str:
     )
 
 
-def measured_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float | None:
+def measured_speedup(model: L.LightningModule, data: L.LightningDataModule, measure: bool = True) -> float | None:
     """bf16-mixed's speed-up for this model on this data on this CPU: cached, or measured now and cached
-    (0.0: a layer cannot run in bf16 here). None where it is not measured: a model or data not firstlight's
+    (0.0: a layer cannot run in bf16 here). None where it is not measured: not cached and not `measure`d
+    (a run too short to repay the measurement), a model or data not firstlight's
     (their training code is not run before the run), or a measurement that failed (the run then meets the
     same fault, and reports it as its own)."""
     from datamodules.base import DataModule
@@ -175,6 +189,8 @@ def measured_speedup(model: L.LightningModule, data: L.LightningDataModule) -> f
         cached = dict(json.loads(path.read_text()))
     if isinstance(cached.get(key), int | float):
         return float(cached[key])
+    if not measure:
+        return None
     try:
         speedup = ctrl_c_kept(bf16_speedup, model, data)
     except RuntimeError as error:

@@ -72,3 +72,25 @@ def test_a_run_uses_and_records_the_precision_measured_for_its_network(
     (run_dir,) = (in_tmp / "runs" / "cnn_digits").iterdir()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"] == precision
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+
+
+def test_a_run_too_short_to_repay_a_measurement_uses_the_cache_or_the_machines_choice() -> None:
+    from types import SimpleNamespace
+
+    from experiments.precision_probe import MIN_RUN_STEPS, worth_measuring
+
+    def trainer(max_steps: int = -1, max_epochs: int | None = None, limit: object = None) -> object:
+        return SimpleNamespace(max_steps=max_steps, max_epochs=max_epochs, limit_train_batches=limit)
+
+    assert worth_measuring(trainer(max_epochs=20))  # the presets: epochs of unknown length
+    assert worth_measuring(trainer(max_steps=MIN_RUN_STEPS)) and not worth_measuring(trainer(max_steps=5))
+    assert not worth_measuring(trainer(max_epochs=1, limit=4)) and worth_measuring(trainer(max_epochs=1, limit=0.5))
+
+
+@native_bf16_only
+def test_a_short_run_measures_nothing_and_keeps_the_machines_choice(
+    cache: Path, in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["--config", "cnn_digits", "--trainer.max_steps", "2", "--run.logger", "none"]) == 0
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("precision:"))
+    assert line.endswith("has native bf16)") and not cache.exists()
