@@ -252,8 +252,8 @@ class FirstlightCLI(LightningCLI):
             return
         speedup = measured_speedup(self.model, self.datamodule, measure=worth_measuring(trainer))
         self.precision_choice = network_choice(speedup, self.model, choice)
-        if self.precision_choice.precision != choice.precision:
-            trainer.precision = self.precision_choice.precision
+        if self.precision_choice.precision != choice.precision:  # the Trainer is made from config_init
+            trainer.precision = self.config_init.trainer.precision = self.precision_choice.precision
             self.config_yaml = with_precision(self.config_yaml, trainer.precision)
 
     def instantiate_classes(self) -> None:

@@ -12,8 +12,10 @@ import yaml
 
 import experiments.precision_probe as probe
 from benchmarks.precision import build_preset
+from experiments.cli import FirstlightCLI
 from experiments.hardware import PrecisionChoice, cpu_has_native_bf16
 from experiments.precision_probe import MARGIN, cache_file, measured_speedup, network_choice, network_key
+from experiments.presets import expand_configs
 from experiments.run import main as run
 
 native_bf16_only = pytest.mark.skipif(not cpu_has_native_bf16(), reason="the probe runs on CPUs with native bf16")
@@ -72,6 +74,9 @@ def test_a_run_uses_and_records_the_precision_measured_for_its_network(
     (run_dir,) = (in_tmp / "runs" / "cnn_digits").iterdir()
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["precision"] == precision
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    # and the Trainer the run trains with runs in it (not only the line and the config)
+    args, _ = expand_configs(["--config", "cnn_digits", "--run.logger", "none", "--trainer.max_steps", "2"])
+    assert FirstlightCLI(args, "cnn_digits").trainer.precision == precision
 
 
 def test_a_run_too_short_to_repay_a_measurement_uses_the_cache_or_the_machines_choice() -> None:
