@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import experiments.precision_probe as probe
-from benchmarks.precision import build_preset
+from benchmarks.precision import build_preset, no_run_identity
 from experiments.cli import FirstlightCLI
 from experiments.hardware import PrecisionChoice, cpu_has_native_bf16
 from experiments.precision_probe import MARGIN, cache_file, measured_speedup, network_choice, network_key
@@ -76,7 +76,8 @@ def test_a_run_uses_and_records_the_precision_measured_for_its_network(
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
     # and the Trainer the run trains with runs in it (not only the line and the config)
     args, _ = expand_configs(["--config", "cnn_digits", "--run.logger", "none", "--trainer.max_steps", "2"])
-    assert FirstlightCLI(args, "cnn_digits").trainer.precision == precision
+    with no_run_identity():  # the CLI records the run it chose in the environment: not for the next test
+        assert FirstlightCLI(args, "cnn_digits").trainer.precision == precision
 
 
 def test_a_run_too_short_to_repay_a_measurement_uses_the_cache_or_the_machines_choice() -> None:
