@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from experiments.rundir import first_existing, missing_folders
 from validation import ConfigError
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -43,14 +44,6 @@ def raise_terminated(signum: int, frame: object) -> None:
 
 
 # Checked before any work
-
-
-def first_existing(path: Path) -> Path:
-    """`path`, or its nearest folder above that exists."""
-    existing = path.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    return existing
 
 
 def read_only(folder: Path) -> bool:
@@ -112,15 +105,6 @@ def signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
-def missing_folders(folder: Path) -> list[Path]:
-    """The folders of `folder` that do not exist yet, outermost first."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing[::-1]
-
-
 def commit(files: dict[Path, bytes | Path]) -> None:
     """Put every file in place, or none: their temporaries are written first (a full disk fails here, with
     nothing replaced), then renamed with the stop signals held. Folders it makes for them (a run's export/)
@@ -146,7 +130,7 @@ def commit(files: dict[Path, bytes | Path]) -> None:
         for temporary in temporaries:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
-        for folder in reversed(made):  # deepest first; one that holds a file stays
+        for folder in made:  # deepest first; one that holds a file stays
             with contextlib.suppress(OSError):
                 folder.rmdir()
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from datamodules.cache import firstlight_cache
 from experiments.hardware import PrecisionChoice, cpu_name
 from experiments.tracking import silenced
 
@@ -46,8 +47,7 @@ MIN_RUN_STEPS = 200  # a shorter run uses a measurement already cached, but does
 
 
 def cache_file() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "firstlight" / "precision.json"
+    return firstlight_cache() / "precision.json"
 
 
 @contextlib.contextmanager

@@ -24,13 +24,19 @@ def new_run_id() -> str:
 def check_run_root(root: Path) -> None:
     """Refuse a --run.root that cannot hold runs (a file on its path, a folder not writable), before anything
     is written."""
-    existing = root.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = first_existing(root)
     if not existing.is_dir():
         raise ConfigError(f"--run.root {root}: {existing} is a file, not a folder; choose another --run.root")
     if not os.access(existing, os.W_OK | os.X_OK):  # also False on a read-only filesystem, even for root
         raise ConfigError(f"--run.root {root}: cannot write in {existing}; choose a folder you can write to")
+
+
+def first_existing(path: Path) -> Path:
+    """`path`, or its nearest folder above that exists (absolute)."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
 
 
 def missing_folders(path: Path) -> list[Path]:
