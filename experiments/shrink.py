@@ -103,11 +103,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.output is not None:
+        if args.output is not None:  # before the model loads; the default output is known once it has
             check_output(args.output, args.overwrite, given=True)
         trained = load_trained(args.run, args.root)
         output = args.output or default_output(trained)
-        check_output(output, args.overwrite, given=args.output is not None)
+        if args.output is None:
+            check_output(output, args.overwrite, given=False)
         payload = shrunk(trained)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
