@@ -1,15 +1,16 @@
-"""fp32 against bf16 mixed precision on this machine's CPU: a training step of every preset's network.
+"""fp32 against bf16 mixed precision on this machine's CPU: training steps of every preset's network.
 
-    python -m benchmarks.precision [--steps 10] [--repeats 3] [--presets cnn_digits lstm_shakespeare]
+    python -m benchmarks.precision [--batches 160] [--seconds 6] [--repeats 3] [--presets cnn_digits ...]
 
 Each preset's model and data are built as `python -m experiments.run --config <preset>` builds them, and
-trained by a Lightning Trainer for `--steps` steps (after 2 warm-up steps) in `32-true` and in
-`bf16-mixed`, alternated `--repeats` times; prints the machine, then per preset the median step time of
-each and their ratio, or `unsupported` where torch cannot run the network in bf16 on this CPU (an LSTM
-on a CPU without native bf16), and beside it what `--trainer.precision auto` chooses for that network here
-(experiments/precision_probe.py, with its cache as a run uses it) with the speed-up it measured itself,
-then `ok`, or `SLOWER` where auto's choice trains more than 10% slower than the other precision by this
-benchmark's figures (`ok (within noise)` where it is slower by less: repeated runs differ that much).
+the same batches (up to `--batches`, about `--seconds` of steps) are trained by Lightning Trainers in
+`32-true` and in `bf16-mixed`, `--repeats` of each in turns. Prints the machine, then per preset fp32 time /
+bf16-mixed time in total (of each batch's fastest step; above 1 where bf16 is faster) with its 90% interval
+(a bootstrap over the batches), or `unsupported` where torch cannot run the network in bf16 on this CPU (an
+LSTM on a CPU without native bf16). Beside it: what `--trainer.precision auto` chooses for that network here
+(experiments/precision_probe.py, with its cache as a run uses it: delete ~/.cache/firstlight/precision.json
+to measure afresh), the figure it measured itself with fewer batches, and the verdict: `ok`, `tie` or
+`SLOWER` (`verdict`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import argparse
 import contextlib
 import logging
 import os
-import statistics
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -27,7 +27,15 @@ import lightning as L
 import torch
 
 from experiments.hardware import PrecisionChoice, machine_summary, resolve_precision
-from experiments.precision_probe import measured_speedup, network_choice, step_seconds
+from experiments.precision_probe import (
+    MARGIN,
+    bf16_speedup_within,
+    measured_speedup,
+    network_choice,
+    quiet_trainers,
+    random_state_kept,
+    timed_steps,
+)
 from experiments.presets import expand_configs, preset_names
 
 
@@ -67,55 +75,42 @@ def auto_choice(model: L.LightningModule, data: L.LightningDataModule) -> tuple[
     return network_choice(speedup, model, machine), "not measured" if speedup is None else f"x{speedup:.2f}"
 
 
-# Repeated runs of this benchmark on one shared 2-core machine differ by up to 10% for the same network
-# (lstm_oct4_mafk: x1.19, then x1.05), and so do the probe's: within that, neither precision is measurably faster.
-NOISE = 1.10
-
-
-def verdict(choice: str, speedup: float) -> str:
-    """`SLOWER` where auto's choice trains more than NOISE slower than the other precision by the benchmark's
-    `speedup` (fp32 time / bf16 time); within NOISE, `ok (within noise)` where the other was faster here."""
-    slower = 1 / speedup if choice == "bf16-mixed" else speedup  # the choice's time / the other's
-    if slower > NOISE:
-        return "SLOWER"
-    return "ok (within noise)" if slower > 1 else "ok"
+def verdict(choice: str, speedup: float, low: float, high: float) -> str:
+    """`ok` where auto's `choice` is the faster precision by this benchmark's `speedup` (fp32 time / bf16 time);
+    `tie` where the other is not measurably faster (by its interval `low`-`high`: above 1 for bf16, above
+    MARGIN for fp32, which auto keeps within it); else `SLOWER`."""
+    if choice == "bf16-mixed":
+        return "ok" if speedup >= 1.0 else "tie" if high >= 1.0 else "SLOWER"
+    return "ok" if speedup <= 1.0 else "tie" if low <= MARGIN else "SLOWER"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=160, help="batches per Trainer, at most --seconds of them")
+    parser.add_argument("--seconds", type=float, default=6.0, help="seconds of steps per Trainer (at least 24 steps)")
+    parser.add_argument("--repeats", type=int, default=3, help="Trainers of each precision per preset")
     parser.add_argument("--presets", nargs="+", default=preset_names(), choices=preset_names())
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no notices for every Trainer
     print(machine_summary())
-    print(f"torch {torch.__version__}; median ms per training step of {args.repeats} x {args.steps} steps")
+    print(f"torch {torch.__version__}; fp32 time / bf16-mixed time of the same batches by {args.repeats} Trainers")
+    print("of each precision (90% interval of a bootstrap over the batches); auto's choice (its own figure), verdict")
     for preset in args.presets:
         model, data = build_preset(preset)
-        times: dict[str, list[float]] = {"32-true": [], "bf16-mixed": []}
-        unsupported = ""
-        for _ in range(args.repeats):
-            for precision in times:
-                if precision == "bf16-mixed" and unsupported:
-                    continue
-                try:
-                    times[precision].append(step_seconds(model, data, precision, args.steps))
-                except RuntimeError as error:  # torch has no bf16 kernel for a layer on this CPU
-                    if precision == "32-true":
-                        raise
-                    unsupported = str(error).split(".")[0]
-        full = statistics.median(times["32-true"])
         auto, measured = auto_choice(model, data)
         chose = f"auto {auto.precision:10s} ({measured})"
-        if unsupported:
-            print(f"{preset:27s} fp32 {full * 1e3:7.1f}  bf16-mixed unsupported  {chose} ok")
-            print(f"{'':27s} ({unsupported})")
+        try:
+            with random_state_kept(), quiet_trainers():
+                steps = min(args.batches, timed_steps(model, data, args.seconds))
+            speedup, (low, high) = bf16_speedup_within(model, data, steps, args.repeats, until_clear=False)
+        except RuntimeError as error:  # torch has no bf16 kernel for a layer on this CPU
+            if "bf16" not in str(error).lower() and "bfloat16" not in str(error).lower():
+                raise
+            print(f"{preset:27s} bf16-mixed unsupported ({str(error).split('.')[0]})  {chose} ok")
             continue
-        mixed = statistics.median(times["bf16-mixed"])
-        speedup = full / mixed
         print(
-            f"{preset:27s} fp32 {full * 1e3:7.1f}  bf16-mixed {mixed * 1e3:7.1f}  speed-up x{speedup:.2f}  "
-            f"{chose} {verdict(auto.precision, speedup)}"
+            f"{preset:27s} {steps:3d} batches x{speedup:.2f} (x{low:.2f}-x{high:.2f})  "
+            f"{chose} {verdict(auto.precision, speedup, low, high)}"
         )
 
 

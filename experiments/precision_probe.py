@@ -1,21 +1,24 @@
 """`--trainer.precision auto` per network on a CPU with native bf16: bf16-mixed only where it is measured faster.
 
-Native bf16 makes most networks train faster in bf16-mixed (x1.1-x1.6 per step, `python -m benchmarks.precision`),
-but not all: on a 2-core AMD EPYC the ViT trains x0.65 as fast and the GRU encoder-decoder x0.9. Which ones
-depends on the CPU, the threads, the network and its batch, so it is measured on this machine before the run
-trains: real training steps of copies of the run's model on the run's data, by Trainers of their own that
-keep nothing, in 32-true and bf16-mixed alternated (about 0.6 s of steps per round, so a
-short step is timed often), with every random number generator restored afterwards: the run trains exactly
-as it would without the measurement. bf16-mixed is kept where it is at least `MARGIN` faster; else 32-true,
-which is never wrong. The answer is cached per CPU, torch version, threads, network, data and batch size in
-`~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`): each is measured once per machine, in seconds,
-by the first run that trains at least MIN_RUN_STEPS steps (a shorter one uses the cache, or the machine's choice).
-Only firstlight's tasks on firstlight's datamodules are measured (a user's own LightningModule gets the
-machine's choice), and only single-process runs (ranks measuring apart could disagree).
+Native bf16 makes most networks train faster in bf16-mixed (up to x1.9 in total, `python -m benchmarks.precision`),
+but not all: on a 2-core AMD EPYC the ViT trains x0.65 as fast, and some networks are faster in bf16 on most
+batches but much slower on a few shapes. Which ones depends on the CPU, the threads, the network and its
+batches, so it is measured on this machine before the run trains: real training steps of copies of the run's
+model on the run's data, by Trainers of their own that keep nothing, the same batches in 32-true and in
+bf16-mixed alternated step by step, with every random number generator restored afterwards: the run trains
+exactly as it would without the measurement. The figure is the ratio of the total times, as a run takes them.
+bf16-mixed is kept where it is at least `MARGIN` faster; else 32-true, which is exact. Near the margin the
+measurement goes on until the answer is clear or MAX_PAIRS are spent. The answer is cached per CPU, torch
+version, threads, network, data and batch size in `~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`):
+each is measured once per machine, in seconds, by the first run that trains at least MIN_RUN_STEPS steps (a
+shorter one uses the cache, or the machine's choice). Only firstlight's tasks on firstlight's datamodules are
+measured (a user's own LightningModule gets the machine's choice), and only single-process runs (ranks
+measuring apart could disagree).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import json
@@ -40,9 +43,10 @@ from datamodules.cache import firstlight_cache
 from experiments.hardware import PrecisionChoice, cpu_name
 from experiments.tracking import silenced
 
-MARGIN = 1.05  # bf16 must be 5% faster: within the noise of a few timed steps, fp32 (exact, never slower) wins
-WARMUP, ROUNDS = 2, 3  # untimed steps per Trainer; alternated rounds of each precision
-MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 6, 100, 0.6  # timed steps per round: about TIMED_SECONDS of them
+MARGIN = 1.02  # bf16 must be measurably faster: by more than a bootstrap over the batches leaves in doubt
+WARMUP = 2  # untimed steps per Trainer
+MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 24, 256, 1.5  # batches per Trainer: about 1.5 s of steps
+ROUNDS, MAX_ROUNDS, MEASURE_SECONDS = 2, 5, 30.0  # rounds of a Trainer of each; more while unclear, within 30 s
 MIN_RUN_STEPS = 200  # a shorter run uses a measurement already cached, but does not measure
 
 
@@ -74,13 +78,11 @@ class StepTimes(L.Callback):
     def on_train_end(self, *args: Any) -> None:
         self.starts.append(time.perf_counter())
 
-    def steps(self) -> list[float]:
-        return [b - a for a, b in zip(self.starts, self.starts[1:], strict=False)]
 
-
-def step_times(model: L.LightningModule, data: L.LightningDataModule, precision: str, steps: int) -> list[float]:
-    """The wall times of `steps` training steps of `model` on `data` in `precision` (after WARMUP untimed
-    ones), by a Trainer of its own on the CPU that keeps nothing (no logger, checkpoint or validation)."""
+def step_times(model: L.LightningModule, data: L.LightningDataModule, steps: int, precision: str) -> list[float]:
+    """The wall times of the first `steps` training batches of `model` on `data` in `precision`, after WARMUP
+    untimed ones, by a Trainer of its own on the CPU that keeps nothing (no logger, checkpoint or validation).
+    Every Trainer sees the same batches: an epoch's order is drawn from the data's seed and the epoch."""
     timer = StepTimes()
     with tempfile.TemporaryDirectory() as scratch:  # what a datamodule saves (a tokenizer.json) goes nowhere
         trainer = L.Trainer(
@@ -98,12 +100,7 @@ def step_times(model: L.LightningModule, data: L.LightningDataModule, precision:
             callbacks=[timer],
         )
         trainer.fit(model, datamodule=data)
-    return timer.steps()[WARMUP:]
-
-
-def step_seconds(model: L.LightningModule, data: L.LightningDataModule, precision: str, steps: int) -> float:
-    """The median wall time of a training step (`step_times`)."""
-    return statistics.median(step_times(model, data, precision, steps))
+    return [end - start for start, end in zip(timer.starts, timer.starts[1:], strict=False)][WARMUP:]
 
 
 @contextlib.contextmanager
@@ -120,19 +117,79 @@ def quiet_trainers() -> Iterator[None]:
         lightning_logger.setLevel(level)
 
 
-def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
-    """fp32 step time / bf16-mixed step time of `model` training on `data` (above 1: bf16 is faster): medians
-    of the steps of ROUNDS alternated rounds of about TIMED_SECONDS each (a short step is timed more often;
-    batches of other lengths reach their steady speed once each length has been seen, which takes more than
-    a few steps), on copies of the model, every random number generator restored after."""
-    times: dict[str, list[float]] = {"32-true": [], "bf16-mixed": []}
+def timed_steps(model: L.LightningModule, data: L.LightningDataModule, seconds: float | None = None) -> int:
+    """How many of the model's training steps take about `seconds` (TIMED_SECONDS; MIN_STEPS to MAX_STEPS),
+    timed in a first round that also sets the data up."""
+    first = step_times(copy.deepcopy(model), data, 4, "32-true")
+    return max(MIN_STEPS, min(MAX_STEPS, round((seconds or TIMED_SECONDS) / statistics.median(first))))
+
+
+Times = dict[int, list[float]]  # the wall times of each step (by its place in the epoch) in one precision
+
+
+def time_round(model: L.LightningModule, data: L.LightningDataModule, steps: int, times: dict[str, Times]) -> None:
+    """Adds to `times` those of the first `steps` batches in each of its precisions, each by a Trainer of its
+    own on a copy of the model, in turns (which goes first alternates from round to round)."""
+    precisions = list(times)
+    first = len(next(iter(times[precisions[0]].values()), [])) % 2  # rounds so far
+    for precision in precisions[first:] + precisions[:first]:
+        for step, seconds in enumerate(step_times(copy.deepcopy(model), data, steps, precision)):
+            times[precision][step].append(seconds)
+
+
+def time_ratio(fp32: Times, bf16: Times) -> float:
+    """fp32 time / bf16-mixed time of the same batches: the sums over the batches of each batch's fastest
+    step (a step is only ever slowed by what else runs). Sums, not a typical step: a network can be faster
+    in bf16 on most batches and twice as slow on some shapes (transformer_reverse: x1.2 by medians, x0.9 in
+    total), and a run takes the total."""
+    batches = fp32.keys() & bf16.keys()
+    return sum(min(fp32[batch]) for batch in batches) / sum(min(bf16[batch]) for batch in batches)
+
+
+def interval(fp32: Times, bf16: Times, draws: int = 400) -> tuple[float, float]:
+    """The 5th and 95th percentiles of `time_ratio` over the batches resampled with replacement (a bootstrap):
+    how far the figure could move on other batches of the epoch."""
+    batches = sorted(fp32.keys() & bf16.keys())
+    full, mixed = [min(fp32[batch]) for batch in batches], [min(bf16[batch]) for batch in batches]
+    draw = random.Random(0)  # its own generator: the run's are untouched, and the figure is repeatable
+    ratios = []
+    for _ in range(draws):
+        chosen = draw.choices(range(len(batches)), k=len(batches))
+        ratios.append(sum(full[i] for i in chosen) / sum(mixed[i] for i in chosen))
+    ratios.sort()
+    return ratios[draws // 20], ratios[draws - 1 - draws // 20]
+
+
+def bf16_speedup_within(
+    model: L.LightningModule, data: L.LightningDataModule, steps: int, rounds: int, until_clear: bool = True
+) -> tuple[float, tuple[float, float]]:
+    """fp32 time / bf16-mixed time of `model` training on `data` (above 1: bf16 is faster) and its `interval`:
+    the first `steps` batches trained by whole Trainers of each precision as the run trains (no other way of
+    timing both is faithful: switching the precision step by step within one Trainer slows an LSTM's bf16
+    steps by a third), in `rounds` rounds (`time_round`), on copies of the model, every random number
+    generator restored after. `until_clear`: from ROUNDS on, it stops once the interval lies on one side of
+    MARGIN, or before a round that would take the measurement past MEASURE_SECONDS; each round after ROUNDS
+    adds `steps` batches not yet seen, as the batches' shapes matter."""
+    times: dict[str, Times] = {"32-true": collections.defaultdict(list), "bf16-mixed": collections.defaultdict(list)}
+    started = time.perf_counter()
     with random_state_kept(), quiet_trainers():
-        first = step_times(copy.deepcopy(model), data, "32-true", MIN_STEPS)  # also sets the data up, untimed
-        steps = max(MIN_STEPS, min(MAX_STEPS, round(TIMED_SECONDS / statistics.median(first))))
-        for _ in range(ROUNDS):
-            for precision, measured in times.items():
-                measured += step_times(copy.deepcopy(model), data, precision, steps)
-    return statistics.median(times["32-true"]) / statistics.median(times["bf16-mixed"])
+        for round_ in range(rounds):
+            began = time.perf_counter()
+            time_round(model, data, steps * max(1, round_ + 2 - ROUNDS) if until_clear else steps, times)
+            low, high = interval(times["32-true"], times["bf16-mixed"])
+            if not until_clear or round_ + 1 < ROUNDS:
+                continue
+            next_round = (time.perf_counter() - began) * (round_ + 3 - ROUNDS) / (round_ + 2 - ROUNDS)
+            if low >= MARGIN or high < MARGIN or time.perf_counter() - started + next_round > MEASURE_SECONDS:
+                break
+    return time_ratio(times["32-true"], times["bf16-mixed"]), (low, high)
+
+
+def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
+    """`bf16_speedup_within` about TIMED_SECONDS of steps per Trainer: ROUNDS rounds, more until it is clear."""
+    with random_state_kept(), quiet_trainers():
+        steps = timed_steps(model, data)
+    return bf16_speedup_within(model, data, steps, MAX_ROUNDS)[0]
 
 
 def ctrl_c_kept(measure: Callable[..., float], *args: Any) -> float:

@@ -4,17 +4,36 @@ faster, measured once per machine and network (experiments/precision_probe.py), 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
+from torch.utils.data import DataLoader, TensorDataset
 
 import experiments.precision_probe as probe
 from benchmarks.precision import build_preset, no_run_identity
 from experiments.cli import FirstlightCLI
 from experiments.hardware import PrecisionChoice, cpu_has_native_bf16
-from experiments.precision_probe import MARGIN, cache_file, measured_speedup, network_choice, network_key
+from experiments.precision_probe import (
+    MARGIN,
+    MAX_ROUNDS,
+    ROUNDS,
+    WARMUP,
+    Times,
+    bf16_speedup_within,
+    cache_file,
+    interval,
+    measured_speedup,
+    network_choice,
+    network_key,
+    quiet_trainers,
+    time_ratio,
+    time_round,
+)
 from experiments.presets import expand_configs
 from experiments.run import main as run
 
@@ -42,6 +61,8 @@ def test_the_probe_measures_once_changes_nothing_and_caches_its_answer(
 ) -> None:
     model, data = build_preset("cnn_digits")  # (the CLI that builds it may have measured it: measured again)
     cache.unlink(missing_ok=True)
+    monkeypatch.setattr(probe, "TIMED_SECONDS", 0.2)  # what is tested here needs no precise figure
+    monkeypatch.setattr(probe, "MAX_ROUNDS", probe.ROUNDS)
     weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     torch.manual_seed(7)
     state = torch.get_rng_state()
@@ -100,3 +121,86 @@ def test_a_short_run_measures_nothing_and_keeps_the_machines_choice(
     assert run(["--config", "cnn_digits", "--trainer.max_steps", "2", "--run.logger", "none"]) == 0
     line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("precision:"))
     assert line.endswith("has native bf16)") and not cache.exists()
+
+
+class AutocastWitness(L.LightningModule):
+    """Records, for each training step, whether its forward pass ran under bf16 autocast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.in_bf16: list[bool] = []
+
+    def training_step(self, batch: list[torch.Tensor], index: int) -> torch.Tensor:
+        self.in_bf16.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return self.layer(batch[0]).square().mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class TenBatches(L.LightningDataModule):
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.randn(40, 2)), batch_size=4)
+
+
+def test_each_round_trains_copies_of_the_model_in_each_precision_in_turns() -> None:
+    model, data = AutocastWitness(), TenBatches()
+    times: dict[str, Times] = {"32-true": defaultdict(list), "bf16-mixed": defaultdict(list)}
+    order: list[str] = []
+    original = probe.step_times
+
+    def recorded(model: AutocastWitness, data: TenBatches, steps: int, precision: str) -> list[float]:
+        seconds = original(model, data, steps, precision)
+        assert model.in_bf16 == [precision == "bf16-mixed"] * (WARMUP + steps)  # the Trainer ran in it
+        order.append(precision)
+        return seconds
+
+    with pytest.MonkeyPatch.context() as patch, quiet_trainers():
+        patch.setattr(probe, "step_times", recorded)
+        for _ in range(3):
+            time_round(model, data, 13, times)  # 2 warm-up + 13 steps: into the second epoch
+    assert order == ["32-true", "bf16-mixed", "bf16-mixed", "32-true", "32-true", "bf16-mixed"]
+    assert all(len(times[precision][step]) == 3 for precision in times for step in range(13))
+    assert model.in_bf16 == []  # copies trained, not the model
+
+
+def test_the_ratio_is_of_total_times_of_each_batchs_fastest_step() -> None:
+    """bf16 faster on two batches of three but three times slower on the third: slower in total, as a run takes
+    it (a typical step, the median, would call it x1.25 faster). A step slowed by something else running
+    (batch 0's 1.5) does not count: each batch's fastest step does."""
+    fp32 = {0: [1.5, 0.9], 1: [1.0], 2: [1.0]}
+    bf16 = {0: [0.8], 1: [0.8], 2: [3.0, 2.0]}
+    assert time_ratio(fp32, bf16) == pytest.approx((0.9 + 1.0 + 1.0) / (0.8 + 0.8 + 2.0))
+    low, high = interval(fp32, bf16)
+    assert low <= time_ratio(fp32, bf16) <= high and (low, high) == interval(fp32, bf16)  # repeatable
+    steady = {batch: [1.0] for batch in range(20)}, {batch: [0.5] for batch in range(20)}
+    assert interval(*steady) == (2.0, 2.0)  # every batch alike: nothing to doubt
+
+
+def fake_rounds(ratios: list[float], calls: list[int]) -> Callable[..., None]:
+    """A `time_round` whose batches take 1 s in fp32 and 1 s / ratios[batch % len(ratios)] in bf16."""
+
+    def time_round(model: object, data: object, steps: int, times: dict[str, Times]) -> None:
+        calls.append(steps)
+        for batch in range(steps):
+            times["32-true"][batch].append(1.0)
+            times["bf16-mixed"][batch].append(1.0 / ratios[batch % len(ratios)])
+
+    return time_round
+
+
+def test_the_measurement_adds_new_batches_until_the_answer_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(probe, "time_round", fake_rounds([1.5], calls))
+    speedup, (low, high) = bf16_speedup_within(None, None, 8, MAX_ROUNDS)  # type: ignore[arg-type]
+    assert calls == [8] * ROUNDS and speedup == pytest.approx(1.5) and low >= MARGIN  # clear at once
+    calls.clear()
+    monkeypatch.setattr(probe, "time_round", fake_rounds([1.5, 0.75], calls))  # x1.0 in total: near MARGIN
+    speedup, (low, high) = bf16_speedup_within(None, None, 8, MAX_ROUNDS)  # type: ignore[arg-type]
+    assert calls == [8] * ROUNDS + [8 * (k + 2) for k in range(MAX_ROUNDS - ROUNDS)]  # later rounds: new batches
+    assert low < MARGIN <= high and speedup == pytest.approx(1.0)
+    calls.clear()
+    monkeypatch.setattr(probe, "time_round", fake_rounds([1.5], calls))
+    bf16_speedup_within(None, None, 8, 3, until_clear=False)  # type: ignore[arg-type]
+    assert calls == [8, 8, 8]  # as many rounds of the same batches as asked (the benchmark)
