@@ -1,16 +1,16 @@
 """fp32 against bf16 mixed precision on this machine's CPU: training steps of every preset's network.
 
-    python -m benchmarks.precision [--batches 160] [--seconds 6] [--repeats 3] [--presets cnn_digits ...]
+    python -m benchmarks.precision [--batches 160] [--seconds 4] [--repeats 5] [--presets cnn_digits ...]
 
 Each preset's model and data are built as `python -m experiments.run --config <preset>` builds them, and
 the same batches (up to `--batches`, about `--seconds` of steps) are trained by Lightning Trainers in
-`32-true` and in `bf16-mixed`, `--repeats` of each in turns. Prints the machine, then per preset fp32 time /
-bf16-mixed time in total (of each batch's fastest step; above 1 where bf16 is faster) with its 90% interval
-(a bootstrap over the batches), or `unsupported` where torch cannot run the network in bf16 on this CPU (an
-LSTM on a CPU without native bf16). Beside it: what `--trainer.precision auto` chooses for that network here
-(experiments/precision_probe.py, with its cache as a run uses it: delete ~/.cache/firstlight/precision.json
-to measure afresh), the figure it measured itself with fewer batches, and the verdict: `ok`, `tie` or
-`SLOWER` (`verdict`).
+`32-true` and in `bf16-mixed`, `--repeats` rounds of one of each. Prints the machine, then per preset fp32
+time / bf16-mixed time in total (the geometric mean of the rounds; above 1 where bf16 is faster) with its
+90% interval (Student's t over the rounds), or `unsupported` where torch cannot run the network in bf16 on
+this CPU (an LSTM on a CPU without native bf16). Beside it: what `--trainer.precision auto` chooses for that
+network here (experiments/precision_probe.py, with its cache as a run uses it: delete
+~/.cache/firstlight/precision.json to measure afresh), the figure it measured itself with fewer rounds, and
+the verdict: `ok`, `tie` or `SLOWER` (`verdict`).
 """
 
 from __future__ import annotations
@@ -87,14 +87,14 @@ def verdict(choice: str, speedup: float, low: float, high: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=160, help="batches per Trainer, at most --seconds of them")
-    parser.add_argument("--seconds", type=float, default=6.0, help="seconds of steps per Trainer (at least 24 steps)")
-    parser.add_argument("--repeats", type=int, default=3, help="Trainers of each precision per preset")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds of steps per Trainer (at least 8 steps)")
+    parser.add_argument("--repeats", type=int, default=5, help="Trainers of each precision per preset")
     parser.add_argument("--presets", nargs="+", default=preset_names(), choices=preset_names())
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no notices for every Trainer
     print(machine_summary())
-    print(f"torch {torch.__version__}; fp32 time / bf16-mixed time of the same batches by {args.repeats} Trainers")
-    print("of each precision (90% interval of a bootstrap over the batches); auto's choice (its own figure), verdict")
+    print(f"torch {torch.__version__}; fp32 time / bf16-mixed time of the same batches, {args.repeats} rounds of a")
+    print("Trainer of each precision (90% interval); auto's choice (its own figure, fewer rounds), verdict")
     for preset in args.presets:
         model, data = build_preset(preset)
         auto, measured = auto_choice(model, data)

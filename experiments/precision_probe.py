@@ -1,28 +1,29 @@
 """`--trainer.precision auto` per network on a CPU with native bf16: bf16-mixed only where it is measured faster.
 
-Native bf16 makes most networks train faster in bf16-mixed (up to x1.9 in total, `python -m benchmarks.precision`),
-but not all: on a 2-core AMD EPYC the ViT trains x0.65 as fast, and some networks are faster in bf16 on most
-batches but much slower on a few shapes. Which ones depends on the CPU, the threads, the network and its
+Native bf16 makes most networks train faster in bf16-mixed (up to x1.8 in total, `python -m benchmarks.precision`),
+but not all: on a 2-core AMD EPYC the ViT trains x0.55 as fast, and some networks are faster in bf16 on most
+batches but twice as slow on a few shapes. Which ones depends on the CPU, the threads, the network and its
 batches, so it is measured on this machine before the run trains: real training steps of copies of the run's
-model on the run's data, by Trainers of their own that keep nothing, the same batches in 32-true and in
-bf16-mixed alternated step by step, with every random number generator restored afterwards: the run trains
-exactly as it would without the measurement. The figure is the ratio of the total times, as a run takes them.
-bf16-mixed is kept where it is at least `MARGIN` faster; else 32-true, which is exact. Near the margin the
-measurement goes on until the answer is clear or MAX_PAIRS are spent. The answer is cached per CPU, torch
-version, threads, network, data and batch size in `~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`):
-each is measured once per machine, in seconds, by the first run that trains at least MIN_RUN_STEPS steps (a
-shorter one uses the cache, or the machine's choice). Only firstlight's tasks on firstlight's datamodules are
-measured (a user's own LightningModule gets the machine's choice), and only single-process runs (ranks
-measuring apart could disagree).
+model on the run's data, the same batches by Trainers of each precision in turns that keep nothing, with
+every random number generator restored afterwards: the run trains exactly as it would without the
+measurement. The figure is the ratio of the total times, as a run takes them, and a bootstrap over the
+batches says how sure it is: while it cannot tell whether bf16-mixed is MARGIN faster, more batches are
+timed (within about MEASURE_SECONDS). bf16-mixed is kept where it is at least MARGIN faster; else 32-true,
+which is exact. The answer is
+cached per CPU, torch version, threads, network, data and batch size in `~/.cache/firstlight/precision.json`
+(`$XDG_CACHE_HOME`): each is measured once per machine, in seconds, by the first run that trains at least
+MIN_RUN_STEPS steps (a shorter one uses the cache, or the machine's choice). Only firstlight's tasks on
+firstlight's datamodules are measured (a user's own LightningModule gets the machine's choice), and only
+single-process runs (ranks measuring apart could disagree).
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -43,10 +44,10 @@ from datamodules.cache import firstlight_cache
 from experiments.hardware import PrecisionChoice, cpu_name
 from experiments.tracking import silenced
 
-MARGIN = 1.02  # bf16 must be measurably faster: by more than a bootstrap over the batches leaves in doubt
+MARGIN = 1.02  # bf16-mixed must be at least 2% faster to be kept: else 32-true, which is exact
 WARMUP = 2  # untimed steps per Trainer
-MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 24, 256, 1.5  # batches per Trainer: about 1.5 s of steps
-ROUNDS, MAX_ROUNDS, MEASURE_SECONDS = 2, 5, 30.0  # rounds of a Trainer of each; more while unclear, within 30 s
+MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 8, 256, 2.0  # batches per Trainer: about 2 s of steps
+ROUNDS, MAX_ROUNDS, MEASURE_SECONDS = 3, 8, 30.0  # rounds of a Trainer of each; more while unclear, within 30 s
 MIN_RUN_STEPS = 200  # a shorter run uses a measurement already cached, but does not measure
 
 
@@ -124,65 +125,52 @@ def timed_steps(model: L.LightningModule, data: L.LightningDataModule, seconds: 
     return max(MIN_STEPS, min(MAX_STEPS, round((seconds or TIMED_SECONDS) / statistics.median(first))))
 
 
-Times = dict[int, list[float]]  # the wall times of each step (by its place in the epoch) in one precision
+def round_ratio(model: L.LightningModule, data: L.LightningDataModule, steps: int, fp32_first: bool) -> float:
+    """fp32 time / bf16-mixed time of the first `steps` batches, in total (as a run takes them: a typical step
+    would mislead, as a network can be faster in bf16 on most batches and twice as slow on some shapes), each
+    precision by a Trainer of its own on a copy of the model, in the order given."""
+    order = ("32-true", "bf16-mixed") if fp32_first else ("bf16-mixed", "32-true")
+    totals = {precision: sum(step_times(copy.deepcopy(model), data, steps, precision)) for precision in order}
+    return totals["32-true"] / totals["bf16-mixed"]
 
 
-def time_round(model: L.LightningModule, data: L.LightningDataModule, steps: int, times: dict[str, Times]) -> None:
-    """Adds to `times` those of the first `steps` batches in each of its precisions, each by a Trainer of its
-    own on a copy of the model, in turns (which goes first alternates from round to round)."""
-    precisions = list(times)
-    first = len(next(iter(times[precisions[0]].values()), [])) % 2  # rounds so far
-    for precision in precisions[first:] + precisions[:first]:
-        for step, seconds in enumerate(step_times(copy.deepcopy(model), data, steps, precision)):
-            times[precision][step].append(seconds)
+# two-sided 90% quantiles of Student's t by degrees of freedom (1-9; 1.645 beyond)
+T90 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833)
 
 
-def time_ratio(fp32: Times, bf16: Times) -> float:
-    """fp32 time / bf16-mixed time of the same batches: the sums over the batches of each batch's fastest
-    step (a step is only ever slowed by what else runs). Sums, not a typical step: a network can be faster
-    in bf16 on most batches and twice as slow on some shapes (transformer_reverse: x1.2 by medians, x0.9 in
-    total), and a run takes the total."""
-    batches = fp32.keys() & bf16.keys()
-    return sum(min(fp32[batch]) for batch in batches) / sum(min(bf16[batch]) for batch in batches)
-
-
-def interval(fp32: Times, bf16: Times, draws: int = 400) -> tuple[float, float]:
-    """The 5th and 95th percentiles of `time_ratio` over the batches resampled with replacement (a bootstrap):
-    how far the figure could move on other batches of the epoch."""
-    batches = sorted(fp32.keys() & bf16.keys())
-    full, mixed = [min(fp32[batch]) for batch in batches], [min(bf16[batch]) for batch in batches]
-    draw = random.Random(0)  # its own generator: the run's are untouched, and the figure is repeatable
-    ratios = []
-    for _ in range(draws):
-        chosen = draw.choices(range(len(batches)), k=len(batches))
-        ratios.append(sum(full[i] for i in chosen) / sum(mixed[i] for i in chosen))
-    ratios.sort()
-    return ratios[draws // 20], ratios[draws - 1 - draws // 20]
+def interval(ratios: list[float]) -> tuple[float, float]:
+    """The 90% interval of the geometric mean of the rounds' `ratios` (Student's t on their logarithms): where
+    the figure could lie. Rounds differ far more than the batches of one round do (by 10% from one pair of
+    Trainers to the next on a shared 2-core machine), so it is the rounds that say how sure it is."""
+    if len(ratios) < 2:
+        return 0.0, math.inf
+    logs = [math.log(ratio) for ratio in ratios]
+    centre, error = statistics.mean(logs), statistics.stdev(logs) / math.sqrt(len(logs))
+    t = T90[len(logs) - 2] if len(logs) - 2 < len(T90) else 1.645
+    return math.exp(centre - t * error), math.exp(centre + t * error)
 
 
 def bf16_speedup_within(
     model: L.LightningModule, data: L.LightningDataModule, steps: int, rounds: int, until_clear: bool = True
 ) -> tuple[float, tuple[float, float]]:
-    """fp32 time / bf16-mixed time of `model` training on `data` (above 1: bf16 is faster) and its `interval`:
-    the first `steps` batches trained by whole Trainers of each precision as the run trains (no other way of
-    timing both is faithful: switching the precision step by step within one Trainer slows an LSTM's bf16
-    steps by a third), in `rounds` rounds (`time_round`), on copies of the model, every random number
-    generator restored after. `until_clear`: from ROUNDS on, it stops once the interval lies on one side of
-    MARGIN, or before a round that would take the measurement past MEASURE_SECONDS; each round after ROUNDS
-    adds `steps` batches not yet seen, as the batches' shapes matter."""
-    times: dict[str, Times] = {"32-true": collections.defaultdict(list), "bf16-mixed": collections.defaultdict(list)}
+    """fp32 time / bf16-mixed time of `model` training on `data` (above 1: bf16 is faster; the geometric mean
+    of `rounds` of `round_ratio`, which goes first alternating) and its `interval`, on copies of the model,
+    every random number generator restored after. Whole Trainers of each precision, as the run trains: no
+    other way of timing both is faithful (switching the precision step by step within one Trainer slows an
+    LSTM's bf16 steps by a third). `until_clear`: from ROUNDS on, it stops once the interval lies on one side
+    of MARGIN, or before a round that would take it past MEASURE_SECONDS."""
+    ratios: list[float] = []
     started = time.perf_counter()
     with random_state_kept(), quiet_trainers():
         for round_ in range(rounds):
             began = time.perf_counter()
-            time_round(model, data, steps * max(1, round_ + 2 - ROUNDS) if until_clear else steps, times)
-            low, high = interval(times["32-true"], times["bf16-mixed"])
-            if not until_clear or round_ + 1 < ROUNDS:
-                continue
-            next_round = (time.perf_counter() - began) * (round_ + 3 - ROUNDS) / (round_ + 2 - ROUNDS)
-            if low >= MARGIN or high < MARGIN or time.perf_counter() - started + next_round > MEASURE_SECONDS:
-                break
-    return time_ratio(times["32-true"], times["bf16-mixed"]), (low, high)
+            ratios.append(round_ratio(model, data, steps, fp32_first=round_ % 2 == 0))
+            low, high = interval(ratios)
+            if until_clear and len(ratios) >= ROUNDS:
+                spent = time.perf_counter() - started
+                if low >= MARGIN or high < MARGIN or spent + (time.perf_counter() - began) > MEASURE_SECONDS:
+                    break
+    return statistics.geometric_mean(ratios), (low, high)
 
 
 def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:

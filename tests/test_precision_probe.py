@@ -4,7 +4,8 @@ faster, measured once per machine and network (experiments/precision_probe.py), 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+import math
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,6 @@ from experiments.precision_probe import (
     MAX_ROUNDS,
     ROUNDS,
     WARMUP,
-    Times,
     bf16_speedup_within,
     cache_file,
     interval,
@@ -31,8 +31,7 @@ from experiments.precision_probe import (
     network_choice,
     network_key,
     quiet_trainers,
-    time_ratio,
-    time_round,
+    round_ratio,
 )
 from experiments.presets import expand_configs
 from experiments.run import main as run
@@ -144,63 +143,56 @@ class TenBatches(L.LightningDataModule):
         return DataLoader(TensorDataset(torch.randn(40, 2)), batch_size=4)
 
 
-def test_each_round_trains_copies_of_the_model_in_each_precision_in_turns() -> None:
+def test_each_round_trains_copies_of_the_model_in_each_precision_in_turns(monkeypatch: pytest.MonkeyPatch) -> None:
     model, data = AutocastWitness(), TenBatches()
-    times: dict[str, Times] = {"32-true": defaultdict(list), "bf16-mixed": defaultdict(list)}
     order: list[str] = []
     original = probe.step_times
 
     def recorded(model: AutocastWitness, data: TenBatches, steps: int, precision: str) -> list[float]:
         seconds = original(model, data, steps, precision)
         assert model.in_bf16 == [precision == "bf16-mixed"] * (WARMUP + steps)  # the Trainer ran in it
+        assert len(seconds) == steps and all(second > 0 for second in seconds)
         order.append(precision)
-        return seconds
+        return [2.0] * steps if precision == "32-true" else [1.0] * steps
 
-    with pytest.MonkeyPatch.context() as patch, quiet_trainers():
-        patch.setattr(probe, "step_times", recorded)
-        for _ in range(3):
-            time_round(model, data, 13, times)  # 2 warm-up + 13 steps: into the second epoch
-    assert order == ["32-true", "bf16-mixed", "bf16-mixed", "32-true", "32-true", "bf16-mixed"]
-    assert all(len(times[precision][step]) == 3 for precision in times for step in range(13))
+    monkeypatch.setattr(probe, "step_times", recorded)
+    with quiet_trainers():
+        ratios = [round_ratio(model, data, 13, fp32_first=first) for first in (True, False)]  # 2 epochs
+    assert order == ["32-true", "bf16-mixed", "bf16-mixed", "32-true"] and ratios == [2.0, 2.0]
     assert model.in_bf16 == []  # copies trained, not the model
 
 
-def test_the_ratio_is_of_total_times_of_each_batchs_fastest_step() -> None:
-    """bf16 faster on two batches of three but three times slower on the third: slower in total, as a run takes
-    it (a typical step, the median, would call it x1.25 faster). A step slowed by something else running
-    (batch 0's 1.5) does not count: each batch's fastest step does."""
-    fp32 = {0: [1.5, 0.9], 1: [1.0], 2: [1.0]}
-    bf16 = {0: [0.8], 1: [0.8], 2: [3.0, 2.0]}
-    assert time_ratio(fp32, bf16) == pytest.approx((0.9 + 1.0 + 1.0) / (0.8 + 0.8 + 2.0))
-    low, high = interval(fp32, bf16)
-    assert low <= time_ratio(fp32, bf16) <= high and (low, high) == interval(fp32, bf16)  # repeatable
-    steady = {batch: [1.0] for batch in range(20)}, {batch: [0.5] for batch in range(20)}
-    assert interval(*steady) == (2.0, 2.0)  # every batch alike: nothing to doubt
+def test_the_interval_is_of_the_rounds_geometric_mean() -> None:
+    assert interval([1.3]) == (0.0, math.inf)  # one round says nothing of how sure it is
+    low, high = interval([1.0, 1.2, 1.1])
+    assert low < statistics.geometric_mean([1.0, 1.2, 1.1]) < high < 1.4
+    assert interval([1.1] * 4) == pytest.approx((1.1, 1.1))  # rounds that agree: no doubt
+    assert interval([1.0, 1.2] * 4)[1] - interval([1.0, 1.2] * 4)[0] < high - low  # more rounds: narrower
 
 
-def fake_rounds(ratios: list[float], calls: list[int]) -> Callable[..., None]:
-    """A `time_round` whose batches take 1 s in fp32 and 1 s / ratios[batch % len(ratios)] in bf16."""
+def fake_rounds(ratios: list[float], calls: list[bool]) -> Callable[..., float]:
+    """A `round_ratio` giving `ratios` in turn."""
 
-    def time_round(model: object, data: object, steps: int, times: dict[str, Times]) -> None:
-        calls.append(steps)
-        for batch in range(steps):
-            times["32-true"][batch].append(1.0)
-            times["bf16-mixed"][batch].append(1.0 / ratios[batch % len(ratios)])
+    def round_ratio(model: object, data: object, steps: int, fp32_first: bool) -> float:
+        calls.append(fp32_first)
+        return ratios[(len(calls) - 1) % len(ratios)]
 
-    return time_round
+    return round_ratio
 
 
-def test_the_measurement_adds_new_batches_until_the_answer_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    monkeypatch.setattr(probe, "time_round", fake_rounds([1.5], calls))
+def test_the_measurement_goes_on_while_it_cannot_tell_and_the_figure_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bool] = []
+    monkeypatch.setattr(probe, "round_ratio", fake_rounds([1.5, 1.45], calls))
     speedup, (low, high) = bf16_speedup_within(None, None, 8, MAX_ROUNDS)  # type: ignore[arg-type]
-    assert calls == [8] * ROUNDS and speedup == pytest.approx(1.5) and low >= MARGIN  # clear at once
+    assert calls == [True, False, True][:ROUNDS] and low >= MARGIN  # clear after the first rounds
     calls.clear()
-    monkeypatch.setattr(probe, "time_round", fake_rounds([1.5, 0.75], calls))  # x1.0 in total: near MARGIN
+    monkeypatch.setattr(probe, "round_ratio", fake_rounds([1.15, 0.9], calls))  # x1.02 or so: cannot tell
     speedup, (low, high) = bf16_speedup_within(None, None, 8, MAX_ROUNDS)  # type: ignore[arg-type]
-    assert calls == [8] * ROUNDS + [8 * (k + 2) for k in range(MAX_ROUNDS - ROUNDS)]  # later rounds: new batches
-    assert low < MARGIN <= high and speedup == pytest.approx(1.0)
+    assert len(calls) == MAX_ROUNDS and low < MARGIN <= high
+    assert speedup == pytest.approx(
+        statistics.geometric_mean([1.15, 0.9] * (MAX_ROUNDS // 2) + [1.15] * (MAX_ROUNDS % 2))
+    )
     calls.clear()
-    monkeypatch.setattr(probe, "time_round", fake_rounds([1.5], calls))
-    bf16_speedup_within(None, None, 8, 3, until_clear=False)  # type: ignore[arg-type]
-    assert calls == [8, 8, 8]  # as many rounds of the same batches as asked (the benchmark)
+    monkeypatch.setattr(probe, "round_ratio", fake_rounds([1.5], calls))
+    bf16_speedup_within(None, None, 8, 4, until_clear=False)  # type: ignore[arg-type]
+    assert len(calls) == 4  # as many rounds as asked (the benchmark)
