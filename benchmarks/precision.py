@@ -56,7 +56,9 @@ def build_preset(preset: str) -> tuple[L.LightningModule, L.LightningDataModule]
     from experiments.cli import FirstlightCLI
 
     root = os.path.join(tempfile.gettempdir(), "firstlight-benchmark")  # the CLI makes no folder: nothing is written
+    # a precision given: the CLI measures nothing (what auto would choose is `auto_choice`'s to say)
     args, _ = expand_configs(["--config", preset, "--run.logger", "none", "--run.root", root])
+    args += ["--trainer.precision", "32-true"]
     with no_run_identity(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "LightningCLI's args parameter")
         cli = FirstlightCLI(args, preset)

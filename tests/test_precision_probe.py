@@ -58,7 +58,7 @@ def test_bf16_is_kept_only_where_it_is_measured_faster_by_the_margin() -> None:
 def test_the_probe_measures_once_changes_nothing_and_caches_its_answer(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, data = build_preset("cnn_digits")  # (the CLI that builds it may have measured it: measured again)
+    model, data = build_preset("cnn_digits")
     cache.unlink(missing_ok=True)
     monkeypatch.setattr(probe, "TIMED_SECONDS", 0.2)  # what is tested here needs no precise figure
     monkeypatch.setattr(probe, "MAX_ROUNDS", probe.ROUNDS)
