@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import logging
 import os
 import tempfile
@@ -34,6 +35,7 @@ from experiments.precision_probe import (
     network_choice,
     quiet_trainers,
     random_state_kept,
+    step_times,
     timed_steps,
 )
 from experiments.presets import expand_configs, preset_names
@@ -77,6 +79,16 @@ def auto_choice(model: L.LightningModule, data: L.LightningDataModule) -> tuple[
     return network_choice(speedup, model, machine), "not measured" if speedup is None else f"x{speedup:.2f}"
 
 
+def bf16_fails(model: L.LightningModule, data: L.LightningDataModule) -> str:
+    """Why torch cannot train the network in bf16-mixed on this CPU (its message's first sentence), or ""."""
+    try:
+        with random_state_kept(), quiet_trainers():
+            step_times(copy.deepcopy(model), data, 1, "bf16-mixed")
+    except RuntimeError as error:
+        return str(error).split(".")[0]
+    return ""
+
+
 def verdict(choice: str, speedup: float, low: float, high: float) -> str:
     """`ok` where auto's `choice` is the faster precision by this benchmark's `speedup` (fp32 time / bf16 time);
     `tie` where the other is not measurably faster (by its interval `low`-`high`: above 1 for bf16, above
@@ -101,15 +113,13 @@ def main() -> None:
         model, data = build_preset(preset)
         auto, measured = auto_choice(model, data)
         chose = f"auto {auto.precision:10s} ({measured})"
-        try:
-            with random_state_kept(), quiet_trainers():
-                steps = min(args.batches, timed_steps(model, data, args.seconds))
-            speedup, (low, high) = bf16_speedup_within(model, data, steps, args.repeats, until_clear=False)
-        except RuntimeError as error:  # torch has no bf16 kernel for a layer on this CPU
-            if "bf16" not in str(error).lower() and "bfloat16" not in str(error).lower():
-                raise
-            print(f"{preset:27s} bf16-mixed unsupported ({str(error).split('.')[0]})  {chose} ok")
+        unsupported = bf16_fails(model, data)
+        if unsupported:  # torch has no bf16 kernel for a layer on this CPU
+            print(f"{preset:27s} bf16-mixed unsupported ({unsupported})  {chose} ok")
             continue
+        with random_state_kept(), quiet_trainers():
+            steps = min(args.batches, timed_steps(model, data, args.seconds))
+        speedup, (low, high) = bf16_speedup_within(model, data, steps, args.repeats, until_clear=False)
         print(
             f"{preset:27s} {steps:3d} batches x{speedup:.2f} (x{low:.2f}-x{high:.2f})  "
             f"{chose} {verdict(auto.precision, speedup, low, high)}"
