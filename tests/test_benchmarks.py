@@ -117,17 +117,24 @@ def test_channels_last_benchmark_compares_both_layouts(tmp_path: Path) -> None:
 @x86_only
 def test_precision_benchmark_measures_presets_and_reports_what_cannot_run(tmp_path: Path) -> None:
     """On a CPU without native bf16 (oneDNN capped at AVX2) the LSTM has no bf16 kernel: a row says so."""
-    args = ("--steps", "1", "--repeats", "1", "--presets", "cnn_digits", "lstm_sunspots")
+    args = ("--seconds", "0.1", "--repeats", "2", "--presets", "cnn_digits", "lstm_sunspots")
     out = benchmark("precision", *args, cwd=tmp_path, env=NO_NATIVE_BF16, fresh=True)
     assert re.match(r"CPU: .+ no native bf16", out), out
     # Beside each: what auto chooses here (32-true: no native bf16), and that it is not the slower one.
-    row = (
-        r"^cnn_digits\s+fp32\s+[\d.]+\s+bf16-mixed\s+[\d.]+\s+speed-up x0\.\d+\s+"
-        r"auto 32-true\s+\(no native bf16\) ok$"
-    )
+    row = r"^cnn_digits\s+\d+ batches x0\.\d+ \(x[\d.]+-x[\d.]+\)\s+auto 32-true\s+\(no native bf16\) ok$"
     assert re.search(row, out, re.M), out
-    row = r"^lstm_sunspots\s+fp32\s+[\d.]+\s+bf16-mixed unsupported\s+auto 32-true\s+\(no native bf16\) ok\n\s+\(could"
+    row = r"^lstm_sunspots\s+bf16-mixed unsupported \(could not .+ LSTM .+\)\s+auto 32-true\s+\(no native bf16\) ok$"
     assert re.search(row, out, re.M), out
+
+
+def test_the_precision_verdict_calls_a_choice_slower_only_where_the_other_is_measurably_faster() -> None:
+    from benchmarks.precision import verdict
+
+    assert verdict("bf16-mixed", 1.3, 1.2, 1.4) == "ok" and verdict("32-true", 0.8, 0.7, 0.9) == "ok"
+    assert verdict("bf16-mixed", 0.97, 0.86, 1.10) == "tie"  # the interval reaches above 1
+    assert verdict("bf16-mixed", 0.9, 0.85, 0.95) == "SLOWER"
+    assert verdict("32-true", 1.01, 0.96, 1.06) == "tie"  # bf16 not shown to be 2% faster
+    assert verdict("32-true", 1.2, 1.1, 1.3) == "SLOWER"
 
 
 @pytest.mark.slow
