@@ -117,8 +117,7 @@ def main() -> None:
         if unsupported:  # torch has no bf16 kernel for a layer on this CPU
             print(f"{preset:27s} bf16-mixed unsupported ({unsupported})  {chose} ok")
             continue
-        with random_state_kept(), quiet_trainers():
-            steps = min(args.batches, timed_steps(model, data, args.seconds))
+        steps = min(args.batches, timed_steps(model, data, args.seconds))
         speedup, (low, high) = bf16_speedup_within(model, data, steps, args.repeats, until_clear=False)
         print(
             f"{preset:27s} {steps:3d} batches x{speedup:.2f} (x{low:.2f}-x{high:.2f})  "

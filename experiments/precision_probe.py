@@ -4,17 +4,17 @@ Native bf16 makes most networks train faster in bf16-mixed (up to x1.8 in total,
 but not all: on a 2-core AMD EPYC the ViT trains x0.55 as fast, and some networks are faster in bf16 on most
 batches but twice as slow on a few shapes. Which ones depends on the CPU, the threads, the network and its
 batches, so it is measured on this machine before the run trains: real training steps of copies of the run's
-model on the run's data, the same batches by Trainers of each precision in turns that keep nothing, with
-every random number generator restored afterwards: the run trains exactly as it would without the
-measurement. The figure is the ratio of the total times, as a run takes them, and a bootstrap over the
-batches says how sure it is: while it cannot tell whether bf16-mixed is MARGIN faster, more batches are
-timed (within about MEASURE_SECONDS). bf16-mixed is kept where it is at least MARGIN faster; else 32-true,
-which is exact. The answer is
-cached per CPU, torch version, threads, network, data and batch size in `~/.cache/firstlight/precision.json`
-(`$XDG_CACHE_HOME`): each is measured once per machine, in seconds, by the first run that trains at least
-MIN_RUN_STEPS steps (a shorter one uses the cache, or the machine's choice). Only firstlight's tasks on
-firstlight's datamodules are measured (a user's own LightningModule gets the machine's choice), and only
-single-process runs (ranks measuring apart could disagree).
+model on the run's data, the same batches by a Trainer of each precision in turns (Trainers that keep
+nothing), with every random number generator restored afterwards: the run trains exactly as it would without
+the measurement. The figure is the ratio of the total times, as a run takes them, over rounds of one Trainer
+of each; a 90% interval over the rounds says how sure it is, and while it cannot tell whether bf16-mixed is
+MARGIN faster, more rounds are timed (within about MEASURE_SECONDS). bf16-mixed is kept where it is at least
+MARGIN faster; else 32-true, which is exact. The answer is cached per CPU, torch version, threads, network,
+data and batch size in `~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`): each is measured once per
+machine, in seconds, by the first run that trains at least MIN_RUN_STEPS steps (a shorter one uses the
+cache, or the machine's choice). Only firstlight's tasks on firstlight's datamodules are measured (a user's
+own LightningModule gets the machine's choice), and only single-process runs (ranks measuring apart could
+disagree).
 """
 
 from __future__ import annotations
@@ -120,8 +120,9 @@ def quiet_trainers() -> Iterator[None]:
 
 def timed_steps(model: L.LightningModule, data: L.LightningDataModule, seconds: float | None = None) -> int:
     """How many of the model's training steps take about `seconds` (TIMED_SECONDS; MIN_STEPS to MAX_STEPS),
-    timed in a first round that also sets the data up."""
-    first = step_times(copy.deepcopy(model), data, 4, "32-true")
+    timed in a first round that also sets the data up (on a copy, every random number generator restored)."""
+    with random_state_kept(), quiet_trainers():
+        first = step_times(copy.deepcopy(model), data, 4, "32-true")
     return max(MIN_STEPS, min(MAX_STEPS, round((seconds or TIMED_SECONDS) / statistics.median(first))))
 
 
@@ -134,19 +135,17 @@ def round_ratio(model: L.LightningModule, data: L.LightningDataModule, steps: in
     return totals["32-true"] / totals["bf16-mixed"]
 
 
-# two-sided 90% quantiles of Student's t by degrees of freedom (1-9; 1.645 beyond)
-T90 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833)
-
-
 def interval(ratios: list[float]) -> tuple[float, float]:
     """The 90% interval of the geometric mean of the rounds' `ratios` (Student's t on their logarithms): where
     the figure could lie. Rounds differ far more than the batches of one round do (by 10% from one pair of
     Trainers to the next on a shared 2-core machine), so it is the rounds that say how sure it is."""
+    from scipy.stats import t as student  # only when measuring: not on every run's start
+
     if len(ratios) < 2:
         return 0.0, math.inf
     logs = [math.log(ratio) for ratio in ratios]
     centre, error = statistics.mean(logs), statistics.stdev(logs) / math.sqrt(len(logs))
-    t = T90[len(logs) - 2] if len(logs) - 2 < len(T90) else 1.645
+    t = float(student.ppf(0.95, len(logs) - 1))  # two-sided 90%
     return math.exp(centre - t * error), math.exp(centre + t * error)
 
 
@@ -175,9 +174,7 @@ def bf16_speedup_within(
 
 def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
     """`bf16_speedup_within` about TIMED_SECONDS of steps per Trainer: ROUNDS rounds, more until it is clear."""
-    with random_state_kept(), quiet_trainers():
-        steps = timed_steps(model, data)
-    return bf16_speedup_within(model, data, steps, MAX_ROUNDS)[0]
+    return bf16_speedup_within(model, data, timed_steps(model, data), MAX_ROUNDS)[0]
 
 
 def ctrl_c_kept(measure: Callable[..., float], *args: Any) -> float:
