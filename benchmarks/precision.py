@@ -5,12 +5,13 @@
 Each preset's model and data are built as `python -m experiments.run --config <preset>` builds them, and
 the same batches (up to `--batches`, about `--seconds` of steps) are trained by Lightning Trainers in
 `32-true` and in `bf16-mixed`, `--repeats` rounds of one of each. Prints the machine, then per preset fp32
-time / bf16-mixed time in total (the geometric mean of the rounds; above 1 where bf16 is faster) with its
-90% interval (Student's t over the rounds), or `unsupported` where torch cannot run the network in bf16 on
+time / bf16-mixed time in total (over the rounds; above 1 where bf16 is faster) with its 90% interval
+(Student's t over the rounds), or `unsupported` where torch cannot run the network in bf16 on
 this CPU (an LSTM on a CPU without native bf16). Beside it: what `--trainer.precision auto` chooses for that
 network here (experiments/precision_probe.py, with its cache as a run uses it: delete
-~/.cache/firstlight/precision.json to measure afresh), the figure it measured itself with fewer rounds, and
-the verdict: `ok`, `tie` or `SLOWER` (`verdict`).
+~/.cache/firstlight/precision.json to measure afresh), the figure it measured itself (blocks of steps of
+each precision within one Trainer, which whole Trainers here check), and the verdict: `ok`, `tie` or
+`SLOWER` (`verdict`).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import torch
 from experiments.hardware import PrecisionChoice, machine_summary, resolve_precision
 from experiments.precision_probe import (
     MARGIN,
-    bf16_speedup_within,
+    Round,
     measured_speedup,
     network_choice,
     quiet_trainers,
     random_state_kept,
+    speedup_of,
     step_times,
     timed_steps,
 )
@@ -79,6 +81,26 @@ def auto_choice(model: L.LightningModule, data: L.LightningDataModule) -> tuple[
     return network_choice(speedup, model, machine), "not measured" if speedup is None else f"x{speedup:.2f}"
 
 
+def round_seconds(model: L.LightningModule, data: L.LightningDataModule, steps: int, fp32_first: bool) -> Round:
+    """Seconds of the first `steps` batches in fp32, and in bf16-mixed, in total (as a run takes them: a typical
+    step would mislead, as a network can be faster in bf16 on most batches and twice as slow on some shapes),
+    each precision by a whole Trainer of its own on a copy of the model, as a run trains, in the order given."""
+    order = ("32-true", "bf16-mixed") if fp32_first else ("bf16-mixed", "32-true")
+    totals = {precision: sum(step_times(copy.deepcopy(model), data, steps, precision)) for precision in order}
+    return totals["32-true"], totals["bf16-mixed"]
+
+
+def whole_trainers_speedup(
+    model: L.LightningModule, data: L.LightningDataModule, steps: int, rounds: int
+) -> tuple[float, tuple[float, float]]:
+    """fp32 time / bf16-mixed time and its interval (`speedup_of`) over `rounds` of `round_seconds` (which
+    precision goes first alternating), every random number generator restored after: the reference that the
+    probe's blocks within one Trainer are judged by."""
+    with random_state_kept(), quiet_trainers():
+        timed = [round_seconds(model, data, steps, fp32_first=round_ % 2 == 0) for round_ in range(rounds)]
+    return speedup_of(timed)
+
+
 def bf16_fails(model: L.LightningModule, data: L.LightningDataModule) -> str:
     """Why torch cannot train the network in bf16-mixed on this CPU (its message's first sentence), or ""."""
     try:
@@ -118,7 +140,7 @@ def main() -> None:
             print(f"{preset:27s} bf16-mixed unsupported ({unsupported})  {chose} ok")
             continue
         steps = min(args.batches, timed_steps(model, data, args.seconds))
-        speedup, (low, high) = bf16_speedup_within(model, data, steps, args.repeats, until_clear=False)
+        speedup, (low, high) = whole_trainers_speedup(model, data, steps, args.repeats)
         print(
             f"{preset:27s} {steps:3d} batches x{speedup:.2f} (x{low:.2f}-x{high:.2f})  "
             f"{chose} {verdict(auto.precision, speedup, low, high)}"

@@ -3,24 +3,25 @@
 Native bf16 makes most networks train faster in bf16-mixed (up to x1.8 in total, `python -m benchmarks.precision`),
 but not all: on a 2-core AMD EPYC the ViT trains x0.55 as fast, and some networks are faster in bf16 on most
 batches but twice as slow on a few shapes. Which ones depends on the CPU, the threads, the network and its
-batches, so it is measured on this machine before the run trains: real training steps of copies of the run's
-model on the run's data, the same batches by a Trainer of each precision in turns (Trainers that keep
-nothing), with every random number generator restored afterwards: the run trains exactly as it would without
-the measurement. The figure is the ratio of the total times, as a run takes them, over rounds of one Trainer
-of each; a 90% interval over the rounds says how sure it is, and while it cannot tell whether bf16-mixed is
-MARGIN faster, more rounds are timed (within about MEASURE_SECONDS). bf16-mixed is kept where it is at least
-MARGIN faster; else 32-true, which is exact. The answer is cached per CPU, torch version, threads, network,
-data and batch size in `~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`): each is measured once per
+batches, so it is measured on this machine before the run trains: real training steps of a copy of the run's
+model on the run's data, by one Trainer that keeps nothing and switches the precision between blocks of
+steps, each chunk of batches trained once in each, with every random number generator restored afterwards:
+the run trains exactly as it would without the measurement. The figure is the ratio of the steps' total
+times (as a run takes them; the fetching of batches, the same in both, aside) over rounds of a block of each;
+a 90% interval over the rounds says how sure it is, and while it cannot tell whether bf16-mixed is MARGIN
+faster, more rounds are timed (within about MEASURE_SECONDS). bf16-mixed is kept where it is at least MARGIN
+faster; else 32-true, which is exact. The answer is cached per CPU, torch version, threads, network, data
+and batch size in `~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`): each is measured once per
 machine, in seconds, by the first run that trains at least MIN_RUN_STEPS steps (a shorter one uses the
 cache, or the machine's choice). Only firstlight's tasks on firstlight's datamodules are measured (a user's
-own LightningModule gets the machine's choice), and only single-process runs (ranks measuring apart could
-disagree).
+own LightningModule gets the machine's choice), and only single-process runs (ranks measuring apart could disagree).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import logging
 import math
@@ -31,13 +32,14 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from datamodules.cache import firstlight_cache
@@ -45,9 +47,9 @@ from experiments.hardware import PrecisionChoice, cpu_name
 from experiments.tracking import silenced
 
 MARGIN = 1.02  # bf16-mixed must be at least 2% faster to be kept: else 32-true, which is exact
-WARMUP = 2  # untimed steps per Trainer
-MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 8, 256, 2.0  # batches per Trainer: about 2 s of steps
-ROUNDS, MAX_ROUNDS, MEASURE_SECONDS = 3, 8, 30.0  # rounds of a Trainer of each; more while unclear, within 30 s
+WARMUP = 2  # untimed steps per Trainer, and after each switch of precision
+MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 8, 256, 1.0  # timed steps per block: about 1 s of them
+ROUNDS, MAX_ROUNDS, MEASURE_SECONDS = 4, 16, 30.0  # rounds of a block of each; more while unclear, within 30 s
 MIN_RUN_STEPS = 200  # a shorter run uses a measurement already cached, but does not measure
 
 
@@ -80,27 +82,31 @@ class StepTimes(L.Callback):
         self.starts.append(time.perf_counter())
 
 
-def step_times(model: L.LightningModule, data: L.LightningDataModule, steps: int, precision: str) -> list[float]:
-    """The wall times of the first `steps` training batches of `model` on `data` in `precision`, after WARMUP
-    untimed ones, by a Trainer of its own on the CPU that keeps nothing (no logger, checkpoint or validation).
-    Every Trainer sees the same batches: an epoch's order is drawn from the data's seed and the epoch."""
-    timer = StepTimes()
+def train_briefly(model: L.LightningModule, data: L.LightningDataModule, steps: int, **trainer: Any) -> None:
+    """`steps` training steps of `model` on `data` by a Trainer of its own on the CPU that keeps nothing (no
+    logger, checkpoint or validation), with the `trainer` options given (precision or plugins, callbacks)."""
     with tempfile.TemporaryDirectory() as scratch:  # what a datamodule saves (a tokenizer.json) goes nowhere
-        trainer = L.Trainer(
+        L.Trainer(
             default_root_dir=scratch,
             accelerator="cpu",
             devices=1,
-            precision=precision,  # type: ignore[arg-type]
-            max_steps=steps + WARMUP,
+            max_steps=steps,
             limit_val_batches=0,
             num_sanity_val_steps=0,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[timer],
-        )
-        trainer.fit(model, datamodule=data)
+            **trainer,
+        ).fit(model, datamodule=data)
+
+
+def step_times(model: L.LightningModule, data: L.LightningDataModule, steps: int, precision: str) -> list[float]:
+    """The wall times of the first `steps` training batches of `model` on `data` in `precision`, after WARMUP
+    untimed ones, by a Trainer of its own (`train_briefly`). Every Trainer sees the same batches: an epoch's
+    order is drawn from the data's seed and the epoch."""
+    timer = StepTimes()
+    train_briefly(model, data, steps + WARMUP, precision=precision, callbacks=[timer])
     return [end - start for start, end in zip(timer.starts, timer.starts[1:], strict=False)][WARMUP:]
 
 
@@ -126,57 +132,144 @@ def timed_steps(model: L.LightningModule, data: L.LightningDataModule, seconds: 
     return max(MIN_STEPS, min(MAX_STEPS, round((seconds or TIMED_SECONDS) / statistics.median(first))))
 
 
-def round_ratio(model: L.LightningModule, data: L.LightningDataModule, steps: int, fp32_first: bool) -> float:
-    """fp32 time / bf16-mixed time of the first `steps` batches, in total (as a run takes them: a typical step
-    would mislead, as a network can be faster in bf16 on most batches and twice as slow on some shapes), each
-    precision by a Trainer of its own on a copy of the model, in the order given."""
-    order = ("32-true", "bf16-mixed") if fp32_first else ("bf16-mixed", "32-true")
-    totals = {precision: sum(step_times(copy.deepcopy(model), data, steps, precision)) for precision in order}
-    return totals["32-true"] / totals["bf16-mixed"]
+class SwitchedAutocast(MixedPrecision):
+    """bf16-mixed's autocast around the forward passes while `bf16` is set, none otherwise (32-true): one
+    Trainer trains in either precision, switched between steps. Nothing else differs between the two."""
+
+    def __init__(self) -> None:
+        super().__init__("bf16-mixed", "cpu")
+        self.bf16 = False
+
+    @contextlib.contextmanager
+    def forward_context(self) -> Iterator[None]:
+        with self.autocast_context_manager() if self.bf16 else contextlib.nullcontext():
+            yield
+
+
+class TwiceEach:
+    """The batches of `loader`, epoch after epoch, each run of `chunk` of them given twice in a row: the two
+    blocks of a round train on the same batches (a network's step time can depend on a batch's shape)."""
+
+    def __init__(self, loader: Iterable[Any], chunk: int) -> None:
+        self.loader, self.chunk = loader, chunk
+
+    def endless(self) -> Iterator[Any]:
+        while True:
+            empty = True
+            for batch in self.loader:
+                empty = False
+                yield batch
+            if empty:
+                return
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = self.endless()
+        while chunk := list(itertools.islice(batches, self.chunk)):
+            yield from chunk
+            yield from chunk
+
+
+@contextlib.contextmanager
+def each_chunk_twice(data: L.LightningDataModule, chunk: int) -> Iterator[None]:
+    """`data`'s training batches as `TwiceEach` gives them, within the block."""
+    loader = data.train_dataloader
+    data.train_dataloader = lambda: TwiceEach(loader(), chunk)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del data.train_dataloader
 
 
 # two-sided 90% quantiles of Student's t by degrees of freedom (1-9; 1.645 beyond): a table, as scipy is only
 # in the audio extra and the probe runs on the core install
 T90 = (6.314, 2.920, 2.353, 2.132, 2.015, 1.943, 1.895, 1.860, 1.833)
 
+Round = tuple[float, float]  # seconds of a round's fp32 steps, seconds of the same steps in bf16-mixed
+Rounds = list[Round]
 
-def interval(ratios: list[float]) -> tuple[float, float]:
-    """The 90% interval of the geometric mean of the rounds' `ratios` (Student's t on their logarithms): where
-    the figure could lie. Rounds differ far more than the batches of one round do (by 10% from one pair of
-    Trainers to the next on a shared 2-core machine), so it is the rounds that say how sure it is."""
-    if len(ratios) < 2:
-        return 0.0, math.inf
-    logs = [math.log(ratio) for ratio in ratios]
-    centre, error = statistics.mean(logs), statistics.stdev(logs) / math.sqrt(len(logs))
-    t = T90[len(logs) - 2] if len(logs) - 2 < len(T90) else 1.645
-    return math.exp(centre - t * error), math.exp(centre + t * error)
+
+def speedup_of(rounds: Rounds) -> tuple[float, tuple[float, float]]:
+    """fp32 time / bf16-mixed time over all the `rounds` (the ratio of the totals, as a run takes them: a mean
+    of the rounds' own ratios would weigh a round of short sequences as much as one of long ones, whose ratios
+    differ), and its 90% interval (the ratio estimator's: Student's t on the rounds' residuals, fp32 - ratio x
+    bf16). It is the rounds that say how sure it is: the machine's speed drifts from one to the next."""
+    fp32, bf16 = (sum(seconds) for seconds in zip(*rounds, strict=True))
+    ratio = fp32 / bf16
+    if len(rounds) < 2:
+        return ratio, (0.0, math.inf)
+    residuals = [f - ratio * b for f, b in rounds]
+    error = statistics.stdev(residuals) / math.sqrt(len(rounds)) / (bf16 / len(rounds))
+    t = T90[len(rounds) - 2] if len(rounds) - 2 < len(T90) else 1.645
+    return ratio, (max(0.0, ratio - t * error), ratio + t * error)
+
+
+def measured_enough(rounds: Rounds, spent: float, last_round: float, most: int, until_clear: bool) -> bool:
+    """Whether to stop after these `rounds`: `most` of them, or, `until_clear`, from ROUNDS on, once the interval
+    of their `speedup_of` lies on one side of MARGIN, or before a round (as long as the `last_round`) would take
+    the measurement past MEASURE_SECONDS (`spent` so far)."""
+    if len(rounds) >= most:
+        return True
+    if not until_clear or len(rounds) < ROUNDS:
+        return False
+    _, (low, high) = speedup_of(rounds)
+    return low >= MARGIN or high < MARGIN or spent + last_round > MEASURE_SECONDS
+
+
+class AlternatingBlocks(L.Callback):
+    """Switches `autocast` between blocks of WARMUP + `timed` steps, a round being one block of each precision
+    on the same batches (`TwiceEach`), which goes first alternating (32-true, bf16, bf16, 32-true, ...). It
+    times the `timed` steps of each block (the first WARMUP after a switch are not), from the start of the
+    batch to its end (the fetching, the same in both, is not the network's), keeps each round's seconds in
+    `rounds`, and stops the Trainer once `measured_enough`, at most `most` rounds."""
+
+    def __init__(self, autocast: SwitchedAutocast, timed: int, most: int, until_clear: bool) -> None:
+        self.autocast, self.timed, self.most, self.until_clear = autocast, timed, most, until_clear
+        self.block = WARMUP + timed
+        self.step, self.began = 0, 0.0
+        self.seconds = {False: 0.0, True: 0.0}  # of the round's timed steps, by bf16
+        self.rounds: Rounds = []
+        self.started = self.round_began = time.perf_counter()
+
+    def in_bf16(self, step: int) -> bool:
+        round_, second = divmod(step // self.block, 2)
+        return (round_ % 2 == 1) != (second == 1)
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self.autocast.bf16 = self.in_bf16(self.step)
+        self.began = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.step % self.block >= WARMUP:
+            self.seconds[self.autocast.bf16] += time.perf_counter() - self.began
+        self.step += 1
+        if self.step % (2 * self.block):
+            return
+        self.rounds.append((self.seconds[False], self.seconds[True]))
+        self.seconds = {False: 0.0, True: 0.0}
+        now = time.perf_counter()
+        last_round, self.round_began = now - self.round_began, now
+        if measured_enough(self.rounds, now - self.started, last_round, self.most, self.until_clear):
+            trainer.should_stop = True
 
 
 def bf16_speedup_within(
-    model: L.LightningModule, data: L.LightningDataModule, steps: int, rounds: int, until_clear: bool = True
+    model: L.LightningModule, data: L.LightningDataModule, timed: int, most: int, until_clear: bool = True
 ) -> tuple[float, tuple[float, float]]:
-    """fp32 time / bf16-mixed time of `model` training on `data` (above 1: bf16 is faster; the geometric mean
-    of `rounds` of `round_ratio`, which goes first alternating) and its `interval`, on copies of the model,
-    every random number generator restored after. Whole Trainers of each precision, as the run trains: no
-    other way of timing both is faithful (switching the precision step by step within one Trainer slows an
-    LSTM's bf16 steps by a third). `until_clear`: from ROUNDS on, it stops once the interval lies on one side
-    of MARGIN, or before a round that would take it past MEASURE_SECONDS."""
-    ratios: list[float] = []
-    started = time.perf_counter()
-    with random_state_kept(), quiet_trainers():
-        for round_ in range(rounds):
-            began = time.perf_counter()
-            ratios.append(round_ratio(model, data, steps, fp32_first=round_ % 2 == 0))
-            low, high = interval(ratios)
-            if until_clear and len(ratios) >= ROUNDS:
-                spent = time.perf_counter() - started
-                if low >= MARGIN or high < MARGIN or spent + (time.perf_counter() - began) > MEASURE_SECONDS:
-                    break
-    return statistics.geometric_mean(ratios), (low, high)
+    """fp32 time / bf16-mixed time of `model` training on `data` (above 1: bf16 is faster) and its interval, by
+    `speedup_of` up to `most` rounds of `AlternatingBlocks` of `timed` steps: one Trainer on a copy of the model,
+    every random number generator restored after. Within one Trainer, as both precisions train on the same
+    batches moments apart, the machine's drift cancels: whole Trainers of each precision differ by 10% from
+    one pair to the next on a shared 2-core machine, blocks by 1-4%. Blocks, not single steps: a step just
+    after a switch is slower (an LSTM's bf16 steps by a third), so the first WARMUP are not timed."""
+    autocast = SwitchedAutocast()
+    blocks = AlternatingBlocks(autocast, timed, most, until_clear)
+    with random_state_kept(), quiet_trainers(), each_chunk_twice(data, blocks.block):
+        train_briefly(copy.deepcopy(model), data, 2 * most * blocks.block, plugins=[autocast], callbacks=[blocks])
+    return speedup_of(blocks.rounds)
 
 
 def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
-    """`bf16_speedup_within` about TIMED_SECONDS of steps per Trainer: ROUNDS rounds, more until it is clear."""
+    """`bf16_speedup_within` blocks of about TIMED_SECONDS of steps: ROUNDS rounds, more until it is clear."""
     return bf16_speedup_within(model, data, timed_steps(model, data), MAX_ROUNDS)[0]
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
-from collections.abc import Callable
+import time
 from pathlib import Path
 
 import lightning as L
@@ -22,16 +21,16 @@ from experiments.hardware import PrecisionChoice, cpu_has_native_bf16
 from experiments.precision_probe import (
     MARGIN,
     MAX_ROUNDS,
+    MEASURE_SECONDS,
     ROUNDS,
     WARMUP,
     bf16_speedup_within,
     cache_file,
-    interval,
+    measured_enough,
     measured_speedup,
     network_choice,
     network_key,
-    quiet_trainers,
-    round_ratio,
+    speedup_of,
 )
 from experiments.presets import expand_configs
 from experiments.run import main as run
@@ -123,15 +122,22 @@ def test_a_short_run_measures_nothing_and_keeps_the_machines_choice(
 
 
 class AutocastWitness(L.LightningModule):
-    """Records, for each training step, whether its forward pass ran under bf16 autocast."""
+    """Records, for each training step, whether its forward pass ran under bf16 autocast and which batch it
+    trained on; its steps take `fp32_seconds` or `bf16_seconds`, and `switch_seconds` more just after a switch."""
 
-    def __init__(self) -> None:
+    def __init__(self, fp32_seconds: float = 0.0, bf16_seconds: float = 0.0, switch_seconds: float = 0.0) -> None:
         super().__init__()
         self.layer = torch.nn.Linear(2, 1)
+        self.seconds = {False: fp32_seconds, True: bf16_seconds, "switch": switch_seconds}
         self.in_bf16: list[bool] = []
+        self.batches: list[int] = []
 
     def training_step(self, batch: list[torch.Tensor], index: int) -> torch.Tensor:
-        self.in_bf16.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        bf16 = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        switched = not self.in_bf16 or self.in_bf16[-1] != bf16
+        self.in_bf16.append(bf16)
+        self.batches.append(int(batch[0][0, 0]) // 8)  # 4 rows of 2 numbers a batch: its number
+        time.sleep(self.seconds[bf16] + (self.seconds["switch"] if switched else 0.0))
         return self.layer(batch[0]).square().mean()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -140,59 +146,61 @@ class AutocastWitness(L.LightningModule):
 
 class TenBatches(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(TensorDataset(torch.randn(40, 2)), batch_size=4)
+        return DataLoader(TensorDataset(torch.arange(80.0).view(40, 2)), batch_size=4)
 
 
-def test_each_round_trains_copies_of_the_model_in_each_precision_in_turns(monkeypatch: pytest.MonkeyPatch) -> None:
-    model, data = AutocastWitness(), TenBatches()
-    order: list[str] = []
-    original = probe.step_times
+def trained_copies(monkeypatch: pytest.MonkeyPatch) -> list[L.LightningModule]:
+    """The models the probe's Trainers train, as it trains them."""
+    models: list[L.LightningModule] = []
+    original = probe.train_briefly
 
-    def recorded(model: AutocastWitness, data: TenBatches, steps: int, precision: str) -> list[float]:
-        seconds = original(model, data, steps, precision)
-        assert model.in_bf16 == [precision == "bf16-mixed"] * (WARMUP + steps)  # the Trainer ran in it
-        assert len(seconds) == steps and all(second > 0 for second in seconds)
-        order.append(precision)
-        return [2.0] * steps if precision == "32-true" else [1.0] * steps
+    def kept(model: L.LightningModule, *args: object, **kwargs: object) -> None:
+        models.append(model)
+        original(model, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(probe, "step_times", recorded)
-    with quiet_trainers():
-        ratios = [round_ratio(model, data, 13, fp32_first=first) for first in (True, False)]  # 2 epochs
-    assert order == ["32-true", "bf16-mixed", "bf16-mixed", "32-true"] and ratios == [2.0, 2.0]
-    assert model.in_bf16 == []  # copies trained, not the model
+    monkeypatch.setattr(probe, "train_briefly", kept)
+    return models
 
 
-def test_the_interval_is_of_the_rounds_geometric_mean() -> None:
-    assert interval([1.3]) == (0.0, math.inf)  # one round says nothing of how sure it is
-    low, high = interval([1.0, 1.2, 1.1])
-    assert low < statistics.geometric_mean([1.0, 1.2, 1.1]) < high < 1.4
-    assert interval([1.1] * 4) == pytest.approx((1.1, 1.1))  # rounds that agree: no doubt
-    assert interval([1.0, 1.2] * 4)[1] - interval([1.0, 1.2] * 4)[0] < high - low  # more rounds: narrower
+def test_rounds_train_the_same_batches_in_blocks_of_each_precision_in_turns(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, data, models = AutocastWitness(), TenBatches(), trained_copies(monkeypatch)
+    speedup, _ = bf16_speedup_within(model, data, timed=2, most=3, until_clear=False)
+    (trained,) = models
+    block = WARMUP + 2
+    fp32, bf16 = [False] * block, [True] * block
+    assert trained.in_bf16 == fp32 + bf16 + bf16 + fp32 + fp32 + bf16  # which goes first alternates
+    # each chunk of batches twice, one block of each precision; the ten batches again when they run out
+    chunks = [list(range(start, start + block)) for start in (0, block)] + [[8, 9, 0, 1]]
+    assert trained.batches == [number for chunk in chunks for number in chunk * 2]
+    assert speedup > 0 and model.in_bf16 == []  # a copy trained, not the model
 
 
-def fake_rounds(ratios: list[float], calls: list[bool]) -> Callable[..., float]:
-    """A `round_ratio` giving `ratios` in turn."""
-
-    def round_ratio(model: object, data: object, steps: int, fp32_first: bool) -> float:
-        calls.append(fp32_first)
-        return ratios[(len(calls) - 1) % len(ratios)]
-
-    return round_ratio
+def test_blocks_time_each_precision_apart_and_not_the_steps_after_a_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 steps twice as long as fp32 ones: x0.5, whatever the first steps after a switch take."""
+    model = AutocastWitness(fp32_seconds=0.01, bf16_seconds=0.02, switch_seconds=0.2)
+    speedup, (low, high) = bf16_speedup_within(model, TenBatches(), timed=3, most=2, until_clear=False)
+    assert 0.35 < speedup < 0.6 and low <= speedup <= high
 
 
-def test_the_measurement_goes_on_while_it_cannot_tell_and_the_figure_decides(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[bool] = []
-    monkeypatch.setattr(probe, "round_ratio", fake_rounds([1.5, 1.45], calls))
-    speedup, (low, high) = bf16_speedup_within(None, None, 8, MAX_ROUNDS)  # type: ignore[arg-type]
-    assert calls == [True, False, True][:ROUNDS] and low >= MARGIN  # clear after the first rounds
-    calls.clear()
-    monkeypatch.setattr(probe, "round_ratio", fake_rounds([1.15, 0.9], calls))  # x1.02 or so: cannot tell
-    speedup, (low, high) = bf16_speedup_within(None, None, 8, MAX_ROUNDS)  # type: ignore[arg-type]
-    assert len(calls) == MAX_ROUNDS and low < MARGIN <= high
-    assert speedup == pytest.approx(
-        statistics.geometric_mean([1.15, 0.9] * (MAX_ROUNDS // 2) + [1.15] * (MAX_ROUNDS % 2))
-    )
-    calls.clear()
-    monkeypatch.setattr(probe, "round_ratio", fake_rounds([1.5], calls))
-    bf16_speedup_within(None, None, 8, 4, until_clear=False)  # type: ignore[arg-type]
-    assert len(calls) == 4  # as many rounds as asked (the benchmark)
+def test_the_figure_is_the_ratio_of_the_total_times_and_its_interval_of_the_rounds() -> None:
+    assert speedup_of([(1.3, 1.0)]) == (1.3, (0.0, math.inf))  # one round says nothing of how sure it is
+    # a long round at x1.2 and a short one at x0.5: the run's time is mostly the long one's
+    assert speedup_of([(12.0, 10.0), (1.0, 2.0)])[0] == pytest.approx(13 / 12)
+    speedup, (low, high) = speedup_of([(1.0, 1.0), (1.2, 1.0), (1.1, 1.0)])
+    assert speedup == pytest.approx(1.1) and low < speedup < high < 1.4
+    assert speedup_of([(2.2, 2.0), (1.1, 1.0)])[1] == pytest.approx((1.1, 1.1))  # rounds that agree: no doubt
+    more = speedup_of([(1.0, 1.0), (1.2, 1.0)] * 4)[1]
+    assert more[1] - more[0] < high - low  # more rounds: narrower
+
+
+def test_the_measurement_goes_on_while_it_cannot_tell_within_its_time() -> None:
+    clear = [(1.5, 1.0), (1.45, 1.0)] * 8  # bf16 x1.47: clear
+    unclear = [(1.15, 1.0), (0.9, 1.0)] * 8  # x1.02 or so: cannot tell
+    assert not measured_enough(clear[: ROUNDS - 1], 1.0, 0.1, MAX_ROUNDS, until_clear=True)  # too few rounds
+    assert measured_enough(clear[:ROUNDS], 1.0, 0.1, MAX_ROUNDS, until_clear=True)
+    slower = [(0.8, 1.0), (0.82, 1.0)] * 8
+    assert measured_enough(slower[:ROUNDS], 1.0, 0.1, MAX_ROUNDS, until_clear=True)  # clear the other way
+    assert not measured_enough(unclear[:ROUNDS], 1.0, 0.1, MAX_ROUNDS, until_clear=True)
+    assert measured_enough(unclear[:ROUNDS], MEASURE_SECONDS - 1, 2.0, MAX_ROUNDS, until_clear=True)  # no time
+    assert measured_enough(unclear[:MAX_ROUNDS], 1.0, 0.1, MAX_ROUNDS, until_clear=True)  # rounds all spent
+    assert not measured_enough(clear[:ROUNDS], 1.0, 0.1, MAX_ROUNDS, until_clear=False)  # the benchmark: all
