@@ -4,11 +4,11 @@
 
 Each preset's model and data are built as `python -m experiments.run --config <preset>` builds them, and
 the same batches (up to `--batches`, about `--seconds` of steps) are trained by Lightning Trainers in
-`32-true` and in `bf16-mixed`, `--repeats` rounds of one of each. Prints the machine, then per preset fp32
-time / bf16-mixed time in total (over the rounds; above 1 where bf16 is faster) with its 90% interval
-(Student's t over the rounds), or `unsupported` where torch cannot run the network in bf16 on
-this CPU (an LSTM on a CPU without native bf16). Beside it: what `--trainer.precision auto` chooses for that
-network here (experiments/precision_probe.py, with its cache as a run uses it: delete
+`32-true` and in `bf16-mixed`, `--repeats` rounds of one of each after one that is not counted. Prints the
+machine, then per preset fp32 time / bf16-mixed time in total (over the rounds; above 1 where bf16 is
+faster) with its 90% interval (Student's t over the rounds), or `unsupported` where torch cannot run the
+network in bf16 on this CPU (an LSTM on a CPU without native bf16). Beside it: what `--trainer.precision auto`
+chooses for that network here (experiments/precision_probe.py, with its cache as a run uses it: delete
 ~/.cache/firstlight/precision.json to measure afresh), the figure it measured itself (blocks of steps of
 each precision within one Trainer, which whole Trainers here check), and the verdict: `ok`, `tie` or
 `SLOWER` (`verdict`).
@@ -94,9 +94,11 @@ def whole_trainers_speedup(
     model: L.LightningModule, data: L.LightningDataModule, steps: int, rounds: int
 ) -> tuple[float, tuple[float, float]]:
     """fp32 time / bf16-mixed time and its interval (`speedup_of`) over `rounds` of `round_seconds` (which
-    precision goes first alternating), every random number generator restored after: the reference that the
-    probe's blocks within one Trainer are judged by."""
+    precision goes first alternating) after one more that is not counted (it pays for each batch shape's first
+    time in each precision, as a run does once), every random number generator restored after: the reference
+    that the probe's blocks within one Trainer are judged by."""
     with random_state_kept(), quiet_trainers():
+        round_seconds(model, data, steps, fp32_first=False)
         timed = [round_seconds(model, data, steps, fp32_first=round_ % 2 == 0) for round_ in range(rounds)]
     return speedup_of(timed)
 

@@ -49,6 +49,7 @@ from experiments.tracking import silenced
 MARGIN = 1.02  # bf16-mixed must be at least 2% faster to be kept: else 32-true, which is exact
 WARMUP = 2  # untimed steps per Trainer, and after each switch of precision
 MIN_STEPS, MAX_STEPS, TIMED_SECONDS = 8, 256, 1.0  # timed steps per block: about 1 s of them
+CHUNKS = 3  # chunks of batches the rounds train in turn; the first CHUNKS rounds are not counted
 ROUNDS, MAX_ROUNDS, MEASURE_SECONDS = 4, 16, 30.0  # rounds of a block of each; more while unclear, within 30 s
 MIN_RUN_STEPS = 200  # a shorter run uses a measurement already cached, but does not measure
 
@@ -146,34 +147,36 @@ class SwitchedAutocast(MixedPrecision):
             yield
 
 
-class TwiceEach:
-    """The batches of `loader`, epoch after epoch, each run of `chunk` of them given twice in a row: the two
-    blocks of a round train on the same batches (a network's step time can depend on a batch's shape)."""
+class ChunksTwice:
+    """The first CHUNKS runs of `chunk` batches of `loader` (its epochs again where it has fewer), each given
+    twice in a row, in turn, round after round: the two blocks of a round train on the same batches (a step's
+    time depends on its batch's shape), and later rounds come back to the same shapes, as a run's epochs do,
+    so that what a shape costs the first time in each precision (oneDNN makes a kernel for each) is paid in
+    the first CHUNKS rounds, which are not counted. CHUNKS is odd: each chunk goes first in both precisions."""
 
     def __init__(self, loader: Iterable[Any], chunk: int) -> None:
         self.loader, self.chunk = loader, chunk
 
-    def endless(self) -> Iterator[Any]:
-        while True:
-            empty = True
-            for batch in self.loader:
-                empty = False
-                yield batch
-            if empty:
-                return
+    def pool(self) -> list[list[Any]]:
+        batches: list[Any] = []
+        while len(batches) < CHUNKS * self.chunk:
+            before = len(batches)
+            batches += itertools.islice(self.loader, CHUNKS * self.chunk - before)
+            if len(batches) == before:  # no batches at all
+                return []
+        return [batches[start : start + self.chunk] for start in range(0, len(batches), self.chunk)]
 
     def __iter__(self) -> Iterator[Any]:
-        batches = self.endless()
-        while chunk := list(itertools.islice(batches, self.chunk)):
+        for chunk in itertools.cycle(self.pool()):
             yield from chunk
             yield from chunk
 
 
 @contextlib.contextmanager
-def each_chunk_twice(data: L.LightningDataModule, chunk: int) -> Iterator[None]:
-    """`data`'s training batches as `TwiceEach` gives them, within the block."""
+def chunks_twice(data: L.LightningDataModule, chunk: int) -> Iterator[None]:
+    """`data`'s training batches as `ChunksTwice` gives them, within the block."""
     loader = data.train_dataloader
-    data.train_dataloader = lambda: TwiceEach(loader(), chunk)  # type: ignore[method-assign]
+    data.train_dataloader = lambda: ChunksTwice(loader(), chunk)  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -217,10 +220,10 @@ def measured_enough(rounds: Rounds, spent: float, last_round: float, most: int, 
 
 class AlternatingBlocks(L.Callback):
     """Switches `autocast` between blocks of WARMUP + `timed` steps, a round being one block of each precision
-    on the same batches (`TwiceEach`), which goes first alternating (32-true, bf16, bf16, 32-true, ...). It
+    on the same batches (`ChunksTwice`), which goes first alternating (32-true, bf16, bf16, 32-true, ...). It
     times the `timed` steps of each block (the first WARMUP after a switch are not), from the start of the
     batch to its end (the fetching, the same in both, is not the network's), keeps each round's seconds in
-    `rounds`, and stops the Trainer once `measured_enough`, at most `most` rounds."""
+    `rounds` (but for the first CHUNKS), and stops the Trainer once `measured_enough`, at most `most` rounds."""
 
     def __init__(self, autocast: SwitchedAutocast, timed: int, most: int, until_clear: bool) -> None:
         self.autocast, self.timed, self.most, self.until_clear = autocast, timed, most, until_clear
@@ -244,7 +247,8 @@ class AlternatingBlocks(L.Callback):
         self.step += 1
         if self.step % (2 * self.block):
             return
-        self.rounds.append((self.seconds[False], self.seconds[True]))
+        if self.step > 2 * self.block * CHUNKS:  # the first CHUNKS rounds pay for each shape's first time
+            self.rounds.append((self.seconds[False], self.seconds[True]))
         self.seconds = {False: 0.0, True: 0.0}
         now = time.perf_counter()
         last_round, self.round_began = now - self.round_began, now
@@ -263,8 +267,9 @@ def bf16_speedup_within(
     after a switch is slower (an LSTM's bf16 steps by a third), so the first WARMUP are not timed."""
     autocast = SwitchedAutocast()
     blocks = AlternatingBlocks(autocast, timed, most, until_clear)
-    with random_state_kept(), quiet_trainers(), each_chunk_twice(data, blocks.block):
-        train_briefly(copy.deepcopy(model), data, 2 * most * blocks.block, plugins=[autocast], callbacks=[blocks])
+    steps = 2 * (CHUNKS + most) * blocks.block
+    with random_state_kept(), quiet_trainers(), chunks_twice(data, blocks.block):
+        train_briefly(copy.deepcopy(model), data, steps, plugins=[autocast], callbacks=[blocks])
     return speedup_of(blocks.rounds)
 
 

@@ -19,6 +19,7 @@ from benchmarks.precision import build_preset, no_run_identity
 from experiments.cli import FirstlightCLI
 from experiments.hardware import PrecisionChoice, cpu_has_native_bf16
 from experiments.precision_probe import (
+    CHUNKS,
     MARGIN,
     MAX_ROUNDS,
     MEASURE_SECONDS,
@@ -168,10 +169,11 @@ def test_rounds_train_the_same_batches_in_blocks_of_each_precision_in_turns(monk
     (trained,) = models
     block = WARMUP + 2
     fp32, bf16 = [False] * block, [True] * block
-    assert trained.in_bf16 == fp32 + bf16 + bf16 + fp32 + fp32 + bf16  # which goes first alternates
-    # each chunk of batches twice, one block of each precision; the ten batches again when they run out
-    chunks = [list(range(start, start + block)) for start in (0, block)] + [[8, 9, 0, 1]]
-    assert trained.batches == [number for chunk in chunks for number in chunk * 2]
+    assert trained.in_bf16 == (fp32 + bf16 + bf16 + fp32) * 3  # CHUNKS + 3 rounds; which goes first alternates
+    # each of CHUNKS chunks of the first batches twice (the ten again where they run out), one block of each
+    # precision, and the chunks again, in turn
+    chunks = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
+    assert CHUNKS == 3 and trained.batches == [number for chunk in chunks * 2 for number in chunk * 2]
     assert speedup > 0 and model.in_bf16 == []  # a copy trained, not the model
 
 
