@@ -148,7 +148,9 @@ def train_tokenizer(kind: TokenizerKind, texts: list[str], vocab_size: int = 800
         tokenizer = HFTokenizer(models.WordLevel(unk_token="<unk>"))
         tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
         tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-        trainer: Any = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), min_frequency=2)
+        trainer: Any = trainers.WordLevelTrainer(
+            vocab_size=vocab_size, special_tokens=list(SPECIALS), min_frequency=2, show_progress=False
+        )
     else:
         tokenizer = HFTokenizer(models.BPE(unk_token="<unk>"))
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -157,6 +159,7 @@ def train_tokenizer(kind: TokenizerKind, texts: list[str], vocab_size: int = 800
             vocab_size=vocab_size,
             special_tokens=list(SPECIALS),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,  # its bars become blank lines in the run's output where it is not a terminal
         )
     tokenizer.train_from_iterator(texts, trainer)
     return SubwordTokenizer(tokenizer)

@@ -151,8 +151,8 @@ class ChunksTwice:
     """The first CHUNKS runs of `chunk` batches of `loader` (its epochs again where it has fewer), each given
     twice in a row, in turn, round after round: the two blocks of a round train on the same batches (a step's
     time depends on its batch's shape), and later rounds come back to the same shapes, as a run's epochs do,
-    so that what a shape costs the first time in each precision (oneDNN makes a kernel for each) is paid in
-    the first CHUNKS rounds, which are not counted. CHUNKS is odd: each chunk goes first in both precisions."""
+    so that what a shape costs the first time it is met in each precision is paid in the first CHUNKS rounds,
+    which are not counted. CHUNKS is odd: each chunk goes first in both precisions."""
 
     def __init__(self, loader: Iterable[Any], chunk: int) -> None:
         self.loader, self.chunk = loader, chunk
