@@ -1,14 +1,15 @@
 """fp32 against bf16 mixed precision on this machine's CPU: training steps of every preset's network.
 
-    python -m benchmarks.precision [--batches 160] [--seconds 4] [--repeats 5] [--presets cnn_digits ...]
+    python -m benchmarks.precision [--batches 400] [--seconds 4] [--repeats 5] [--presets cnn_digits ...]
 
 Each preset's model and data are built as `python -m experiments.run --config <preset>` builds them, and
 the same batches (up to `--batches`, about `--seconds` of steps) are trained by Lightning Trainers in
-`32-true` and in `bf16-mixed`, `--repeats` rounds of one of each after one that is not counted. Prints the
-machine, then per preset fp32 time / bf16-mixed time in total (over the rounds; above 1 where bf16 is
-faster) with its 90% interval (Student's t over the rounds), or `unsupported` where torch cannot run the
-network in bf16 on this CPU (an LSTM on a CPU without native bf16). Beside it: what `--trainer.precision auto`
-chooses for that network here (experiments/precision_probe.py, with its cache as a run uses it: delete
+`32-true` and in `bf16-mixed`, `--repeats` rounds of one of each after one that is not counted; the rounds
+go through the presets in turn, so that each preset's are spread over the whole run. Prints the machine,
+then per preset fp32 time / bf16-mixed time in total (over the rounds; above 1 where bf16 is faster) with
+its 90% interval (Student's t over the rounds), or `unsupported` where torch cannot run the network in bf16
+on this CPU (an LSTM on a CPU without native bf16). Beside it: what `--trainer.precision auto` chooses for
+that network here (experiments/precision_probe.py, with its cache as a run uses it: delete
 ~/.cache/firstlight/precision.json to measure afresh), the figure it measured itself (blocks of steps of
 each precision within one Trainer, which whole Trainers here check), and the verdict: `ok`, `tie` or
 `SLOWER` (`verdict`).
@@ -21,10 +22,12 @@ import contextlib
 import copy
 import logging
 import os
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import lightning as L
 import torch
@@ -94,17 +97,20 @@ def round_seconds(model: L.LightningModule, data: L.LightningDataModule, steps: 
     return totals["32-true"], totals["bf16-mixed"]
 
 
-def whole_trainers_speedup(
-    model: L.LightningModule, data: L.LightningDataModule, steps: int, rounds: int
-) -> tuple[float, tuple[float, float]]:
-    """fp32 time / bf16-mixed time and its interval (`speedup_of`) over `rounds` of `round_seconds` (which
-    precision goes first alternating) after one more that is not counted (it pays for each batch shape's first
-    time in each precision, as a run does once), every random number generator restored after: the reference
-    that the probe's blocks within one Trainer are judged by."""
-    with random_state_kept(), quiet_trainers():
-        round_seconds(model, data, steps, fp32_first=False)
-        timed = [round_seconds(model, data, steps, fp32_first=round_ % 2 == 0) for round_ in range(rounds)]
-    return speedup_of(timed)
+@dataclass
+class Timed:
+    """A preset's model and data, the batches each Trainer trains, auto's choice and the rounds timed so far."""
+
+    model: L.LightningModule
+    data: L.LightningDataModule
+    steps: int
+    auto: str
+    chose: str
+    rounds: list[Round] = field(default_factory=list)
+
+    def time_round(self, fp32_first: bool) -> Round:
+        with random_state_kept(), quiet_trainers():
+            return round_seconds(self.model, self.data, self.steps, fp32_first)
 
 
 def bf16_fails(model: L.LightningModule, data: L.LightningDataModule) -> str:
@@ -128,7 +134,7 @@ def verdict(choice: str, speedup: float, low: float, high: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=160, help="batches per Trainer, at most --seconds of them")
+    parser.add_argument("--batches", type=int, default=400, help="batches per Trainer, at most --seconds of them")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds of steps per Trainer (at least 8 steps)")
     parser.add_argument("--repeats", type=int, default=5, help="Trainers of each precision per preset")
     parser.add_argument("--presets", nargs="+", default=preset_names(), choices=preset_names())
@@ -137,20 +143,33 @@ def main() -> None:
     print(machine_summary())
     print(f"torch {torch.__version__}; fp32 time / bf16-mixed time of the same batches, {args.repeats} rounds of a")
     print("Trainer of each precision (90% interval); auto's choice (its own figure, and how long it took), verdict")
+    rows, timed = {}, {}
     for preset in args.presets:
+        print(f"{preset}: auto's choice, the batches to time", file=sys.stderr, flush=True)
         model, data = build_preset(preset)
         auto, measured = auto_choice(model, data)
         chose = f"auto {auto.precision:10s} ({measured})"
         unsupported = bf16_fails(model, data)
         if unsupported:  # torch has no bf16 kernel for a layer on this CPU
-            print(f"{preset:27s} bf16-mixed unsupported ({unsupported})  {chose} ok")
+            rows[preset] = f"{preset:27s} bf16-mixed unsupported ({unsupported})  {chose} ok"
             continue
-        steps = min(args.batches, timed_steps(model, data, args.seconds))
-        speedup, (low, high) = whole_trainers_speedup(model, data, steps, args.repeats)
-        print(
-            f"{preset:27s} {steps:3d} batches x{speedup:.2f} (x{low:.2f}-x{high:.2f})  "
-            f"{chose} {verdict(auto.precision, speedup, low, high)}"
+        timed[preset] = Timed(
+            model, data, min(args.batches, timed_steps(model, data, args.seconds)), auto.precision, chose
         )
+        timed[preset].time_round(fp32_first=False)  # not counted: it pays for each shape's first time
+    # one round of each preset in turn: each preset's rounds are spread over the whole run, so that their interval
+    # holds the machine's drift over minutes too (a network near parity measures x0.87 one minute, x1.02 the next)
+    for round_ in range(args.repeats):
+        print(f"round {round_ + 1} of {args.repeats}", file=sys.stderr, flush=True)
+        for preset in timed.values():
+            preset.rounds.append(preset.time_round(fp32_first=round_ % 2 == 0))
+    for name, preset in timed.items():
+        speedup, (low, high) = speedup_of(preset.rounds)
+        rows[name] = (
+            f"{name:27s} {preset.steps:3d} batches x{speedup:.2f} (x{low:.2f}-x{high:.2f})  "
+            f"{preset.chose} {verdict(preset.auto, speedup, low, high)}"
+        )
+    print("\n".join(rows[preset] for preset in args.presets))
 
 
 if __name__ == "__main__":
