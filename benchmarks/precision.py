@@ -84,8 +84,9 @@ def auto_choice(model: L.LightningModule, data: L.LightningDataModule) -> tuple[
         return machine, "no native bf16"
     started = time.perf_counter()
     speedup = measured_speedup(model, data)
-    measured = f"x{speedup:.2f} in {time.perf_counter() - started:.0f} s"
-    return network_choice(speedup, model, machine), "not measured" if speedup is None else measured
+    if speedup is None:
+        return machine, "not measured"
+    return network_choice(speedup, model, machine), f"x{speedup:.2f} in {time.perf_counter() - started:.0f} s"
 
 
 def round_seconds(model: L.LightningModule, data: L.LightningDataModule, steps: int, fp32_first: bool) -> Round:

@@ -226,7 +226,7 @@ class AlternatingBlocks(L.Callback):
     `rounds` (but for the first CHUNKS), and stops the Trainer once `measured_enough`, at most `most` rounds."""
 
     def __init__(self, autocast: SwitchedAutocast, timed: int, most: int, until_clear: bool) -> None:
-        self.autocast, self.timed, self.most, self.until_clear = autocast, timed, most, until_clear
+        self.autocast, self.most, self.until_clear = autocast, most, until_clear
         self.block = WARMUP + timed
         self.step, self.began = 0, 0.0
         self.seconds = {False: 0.0, True: 0.0}  # of the round's timed steps, by bf16

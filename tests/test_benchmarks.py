@@ -208,3 +208,15 @@ def test_language_model_side_by_side_prints_both_steps_and_losses(tmp_path: Path
     # they may take fewer (1 step leaves the loss near 8.6): only a run of 12 steps must have learnt.
     assert steps[0] == 12 and 1 <= steps[1] <= 12 and steps[2] >= 1, out
     assert all(0 < loss < (5 if count >= 12 else 20) for count, loss in zip(steps, losses, strict=True)), out
+
+
+def test_the_precision_benchmark_reports_a_measurement_that_failed_as_not_measured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import benchmarks.precision as precision
+    from experiments.hardware import PrecisionChoice
+
+    machine = PrecisionChoice("bf16-mixed", "this CPU has native bf16")
+    monkeypatch.setattr(precision, "resolve_precision", lambda *args: machine)
+    monkeypatch.setattr(precision, "measured_speedup", lambda *args: None)  # a measurement that failed
+    assert precision.auto_choice(None, None) == (machine, "not measured")  # type: ignore[arg-type]
