@@ -23,6 +23,7 @@ EXTRAS = {
     "onnxscript": "export",
     "onnxruntime": "export",  # runs the exported file to check it
     "statsmodels": "series",  # the built-in time series (sunspots, nile, co2, elnino)
+    "timm": "pretrained",  # image backbones for ImageNet weights
 }
 
 

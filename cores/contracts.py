@@ -30,6 +30,18 @@ class Core(HyperparametersMixin, nn.Module):
         """The core as plain data, `{"class_path": ..., "init_args": {...}}`: how checkpoints name it."""
         return {"class_path": f"{type(self).__module__}.{type(self).__qualname__}", "init_args": dict(self.hparams)}
 
+    def layer_depths(self) -> dict[str, int]:
+        """Parameter name -> how many layers below the output it is (0: the head; the default for names left
+        out), for layer-wise learning rates (`--model.lr_decay`). Pretrained cores say; others need not."""
+        return {}
+
+
+def layer_depths(net: nn.Module) -> dict[str, int]:
+    """How many layers below the output each parameter of `net` is, by name (`Core.layer_depths`); {} where
+    the core does not say (all at the output's depth)."""
+    depths = getattr(net, "layer_depths", None)
+    return depths() if callable(depths) else {}
+
 
 class ClassifierCore(Core):
     """Inputs (images (B, C, H, W), or token ids (B, T) padded with `pad_id`) -> class logits (B, num_classes)."""

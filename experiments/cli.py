@@ -8,6 +8,7 @@ import inspect
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import lightning as L
@@ -35,6 +36,7 @@ from callbacks.time_budget import ScheduleFollowsTimeBudget
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
 from experiments.hardware import check_bf16_on_cpu, device_kind, resolve_precision
 from experiments.help import DESCRIPTION, PROG, clean_markup
+from experiments.init_from import init_from
 from experiments.precision_probe import measured_speedup, network_choice, worth_measuring
 from experiments.renamed import renamed_hint
 from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV, choose_run
@@ -271,7 +273,15 @@ class FirstlightCLI(LightningCLI):
         self.config_init = self.parser.instantiate_classes(rest)
         self.config_init.data = self.datamodule
         self.model = self.config_init.model
+        self.init_note = self.start_from_another_run()
         self.trainer = self.instantiate_trainer()
+
+    def start_from_another_run(self) -> str:
+        """`--model.init_from`: the earlier run's weights that fit, copied in; a resumed run has its own."""
+        reference = getattr(self.model, "init_from", None)
+        if not reference or self.resume_from:
+            return ""
+        return init_from(self.model, reference, Path(self.config.run.root))
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = self.config.trainer
@@ -282,6 +292,8 @@ class FirstlightCLI(LightningCLI):
         )
         if loading := getattr(self.datamodule, "loading_note", str)():
             precision_note += f"\n{loading}"
+        if self.init_note:
+            precision_note += f"\n{self.init_note}"
         options = RunOptions(**self.config.run)
         options.name = options.name or self.default_name
         no_validation = missing_stage(self.model, self.datamodule, "validation")

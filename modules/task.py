@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
-from cores.contracts import Core, build_core
+from cores.contracts import Core, build_core, layer_depths
 from modules.metrics import WeightedMean
 from modules.optim import (
     OptimizerName,
@@ -65,6 +65,13 @@ class TaskModule(L.LightningModule):
         compile: compile the core network (`net`) with torch.compile, in place, so checkpoints keep plain
             parameter names (no `_orig_mod.` prefix) and load into an uncompiled model. Pays off on GPUs;
             on CPUs compiling costs more than it saves for these small models.
+        lr_decay: layer-wise learning-rate decay for fine-tuning: a parameter d layers below the output learns
+            at lr * lr_decay ** d (the core says how deep each is: `Core.layer_depths`), so the new head learns
+            fastest and the pretrained embeddings slowest. 1: one rate for all.
+        init_from: start from the weights of an earlier run: its directory, run id, a .ckpt file or a W&B model
+            artifact (wandb:entity/project/model-RUNID:best). Tensors of the same name and shape are loaded;
+            the others (a head for another number of classes) are listed at the start and left as initialised.
+            A checkpoint of another core is refused. Weights only: the optimizer and the epoch start afresh.
     """
 
     def __init__(
@@ -81,6 +88,8 @@ class TaskModule(L.LightningModule):
         l1: float = 0.0,
         l2: float = 0.0,
         compile: bool = False,
+        lr_decay: float = 1.0,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.net = build_core(net)  # a checkpoint gives the core as plain data: {"class_path", "init_args"}
@@ -89,6 +98,7 @@ class TaskModule(L.LightningModule):
             check_range(name, value, 0.0)
         check_range("momentum", momentum, 0.0, 1.0)
         check_range("warmup_fraction", warmup_fraction, 0.0, 1.0)
+        check_range("lr_decay", lr_decay, 0.0, 1.0, low_open=True)
         if nesterov and (optimizer != "sgd" or momentum == 0):
             raise ConfigError("nesterov needs optimizer 'sgd' with momentum > 0")
         # The task's arguments and its subclass's, the core as plain data; the tracker gets the whole nested
@@ -107,6 +117,8 @@ class TaskModule(L.LightningModule):
         self.l1 = l1
         self.l2 = l2
         self.compile_net = compile
+        self.lr_decay = lr_decay
+        self.init_from = init_from  # applied by the command (experiments/init_from.py), not by a checkpoint's load
         # Epoch means of per-batch values ("val/loss", ...) as sums and counts on the model's device, reduced
         # across processes once, at the end of the epoch: the exact mean over all examples whatever the shards
         # and batch sizes (a mean of per-rank means is not), and no host sync or `self.log` per step.
@@ -265,8 +277,18 @@ class TaskModule(L.LightningModule):
         # bf16, which needs no unscaling, from fp16 with its scaler), so that combination stays unfused.
         clipped = bool(self.trainer.gradient_clip_val)
         fused = not (clipped and isinstance(self.trainer.precision_plugin, MixedPrecision))
+        depths = {f"net.{name}": depth for name, depth in layer_depths(self.net).items()}
         optimizer = build_optimizer(
-            self, self.optimizer_name, self.lr, self.weight_decay, self.momentum, self.nesterov, self.betas, fused
+            self,
+            self.optimizer_name,
+            self.lr,
+            self.weight_decay,
+            self.momentum,
+            self.nesterov,
+            self.betas,
+            fused,
+            depths=depths,
+            lr_decay=self.lr_decay,
         )
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = build_scheduler(optimizer, self.scheduler_name, total_steps, self.warmup_fraction)

