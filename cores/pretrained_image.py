@@ -113,6 +113,12 @@ class PretrainedImageClassifier(ClassifierCore):
                 f"unknown, {len(reshaped)} of another shape (e.g. {key})"
             )
         self.backbone.load_state_dict(body, strict=False)
+        if not same_head:  # a new head starts at zero: every class equally likely, and no large random
+            # gradients into the pretrained features in the first steps (torch's default init gives logits of
+            # several units, a loss of 5-6 for 10 classes)
+            layer = getattr(self.backbone, head)
+            torch.nn.init.zeros_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
         if heads and not same_head:
             warnings.warn(
                 f"{source} classifies into its own classes ({head}); a new head for the data's "

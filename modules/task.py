@@ -10,6 +10,7 @@ are saved as plain data, so checkpoints load with `torch.load(weights_only=True)
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, cast
@@ -47,6 +48,20 @@ class ExportInputs:
     usage: str | None = None
 
 
+def freeze_parameters(net: nn.Module, prefixes: list[str]) -> None:
+    """Parameters of `net` named `prefix` or `prefix.*` stop training; a prefix that names none is refused."""
+    parameters = dict(net.named_parameters())
+    for prefix in prefixes:
+        chosen = [param for name, param in parameters.items() if name == prefix or name.startswith(f"{prefix}.")]
+        if not chosen:
+            prefixes_known = {name.rsplit(".", depth)[0] for name in parameters for depth in range(name.count("."))}
+            close = difflib.get_close_matches(prefix, prefixes_known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see the names in a checkpoint's state_dict"
+            raise ConfigError(f"--model.freeze {prefix!r} names no parameter of the core; {hint}")
+        for param in chosen:
+            param.requires_grad_(False)
+
+
 class TaskModule(L.LightningModule):
     """What all tasks share: the core, its optimizer and schedule, weight penalties, epoch metrics.
 
@@ -68,6 +83,10 @@ class TaskModule(L.LightningModule):
         lr_decay: layer-wise learning-rate decay for fine-tuning: a parameter d layers below the output learns
             at lr * lr_decay ** d (the core says how deep each is: `Core.layer_depths`), so the new head learns
             fastest and the pretrained embeddings slowest. 1: one rate for all.
+        freeze: parameters of the core to keep as they are (not trained), by name or name prefix, e.g.
+            `[model.bert.embeddings.word_embeddings]`: a pretrained vocabulary's embeddings, so that words the
+            training data lacks keep their pretrained meaning. `python -m experiments.run ... --print_config`
+            and the checkpoint's state_dict name them.
         init_from: start from the weights of an earlier run: its directory, run id, a .ckpt file or a W&B model
             artifact (wandb:entity/project/model-RUNID:best). Tensors of the same name and shape are loaded;
             the others (a head for another number of classes) are listed at the start and left as initialised.
@@ -89,6 +108,7 @@ class TaskModule(L.LightningModule):
         l2: float = 0.0,
         compile: bool = False,
         lr_decay: float = 1.0,
+        freeze: list[str] | None = None,
         init_from: str | None = None,
     ) -> None:
         super().__init__()
@@ -118,6 +138,7 @@ class TaskModule(L.LightningModule):
         self.l2 = l2
         self.compile_net = compile
         self.lr_decay = lr_decay
+        freeze_parameters(self.net, freeze or [])
         self.init_from = init_from  # applied by the command (experiments/init_from.py), not by a checkpoint's load
         # Epoch means of per-batch values ("val/loss", ...) as sums and counts on the model's device, reduced
         # across processes once, at the end of the epoch: the exact mean over all examples whatever the shards

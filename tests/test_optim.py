@@ -156,3 +156,49 @@ def test_hyperparameters_are_plain_data() -> None:
     assert model.hparams["optimizer"] == "sgd" and model.hparams["lr"] == 0.1
     assert model.hparams["net"]["class_path"] == "cores.cnn.CNNClassifier"
     assert model.hparams["net"]["init_args"]["dropout"] == 0.3
+
+
+def test_layerwise_learning_rates_fall_by_lr_decay_per_layer_below_the_head() -> None:
+    net = small_net()
+    depths = {"0.weight": 2, "0.bias": 2, "1.weight": 1, "1.bias": 1}  # the linear head "3.*" is left at 0
+    optimizer = build_optimizer(net, "adamw", 0.1, 0.01, 0.9, False, (0.9, 0.999), depths=depths, lr_decay=0.5)
+    by_name = {group["name"]: group for group in optimizer.param_groups}
+    assert by_name["weights_depth0"]["lr"] == pytest.approx(0.1)
+    assert by_name["biases_and_norms_depth1"]["lr"] == pytest.approx(0.05)
+    assert by_name["weights_depth2"]["lr"] == pytest.approx(0.025)
+    assert by_name["weights_depth2"]["weight_decay"] == 0.01 and by_name["biases_and_norms_depth2"]["weight_decay"] == 0
+    grouped = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in net.parameters())  # each parameter once
+    # A cosine schedule scales every group's own rate: the ratios between layers hold all along.
+    scheduler = build_scheduler(optimizer, "cosine", total_steps=10, warmup_fraction=0.2)
+    for _ in range(4):
+        optimizer.step()
+        scheduler.step()
+    rates = {group["name"]: group["lr"] for group in optimizer.param_groups}
+    assert rates["weights_depth2"] == pytest.approx(rates["weights_depth0"] * 0.25)
+
+
+def test_without_decay_or_depths_there_is_one_rate_for_all() -> None:
+    net = small_net()
+    optimizer = build_optimizer(net, "adamw", 0.1, 0.01, 0.9, False, (0.9, 0.999), depths={"0.weight": 3})
+    assert [group["name"] for group in optimizer.param_groups] == ["weights", "biases_and_norms"]
+
+
+def test_freeze_keeps_the_named_parameters_out_of_training() -> None:
+    task = classifier(freeze=["features.0.0"])
+    frozen = {name for name, param in task.net.named_parameters() if not param.requires_grad}
+    assert frozen == {"features.0.0.weight"}  # the first convolution (without bias: batch norm follows)
+    optimized = {id(p) for group in split_decay_groups(task) for p in group}
+    assert id(task.net.features[0][0].weight) not in optimized
+
+
+def test_freeze_refuses_a_name_of_no_parameter_with_the_nearest() -> None:
+    with pytest.raises(
+        ConfigError, match=r"'featurs\.0\.0' names no parameter of the core; did you mean 'features\.0\.0'"
+    ):
+        classifier(freeze=["featurs.0.0"])
+
+
+def test_lr_decay_is_a_share_of_the_rate() -> None:
+    with pytest.raises(ConfigError, match="lr_decay"):
+        classifier(lr_decay=1.5)
