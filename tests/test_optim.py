@@ -202,3 +202,29 @@ def test_freeze_refuses_a_name_of_no_parameter_with_the_nearest() -> None:
 def test_lr_decay_is_a_share_of_the_rate() -> None:
     with pytest.raises(ConfigError, match="lr_decay"):
         classifier(lr_decay=1.5)
+
+
+def test_mixup_mixes_each_image_with_another_and_the_loss_with_both_labels() -> None:
+    from modules.classification import mixed
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(6, 1, 8, 8), torch.arange(6)
+    blended, first, second, share = mixed(images, labels, alpha=0.4)
+    assert 0 <= share <= 1 and torch.equal(first, labels)
+    assert sorted(second.tolist()) == labels.tolist()  # a permutation of the batch's labels
+    assert torch.allclose(blended, share * images + (1 - share) * images[second])  # labels are the indices here
+    task = classifier(mixup=0.4)
+    torch.manual_seed(1)
+    loss = task.shared_step((images, labels), "train")
+    torch.manual_seed(1)  # the same draw, by hand
+    blended, first, second, share = mixed(images, labels, 0.4)
+    logits = task.net(blended)
+    expected = share * task.loss_fn(logits, first) + (1 - share) * task.loss_fn(logits, second)
+    assert torch.allclose(loss, expected)
+    task.eval()  # no dropout: evaluation sees the images as they are
+    assert torch.allclose(task.shared_step((images, labels), "val"), task.loss_fn(task.net(images), labels))
+
+
+def test_mixup_refuses_token_inputs() -> None:
+    with pytest.raises(ConfigError, match="token ids cannot be mixed"):
+        classifier(mixup=0.2, pad_id=0)
