@@ -37,6 +37,8 @@ LONG_PRESETS = {
     "lstm_shakespeare",
     "transformer_shakespeare",
     "transformer_reverse",
+    "minilm_sentiment",  # a pretrained 22.7 M-parameter encoder
+    "efficientnet_fashion_mnist",  # a pretrained backbone at 96 px
 }
 
 
