@@ -31,7 +31,8 @@ class PretrainedImageClassifier(ClassifierCore):
     """Images (B, C, H, W) with pixels in [0, 1] -> class logits (B, num_classes), through a `timm` backbone.
 
     Args:
-        image_shape: (channels, height, width) of the data's images; from the datamodule. 1 or 3 channels.
+        image_shape: (channels, height, width) of the data's images; from the datamodule. Colour (3 channels)
+            goes in as it is; other images are averaged to grey, repeated in each of the 3 channels.
         num_classes: number of classes; from the datamodule. Unless it is the pretrained head's (ImageNet's
             1000), that head is replaced by a new one, randomly initialised.
         standardized: whether the data standardised the pixels; from the datamodule. The backbone normalises
@@ -65,8 +66,7 @@ class PretrainedImageClassifier(ClassifierCore):
         self.save_hyperparameters()
         check_range("num_classes", num_classes, 2)
         check_range("dropout", dropout, 0.0, 0.999)
-        if image_shape[0] not in (1, 3):
-            raise ConfigError(f"a pretrained backbone takes 1 or 3 channels; the data's images have {image_shape[0]}")
+        check_range("channels", image_shape[0], 1)
         if standardized:
             raise ConfigError(
                 "the pretrained backbone normalises images with the statistics it was trained with; give the data "
@@ -135,8 +135,8 @@ class PretrainedImageClassifier(ClassifierCore):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[1] == 1:  # grey: the same image in each of the backbone's 3 channels
-            images = images.expand(-1, 3, -1, -1)
+        if images.shape[1] != 3:  # grey (or other channels, averaged to grey): the same image in all 3
+            images = images.mean(1, keepdim=True).expand(-1, 3, -1, -1)
         if images.shape[-2:] != (self.input_size, self.input_size):
             shrinking = min(images.shape[-2:]) > self.input_size  # antialiased only when it loses detail
             images = F.interpolate(

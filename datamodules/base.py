@@ -15,19 +15,23 @@ class DataModule(L.LightningDataModule):
     `vocab_size`, `pad_id`, ...). The command gives each to the task and to its core wherever their
     `__init__` takes an argument of that name, so neither the user nor the CLI repeats them; a datamodule
     with a new fact declares it here, next to the property, and a core takes an argument of that name.
+    `optional_facts` are given the same way, to the cores that take them, while most need not (whether
+    images are standardised: a pretrained backbone that normalises them itself checks it).
 
     Printing describes the settings only: Lightning's own `__str__` builds every dataloader, which would
     load the data just to show it.
     """
 
     model_facts: ClassVar[tuple[str, ...]] = ()
+    optional_facts: ClassVar[tuple[str, ...]] = ()
     # What new inputs `encode_inputs` takes (`python -m experiments.predict`): "images", "audio", "texts",
     # "sequences" (biological, as letters), "series" (a table of past values); "" where it takes none.
     input_kind: ClassVar[str] = ""
 
     def facts(self) -> dict[str, Any]:
-        """The values of `model_facts` (reading them may load the data or train a tokenizer)."""
-        return {name: getattr(self, name) for name in self.model_facts}
+        """The values of `model_facts` and `optional_facts` (reading them may load the data or train a
+        tokenizer)."""
+        return {name: getattr(self, name) for name in (*self.model_facts, *self.optional_facts)}
 
     def inference_state(self) -> dict[str, Any]:
         """What turning new inputs into model inputs (and outputs into answers) needs beyond the datamodule's

@@ -125,7 +125,8 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
             few); validation and test splits stay whole.
     """
 
-    model_facts = ("image_shape", "num_classes", "standardized")
+    model_facts = ("image_shape", "num_classes")
+    optional_facts = ("standardized",)
     input_kind = "images"
     eval_batch_factor = 4  # as InMemoryDataModule's evaluation batches
 

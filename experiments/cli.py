@@ -356,7 +356,8 @@ def with_precision(config_yaml: str, precision: str) -> str:
 
 def without_facts(config_yaml: str, data: Namespace) -> str:
     """The config without the model arguments that the data fills in (their defaults would mislead)."""
-    facts = getattr(import_class(data.class_path), "model_facts", ())
+    data_class = import_class(data.class_path)
+    facts = (*getattr(data_class, "model_facts", ()), *getattr(data_class, "optional_facts", ()))
     config = yaml.safe_load(config_yaml)
     model = config.get("model") or {}
     for component in (model, (model.get("init_args") or {}).get("net")):

@@ -157,19 +157,23 @@ class Line:
     core: str
     task: Task
     settings: dict[str, Any] = field(default_factory=dict)
+    # Whether the batch it overfit is also learnt in eval mode. Not for a deep batch-norm network (a pretrained
+    # backbone): 40 steps at 1e-2 move its weights faster than its running statistics follow; its eval mode is
+    # checked on real photos in test_pretrained_image.
+    learnt_in_eval_mode: bool = True
 
     @property
     def id(self) -> str:
         variant = "-".join(
             str(value)
             for key, value in self.settings.items()
-            if key in ("cell", "pooling", "positional", "architecture")
+            if key in ("cell", "pooling", "positional", "architecture", "backbone")
         )
         return self.core.rpartition(".")[2] + (f"-{variant}" if variant else "")
 
 
-def line(core: str, task: Task, **settings: Any) -> Any:
-    entry = Line(core, task, settings)
+def line(core: str, task: Task, learnt_in_eval_mode: bool = True, **settings: Any) -> Any:
+    entry = Line(core, task, settings, learnt_in_eval_mode)
     return pytest.param(entry, id=entry.id)
 
 
@@ -184,6 +188,13 @@ LINES = [
     line("cores.cnn.CNNClassifier", IMAGES, channels=(8, 16), hidden_dim=32, dropout=0.0),
     line("cores.vit.ViTClassifier", IMAGES, patch_size=4, dim=32, num_layers=2, num_heads=4),
     line("cores.vit.ViTClassifier", IMAGES, patch_size=2, dim=32, num_heads=4, pooling="cls"),
+    line(
+        "cores.pretrained_image.PretrainedImageClassifier",
+        IMAGES,
+        learnt_in_eval_mode=False,
+        input_size=32,
+        dropout=0.0,
+    ),
     line("cores.frame_rnn.FrameRNNClassifier", IMAGES, hidden_dim=16, frame_stack=2, dropout=0.0),
     line("cores.frame_rnn.FrameRNNClassifier", IMAGES, hidden_dim=16, cell="gru", pooling="final", dropout=0.0),
     line("cores.recurrent.RNNClassifier", TEXT, embed_dim=16, hidden_dim=16, cell="lstm", dropout=0.0),
@@ -383,7 +394,8 @@ def test_core_keeps_its_task_contract(entry: Line, tmp_path: Path) -> None:
     assert last < 0.3 * first, f"loss {first:.3f} -> {last:.3f} in {OVERFIT_STEPS} steps on one batch"
 
     task.eval()
-    if task_kind.contract is ClassifierCore:  # in eval mode too (batch norm's running statistics, no dropout)
+    # In eval mode too (batch norm's running statistics, no dropout).
+    if task_kind.contract is ClassifierCore and entry.learnt_in_eval_mode:
         with torch.no_grad():
             assert torch.equal(core(batch[0]).argmax(-1), batch[1]), "every example of the batch learnt"
     if task_kind.contract is Seq2SeqCore:
@@ -393,7 +405,7 @@ def test_core_keeps_its_task_contract(entry: Line, tmp_path: Path) -> None:
     checkpoint = torch.load(path, weights_only=True, map_location="cpu")  # plain data and tensors only
     assert checkpoint["hyper_parameters"]["net"] == core.config()
     loaded = task_kind.task_class.load_from_checkpoint(path, weights_only=True, map_location="cpu")
-    assert type(loaded.net) is cls and dict(loaded.net.hparams) == dict(core.hparams)
+    assert type(loaded.net) is cls and loaded.net.config() == core.config()  # as the checkpoint describes it
     task_settings = {key: value for key, value in task.hparams.items() if key != "net"}
     assert {key: value for key, value in loaded.hparams.items() if key != "net"} == task_settings
     loaded.eval()

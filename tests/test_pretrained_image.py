@@ -116,7 +116,6 @@ def test_standardised_data_is_refused_with_the_fix() -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"image_shape": (4, 28, 28)}, "1 or 3 channels"),
         ({"backbone": "efficientnet_lite9"}, "not a timm architecture"),
         ({"backbone": "resnet18"}, "are not resnet18's"),  # weights of another architecture
     ],
