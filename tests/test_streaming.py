@@ -100,7 +100,7 @@ def test_prepare_records_the_split_classes_and_the_exact_statistics_of_the_train
 def test_streamed_batches_hold_the_same_images_as_the_in_memory_path(folder: Path, prepared: Path) -> None:
     streamed = ImageDataModule(dataset="folder", data_dir=str(prepared), batch_size=8, workers=0)
     in_memory = ImageDataModule(dataset="folder", data_dir=str(folder), batch_size=8, loading="memory")
-    assert streamed.facts() == in_memory.facts() == {"image_shape": (3, 24, 24), "num_classes": 4}
+    assert streamed.facts() == in_memory.facts() == {"image_shape": (3, 24, 24), "num_classes": 4, "standardized": True}
     for split in ("val_dataloader", "test_dataloader"):
         streamed_images = torch.cat([batch[0] for batch in getattr(streamed, split)()])
         memory_images = torch.cat([batch[0] for batch in getattr(in_memory, split)()])
@@ -305,7 +305,7 @@ def test_a_folder_too_big_for_memory_streams_from_shards_prepared_in_the_cache(
     monkeypatch.setenv("FIRSTLIGHT_DATA", str(tmp_path / "cache"))
     monkeypatch.setattr("datamodules.image.available_memory", lambda: 10_000)  # a machine with 10 KB to spare
     data = ImageDataModule(dataset="folder", data_dir=str(folder), batch_size=8, workers=0)
-    assert data.facts() == {"image_shape": (3, 24, 24), "num_classes": 4}
+    assert data.facts() == {"image_shape": (3, 24, 24), "num_classes": 4, "standardized": True}
     assert data.shards is not None and data.shards.parent == tmp_path / "cache" / "prepared"
     note = data.loading_note()
     assert note.startswith("data: streaming: in memory it would take about") and "GB available" in note
