@@ -16,6 +16,7 @@ beside them (a truncated or altered cache is set up again from the package).
 from __future__ import annotations
 
 import difflib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -103,7 +104,17 @@ def packaged_folder(reference: str, cache: Path | None = None) -> Path:
     source = package_file(name, entry)
     check_sha256(source, entry.sha256, f"{source} (of {entry.distribution})", reinstall=entry.distribution)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder.parent))
+    # One process sets it up; the others of the machine (test workers, DDP ranks) wait, then find it intact.
+    with open(folder.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not intact(folder):
+            set_up(source, entry, folder)
+    return folder
+
+
+def set_up(source: Path, entry: Packaged, folder: Path) -> None:
+    """The package's file as the cache folder `folder`, staged under a temporary name, renamed once complete."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         if entry.members:
             extract_members(source, entry, staging)
@@ -111,12 +122,14 @@ def packaged_folder(reference: str, cache: Path | None = None) -> Path:
             CONVERTERS[str(entry.convert)](source, staging / "model.safetensors")
         sums = {path.name: sha256_of(path) for path in sorted(staging.iterdir())}
         (staging / SUMS).write_text(json.dumps(sums, indent=1) + "\n")
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        staging.chmod(0o755)
         if folder.exists():  # a damaged earlier set-up: replaced whole
             shutil.rmtree(folder)
         os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return folder
 
 
 def pretrained_cache() -> Path:

@@ -18,6 +18,11 @@ from validation import ConfigError
 pytest.importorskip("timm")  # the pretrained extra
 
 
+def written_in(cache: Path) -> list[str]:
+    """What the cache holds, but the lock files by which processes take turns to set it up."""
+    return sorted(path.name for path in cache.iterdir() if path.suffix != ".lock") if cache.exists() else []
+
+
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FIRSTLIGHT_PRETRAINED", str(tmp_path / "pretrained"))
@@ -34,7 +39,7 @@ def test_minilm_is_set_up_from_its_package_once_with_every_file_checked(cache: P
     written = (folder / "model.safetensors").stat().st_mtime_ns
     assert packaged_folder("package:ALL-MiniLM-L6-v2") == folder  # names in any case
     assert (folder / "model.safetensors").stat().st_mtime_ns == written  # found intact: not set up again
-    assert [path.name for path in cache.iterdir()] == ["all-minilm-l6-v2"]  # no staging folder left
+    assert written_in(cache) == ["all-minilm-l6-v2"]  # no staging folder left
 
 
 def test_efficientnet_weights_become_safetensors_in_timm_names(cache: Path) -> None:
@@ -92,7 +97,7 @@ def test_a_file_that_is_not_the_pinned_one_is_refused_with_nothing_written(
         ConfigError, match=r"not the pinned 579344248a93\.\.\. \(another version, truncated or altered\)"
     ):
         packaged_folder("package:efficientnet-lite0")
-    assert not cache.exists() or not any(cache.iterdir())
+    assert written_in(cache) == []
 
 
 def test_a_zip_member_that_is_not_the_pinned_one_is_refused_and_nothing_is_left(
@@ -111,7 +116,7 @@ def test_a_zip_member_that_is_not_the_pinned_one_is_refused_and_nothing_is_left(
     monkeypatch.setitem(PACKAGED, "all-minilm-l6-v2", entry)
     with pytest.raises(ConfigError, match=r"config.json in .* has sha256 .*not the pinned 953f9c0d463"):
         packaged_folder("package:all-minilm-l6-v2")
-    assert not any(cache.iterdir())  # the staging folder is gone too
+    assert written_in(cache) == []  # the staging folder is gone too
 
 
 @pytest.mark.slow
@@ -130,4 +135,14 @@ def test_the_command_refuses_a_truncated_package_in_one_line_and_writes_nothing(
     assert len(lines) == 1 and "not the pinned 0872f5d7d0e8..." in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
-    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+    assert written_in(tmp_path / "c") == []
+
+
+def test_processes_that_set_up_the_same_weights_at_once_take_turns(cache: Path) -> None:
+    """Test workers and DDP ranks on one machine ask for the same weights together: one sets them up."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(3) as pool:
+        folders = list(pool.map(packaged_folder, ["package:efficientnet-lite0"] * 3))
+    assert folders == [cache / "efficientnet-lite0"] * 3
+    assert written_in(cache) == ["efficientnet-lite0"]
