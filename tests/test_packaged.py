@@ -48,7 +48,7 @@ def test_efficientnet_weights_become_safetensors_in_timm_names(cache: Path) -> N
 
     folder = packaged_folder("package:efficientnet-lite0")
     state = load_file(str(folder / "model.safetensors"))
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     model.load_state_dict(state)  # strict: every tensor named and shaped as timm's
     assert state["classifier.weight"].shape == (1000, 1280)
 
@@ -140,9 +140,11 @@ def test_the_command_refuses_a_truncated_package_in_one_line_and_writes_nothing(
 
 def test_processes_that_set_up_the_same_weights_at_once_take_turns(cache: Path) -> None:
     """Test workers and DDP ranks on one machine ask for the same weights together: one sets them up."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(3) as pool:
+    # Spawned, not forked: a child forked after this process ran torch's thread pool can hang in torch.
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as pool:
         folders = list(pool.map(packaged_folder, ["package:efficientnet-lite0"] * 3))
     assert folders == [cache / "efficientnet-lite0"] * 3
     assert written_in(cache) == ["efficientnet-lite0"]
