@@ -105,7 +105,7 @@ def test_the_average_is_the_moving_average_of_the_steps_and_validation_checkpoin
         torch.testing.assert_close(last["state_dict"][name], average[name])
         torch.testing.assert_close(last["trained_weights"][name], trained[name])
     # The last validation judged the average (no step came after it), and the metric buffer was never swapped.
-    train, val = loaders()
+    _, val = loaders()
     model.eval()
     with torch.no_grad():
         expected = [float(nn.functional.mse_loss(model.net(x).squeeze(1), y)) for x, y in val]
