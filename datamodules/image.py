@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.augment import random_crop, random_hflip
+from datamodules.augment import random_crop, random_erase, random_hflip
 from datamodules.batches import batches_done
 from datamodules.cache import cache_dir
 from datamodules.image_folder import class_names, image_for_model, image_shape, load_image_folder, split_dirs
@@ -123,6 +123,9 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
         train_labels: train on only this many of the training images, the same share of each class, chosen
             with `seed` (e.g. 600, 1% of Fashion-MNIST, to see what pretrained weights bring where labels are
             few); validation and test splits stay whole.
+        erase: the chance that a training image has a random rectangle (2-33% of it) blacked out, its own
+            for each image (random erasing, Zhong et al. 2020): it teaches a model to use every part of an
+            object, where few labels let it lean on one. 0: never.
     """
 
     model_facts = ("image_shape", "num_classes")
@@ -147,12 +150,14 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
         crop_scale: tuple[float, float] = (0.08, 1.0),
         standardize: bool = True,
         train_labels: int | None = None,
+        erase: float = 0.0,
     ) -> None:
         super().__init__()
         check_range("batch_size", batch_size, 1)
         check_range("val_fraction", val_fraction, 0.0, 0.5, low_open=True)
         check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
         check_range("crop_padding", crop_padding, 0)
+        check_range("erase", erase, 0.0, 1.0)
         if image_size is not None:
             check_range("image_size", image_size, 1)
         if dataset == "folder" and not data_dir:
@@ -270,6 +275,8 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
                 images = random_crop(images, self.hparams["crop_padding"])
             if self.hparams["hflip"]:
                 images = random_hflip(images)
+        if training and self.hparams["erase"]:  # (streamed batches too: after their workers' crops and flips)
+            images = random_erase(images, self.hparams["erase"])
         scale, shift = self.normaliser(images.device)
         # (x / 255 - mean) / std as one fused multiply-add that also converts to float: fewer kernel launches,
         # which add up inside a training step (python -m benchmarks.overhead). Written channels-first whatever

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.augment import random_crop, random_hflip
+from datamodules.augment import random_crop, random_erase, random_hflip
 from datamodules.batches import ShardedOrder, tensor_batches
 from datamodules.image import ImageDataModule, split_off
 from datamodules.image_sources import DEBIAN_FASHION_MNIST, load_mnist_like
@@ -231,3 +231,21 @@ def test_cifar10_pickles(tmp_path: Path) -> None:
     assert torch.equal(test_images, torch.from_numpy(expected)) and test_labels.tolist() == [0, 1, 2, 9]
     assert len(datamodule.splits["train"][1]) == 15 and datamodule.classes[9] == "c9"
     assert datamodule.image_shape == (3, 32, 32)
+
+
+def test_random_erase_blacks_out_one_rectangle_in_about_its_share_of_the_images() -> None:
+    torch.manual_seed(0)
+    images = torch.full((400, 3, 12, 10), 7.0)
+    erased = random_erase(images, probability=0.5)
+    assert torch.equal(random_erase(images, probability=0.0), images)
+    zero = erased == 0
+    assert torch.equal(zero, zero[:, :1].expand_as(zero))  # every channel of a pixel together
+    touched = zero.view(400, -1).any(-1)
+    assert 160 < int(touched.sum()) < 240
+    for mask in zero[touched, 0]:  # one solid rectangle of 2-33% of the image
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        box = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert box.all() and int(mask.sum()) == box.numel()
+        assert 1 <= box.numel() <= 0.4 * 120
+    assert len({tuple(m.nonzero()[0].tolist()) for m in zero[touched, 0]}) > 20  # each image its own place
+    assert (erased[~touched] == 7).all()
