@@ -44,8 +44,7 @@ class WeightAverage(L.Callback):
         check_range("WeightAverage decay", decay, 0.0, 0.9999999, low_open=True)
         self.decay = decay
         self.average: dict[str, torch.Tensor] = {}  # name in the module's state_dict -> its average
-        self.updates = 0
-        self.last_step = -1
+        self.last_step = 0  # the optimizer steps averaged in: one update after each
 
     @staticmethod
     def averaged(module: L.LightningModule) -> dict[str, torch.Tensor]:
@@ -67,8 +66,7 @@ class WeightAverage(L.Callback):
         if trainer.global_step == self.last_step:  # accumulating gradients: no optimizer step yet
             return
         self.last_step = trainer.global_step
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        decay = min(self.decay, (1 + self.last_step) / (10 + self.last_step))
         current = self.averaged(pl_module)
         with torch.no_grad():
             names = list(self.average)
@@ -86,10 +84,8 @@ class WeightAverage(L.Callback):
         if trainer.state.fn == TrainerFn.FITTING and self.average:
             self.swap(pl_module)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Callbacks run before the module's hook, which reads only the metric counts, never the weights.
-        if trainer.state.fn == TrainerFn.FITTING and self.average:
-            self.swap(pl_module)
+    # Swapped back at the end. Callbacks run before the module's hook, which reads only the metric counts.
+    on_validation_epoch_end = on_validation_epoch_start
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         with torch.no_grad():
@@ -115,7 +111,7 @@ class WeightAverage(L.Callback):
                 current[name].copy_(weights)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"updates": self.updates, "last_step": self.last_step}
+        return {"last_step": self.last_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.updates, self.last_step = state_dict["updates"], state_dict["last_step"]
+        self.last_step = state_dict["last_step"]
