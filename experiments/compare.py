@@ -23,13 +23,12 @@ from typing import Any
 import yaml
 
 from callbacks.history import read_history
+from experiments.metric_direction import higher_is_better
 from experiments.outputs import ends_cleanly
 from experiments.presets import check_yaml
 from experiments.rundir import write_atomic
 from experiments.tracking import first_line
 from validation import ConfigError
-
-HIGHER_IS_BETTER = ("acc", "f1", "exact_match")
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -231,6 +230,19 @@ def html_page(runs: list[dict[str, Any]], keys: list[str], metrics: list[str], n
     return report_page(*table_cells(runs, keys, metrics), charts, sections, notes)
 
 
+def sweep_goal(paths: list[Path], metric: str) -> bool | None:
+    """Whether higher `metric` is better, as the spec of a sweep among `paths` states it (its metric's goal);
+    None where no sweep optimises that metric."""
+    for path in paths:
+        try:
+            state = mapping(path / "sweep.json", json.loads) if (path / "sweep.json").is_file() else None
+        except ConfigError:  # sweep_status names it
+            continue
+        if state and state.get("metric") == metric and state.get("goal") in ("maximize", "minimize"):
+            return state["goal"] == "maximize"
+    return None
+
+
 def sweep_status(path: Path) -> str | None:
     """One line on a sweep directory's trials, failures included (they may have left no run directory)."""
     state_path = path / "sweep.json"
@@ -252,6 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, experiment directories or a sweep")
     parser.add_argument("--sort", help="metric to sort by (default: the first test metric)")
+    direction = parser.add_mutually_exclusive_group()
+    direction.add_argument(
+        "--higher-better",
+        action="store_true",
+        help="the best runs have the highest --sort metric (default: "
+        "the sweep's goal, or what the metric is: accuracy, F1, BLEU, chrF higher; losses, errors lower)",
+    )
+    direction.add_argument("--lower-better", action="store_true", help="the best runs have the lowest --sort metric")
     parser.add_argument(
         "--output", type=Path, help="where to write the PNG of learning curves (default: compare.png, none with --html)"
     )
@@ -289,8 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     if sort and sort not in metrics:
         print(f"error: no run has the metric {sort}; choose one of {', '.join(metrics)}", file=sys.stderr)
         return 2
+    higher = True
     if sort:
-        higher = any(word in sort for word in HIGHER_IS_BETTER)
+        stated = True if args.higher_better else False if args.lower_better else sweep_goal(args.paths, sort)
+        try:
+            higher = higher_is_better(sort, stated)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         missing_value = float("-inf") if higher else float("inf")
         runs.sort(
             key=lambda r: r["summary"].get(sort) if r["summary"].get(sort) is not None else missing_value,
@@ -307,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("no learning curves: the runs have no history.jsonl")
     if args.html is not None:
-        notes = [f"sorted by {sort}" if sort else "in the order found", *statuses]
+        order = f"sorted by {sort}, {'highest' if higher else 'lowest'} first" if sort else "in the order found"
+        notes = [order, *statuses]
         notes += [f"left out {line}" for line in damaged]
         try:
             write_atomic(args.html, html_page(runs, keys, metrics, notes))

@@ -63,7 +63,14 @@ class SweepState:
     def read(self) -> dict[str, Any]:
         if self.path.is_file():
             return json.loads(self.path.read_text())
-        return {"name": self.spec.name, "spec": str(self.spec.path), "fingerprint": self.spec.fingerprint, "trials": {}}
+        return {
+            "name": self.spec.name,
+            "spec": str(self.spec.path),
+            "fingerprint": self.spec.fingerprint,
+            "metric": self.spec.metric,  # and which way is better, for experiments.compare
+            "goal": "maximize" if self.spec.maximize else "minimize",
+            "trials": {},
+        }
 
     def check_same_spec(self) -> None:
         state = self.read()

@@ -139,3 +139,49 @@ def test_a_sweep_whose_every_trial_failed_lists_its_failures(tmp_path: Path, cap
     ]
     assert err.splitlines() == [f"error: no runs to compare under {sweep_dir}: no trial made a run (see above)"]
     assert not (tmp_path / "c.png").exists()
+
+
+def scored_copies(three_runs: Path, tmp_path: Path, metric: str, values: list[float]) -> Path:
+    """Copies of the three runs, each with `metric` added to its summary.json (in the runs' order)."""
+    root = tmp_path / "scored" / "cnn_digits"
+    shutil.copytree(three_runs, root)
+    for run_dir, value in zip(sorted(p.parent for p in root.glob("*/summary.json")), values, strict=True):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        (run_dir / "summary.json").write_text(json.dumps(summary | {metric: value}))
+    return root
+
+
+def sorted_column(out: str, metric: str) -> list[float]:
+    """The column of `metric` in the printed table (after the sweep's status line, if any)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("run "))
+    column = lines[start].split().index(metric)
+    return [float(line.split()[column]) for line in lines[start + 1 : start + 4]]
+
+
+@pytest.mark.parametrize(
+    ("metric", "flag", "expected"),
+    [
+        ("test/bleu", None, [12.0, 7.0, 3.0]),  # BLEU and chrF: higher is better
+        ("test/chrf", None, [12.0, 7.0, 3.0]),
+        ("test/bpc", None, [3.0, 7.0, 12.0]),  # bits per character: lower is better
+        ("test/bleu", "--lower-better", [3.0, 7.0, 12.0]),  # the command's flag over the table
+        ("test/iou", "--higher-better", [12.0, 7.0, 3.0]),  # a metric the table does not hold, told which way
+    ],
+)
+def test_compare_knows_which_way_is_better(
+    metric: str, flag: str | None, expected: list[float], three_runs: Path, tmp_path: Path, capsys
+) -> None:
+    root = scored_copies(three_runs, tmp_path, metric, [3.0, 12.0, 7.0])
+    assert compare([str(root), "--sort", metric, "--output", str(tmp_path / "c.png"), *([flag] if flag else [])]) == 0
+    assert sorted_column(capsys.readouterr().out, metric) == expected
+
+
+def test_compare_refuses_to_guess_and_follows_a_sweeps_goal(three_runs: Path, tmp_path: Path, capsys) -> None:
+    root = scored_copies(three_runs, tmp_path, "test/iou", [3.0, 12.0, 7.0])
+    assert compare([str(root), "--sort", "test/iou", "--output", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: which way is better for test/iou is not known; say so with --higher-better or --lower-better"
+    (root / "sweep.json").write_text(json.dumps({"metric": "test/iou", "goal": "minimize", "trials": {}}))
+    assert compare([str(root), "--sort", "test/iou", "--output", str(tmp_path / "c.png")]) == 0
+    assert sorted_column(capsys.readouterr().out, "test/iou") == [3.0, 7.0, 12.0]

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from experiments.hardware import resolve_precision
+from experiments.metric_direction import higher_is_better
 from experiments.predict import main as predict
 from experiments.presets import PRESETS_DIR, preset_names
 from experiments.run import main
@@ -59,6 +60,9 @@ def test_every_preset_runs_here_and_reports_its_metrics(preset: str, preset_runs
     monitor = preset_monitor(preset)  # e.g. val/acc, and its test counterpart test/acc
     for metric in (monitor, monitor.replace("val/", "test/"), "val/loss", "test/loss"):
         assert math.isfinite(summary[metric]) and summary[metric] >= 0, metric
+    for metric in summary:  # compare and sweeps know which way is better for every metric a preset reports
+        if "/" in metric and not metric.startswith("lr-"):
+            higher_is_better(metric)
     if "test/bpc" in summary:  # characters: bits per character are nats per token / ln 2
         assert summary["test/bpc"] == pytest.approx(summary["test/loss"] / 0.6931471805599453, rel=1e-4)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
