@@ -27,7 +27,7 @@ PRESET_SUMMARIES = {
     "lstm_shakespeare": "character-level LSTM language model, Shakespeare",
     "lstm_speech_commands": "LSTM over spectrogram frames of spoken keywords",
     "minilm_sentiment": "fine-tunes pretrained MiniLM on Rotten Tomatoes",
-    "mpnet_sentiment": "a head on frozen pretrained MPNet, Rotten Tomatoes",
+    "mpnet_sentiment": "frozen pretrained MPNet + head, Rotten Tomatoes",
     "lstm_sunspots": "LSTM forecasting yearly sunspot numbers",
     "transformer_deu_eng": "encoder-decoder Transformer, German to English",
     "transformer_reverse": "encoder-decoder Transformer reversing digits",

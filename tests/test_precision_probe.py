@@ -178,10 +178,12 @@ def test_rounds_train_the_same_batches_in_blocks_of_each_precision_in_turns(monk
 
 
 def test_blocks_time_each_precision_apart_and_not_the_steps_after_a_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bf16 steps twice as long as fp32 ones: x0.5, whatever the first steps after a switch take."""
-    model = AutocastWitness(fp32_seconds=0.01, bf16_seconds=0.02, switch_seconds=0.2)
+    """bf16 steps twice as long as fp32 ones: x0.5, whatever the first steps after a switch take. Lightning's
+    own time per step adds to both (a few ms, more on a busy machine), so the figure is a little above 0.5;
+    a switch step timed with either precision would give about 0.19 or 0.81."""
+    model = AutocastWitness(fp32_seconds=0.03, bf16_seconds=0.06, switch_seconds=0.3)
     speedup, (low, high) = bf16_speedup_within(model, TenBatches(), timed=3, most=2, until_clear=False)
-    assert 0.35 < speedup < 0.6 and low <= speedup <= high
+    assert 0.35 < speedup < 0.7 and low <= speedup <= high
 
 
 def test_the_figure_is_the_ratio_of_the_total_times_and_its_interval_of_the_rounds() -> None:
