@@ -21,12 +21,14 @@ import ctypes
 import fcntl
 import io
 import json
+import math
 import os
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,7 +91,7 @@ class SweepState:
             if trial is not None:
                 if trial["status"] == "finished" or (trial["status"] == "failed" and not retry_failed):
                     return None
-                if trial["status"] == "running" and process_alive(trial):
+                if trial["status"] == "running" and claim_alive(trial):
                     return None
                 if self.run_in_progress(trial["run_id"]):
                     return None
@@ -106,6 +108,7 @@ class SweepState:
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "lease_until": time.time() + lease_seconds(),
             }
             state["trials"][str(index)] = trial
             return dict(trial)
@@ -123,11 +126,49 @@ class SweepState:
         with self.locked() as state:
             state["trials"][str(trial["index"])] = trial
 
+    def renew(self, trial: dict[str, Any]) -> None:
+        """Extend this process's claim on `trial` by a lease (unless the claim is no longer its own)."""
+        with self.locked() as state:
+            claimed = state["trials"].get(str(trial["index"]))
+            if claimed and claimed["run_id"] == trial["run_id"] and claimed["pid"] == os.getpid():
+                claimed["lease_until"] = time.time() + lease_seconds()
+
+    @contextlib.contextmanager
+    def leased(self, trial: dict[str, Any]) -> Iterator[None]:
+        """The claim on `trial` renewed every quarter of a lease while the block runs (the trial trains), so
+        that a sweep on another host takes it over only once this process has stopped renewing it."""
+        done = threading.Event()
+
+        def renew_until_done() -> None:
+            while not done.wait(lease_seconds() / 4):
+                with contextlib.suppress(OSError):  # a file system that hiccups: the next renewal tries again
+                    self.renew(trial)
+
+        renewer = threading.Thread(target=renew_until_done, name="sweep-lease", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
+
+
+def lease_seconds() -> float:
+    """How long a claim lasts unless renewed: $FIRSTLIGHT_SWEEP_LEASE_S, default 120 s."""
+    return float(os.environ.get("FIRSTLIGHT_SWEEP_LEASE_S", "120"))
+
+
+def claim_alive(trial: dict[str, Any]) -> bool:
+    """Whether the sweep process that claimed a trial still runs: on this host, whether its process exists; on
+    another, whether its lease still runs (it renews it while the trial trains; a claim without one, written
+    by an older sweep, is assumed alive)."""
+    if trial.get("host") != socket.gethostname():
+        return float(trial.get("lease_until", math.inf)) > time.time()
+    return process_alive(trial)
+
 
 def process_alive(trial: dict[str, Any]) -> bool:
-    """Whether the process that claimed a trial still runs (one on another host is assumed to)."""
-    if trial.get("host") != socket.gethostname():
-        return True
+    """Whether the process that claimed a trial on this host still runs."""
     try:
         os.kill(int(trial["pid"]), 0)
     except (ProcessLookupError, ValueError, TypeError):
@@ -294,7 +335,8 @@ def run_local(
             if trial is None:
                 skipped += 1
                 continue
-            trial = run_trial(spec, trial, root, f"{index + 1}/{len(trials)}", stopper)
+            with state.leased(trial):
+                trial = run_trial(spec, trial, root, f"{index + 1}/{len(trials)}", stopper)
             state.record(trial)
             signum = stopper.signum or stopped_by(trial["exit_code"])
             if signum is not None:

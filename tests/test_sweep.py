@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -451,3 +452,28 @@ def test_seeds_mistakes_exit_2_before_any_run(args: list[str], message: str, tmp
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.yaml"))
+
+
+def test_a_claim_from_another_host_lasts_while_its_lease_is_renewed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another host's process cannot be asked whether it lives: its claim holds while its sweep renews the
+    lease, and is taken over, resuming the trial's run, once the lease has run out."""
+    monkeypatch.setenv("FIRSTLIGHT_SWEEP_LEASE_S", "0.4")
+    spec = load_spec(write_spec(tmp_path, parameters={"model.lr": {"values": [0.1]}}))
+    state = SweepState(tmp_path / "s", spec)
+    claim = state.claim(0, {"model.lr": 0.1}, retry_failed=False)
+    assert claim is not None
+    run_dir = tmp_path / "s" / claim["run_id"]
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"saved on the other host")
+    with state.leased(claim):
+        with state.locked() as trials:
+            trials["trials"]["0"]["host"] = "another-host"  # as a sweep there would have written it
+        claim["host"] = "another-host"
+        time.sleep(1.0)  # over twice the lease: renewed meanwhile
+        assert state.claim(0, {"model.lr": 0.1}, retry_failed=False) is None
+    time.sleep(0.5)  # no longer renewed: the lease runs out
+    retaken = state.claim(0, {"model.lr": 0.1}, retry_failed=False)
+    assert retaken is not None and retaken["run_id"] == claim["run_id"] and retaken["resume"]
+    assert retaken["host"] == socket.gethostname()
