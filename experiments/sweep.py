@@ -320,6 +320,11 @@ def run_local(
             f"{spec.path}: method bayes needs W&B online (its optimiser runs on the W&B server); "
             "offline, use --method random or grid"
         )
+    if spec.raw.get("early_terminate"):  # never accepted and then ignored
+        raise ConfigError(
+            f"{spec.path}: early_terminate needs W&B online (W&B's server stops the trials); offline, trials "
+            "are not stopped early: remove early_terminate from the spec"
+        )
     trials = plan_trials(spec, count, seed)
     state = SweepState(root / spec.name, spec)
     if state.path.is_file():

@@ -114,6 +114,11 @@ def test_spec_mistakes(spec: dict, message: str, tmp_path: Path) -> None:
         ({"parameters": {"model.lr": {"values": [0.1, "fast"]}}}, [], "rejects the trial --model.lr=fast"),
         ({"method": "bayes", "parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, [], "bayes needs W&B online"),
         ({"method": "random", "parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, [], "needs a number of trials"),
+        (
+            {"parameters": {"model.lr": {"values": [0.1]}}, "early_terminate": {"type": "hyperband", "min_iter": 2}},
+            [],
+            "early_terminate needs W&B online",
+        ),
         ({"parameters": {"model.lr": {"values": [0.1]}}}, ["--count", "0"], "--count must be at least 1"),
         ({"parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, ["--method", "grid"], "grid search needs"),
     ],
