@@ -24,6 +24,7 @@ EXTRAS = {
     "onnxruntime": "export",  # runs the exported file to check it
     "statsmodels": "series",  # the built-in time series (sunspots, nile, co2, elnino)
     "timm": "pretrained",  # image backbones for ImageNet weights
+    "optuna": "search",  # Bayesian search and early stopping for offline sweeps
 }
 
 
