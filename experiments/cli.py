@@ -41,6 +41,7 @@ from experiments.precision_probe import measured_speedup, network_choice, worth_
 from experiments.renamed import renamed_hint
 from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV, choose_run
 from experiments.stages import missing_stage
+from experiments.sweep_pruning import pruning_from_environment
 from experiments.tracking import RunOptions, make_logger
 from experiments.trainer import Trainer
 from validation import SEED_MAX, ConfigError, check_name, check_range
@@ -317,6 +318,8 @@ class FirstlightCLI(LightningCLI):
             StartNote(precision_note),
             LastCheckpoint(self.config.checkpoint.dirpath),
         ]
+        if (pruning := pruning_from_environment()) is not None:  # a trial of an offline sweep with early_terminate
+            callbacks.append(pruning)
         if options.patience is not None:
             checkpoint = self.config.checkpoint
             callbacks.append(EarlyStopping(checkpoint.monitor, patience=options.patience, mode=checkpoint.mode))

@@ -22,14 +22,17 @@ if __name__ == "__main__" and (code := answer_help(sys.argv[1:])) is not None:
 import contextlib
 import errno
 import importlib
+import io
 import logging
 import os
 import signal
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import yaml
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from callbacks.checkpointing import CheckpointWriteError
@@ -58,6 +61,7 @@ from experiments.resume import (
     resumed_config,
 )
 from experiments.rundir import create_run_dir, missing_folders, run_lock, write_atomic, write_summary
+from experiments.slurm import split_cluster_args, submit_run
 from experiments.stages import missing_stage
 from experiments.tracking import finish_tracking
 from validation import ConfigError
@@ -77,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     if (code := answer_help(given)) is not None:
         return code
     try:
+        cluster, given = split_cluster_args(given)
+        if cluster is not None:  # submitted as a SLURM job rather than trained here
+            return submit_run(cluster, given, printed_config)
         args, preset = expand_configs(resumed_config(full_help(given)))
         with warnings.catch_warnings():  # the arguments are sys.argv with presets resolved: no mix-up
             warnings.filterwarnings("ignore", "LightningCLI's args parameter")
@@ -98,6 +105,21 @@ def main(argv: list[str] | None = None) -> int:
         if owns_run_id:  # DDP workers inherit the id from this process's environment; the next run must not
             forget_run_choice()
         leave_process_group()
+
+
+def printed_config(args: list[str]) -> dict[str, Any]:
+    """The whole config a run of `args` would train with (as --print_config prints it), without training;
+    ConfigError with the run's own reason when it refuses the arguments."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            code = main([*args, "--print_config"])
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    if code not in (0, None):
+        lines = stderr.getvalue().strip().splitlines()
+        raise ConfigError(lines[-1].removeprefix("error: ").removesuffix(" (see --help)") if lines else "rejected")
+    return yaml.safe_load(stdout.getvalue())
 
 
 def full_help(args: list[str]) -> list[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import fcntl
 import io
 import json
 import math
@@ -30,15 +29,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from experiments.rundir import finished as run_finished
-from experiments.rundir import locked, new_run_id, write_atomic
+from experiments.rundir import locked, new_run_id
+from experiments.slurm import TEMPLATES, ClusterOptions, sbatch, split_cluster_args
 from experiments.spread import spread_lines
-from experiments.sweep_spec import SweepSpec, check_parameter, describe, load_spec, plan_trials, trial_args
+from experiments.sweep_record import DONE, locked_record
+from experiments.sweep_search import check_honoured, hyperband_settings, propose
+from experiments.sweep_spec import (
+    SweepSpec,
+    check_parameter,
+    describe,
+    distribution,
+    load_spec,
+    plan_trials,
+    trial_args,
+)
 from experiments.tracking import first_line, wandb_mode, wandb_online_problem
 from validation import ConfigError
 
@@ -54,23 +64,21 @@ class SweepState:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[dict[str, Any]]:
-        """The state, read under the lock and written back atomically when the block ends."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / "sweep.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            state = self.read()
+        """The state, read under the sweep's lock and written back atomically when the block ends."""
+        with locked_record(self.directory, self.new) as state:
             yield state
-            write_atomic(self.path, json.dumps(state, indent=2) + "\n")
 
     def read(self) -> dict[str, Any]:
-        if self.path.is_file():
-            return json.loads(self.path.read_text())
+        return json.loads(self.path.read_text()) if self.path.is_file() else self.new()
+
+    def new(self) -> dict[str, Any]:
         return {
             "name": self.spec.name,
             "spec": str(self.spec.path),
             "fingerprint": self.spec.fingerprint,
             "metric": self.spec.metric,  # and which way is better, for experiments.compare
             "goal": "maximize" if self.spec.maximize else "minimize",
+            "early_terminate": hyperband_settings(self.spec),  # what the trials' pruning callback follows
             "trials": {},
         }
 
@@ -82,36 +90,65 @@ class SweepState:
                 f"give the new spec another name (name: in the spec) or another --root"
             )
 
+    def claim_next(
+        self, total: int, propose: Callable[[int, dict[str, Any]], dict[str, Any]], retry_failed: bool
+    ) -> dict[str, Any] | None:
+        """Claim the first of `total` trials, in order, that is neither done nor running: one stopped before it
+        finished or whose worker died (resumed), else the next new one, with the parameters `propose(index,
+        state)` gives. None when every trial is done or running elsewhere."""
+        with self.locked() as state:
+            for index in range(total):
+                trial = state["trials"].get(str(index))
+                if trial is None:
+                    return self.take(state, index, propose(index, state), None)
+                if self.available(state, index, trial, retry_failed):
+                    return self.take(state, index, trial["params"], trial)
+        return None
+
     def claim(self, index: int, params: dict[str, Any], retry_failed: bool) -> dict[str, Any] | None:
-        """Mark a trial as running in this process, unless it is done or still running: in another live
-        sweep process, or in a trial process that outlived its sweep (it holds its run directory's lock).
-        A trial stopped before it finished keeps its run, to resume from that run's last checkpoint."""
+        """Claim trial `index` for this process, unless it is done or still running."""
         with self.locked() as state:
             trial = state["trials"].get(str(index))
-            if trial is not None:
-                if trial["status"] == "finished" or (trial["status"] == "failed" and not retry_failed):
-                    return None
-                if trial["status"] == "running" and claim_alive(trial):
-                    return None
-                if self.run_in_progress(trial["run_id"]):
-                    return None
-                if run_finished(self.directory / trial["run_id"]):  # its trial process finished without it
-                    state["trials"][str(index)] = trial | finished_trial(self.spec, self.directory / trial["run_id"])
-                    return None
-            resume = trial is not None and trial["status"] != "failed" and self.resumable(trial["run_id"])
-            trial = {
-                "index": index,
-                "params": params,
-                "status": "running",
-                "run_id": trial["run_id"] if trial is not None and resume else new_run_id(),
-                "resume": resume,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "lease_until": time.time() + lease_seconds(),
-            }
-            state["trials"][str(index)] = trial
-            return dict(trial)
+            if trial is not None and not self.available(state, index, trial, retry_failed):
+                return None
+            return self.take(state, index, params, trial)
+
+    def available(self, state: dict[str, Any], index: int, trial: dict[str, Any], retry_failed: bool) -> bool:
+        """Whether a recorded trial may be claimed: not done, and not running in another live sweep process or
+        in a trial process that outlived its sweep (it holds its run directory's lock). A trial whose process
+        finished its run after its sweep died is recorded as done here."""
+        if trial["status"] in DONE or (trial["status"] == "failed" and not retry_failed):
+            return False
+        if trial["status"] == "running" and claim_alive(trial):
+            return False
+        if self.run_in_progress(trial["run_id"]):
+            return False
+        if run_finished(self.directory / trial["run_id"]):
+            state["trials"][str(index)] = trial | finished_trial(self.spec, self.directory / trial["run_id"], trial)
+            return False
+        return True
+
+    def take(
+        self, state: dict[str, Any], index: int, params: dict[str, Any], previous: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Record trial `index` as running in this process: a new run, or the run of a trial stopped before it
+        finished, to resume from that run's last checkpoint (with what its pruning recorded so far)."""
+        resume = previous is not None and previous["status"] != "failed" and self.resumable(previous["run_id"])
+        trial = {
+            "index": index,
+            "params": params,
+            "status": "running",
+            "run_id": previous["run_id"] if previous is not None and resume else new_run_id(),
+            "resume": resume,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "lease_until": time.time() + lease_seconds(),
+        }
+        if previous is not None and resume:
+            trial |= {key: previous[key] for key in TRIAL_WRITES if key in previous}
+        state["trials"][str(index)] = trial
+        return dict(trial)
 
     def run_in_progress(self, run_id: str) -> bool:
         run_dir = self.directory / run_id
@@ -123,7 +160,12 @@ class SweepState:
         return not run_finished(run_dir) and any(run_dir.glob("checkpoints/*.ckpt"))
 
     def record(self, trial: dict[str, Any]) -> None:
+        """Record how a trial ended, keeping what its trial process wrote into its record meanwhile."""
         with self.locked() as state:
+            stored = state["trials"].get(str(trial["index"]), {})
+            trial = {key: stored[key] for key in TRIAL_WRITES if key in stored} | trial
+            if trial["status"] == "finished" and trial.get("pruned_at"):
+                trial["status"] = "pruned"
             state["trials"][str(trial["index"])] = trial
 
     def renew(self, trial: dict[str, Any]) -> None:
@@ -151,6 +193,9 @@ class SweepState:
         finally:
             done.set()
             renewer.join()
+
+
+TRIAL_WRITES = ("intermediate", "optuna_system_attrs", "pruned_at")  # written by the trial process (pruning)
 
 
 def lease_seconds() -> float:
@@ -237,16 +282,20 @@ class Stopper:
                 signal.signal(sig, handler)
 
 
-def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str, stopper: Stopper) -> dict[str, Any]:
+def run_trial(state: SweepState, trial: dict[str, Any], root: Path, position: str, stopper: Stopper) -> dict[str, Any]:
     """Run one trial as its own process (a crash or a leak cannot take the sweep with it): a new run, or
     the resumed run of a trial that was stopped before."""
+    spec = state.spec
     sweep_dir = root / spec.name
     run_dir = sweep_dir / trial["run_id"]
     log = sweep_dir / "logs" / f"trial-{trial['index']:03d}-{trial['run_id']}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     args = [*trial_args(spec, trial["params"]), f"--run.experiment={spec.name}", f"--run.root={root}"]
-    forgotten = ("WANDB_SWEEP", "FIRSTLIGHT_RU", "WANDB_SERVICE")  # the run chooses its own; W&B's service is ours
+    # The run chooses its own; W&B's service is ours; a worker's SLURM job is not the trial's (Lightning would
+    # take the trial for one of the job's tasks)
+    forgotten = ("WANDB_SWEEP", "FIRSTLIGHT_RU", "WANDB_SERVICE", "SLURM_")
     env = {key: value for key, value in os.environ.items() if not key.startswith(forgotten)}
+    env |= {"FIRSTLIGHT_SWEEP_DIR": str(sweep_dir.absolute()), "FIRSTLIGHT_SWEEP_TRIAL": str(trial["index"])}
     if trial.get("resume"):
         args.append(f"--run.resume={run_dir}")
     else:
@@ -264,9 +313,9 @@ def run_trial(spec: SweepSpec, trial: dict[str, Any], root: Path, position: str,
     trial |= {"exit_code": code, "wall_time_s": round(time.perf_counter() - started, 1), "log": str(log)}
     trial["run_dir"] = str(run_dir) if run_dir.is_dir() else None
     if code == 0:
-        trial |= finished_trial(spec, run_dir)
+        trial |= finished_trial(spec, run_dir, state.read()["trials"].get(str(trial["index"])))
         shown = f": {spec.metric}={trial['metric']:.4g}" if isinstance(trial["metric"], float) else ""
-        print(f"  finished in {trial['wall_time_s']} s{shown}", flush=True)
+        print(f"  {trial['status']} in {trial['wall_time_s']} s{shown}", flush=True)
     elif (signum := stopped_by(code)) is not None:
         trial["status"] = "interrupted"
         print(f"  stopped by {signal.Signals(signum).name} after {trial['wall_time_s']} s", flush=True)
@@ -288,12 +337,14 @@ def die_with_parent() -> None:
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 
 
-def finished_trial(spec: SweepSpec, run_dir: Path) -> dict[str, Any]:
-    """The record of a finished trial: its status, run directory and metric (from summary.json)."""
+def finished_trial(spec: SweepSpec, run_dir: Path, stored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of a trial whose run ended: finished, or pruned if early termination stopped it (its
+    stored record says where), its run directory and metric (from summary.json)."""
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     metric = summary.get(spec.metric) if spec.metric else None
-    return {"status": "finished", "run_dir": str(run_dir), "metric": metric}
+    status = "pruned" if (stored or {}).get("pruned_at") else "finished"
+    return {"status": status, "run_dir": str(run_dir), "metric": metric}
 
 
 def stopped_by(code: int) -> int | None:
@@ -306,8 +357,19 @@ def stopped(signum: int, where: str) -> int:
     """Say how to go on after a stop signal; the exit code is 128 + the signal, as a run's."""
     again = shlex.join(["python", "-m", f"experiments.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
     name = signal.Signals(signum).name
-    print(f"sweep stopped by {name} {where}; the same command resumes it: {again}", file=sys.stderr)
+    then = f"the same command resumes it: {again}"
+    if signum == signal.SIGUSR1 and (job := slurm_job()):  # SLURM's warning of the time limit: come back
+        subprocess.run(["scontrol", "requeue", job], check=False)
+        then = f"SLURM job {job} is requeued to resume it"
+    print(f"sweep stopped by {name} {where}; {then}", file=sys.stderr)
     return 128 + signum
+
+
+def slurm_job() -> str | None:
+    """The SLURM job (array task) this sweep worker runs in, else None."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def run_local(
@@ -315,47 +377,81 @@ def run_local(
 ) -> int:
     """The sweep's trials one after another here; its exit code is 0 when a trial finished (a search may lose
     some), or with `every_trial` only when every trial finished (a measurement over all of them)."""
-    if spec.method == "bayes":
-        raise ConfigError(
-            f"{spec.path}: method bayes needs W&B online (its optimiser runs on the W&B server); "
-            "offline, use --method random or grid"
-        )
-    if spec.raw.get("early_terminate"):  # never accepted and then ignored
-        raise ConfigError(
-            f"{spec.path}: early_terminate needs W&B online (W&B's server stops the trials); offline, trials "
-            "are not stopped early: remove early_terminate from the spec"
-        )
-    trials = plan_trials(spec, count, seed)
+    check_honoured(spec)
+    total, propose = plan(spec, count, seed)
     state = SweepState(root / spec.name, spec)
     if state.path.is_file():
         state.check_same_spec()
-    check_trial_args(spec, trials)
-    print(f"sweep {spec.name}: {spec.method} search, {len(trials)} trials, in {state.directory}", flush=True)
-    skipped = 0
+    print(f"sweep {spec.name}: {search_name(spec)}, {total} trials, in {state.directory}", flush=True)
+    ran = 0
     with Stopper().installed() as stopper:
-        for index, params in enumerate(trials):
+        while True:
             if stopper.signum is not None:  # between two trials
-                return stopped(stopper.signum, f"before trial {index + 1}")
-            trial = state.claim(index, params, retry_failed)
+                return stopped(stopper.signum, "before its next trial")
+            trial = state.claim_next(total, propose, retry_failed)
             if trial is None:
-                skipped += 1
-                continue
+                break
+            ran += 1
             with state.leased(trial):
-                trial = run_trial(spec, trial, root, f"{index + 1}/{len(trials)}", stopper)
+                trial = run_trial(state, trial, root, f"{trial['index'] + 1}/{total}", stopper)
             state.record(trial)
             signum = stopper.signum or stopped_by(trial["exit_code"])
             if signum is not None:
-                return stopped(signum, f"in trial {index + 1} ({trial['status']})")
-    if skipped:
+                return stopped(signum, f"in trial {trial['index'] + 1} ({trial['status']})")
+    if skipped := len(state.read()["trials"]) - ran:
         print(f"skipped {skipped} trials that were done already or running elsewhere", flush=True)
-    return report(spec, state.read(), len(trials), root, every_trial)
+    return report(spec, state.read(), total, root, every_trial)
+
+
+def plan(spec: SweepSpec, count: int | None, seed: int) -> tuple[int, Callable[[int, dict[str, Any]], dict[str, Any]]]:
+    """How many trials the sweep has, and how trial `index` gets its parameters: from the grid or the seeded
+    random draws planned up front (checked with the run before any trial starts), or proposed by Bayesian
+    search from the trials before it."""
+    if spec.method == "bayes":
+        total = count or spec.run_cap
+        if total is None:
+            raise ConfigError(
+                f"{spec.path}: a Bayesian search needs a number of trials: run_cap in the spec or --count N"
+            )
+        check_trial_args(spec, [bounds(spec, end) for end in (0, -1)])
+        return total, lambda index, state: propose(spec, state, index, seed)
+    trials = plan_trials(spec, count, seed)
+    check_trial_args(spec, trials)
+    return len(trials), lambda index, state: trials[index]
+
+
+def bounds(spec: SweepSpec, end: int) -> dict[str, Any]:
+    """Every parameter at one end of its range (its first or last value): what a Bayesian search may propose,
+    checked with the run before any trial starts."""
+    params = {}
+    for key, definition in spec.parameters.items():
+        kind = distribution(definition)
+        if kind == "constant":
+            params[key] = definition["value"]
+        elif kind == "categorical":
+            params[key] = definition["values"][end]
+        elif kind == "log_uniform":
+            params[key] = math.exp(definition["max" if end else "min"])
+        else:
+            params[key] = definition["max" if end else "min"]
+    return params
+
+
+def search_name(spec: SweepSpec) -> str:
+    search = {"bayes": "Bayesian search (Optuna TPE)"}.get(spec.method, f"{spec.method} search")
+    return search + (", early termination (Optuna Hyperband)" if spec.raw.get("early_terminate") else "")
 
 
 def report(spec: SweepSpec, state: dict[str, Any], planned: int, root: Path, every_trial: bool = False) -> int:
     trials = [state["trials"][str(i)] for i in range(planned) if str(i) in state["trials"]]
     finished = [t for t in trials if t["status"] == "finished"]
     failed = [t for t in trials if t["status"] == "failed"]
-    print(f"\nsweep {spec.name}: {len(finished)} finished, {len(failed)} failed, {planned - len(trials)} not run")
+    pruned = sum(t["status"] == "pruned" for t in trials)
+    cut = f", {pruned} pruned" if spec.raw.get("early_terminate") else ""
+    elsewhere = sum(t["status"] == "running" for t in trials)
+    running = f", {elsewhere} running elsewhere" if elsewhere else ""
+    not_run = planned - len(trials)
+    print(f"\nsweep {spec.name}: {len(finished)} finished{cut}, {len(failed)} failed{running}, {not_run} not run")
     for trial in failed:
         print(f"  failed trial {trial['index'] + 1}: {describe(trial['params'])}: {trial.get('error')}")
     scored = [t for t in finished if isinstance(t.get("metric"), int | float)]
@@ -418,6 +514,50 @@ def run_online(spec: SweepSpec, root: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+def submit_workers(
+    cluster: ClusterOptions, spec: SweepSpec, args: argparse.Namespace, given: list[str], online: bool
+) -> int:
+    """Submit the sweep's workers as a SLURM job array, each running this command without --cluster and
+    --workers, once the spec and its trials are checked here. Online, the W&B sweep is created here, once,
+    and every worker joins it."""
+    workers = args.workers or 1
+    command = strip_option(given, "--workers")
+    if online and not args.sweep_id:
+        import wandb
+
+        project, entity = spec.raw.get("project") or args.project, spec.raw.get("entity")
+        check_trial_args(spec, plan_trials(spec, args.count or 1) if spec.method != "bayes" else [])
+        sweep_id = wandb.sweep(wandb_sweep_config(spec, args.root), project=project, entity=entity)
+        command += ["--sweep-id", sweep_id]
+    elif not online:
+        check_honoured(spec)
+        plan(spec, args.count, args.seed)
+        state = SweepState(args.root / spec.name, spec)
+        if state.path.is_file():
+            state.check_same_spec()
+    directory = args.root / spec.name
+    output = directory / "slurm-%A_%a.out"
+    job = sbatch(cluster, TEMPLATES / "sweep.sbatch", command, output, ["--ntasks=1", f"--array=0-{workers - 1}"])
+    print(f"submitted SLURM job array {job}: {workers} workers of python -m experiments.sweep {shlex.join(command)}")
+    print(f"  trials: {directory}/<run id>/, recorded in {directory / 'sweep.json'}")
+    print(f"  job output: {str(output).replace('%A', job).replace('%a', '<worker>')}; follow it: squeue -j {job}")
+    print(f"  compare the trials: python -m experiments.compare {directory}")
+    return 0
+
+
+def strip_option(args: list[str], option: str) -> list[str]:
+    """`args` without `option` and its value (`--option V` or `--option=V`)."""
+    kept, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(f"{option}="):
+            kept.append(arg)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", type=Path, help="sweep spec (YAML, W&B's sweep format)")
@@ -428,10 +568,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-failed", action="store_true", help="run failed trials again")
     parser.add_argument("--sweep-id", help="join this W&B sweep (online) instead of creating one")
     parser.add_argument("--project", default="firstlight", help="W&B project, unless the spec names one")
-    args = parser.parse_args(argv)
+    parser.add_argument("--cluster", choices=("slurm",), help="submit the sweep's workers to SLURM as a job array")
+    parser.add_argument("--workers", type=int, help="with --cluster slurm: how many workers (array tasks), default 1")
+    for option in ("partition", "time", "nodes", "gpus", "cpus"):  # parsed by `split_cluster_args`; for --help
+        parser.add_argument(f"--cluster.{option}", help=f"with --cluster slurm: each worker's sbatch --{option}")
+    given = sys.argv[1:] if argv is None else argv
     try:
+        cluster, given = split_cluster_args(given)
+        args = parser.parse_args(given)
         if args.count is not None and args.count < 1:
             raise ConfigError(f"--count must be at least 1, got {args.count}")
+        if args.workers is not None and (cluster is None or args.workers < 1):
+            raise ConfigError("--workers N needs --cluster slurm and N of at least 1 (here, start more sweeps alike)")
         spec = load_spec(args.spec)
         if args.method:
             spec.method = args.method
@@ -439,7 +587,10 @@ def main(argv: list[str] | None = None) -> int:
                 check_parameter(key, definition, spec.method, spec.path)
         if args.sweep_id and (problem := wandb_online_problem()):
             raise ConfigError(f"--sweep-id {args.sweep_id} joins a W&B sweep, which needs W&B online: {problem}")
-        if args.sweep_id or wandb_mode(LOCAL_SWEEP) == "online":
+        online = args.sweep_id or wandb_mode(LOCAL_SWEEP) == "online"
+        if cluster is not None:
+            return submit_workers(cluster, spec, args, given, online)
+        if online:
             return run_online(spec, args.root, args)
         return run_local(spec, args.root, args.count, args.seed, args.retry_failed)
     except ConfigError as error:

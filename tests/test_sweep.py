@@ -112,12 +112,33 @@ def test_spec_mistakes(spec: dict, message: str, tmp_path: Path) -> None:
     [
         ({"parameters": {"model.lrx": {"values": [0.1]}}}, [], "rejects the trial --model.lrx=0.1: Option 'lrx'"),
         ({"parameters": {"model.lr": {"values": [0.1, "fast"]}}}, [], "rejects the trial --model.lr=fast"),
-        ({"method": "bayes", "parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, [], "bayes needs W&B online"),
+        ({"method": "bayes", "parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, [], "needs a number of trials"),
+        (
+            {"method": "bayes", "parameters": {"model.lr": {"distribution": "normal", "mu": 0.1, "sigma": 0.01}}},
+            ["--count", "3"],
+            "cannot search the normal distribution",
+        ),
+        (
+            {"method": "bayes", "parameters": {"model.lr": {"min": 0.1, "max": 1.0}}, "metric": {}},
+            ["--count", "3"],
+            "bayes needs a metric",
+        ),
+        ({"method": "bayes", "parameters": {"model.lrx": {"min": 0.1, "max": 1.0}}}, ["--count", "3"], "Option 'lrx'"),
         ({"method": "random", "parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, [], "needs a number of trials"),
         (
-            {"parameters": {"model.lr": {"values": [0.1]}}, "early_terminate": {"type": "hyperband", "min_iter": 2}},
+            {"parameters": {"model.lr": {"values": [0.1]}}, "early_terminate": {"type": "hyperband", "s": 2}},
             [],
-            "early_terminate needs W&B online",
+            "early_terminate: s cannot be honoured offline",
+        ),
+        (
+            {"parameters": {"model.lr": {"values": [0.1]}}, "early_terminate": {"type": "median"}},
+            [],
+            "early_terminate must be {type: hyperband",
+        ),
+        (
+            {"parameters": {"model.lr": {"values": [0.1]}}, "early_terminate": {"type": "hyperband", "eta": 1}},
+            [],
+            "eta must be an integer of at least 2",
         ),
         ({"parameters": {"model.lr": {"values": [0.1]}}}, ["--count", "0"], "--count must be at least 1"),
         ({"parameters": {"model.lr": {"min": 0.1, "max": 1.0}}}, ["--method", "grid"], "grid search needs"),
@@ -482,3 +503,56 @@ def test_a_claim_from_another_host_lasts_while_its_lease_is_renewed(
     retaken = state.claim(0, {"model.lr": 0.1}, retry_failed=False)
     assert retaken is not None and retaken["run_id"] == claim["run_id"] and retaken["resume"]
     assert retaken["host"] == socket.gethostname()
+
+
+def last_step(run_dir: str) -> int:
+    return int(torch.load(Path(run_dir) / "checkpoints" / "last.ckpt", weights_only=True)["global_step"])
+
+
+@pytest.mark.slow
+def test_early_terminate_stops_a_hopeless_trial_after_its_first_validation_and_records_it_pruned(
+    tmp_path: Path,
+) -> None:
+    """Hyperband with one rung, at the first validation: the second trial (a learning rate that cannot learn
+    in an epoch) is behind the first there, stopped after 1 of 3 epochs, and recorded as pruned."""
+    early = {"type": "hyperband", "min_iter": 1, "max_iter": 2, "eta": 3}
+    parameters = {"model.lr": {"values": [0.01, 1e-7]}, "trainer.max_epochs": {"value": 3}}
+    command = [*COMMAND[:-1], "--run.logger", "csv", "${args}"]
+    spec = write_spec(tmp_path, name="pruned", command=command, parameters=parameters, early_terminate=early)
+    result = sweep_cli(spec, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "early termination (Optuna Hyperband)" in result.stdout and "  pruned in " in result.stdout
+    assert "1 finished, 1 pruned, 0 failed" in result.stdout
+    trials = json.loads((tmp_path / "runs" / "pruned" / "sweep.json").read_text())["trials"]
+    assert trials["0"]["status"] == "finished" and trials["1"]["status"] == "pruned"
+    assert trials["1"]["pruned_at"] == 1 and list(trials["1"]["intermediate"]) == ["1"]
+    assert list(trials["0"]["intermediate"]) == ["1", "2", "3"]
+    steps_per_epoch = last_step(trials["0"]["run_dir"]) // 3
+    assert last_step(trials["1"]["run_dir"]) == steps_per_epoch  # trained one epoch of three
+
+
+@pytest.mark.slow
+def test_a_bayesian_search_offline_proposes_trials_resumes_and_extends(tmp_path: Path) -> None:
+    parameters = {
+        "model.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
+        "model.net.dropout": {"min": 0.0, "max": 0.5},
+        "trainer.max_epochs": {"value": 1},
+    }
+    command = [*COMMAND[:-1], "--run.logger", "csv", "--trainer.limit_train_batches", "3", "${args}"]
+    spec = write_spec(tmp_path, name="bayes", method="bayes", run_cap=2, command=command, parameters=parameters)
+    result = sweep_cli(spec, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Bayesian search (Optuna TPE), 2 trials" in result.stdout and "2 finished, 0 failed" in result.stdout
+    path = tmp_path / "runs" / "bayes" / "sweep.json"
+    first = json.loads(path.read_text())["trials"]
+    again = sweep_cli(spec, tmp_path)  # the same command: nothing left to run
+    assert again.returncode == 0 and "skipped 2 trials" in again.stdout
+    longer = run_module("experiments.sweep", str(spec), "--root", str(tmp_path / "runs"), "--count", "3", cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    trials = json.loads(path.read_text())["trials"]
+    assert [trials[str(i)]["status"] for i in range(3)] == ["finished"] * 3
+    assert {key: trials[key]["params"] for key in first} == {key: first[key]["params"] for key in first}
+    for trial in trials.values():
+        assert 1e-4 <= trial["params"]["model.lr"] <= 1e-1 and 0.0 <= trial["params"]["model.net.dropout"] <= 0.5
+    assert len({trial["run_id"] for trial in trials.values()}) == 3
+    assert len(list((tmp_path / "runs" / "bayes").glob("*/summary.json"))) == 3

@@ -1,0 +1,137 @@
+"""An offline sweep's search on Optuna: Bayesian proposals (TPE) and early termination (Hyperband).
+
+    params = propose(spec, state, index, seed)      # method: bayes, the next trial's parameters
+    prune = report(directory, index, step, value)   # in a trial, after each validation: stop it?
+
+Optuna's sampler and pruner are asked of a study rebuilt from sweep.json, the sweep's one record of its
+trials (parameters, status, metric, the metric after each validation, and what the pruner keeps of a trial),
+rather than of a second store beside it: the record is what every worker reads and writes under its lock, on
+any host and shared file system, so the study each one sees is always the sweep's.
+
+W&B's `early_terminate: {type: hyperband, min_iter: 3, eta: 3}` becomes Optuna's HyperbandPruner: a trial's
+iterations are its validations (as W&B counts the logged metric), `min_iter` the first rung, `eta` the
+reduction factor and `max_iter` the most iterations (by default, those of the first trial that finishes).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from experiments.search_space import SEARCH, optuna_space
+from experiments.sweep_record import locked_record, no_record
+from experiments.sweep_spec import SweepSpec
+from validation import ConfigError, require
+
+HYPERBAND_KEYS = {"type", "min_iter", "max_iter", "eta"}
+STARTUP_TRIALS = 10  # TPE's own default: random trials before its model guides the search
+
+
+def hyperband_settings(spec: SweepSpec) -> dict[str, Any] | None:
+    """The HyperbandPruner's arguments for the spec's early_terminate (None without one); what it cannot
+    honour as W&B defines it is refused in one line."""
+    early = spec.raw.get("early_terminate")
+    if not early:
+        return None
+    where = f"{spec.path}: early_terminate"
+    if not isinstance(early, dict) or early.get("type") != "hyperband":
+        raise ConfigError(f"{where} must be {{type: hyperband, min_iter: N}} (the one type W&B defines)")
+    unknown = sorted(set(early) - HYPERBAND_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: {', '.join(unknown)} cannot be honoured offline; give min_iter (and max_iter, eta) instead"
+        )
+    if not spec.metric:
+        raise ConfigError(f"{where} needs a metric to compare the trials on: metric: {{name: ..., goal: ...}}")
+    settings: dict[str, Any] = {"min_resource": early.get("min_iter", 1), "reduction_factor": early.get("eta", 3)}
+    settings["max_resource"] = early.get("max_iter", "auto")
+    for key, value in (("min_iter", settings["min_resource"]), ("eta", settings["reduction_factor"])):
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "min_iter" else 2):
+            raise ConfigError(f"{where}: {key} must be an integer of at least {1 if key == 'min_iter' else 2}")
+    most = settings["max_resource"]
+    if most != "auto" and (not isinstance(most, int) or most <= settings["min_resource"]):
+        raise ConfigError(f"{where}: max_iter must be an integer above min_iter, got {most!r}")
+    return settings
+
+
+def propose(spec: SweepSpec, state: dict[str, Any], index: int, seed: int) -> dict[str, Any]:
+    """The parameters of trial `index` of a Bayesian search, from TPE on the trials so far (those still
+    running count as a guess, so that workers do not all try the same point)."""
+    optuna = require("optuna", SEARCH)
+    searched, fixed = optuna_space(spec)
+    sampler = optuna.samplers.TPESampler(
+        seed=seed * 1_000_003 + index,  # each proposal its own seed: the same history gives the same proposal
+        n_startup_trials=STARTUP_TRIALS,
+        multivariate=True,
+        constant_liar=True,
+    )
+    study = rebuilt_study(state, searched, sampler=sampler)
+    trial = study.ask(fixed_distributions=searched)
+    if trial.number != index:
+        raise RuntimeError(f"sweep.json holds {trial.number} trials, not {index}: proposals out of order")
+    return {key: trial.params[key] if key in trial.params else fixed[key] for key in spec.parameters}
+
+
+def report(directory: Path, index: int, value: float) -> bool:
+    """Record a trial's metric after its latest validation and ask Hyperband whether to stop it there; a
+    stopped trial is marked pruned (at that iteration)."""
+    optuna = require("optuna", "early_terminate offline (Optuna's Hyperband)")
+    with locked_record(directory, no_record) as state:
+        trial = state["trials"][str(index)]
+        intermediate = trial.setdefault("intermediate", {})
+        step = len(intermediate) + 1  # W&B's iterations: how many times the metric was logged
+        intermediate[str(step)] = value if math.isfinite(value) else None
+        study = rebuilt_study(state, {}, pruner=optuna.pruners.HyperbandPruner(**state["early_terminate"]))
+        frozen = study.trials[index]
+        prune = study.pruner.prune(study, frozen)
+        kept = study._storage.get_trial(frozen._trial_id).system_attrs  # the rungs it passed (no public reader)
+        trial["optuna_system_attrs"] = kept
+        if prune:
+            trial["pruned_at"] = step
+    return prune
+
+
+def rebuilt_study(state: dict[str, Any], distributions: dict[str, Any], sampler: Any = None, pruner: Any = None) -> Any:
+    """An in-memory Optuna study holding the sweep's trials as Optuna trial number = trial index, their
+    parameters (those in `distributions`) and states: finished as complete, pruned, running or interrupted
+    as running (what is missing or failed as failed)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    direction = "maximize" if state["goal"] == "maximize" else "minimize"
+    study = optuna.create_study(study_name=state["name"], direction=direction, sampler=sampler, pruner=pruner)
+    trials = state["trials"]
+    for index in range(1 + max((int(key) for key in trials), default=-1)):
+        study.add_trial(frozen_trial(trials.get(str(index)), distributions))
+    return study
+
+
+def frozen_trial(record: dict[str, Any] | None, distributions: dict[str, Any]) -> Any:
+    from optuna.trial import TrialState, create_trial
+
+    if record is None:
+        return create_trial(state=TrialState.FAIL)
+    metric, status = record.get("metric"), record["status"]
+    complete = status == "finished" and isinstance(metric, int | float) and math.isfinite(metric)
+    states = {"pruned": TrialState.PRUNED, "running": TrialState.RUNNING, "interrupted": TrialState.RUNNING}
+    params = {key: value for key, value in record["params"].items() if key in distributions}
+    return create_trial(
+        state=TrialState.COMPLETE if complete else states.get(status, TrialState.FAIL),
+        value=metric if complete else None,
+        params=params,
+        distributions={key: distributions[key] for key in params},
+        intermediate_values={
+            int(step): value for step, value in record.get("intermediate", {}).items() if value is not None
+        },
+        system_attrs=record.get("optuna_system_attrs", {}),
+    )
+
+
+def check_honoured(spec: SweepSpec) -> None:
+    """Refuse, before any trial, what an offline sweep of this spec could not honour."""
+    hyperband_settings(spec)
+    if spec.method == "bayes":
+        if not spec.metric:
+            raise ConfigError(f"{spec.path}: method bayes needs a metric to optimise: metric: {{name: ..., goal: ...}}")
+        optuna_space(spec)
