@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import HANG_GUARD_S, wandb_records
+from tests.helpers import HANG_GUARD_S, run_module, wandb_records
 
 REPO = Path(__file__).parents[1]
 TEMPLATE = REPO / "experiments" / "cluster" / "train.sbatch"
@@ -142,3 +142,73 @@ def test_a_requeued_job_resumes_its_run_from_the_checkpoint(stop: list[str], sig
     assert json.loads((run_dir / "summary.json").read_text())["test/acc"] > 0.8
     steps = [json.loads(line)["step"] for line in history.read_text().splitlines() if '"train/loss"' in line]
     assert steps == list(range(4, 12 * 10, 5))  # every 5th step of 12 epochs x 10, none twice, none missing
+
+
+def test_run_with_cluster_slurm_submits_a_job_that_trains_where_the_command_said(tmp_path: Path) -> None:
+    args = ["--config", "cnn_digits", "--trainer.max_epochs", "2", "--run.logger", "csv", "--run.root", "runs"]
+    cluster = ["--cluster", "slurm", "--cluster.gpus", "0", "--cluster.cpus", "1"]
+    result = run_module("experiments.run", *args, *cluster, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    job = re.search(r"submitted SLURM job (\d+): python -m experiments.run --config cnn_digits", result.stdout)
+    where = re.search(r"run directory: (\S+) \(summary.json there", result.stdout)
+    assert job and where, result.stdout
+    assert final_state(job[1], HANG_GUARD_S) == "COMPLETED", cluster_log(job[1])
+    run_dir = Path(where[1])
+    assert run_dir == Path("runs/cnn_digits") / f"slurm-{job[1]}-{run_dir.name.rsplit('-', 1)[1]}"
+    assert json.loads((tmp_path / run_dir / "summary.json").read_text())["test/acc"] > 0.8
+    assert (
+        f"run dir: {(tmp_path / run_dir).absolute()}" in (tmp_path / f"runs/cnn_digits/slurm-{job[1]}.out").read_text()
+    )
+
+
+def test_a_sweep_of_two_slurm_workers_runs_each_trial_once_and_a_killed_workers_trial_is_resumed(
+    tmp_path: Path,
+) -> None:
+    """`experiments.sweep --cluster slurm --workers 2`: a job array of two sweep workers sharing sweep.json.
+    One worker's job is cancelled while its trial trains (after its first checkpoint); its trial is recorded
+    as interrupted and the other worker takes it over, resuming its run. Every trial ran once: one run each."""
+    lrs = [0.01, 0.005, 0.003, 0.001]
+    TRIAL = ["${env}", "${interpreter}", "-m", "experiments.run", "--config", "cnn_digits"]
+    spec = {
+        "name": "workers",
+        "command": [*TRIAL, "--run.logger", "csv", "--trainer.precision", "32-true", "${args}"],
+        "method": "grid",
+        "metric": {"name": "val/acc", "goal": "maximize"},
+        "parameters": {"model.lr": {"values": lrs}, "trainer.max_epochs": {"value": 25}},
+    }
+    (tmp_path / "workers.yaml").write_text(json.dumps(spec))
+    cluster = ["--cluster", "slurm", "--workers", "2", "--cluster.gpus", "0", "--cluster.cpus", "1"]
+    result = run_module("experiments.sweep", "workers.yaml", "--root", "runs", *cluster, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    job = re.search(r"submitted SLURM job array (\d+): 2 workers", result.stdout)
+    assert job, result.stdout
+    sweep_dir = tmp_path / "runs" / "workers"
+
+    def training_with_a_checkpoint() -> str | None:
+        record = sweep_dir / "sweep.json"
+        trials = json.loads(record.read_text())["trials"].values() if record.is_file() else []
+        return next(
+            (
+                t["run_id"]
+                for t in trials
+                if t["status"] == "running" and (sweep_dir / t["run_id"] / "checkpoints" / "last.ckpt").is_file()
+            ),
+            None,
+        )
+
+    wait_until(lambda: training_with_a_checkpoint() is not None, HANG_GUARD_S, "a trial's first checkpoint")
+    run_id = training_with_a_checkpoint()
+    (worker,) = [k for k in (0, 1) if run_id in (sweep_dir / f"slurm-{job[1]}_{k}.out").read_text()]
+    subprocess.run(["scancel", f"{job[1]}_{worker}"], check=True)
+    for task in (f"{job[1]}_0", f"{job[1]}_1"):
+        final_state(task, HANG_GUARD_S)
+    trials = json.loads((sweep_dir / "sweep.json").read_text())["trials"]
+    outputs = {k: (sweep_dir / f"slurm-{job[1]}_{k}.out").read_text() for k in (0, 1)}
+    assert sorted(trials) == ["0", "1", "2", "3"], outputs
+    assert [trials[str(i)]["status"] for i in range(4)] == ["finished"] * 4, outputs
+    (killed,) = [t for t in trials.values() if t["run_id"] == run_id]
+    assert killed["resume"] and f"{run_id}  (resuming)" in outputs[1 - worker], outputs  # the other worker
+    assert "sweep stopped by SIGTERM" in outputs[worker]
+    runs = sorted(p.parent.name for p in sweep_dir.glob("*/config.yaml"))
+    assert runs == sorted(t["run_id"] for t in trials.values())  # one run per trial: none ran twice
+    assert all((sweep_dir / r / "summary.json").is_file() for r in runs)
