@@ -414,7 +414,7 @@ def plan(spec: SweepSpec, count: int | None, seed: int) -> tuple[int, Callable[[
                 f"{spec.path}: a Bayesian search needs a number of trials: run_cap in the spec or --count N"
             )
         check_trial_args(spec, [bounds(spec, end) for end in (0, -1)])
-        return total, lambda index, state: propose(spec, state, index, seed)
+        return total, lambda index, state: propose(spec, state, index, seed, total)
     trials = plan_trials(spec, count, seed)
     check_trial_args(spec, trials)
     return len(trials), lambda index, state: trials[index]

@@ -1,6 +1,6 @@
 """An offline sweep's search on Optuna: Bayesian proposals (TPE) and early termination (Hyperband).
 
-    params = propose(spec, state, index, seed)      # method: bayes, the next trial's parameters
+    params = propose(spec, state, index, seed, total)   # method: bayes, the next trial's parameters
     prune = report(directory, index, step, value)   # in a trial, after each validation: stop it?
 
 Optuna's sampler and pruner are asked of a study rebuilt from sweep.json, the sweep's one record of its
@@ -25,7 +25,13 @@ from experiments.sweep_spec import SweepSpec
 from validation import ConfigError, require
 
 HYPERBAND_KEYS = {"type", "min_iter", "max_iter", "eta"}
-STARTUP_TRIALS = 10  # TPE's own default: random trials before its model guides the search
+STARTUP_SHARE, MOST_STARTUP_TRIALS = 6, 10  # random trials before TPE's model guides: a sixth, at most its default
+
+
+def startup_trials(total: int) -> int:
+    """How many of a search's `total` trials are drawn at random before TPE's model guides the rest: a sixth of
+    them (5 of 30), at least 3, at most TPE's default of 10, so that a short search is mostly guided."""
+    return min(MOST_STARTUP_TRIALS, max(3, total // STARTUP_SHARE))
 
 
 def hyperband_settings(spec: SweepSpec) -> dict[str, Any] | None:
@@ -55,14 +61,14 @@ def hyperband_settings(spec: SweepSpec) -> dict[str, Any] | None:
     return settings
 
 
-def propose(spec: SweepSpec, state: dict[str, Any], index: int, seed: int) -> dict[str, Any]:
+def propose(spec: SweepSpec, state: dict[str, Any], index: int, seed: int, total: int) -> dict[str, Any]:
     """The parameters of trial `index` of a Bayesian search, from TPE on the trials so far (those still
     running count as a guess, so that workers do not all try the same point)."""
     optuna = require("optuna", SEARCH)
     searched, fixed = optuna_space(spec)
     sampler = optuna.samplers.TPESampler(
         seed=seed * 1_000_003 + index,  # each proposal its own seed: the same history gives the same proposal
-        n_startup_trials=STARTUP_TRIALS,
+        n_startup_trials=startup_trials(total),
         multivariate=True,
         constant_liar=True,
     )

@@ -41,12 +41,12 @@ def finished(index: int, params: dict[str, Any], metric: float) -> dict[str, Any
 def test_proposals_are_in_the_space_in_order_and_the_same_for_the_same_history(tmp_path: Path) -> None:
     spec = load_spec(spec_file(tmp_path))
     state = SweepState(tmp_path / "s", spec).new()
-    first = propose(spec, state, 0, seed=0)
+    first = propose(spec, state, 0, 0, 30)
     assert list(first) == list(SPACE) and first["trainer.max_epochs"] == 3
     assert 1e-5 <= first["model.lr"] <= 1e-1 and first["model.net.hidden_dim"] in (16, 64, 256)
-    assert propose(spec, state, 0, seed=0) == first and propose(spec, state, 0, seed=1) != first
+    assert propose(spec, state, 0, 0, 30) == first and propose(spec, state, 0, 1, 30) != first
     state["trials"]["0"] = {"index": 0, "params": first, "status": "running", "run_id": "r0"}
-    assert propose(spec, state, 1, seed=0) != first  # the running trial is taken into account: no repeat
+    assert propose(spec, state, 1, 0, 30) != first  # the running trial is taken into account: no repeat
 
 
 def test_proposals_follow_the_finished_trials_towards_the_best_region(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_proposals_follow_the_finished_trials_towards_the_best_region(tmp_path: 
         lr = 10 ** (-5 + 4 * index / 15)
         params = {"model.lr": lr, "model.net.hidden_dim": 64, "trainer.max_epochs": 3}
         state["trials"][str(index)] = finished(index, params, 1 - (math.log10(lr) + 3) ** 2 / 10)
-    distances = [abs(math.log10(propose(spec, state, 16, seed)["model.lr"]) + 3) for seed in range(8)]
+    distances = [abs(math.log10(propose(spec, state, 16, seed, 30)["model.lr"]) + 3) for seed in range(8)]
     assert statistics.median(distances) < 0.5
 
 
