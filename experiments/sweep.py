@@ -1,16 +1,19 @@
 """Hyperparameter sweeps from a spec in W&B's format.
 
     python -m experiments.sweep experiments/sweeps/cnn_digits.yaml              # every trial of the grid
-    python -m experiments.sweep spec.yaml --count 20                            # random search: 20 trials
+    python -m experiments.sweep spec.yaml --count 20                            # random or Bayesian: 20 trials
+    python -m experiments.sweep spec.yaml --cluster slurm --workers 8           # 8 workers, a SLURM job array
     python -m experiments.compare runs/cnn_digits_sweep                         # the trials side by side
 
 With W&B online (configured credentials, or WANDB_MODE=online) it creates a W&B sweep and runs an agent
 (`--sweep-id` joins an existing sweep); W&B out of reach or refusing the key, it warns and goes on here.
-Otherwise it runs the grid or random search itself: each trial is an ordinary run in
-runs/<sweep name>/<run id>/, started as its own process; a failed trial is recorded and the sweep goes on,
+Otherwise it runs the search itself: grid, random, or Bayesian (Optuna's TPE), with early_terminate on
+Optuna's Hyperband (`sweep_search`). Each trial is an ordinary run in runs/<sweep name>/<run id>/, started
+as its own process; a failed trial is recorded and the sweep goes on, a pruned one is recorded as pruned,
 a stop signal is passed to the running trial, which saves, and stops the sweep. State lives in
-runs/<sweep name>/sweep.json: the same command again skips finished and failed trials, resumes a stopped
-one's run and runs the rest, and several processes can work through one sweep at once.
+runs/<sweep name>/sweep.json (`sweep_record`): the same command again skips finished and failed trials,
+resumes a stopped one's run and runs the rest, and several processes, on several hosts, can work through
+one sweep at once.
 """
 
 from __future__ import annotations
