@@ -25,6 +25,7 @@ EXTRAS = {
     "statsmodels": "series",  # the built-in time series (sunspots, nile, co2, elnino)
     "timm": "pretrained",  # image backbones for ImageNet weights
     "optuna": "search",  # Bayesian search and early stopping for offline sweeps
+    "sweeps": "search",  # W&B's own sweep engine, offline (--engine wandb)
 }
 
 

@@ -10,6 +10,7 @@ experiments.sweep <spec> --method ... --seed S --count N`, one trial after anoth
 - random: random search, the reference a practitioner tries first;
 - bayes: Optuna's TPE proposing each trial from those before it;
 - bayes+hyperband: the same, with the spec's early_terminate (Optuna's Hyperband stopping hopeless trials).
+- wandb-bayes: W&B's own Bayesian engine (the `sweeps` package, `--engine wandb`), to choose the engine.
 
 It prints, per seed, the best validation accuracy of each search, the trial at which Bayes first reached
 random search's best (the claim: within half the trials), and the training steps of each search with and
@@ -36,18 +37,19 @@ import yaml
 from experiments.hardware import machine_summary
 
 SPACE = Path("experiments/sweeps/cnn_digits_search.yaml")
-SEARCHES = {  # name -> (method, early termination)
-    "random": ("random", False),
-    "bayes": ("bayes", False),
-    "bayes+hyperband": ("bayes", True),
+SEARCHES = {  # name -> (method, early termination, engine)
+    "random": ("random", False, "optuna"),
+    "bayes": ("bayes", False, "optuna"),
+    "bayes+hyperband": ("bayes", True, "optuna"),
+    "wandb-bayes": ("bayes", False, "wandb"),
 }
 
 
 def search_spec(search: str, directory: Path) -> Path:
     """The benchmark's spec for one search: the space, its method, early_terminate only where asked."""
-    method, pruned = SEARCHES[search]
+    method, pruned, _ = SEARCHES[search]
     spec = yaml.safe_load(SPACE.read_text())
-    spec |= {"name": f"search_{search.replace('+', '_')}", "method": method, "run_cap": None}
+    spec |= {"name": f"search_{search.replace('+', '_').replace('-', '_')}", "method": method, "run_cap": None}
     spec["command"] = [*spec["command"][:-1], "--run.logger", "csv", "${args}"]
     if not pruned:
         spec.pop("early_terminate")
@@ -62,7 +64,7 @@ def run_search(search: str, seed: int, trials: int, root: Path) -> list[dict[str
     spec = search_spec(search, root)
     seed_root = root / f"seed{seed}"
     command = [sys.executable, "-m", "experiments.sweep", str(spec), "--root", str(seed_root)]
-    command += ["--seed", str(seed), "--count", str(trials)]
+    command += ["--seed", str(seed), "--count", str(trials), "--engine", SEARCHES[search][2]]
     log = root / f"{spec.stem}-seed{seed}.log"
     env = os.environ | {"OMP_NUM_THREADS": "1"}  # several searches at once: one thread each
     with open(log, "a") as output:
@@ -108,7 +110,7 @@ def main() -> None:
     for seed in args.seeds:
         found = {search: runs[search, seed].result() for search in SEARCHES}
         random_best, bayes = best(found["random"]), found["bayes"]
-        at = reached(bayes, random_best)
+        at, at_wandb = reached(bayes, random_best), reached(found["wandb-bayes"], random_best)
         steps = {search: sum(t["steps"] for t in trials) for search, trials in found.items()}
         pruned = sum(t["status"] == "pruned" for t in found["bayes+hyperband"])
         within_half.append(at is not None and at <= half)
@@ -117,7 +119,8 @@ def main() -> None:
         rows.append(
             f"seed {seed}: best val/acc random {random_best:.4f} (trial {reached(found['random'], random_best)}), "
             f"bayes {best(bayes):.4f}, bayes+hyperband {best(found['bayes+hyperband']):.4f}; "
-            f"bayes reached random's best at trial {at if at else 'never'} of {args.trials}\n"
+            f"bayes reached random's best at trial {at or 'never'} of {args.trials} "
+            f"(W&B's engine: best {best(found['wandb-bayes']):.4f}, reached at {at_wandb or 'never'})\n"
             f"        steps random {steps['random']}, bayes {steps['bayes']}, bayes+hyperband "
             f"{steps['bayes+hyperband']} ({pruned} of {args.trials} pruned): {cut[-1]:.0%} fewer than bayes"
         )

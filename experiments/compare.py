@@ -252,7 +252,7 @@ def sweep_status(path: Path) -> str | None:
         trials = list((mapping(state_path, json.loads) or {}).get("trials", {}).values())
     except ConfigError as error:  # the sweep writes it atomically: damaged by other means
         return f"sweep {path.name}: {error}"
-    statuses = ("finished", "failed", "interrupted", "running")
+    statuses = ("finished", "pruned", "failed", "interrupted", "running")
     counts = {status: sum(t["status"] == status for t in trials) for status in statuses}
     line = f"sweep {path.name}: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     failures = [f"trial {t['index'] + 1}: {t.get('error')}" for t in trials if t["status"] == "failed"]

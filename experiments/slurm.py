@@ -99,6 +99,7 @@ def sbatch(options: ClusterOptions, template: Path, args: list[str], output: Pat
 def submit_run(options: ClusterOptions, args: list[str], printed_config: Callable[[list[str]], dict[str, Any]]) -> int:
     """Submit `python -m experiments.run <args>` as a job of train.sbatch, once the run accepts the arguments
     (`printed_config`, the config it would train with); prints the job id and the run's directory."""
+    check_slurm()  # before anything else: without SLURM, nothing to check the arguments for
     tasks = max(options.gpus, 1)  # one DDP process per GPU; one on CPUs
     # what the job runs: train.sbatch puts the job's shape before the arguments
     job_args = ["--trainer.num_nodes", str(options.nodes), "--trainer.devices", str(tasks), "--trainer.strategy", "ddp"]

@@ -39,10 +39,10 @@ from typing import Any
 
 from experiments.rundir import finished as run_finished
 from experiments.rundir import locked, new_run_id
-from experiments.slurm import TEMPLATES, ClusterOptions, sbatch, split_cluster_args
+from experiments.slurm import TEMPLATES, ClusterOptions, check_slurm, sbatch, split_cluster_args
 from experiments.spread import spread_lines
 from experiments.sweep_record import DONE, locked_record
-from experiments.sweep_search import check_honoured, hyperband_settings, propose
+from experiments.sweep_search import check_honoured, hyperband_settings, propose, propose_wandb
 from experiments.sweep_spec import (
     SweepSpec,
     check_parameter,
@@ -376,16 +376,22 @@ def slurm_job() -> str | None:
 
 
 def run_local(
-    spec: SweepSpec, root: Path, count: int | None, seed: int, retry_failed: bool, every_trial: bool = False
+    spec: SweepSpec,
+    root: Path,
+    count: int | None,
+    seed: int,
+    retry_failed: bool,
+    every_trial: bool = False,
+    engine: str = "optuna",
 ) -> int:
     """The sweep's trials one after another here; its exit code is 0 when a trial finished (a search may lose
     some), or with `every_trial` only when every trial finished (a measurement over all of them)."""
     check_honoured(spec)
-    total, propose = plan(spec, count, seed)
+    total, propose = plan(spec, count, seed, engine)
     state = SweepState(root / spec.name, spec)
     if state.path.is_file():
         state.check_same_spec()
-    print(f"sweep {spec.name}: {search_name(spec)}, {total} trials, in {state.directory}", flush=True)
+    print(f"sweep {spec.name}: {search_name(spec, engine)}, {total} trials, in {state.directory}", flush=True)
     ran = 0
     with Stopper().installed() as stopper:
         while True:
@@ -406,7 +412,9 @@ def run_local(
     return report(spec, state.read(), total, root, every_trial)
 
 
-def plan(spec: SweepSpec, count: int | None, seed: int) -> tuple[int, Callable[[int, dict[str, Any]], dict[str, Any]]]:
+def plan(
+    spec: SweepSpec, count: int | None, seed: int, engine: str = "optuna"
+) -> tuple[int, Callable[[int, dict[str, Any]], dict[str, Any]]]:
     """How many trials the sweep has, and how trial `index` gets its parameters: from the grid or the seeded
     random draws planned up front (checked with the run before any trial starts), or proposed by Bayesian
     search from the trials before it."""
@@ -417,6 +425,8 @@ def plan(spec: SweepSpec, count: int | None, seed: int) -> tuple[int, Callable[[
                 f"{spec.path}: a Bayesian search needs a number of trials: run_cap in the spec or --count N"
             )
         check_trial_args(spec, [bounds(spec, end) for end in (0, -1)])
+        if engine == "wandb":
+            return total, lambda index, state: propose_wandb(spec, state, index, seed)
         return total, lambda index, state: propose(spec, state, index, seed, total)
     trials = plan_trials(spec, count, seed)
     check_trial_args(spec, trials)
@@ -440,8 +450,9 @@ def bounds(spec: SweepSpec, end: int) -> dict[str, Any]:
     return params
 
 
-def search_name(spec: SweepSpec) -> str:
-    search = {"bayes": "Bayesian search (Optuna TPE)"}.get(spec.method, f"{spec.method} search")
+def search_name(spec: SweepSpec, engine: str = "optuna") -> str:
+    bayes = "Bayesian search (W&B's engine)" if engine == "wandb" else "Bayesian search (Optuna TPE)"
+    search = bayes if spec.method == "bayes" else f"{spec.method} search"
     return search + (", early termination (Optuna Hyperband)" if spec.raw.get("early_terminate") else "")
 
 
@@ -507,7 +518,7 @@ def run_online(spec: SweepSpec, root: Path, args: argparse.Namespace) -> int:
             sweep_id = wandb.sweep(wandb_sweep_config(spec, root), project=project, entity=entity)
         except wandb.errors.Error as error:  # AuthenticationError, CommError, UsageError
             print(f"warning: W&B could not create the sweep ({first_line(error)}); {LOCAL_SWEEP}", file=sys.stderr)
-            return run_local(spec, root, args.count, args.seed, args.retry_failed)
+            return run_local(spec, root, args.count, args.seed, args.retry_failed, engine=args.engine)
     print(f"W&B sweep {sweep_id}; more agents: python -m experiments.sweep {spec.path} --sweep-id {sweep_id}")
     try:
         wandb.agent(sweep_id, project=project, entity=entity, count=args.count)
@@ -523,6 +534,7 @@ def submit_workers(
     """Submit the sweep's workers as a SLURM job array, each running this command without --cluster and
     --workers, once the spec and its trials are checked here. Online, the W&B sweep is created here, once,
     and every worker joins it."""
+    check_slurm()  # before anything else: without SLURM, nothing to check the spec for
     workers = args.workers or 1
     command = strip_option(given, "--workers")
     if online and not args.sweep_id:
@@ -534,7 +546,7 @@ def submit_workers(
         command += ["--sweep-id", sweep_id]
     elif not online:
         check_honoured(spec)
-        plan(spec, args.count, args.seed)
+        plan(spec, args.count, args.seed, args.engine)
         state = SweepState(args.root / spec.name, spec)
         if state.path.is_file():
             state.check_same_spec()
@@ -569,6 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=("grid", "random", "bayes"), help="override the spec's method")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random search's choices")
     parser.add_argument("--retry-failed", action="store_true", help="run failed trials again")
+    parser.add_argument(
+        "--engine",
+        choices=("optuna", "wandb"),
+        default="optuna",
+        help="Bayesian search offline: Optuna's TPE (default), or W&B's own engine (pip install sweeps)",
+    )
     parser.add_argument("--sweep-id", help="join this W&B sweep (online) instead of creating one")
     parser.add_argument("--project", default="firstlight", help="W&B project, unless the spec names one")
     parser.add_argument("--cluster", choices=("slurm",), help="submit the sweep's workers to SLURM as a job array")
@@ -595,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             return submit_workers(cluster, spec, args, given, online)
         if online:
             return run_online(spec, args.root, args)
-        return run_local(spec, args.root, args.count, args.seed, args.retry_failed)
+        return run_local(spec, args.root, args.count, args.seed, args.retry_failed, engine=args.engine)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -79,6 +79,37 @@ def propose(spec: SweepSpec, state: dict[str, Any], index: int, seed: int, total
     return {key: trial.params[key] if key in trial.params else fixed[key] for key in spec.parameters}
 
 
+def propose_wandb(spec: SweepSpec, state: dict[str, Any], index: int, seed: int) -> dict[str, Any]:
+    """The parameters of trial `index` from W&B's own Bayesian engine (the `sweeps` package that W&B's server
+    runs: a Gaussian process over the trials so far), offline: `--engine wandb`."""
+    sweeps = require("sweeps", "W&B's sweep engine offline (--engine wandb)")
+    import numpy as np
+
+    RunState, SweepRun = sweeps.RunState, sweeps.SweepRun
+
+    states = {"finished": RunState.finished, "pruned": RunState.finished, "failed": RunState.failed}
+    runs = []
+    for key, record in sorted(state["trials"].items(), key=lambda item: int(item[0])):
+        metric = record.get("metric")
+        scored = isinstance(metric, int | float) and math.isfinite(metric)
+        runs.append(
+            SweepRun(
+                name=f"trial-{key}",
+                state=states.get(record["status"], RunState.running),
+                config={name: {"value": value} for name, value in record["params"].items()},
+                summary_metrics={spec.metric: metric} if scored else {},
+            )
+        )
+    config = {
+        "method": "bayes",
+        "metric": {"name": spec.metric, "goal": "maximize" if spec.maximize else "minimize"},
+        "parameters": spec.parameters,
+    }
+    np.random.seed((seed * 1_000_003 + index) % 2**32)  # the engine draws from numpy's global generator
+    proposed = sweeps.next_run(config, runs)
+    return {name: proposed.config[name]["value"] for name in spec.parameters}
+
+
 def report(directory: Path, index: int, value: float) -> bool:
     """Record a trial's metric after its latest validation and ask Hyperband whether to stop it there; a
     stopped trial is marked pruned (at that iteration)."""
@@ -102,8 +133,7 @@ def rebuilt_study(state: dict[str, Any], distributions: dict[str, Any], sampler:
     """An in-memory Optuna study holding the sweep's trials as Optuna trial number = trial index, their
     parameters (those in `distributions`) and states: finished as complete, pruned, running or interrupted
     as running (what is missing or failed as failed)."""
-    import optuna
-
+    optuna = require("optuna", SEARCH)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = "maximize" if state["goal"] == "maximize" else "minimize"
     study = optuna.create_study(study_name=state["name"], direction=direction, sampler=sampler, pruner=pruner)
@@ -114,7 +144,8 @@ def rebuilt_study(state: dict[str, Any], distributions: dict[str, Any], sampler:
 
 
 def frozen_trial(record: dict[str, Any] | None, distributions: dict[str, Any]) -> Any:
-    from optuna.trial import TrialState, create_trial
+    optuna = require("optuna", SEARCH)
+    TrialState, create_trial = optuna.trial.TrialState, optuna.trial.create_trial
 
     if record is None:
         return create_trial(state=TrialState.FAIL)

@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from experiments.compare import main as compare
+from experiments.run import main as run
 from experiments.rundir import locked
 from experiments.sweep import SweepState
 from experiments.sweep import main as sweep
@@ -556,3 +557,27 @@ def test_a_bayesian_search_offline_proposes_trials_resumes_and_extends(tmp_path:
         assert 1e-4 <= trial["params"]["model.lr"] <= 1e-1 and 0.0 <= trial["params"]["model.net.dropout"] <= 0.5
     assert len({trial["run_id"] for trial in trials.values()}) == 3
     assert len(list((tmp_path / "runs" / "bayes").glob("*/summary.json"))) == 3
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        (sweep, ["--cluster", "slurm", "--workers", "2"]),
+        (sweep, ["--workers", "2"]),
+        (sweep, ["--cluster", "pbs"]),
+        (run, ["--config", "cnn_digits", "--cluster", "slurm", "--cluster.gpus", "2"]),
+        (run, ["--config", "cnn_digits", "--cluster.time", "1:00:00"]),
+        (run, ["--config", "cnn_digits", "--cluster", "slurm", "--cluster.nodes", "0"]),
+    ],
+)
+def test_cluster_submission_mistakes_and_a_machine_without_slurm_get_one_line(
+    command: Any, args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))  # no sbatch
+    spec = [str(write_spec(tmp_path, parameters={"model.lr": {"values": [0.1]}}))] if command is sweep else []
+    assert command([*spec, *args, "--root" if command is sweep else "--run.root", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    if "slurm" in args and "0" not in args:
+        assert "--cluster slurm needs SLURM's sbatch, which is not on PATH here" in err
+    assert not (tmp_path / "runs").exists()

@@ -117,3 +117,19 @@ def test_the_record_becomes_a_study_with_each_trial_in_its_state(tmp_path: Path)
 def test_early_terminate_that_cannot_be_honoured_is_refused(early: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=message):
         hyperband_settings(load_spec(spec_file(tmp_path, early_terminate=early)))
+
+
+def test_wandbs_engine_proposes_in_the_space_from_the_same_record(tmp_path: Path) -> None:
+    """`--engine wandb`: W&B's own Bayesian engine (its `sweeps` package), asked of the same record."""
+    pytest.importorskip("sweeps")
+    from experiments.sweep_search import propose_wandb
+
+    spec = load_spec(spec_file(tmp_path))
+    state = SweepState(tmp_path / "s", spec).new()
+    for index in range(4):
+        params = {"model.lr": 10 ** (-5 + index), "model.net.hidden_dim": 64, "trainer.max_epochs": 3}
+        state["trials"][str(index)] = finished(index, params, 0.5 + index / 10)
+    proposed = propose_wandb(spec, state, 4, 0)
+    assert list(proposed) == list(SPACE) and proposed["trainer.max_epochs"] == 3
+    assert 1e-5 <= proposed["model.lr"] <= 1e-1 and proposed["model.net.hidden_dim"] in (16, 64, 256)
+    assert propose_wandb(spec, state, 4, 0) == proposed
