@@ -94,13 +94,20 @@ class SweepState:
             )
 
     def claim_next(
-        self, total: int, propose: Callable[[int, dict[str, Any]], dict[str, Any]], retry_failed: bool
+        self,
+        total: int,
+        propose: Callable[[int, dict[str, Any]], dict[str, Any]],
+        retry_failed: bool,
+        tried: set[int] | frozenset[int] = frozenset(),
     ) -> dict[str, Any] | None:
         """Claim the first of `total` trials, in order, that is neither done nor running: one stopped before it
         finished or whose worker died (resumed), else the next new one, with the parameters `propose(index,
-        state)` gives. None when every trial is done or running elsewhere."""
+        state)` gives. None when every trial is done, running elsewhere or already `tried` by this process (a
+        retried failure is tried once a sweep)."""
         with self.locked() as state:
             for index in range(total):
+                if index in tried:
+                    continue
                 trial = state["trials"].get(str(index))
                 if trial is None:
                     return self.take(state, index, propose(index, state), None)
@@ -166,7 +173,8 @@ class SweepState:
         """Record how a trial ended, keeping what its trial process wrote into its record meanwhile."""
         with self.locked() as state:
             stored = state["trials"].get(str(trial["index"]), {})
-            trial = {key: stored[key] for key in TRIAL_WRITES if key in stored} | trial
+            trial = {key: value for key, value in trial.items() if key not in TRIAL_WRITES}  # as at its claim
+            trial |= {key: stored[key] for key in TRIAL_WRITES if key in stored}  # as its process left them
             if trial["status"] == "finished" and trial.get("pruned_at"):
                 trial["status"] = "pruned"
             state["trials"][str(trial["index"])] = trial
@@ -392,22 +400,22 @@ def run_local(
     if state.path.is_file():
         state.check_same_spec()
     print(f"sweep {spec.name}: {search_name(spec, engine)}, {total} trials, in {state.directory}", flush=True)
-    ran = 0
+    tried: set[int] = set()
     with Stopper().installed() as stopper:
         while True:
             if stopper.signum is not None:  # between two trials
                 return stopped(stopper.signum, "before its next trial")
-            trial = state.claim_next(total, propose, retry_failed)
+            trial = state.claim_next(total, propose, retry_failed, tried)
             if trial is None:
                 break
-            ran += 1
+            tried.add(trial["index"])
             with state.leased(trial):
                 trial = run_trial(state, trial, root, f"{trial['index'] + 1}/{total}", stopper)
             state.record(trial)
             signum = stopper.signum or stopped_by(trial["exit_code"])
             if signum is not None:
                 return stopped(signum, f"in trial {trial['index'] + 1} ({trial['status']})")
-    if skipped := len(state.read()["trials"]) - ran:
+    if skipped := len(state.read()["trials"]) - len(tried):
         print(f"skipped {skipped} trials that were done already or running elsewhere", flush=True)
     return report(spec, state.read(), total, root, every_trial)
 
