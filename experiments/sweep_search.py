@@ -106,7 +106,9 @@ def propose_wandb(spec: SweepSpec, state: dict[str, Any], index: int, seed: int)
         "parameters": spec.parameters,
     }
     np.random.seed((seed * 1_000_003 + index) % 2**32)  # the engine draws from numpy's global generator
-    proposed = sweeps.next_run(config, runs)
+    with warnings.catch_warnings():  # scikit-learn's fit of the Gaussian process warns of its bounds
+        warnings.simplefilter("ignore")
+        proposed = sweeps.next_run(config, runs)
     return {name: proposed.config[name]["value"] for name in spec.parameters}
 
 
