@@ -16,6 +16,7 @@ reduction factor and `max_iter` the most iterations (by default, those of the fi
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +83,12 @@ def propose(spec: SweepSpec, state: dict[str, Any], index: int, seed: int, total
 def propose_wandb(spec: SweepSpec, state: dict[str, Any], index: int, seed: int) -> dict[str, Any]:
     """The parameters of trial `index` from W&B's own Bayesian engine (the `sweeps` package that W&B's server
     runs: a Gaussian process over the trials so far), offline: `--engine wandb`."""
-    sweeps = require("sweeps", "W&B's sweep engine offline (--engine wandb)")
+    with warnings.catch_warnings():  # its pydantic models warn of renamed settings as they are imported
+        warnings.simplefilter("ignore", UserWarning)
+        sweeps = require("sweeps", "W&B's sweep engine offline (--engine wandb)")
     import numpy as np
 
-    RunState, SweepRun = sweeps.RunState, sweeps.SweepRun
+    RunState, SweepRun = sweeps.RunState, sweeps.SweepRun  # noqa: N806
 
     states = {"finished": RunState.finished, "pruned": RunState.finished, "failed": RunState.failed}
     runs = []
