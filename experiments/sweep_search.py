@@ -88,7 +88,7 @@ def propose_wandb(spec: SweepSpec, state: dict[str, Any], index: int, seed: int)
         sweeps = require("sweeps", "W&B's sweep engine offline (--engine wandb)")
     import numpy as np
 
-    RunState, SweepRun = sweeps.RunState, sweeps.SweepRun  # noqa: N806
+    RunState, SweepRun = sweeps.RunState, sweeps.SweepRun
 
     states = {"finished": RunState.finished, "pruned": RunState.finished, "failed": RunState.failed}
     runs = []
