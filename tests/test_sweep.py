@@ -540,23 +540,23 @@ def test_a_bayesian_search_offline_proposes_trials_resumes_and_extends(tmp_path:
         "trainer.max_epochs": {"value": 1},
     }
     command = [*COMMAND[:-1], "--run.logger", "csv", "--trainer.limit_train_batches", "3", "${args}"]
-    spec = write_spec(tmp_path, name="bayes", method="bayes", run_cap=2, command=command, parameters=parameters)
+    spec = write_spec(tmp_path, name="bayes", method="bayes", run_cap=1, command=command, parameters=parameters)
     result = sweep_cli(spec, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Bayesian search (Optuna TPE), 2 trials" in result.stdout and "2 finished, 0 failed" in result.stdout
+    assert "Bayesian search (Optuna TPE), 1 trials" in result.stdout and "1 finished, 0 failed" in result.stdout
     path = tmp_path / "runs" / "bayes" / "sweep.json"
     first = json.loads(path.read_text())["trials"]
     again = sweep_cli(spec, tmp_path)  # the same command: nothing left to run
-    assert again.returncode == 0 and "skipped 2 trials" in again.stdout
-    longer = run_module("experiments.sweep", str(spec), "--root", str(tmp_path / "runs"), "--count", "3", cwd=tmp_path)
+    assert again.returncode == 0 and "skipped 1 trials" in again.stdout
+    longer = run_module("experiments.sweep", str(spec), "--root", str(tmp_path / "runs"), "--count", "2", cwd=tmp_path)
     assert longer.returncode == 0, longer.stderr
     trials = json.loads(path.read_text())["trials"]
-    assert [trials[str(i)]["status"] for i in range(3)] == ["finished"] * 3
+    assert [trials[str(i)]["status"] for i in range(2)] == ["finished"] * 2
     assert {key: trials[key]["params"] for key in first} == {key: first[key]["params"] for key in first}
     for trial in trials.values():
         assert 1e-4 <= trial["params"]["model.lr"] <= 1e-1 and 0.0 <= trial["params"]["model.net.dropout"] <= 0.5
-    assert len({trial["run_id"] for trial in trials.values()}) == 3
-    assert len(list((tmp_path / "runs" / "bayes").glob("*/summary.json"))) == 3
+    assert len({trial["run_id"] for trial in trials.values()}) == 2
+    assert len(list((tmp_path / "runs" / "bayes").glob("*/summary.json"))) == 2
 
 
 @pytest.mark.parametrize(
