@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import math
@@ -91,10 +92,19 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     elsewhere leaves it alone; the kernel releases it when the process ends, however it ends."""
     descriptor = os.open(run_dir, os.O_RDONLY)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in NO_FLOCK:
+                raise
         yield
     finally:
         os.close(descriptor)
+
+
+# What a file system without flock answers (Lustre mounted without -o flock, NFS without a lock daemon):
+# there the run trains unlocked, and sweeps on other hosts rely on their claims' leases.
+NO_FLOCK = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
 
 
 def locked(run_dir: Path) -> bool:
@@ -103,6 +113,9 @@ def locked(run_dir: Path) -> bool:
         fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
+    except OSError as error:  # a file system without flock cannot tell
+        if error.errno not in NO_FLOCK:
+            raise
     finally:
         os.close(descriptor)
     return False

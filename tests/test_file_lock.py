@@ -9,12 +9,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from experiments.file_lock import FileLock
 from tests.helpers import fresh_env
 
 COUNT_UNDER_LOCK = """
 import sys
 from pathlib import Path
+
+import pytest
 from experiments.file_lock import FileLock
 lock, counter = Path(sys.argv[1]), Path(sys.argv[2])
 for _ in range(40):
@@ -64,3 +68,28 @@ def test_leaving_the_lock_keeps_a_lock_that_another_process_holds_now(tmp_path: 
     with FileLock(lock):
         lock.write_text("another-host 99 beef")  # broken as stale by another process, which took it
     assert lock.read_text() == "another-host 99 beef"
+
+
+def test_a_file_system_without_flock_trains_unlocked_rather_than_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lustre without `-o flock` answers ENOSYS (NFS without a lock daemon, ENOLCK): the run lock and its test
+    give way to the sweep's leases; other errors still raise."""
+    import errno
+    import fcntl
+
+    from experiments import rundir
+
+    def no_flock(descriptor: int, operation: int) -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with rundir.run_lock(tmp_path):
+        assert not rundir.locked(tmp_path)
+
+    def broken(descriptor: int, operation: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fcntl, "flock", broken)
+    with pytest.raises(OSError, match="Input/output error"), rundir.run_lock(tmp_path):
+        pass
