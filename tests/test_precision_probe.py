@@ -122,12 +122,33 @@ def test_a_short_run_measures_nothing_and_keeps_the_machines_choice(
     assert line.endswith("has native bf16)") and not cache.exists()
 
 
+class FakeClock:
+    """The probe's clock, standing in for `time`: it moves only as the steps say, so Lightning's own time per
+    step, which grows on a busy machine, is not in the figures."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def __deepcopy__(self, memo: dict[int, object]) -> FakeClock:
+        return self  # one clock: the probe trains a copy of the model
+
+
 class AutocastWitness(L.LightningModule):
     """Records, for each training step, whether its forward pass ran under bf16 autocast and which batch it
     trained on; its steps take `fp32_seconds` or `bf16_seconds`, and `switch_seconds` more just after a switch."""
 
-    def __init__(self, fp32_seconds: float = 0.0, bf16_seconds: float = 0.0, switch_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        fp32_seconds: float = 0.0,
+        bf16_seconds: float = 0.0,
+        switch_seconds: float = 0.0,
+        clock: FakeClock | None = None,
+    ) -> None:
         super().__init__()
+        self.clock = clock  # advanced by each step's seconds instead of sleeping, when given
         self.layer = torch.nn.Linear(2, 1)
         self.seconds = {False: fp32_seconds, True: bf16_seconds, "switch": switch_seconds}
         self.in_bf16: list[bool] = []
@@ -138,7 +159,11 @@ class AutocastWitness(L.LightningModule):
         switched = not self.in_bf16 or self.in_bf16[-1] != bf16
         self.in_bf16.append(bf16)
         self.batches.append(int(batch[0][0, 0]) // 8)  # 4 rows of 2 numbers a batch: its number
-        time.sleep(self.seconds[bf16] + (self.seconds["switch"] if switched else 0.0))
+        seconds = self.seconds[bf16] + (self.seconds["switch"] if switched else 0.0)
+        if self.clock is not None:
+            self.clock.now += seconds
+        else:
+            time.sleep(seconds)
         return self.layer(batch[0]).square().mean()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -178,12 +203,13 @@ def test_rounds_train_the_same_batches_in_blocks_of_each_precision_in_turns(monk
 
 
 def test_blocks_time_each_precision_apart_and_not_the_steps_after_a_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """bf16 steps twice as long as fp32 ones: x0.5, whatever the first steps after a switch take. Lightning's
-    own time per step adds to both (a few ms, more on a busy machine), so the figure is a little above 0.5;
-    a switch step timed with either precision would give about 0.19 or 0.81."""
-    model = AutocastWitness(fp32_seconds=0.03, bf16_seconds=0.06, switch_seconds=0.3)
+    """bf16 steps twice as long as fp32 ones: x0.5 exactly, whatever the first steps after a switch take (on
+    the steps' own clock); a switch step timed with either precision would give about 0.19 or 0.81."""
+    clock = FakeClock()
+    monkeypatch.setattr(probe, "time", clock)
+    model = AutocastWitness(fp32_seconds=0.03, bf16_seconds=0.06, switch_seconds=0.3, clock=clock)
     speedup, (low, high) = bf16_speedup_within(model, TenBatches(), timed=3, most=2, until_clear=False)
-    assert 0.35 < speedup < 0.7 and low <= speedup <= high
+    assert speedup == pytest.approx(0.5) and low <= speedup <= high
 
 
 def test_the_figure_is_the_ratio_of_the_total_times_and_its_interval_of_the_rounds() -> None:
