@@ -1,10 +1,10 @@
 """Bayesian search and early termination against random search, on one search space over the digits CNN.
 
-    python -m benchmarks.search                              # 3 search seeds x 30 trials x 3 searches
+    python -m benchmarks.search                              # 3 search seeds x 30 trials x 4 searches
     python -m benchmarks.search --seeds 0 --trials 12        # a quicker look
 
 The space is experiments/sweeps/cnn_digits_search.yaml (learning rate, weight decay, dropout, dense width;
-10 epochs a trial). For each search seed it runs three sweeps with the real command, `python -m
+8 epochs a trial). For each search seed it runs four sweeps with the real command, `python -m
 experiments.sweep <spec> --method ... --seed S --count N`, one trial after another, logging to CSV:
 
 - random: random search, the reference a practitioner tries first;
