@@ -253,7 +253,8 @@ class FirstlightCLI(LightningCLI):
             return
         if str(trainer.devices) not in ("1", "auto") or int(trainer.num_nodes or 1) != 1 or "LOCAL_RANK" in os.environ:
             return
-        speedup = measured_speedup(self.model, self.datamodule, measure=worth_measuring(trainer))
+        measure = worth_measuring(trainer)
+        speedup = measured_speedup(self.model, self.datamodule, measure=measure, epochs=trainer.max_epochs)
         self.precision_choice = network_choice(speedup, self.model, choice)
         if self.precision_choice.precision != choice.precision:  # the Trainer is made from config_init
             trainer.precision = self.config_init.trainer.precision = self.precision_choice.precision

@@ -12,9 +12,10 @@ a 90% interval over the rounds says how sure it is, and while it cannot tell whe
 faster, more rounds are timed (within about MEASURE_SECONDS). bf16-mixed is kept where it is at least MARGIN
 faster; else 32-true, which is exact. The answer is cached per CPU, torch version, threads, network, data
 and batch size in `~/.cache/firstlight/precision.json` (`$XDG_CACHE_HOME`): each is measured once per
-machine, in seconds, by the first run that trains at least MIN_RUN_STEPS steps (a shorter one uses the
-cache, or the machine's choice). Only firstlight's tasks on firstlight's datamodules are measured (a user's
-own LightningModule gets the machine's choice), and only single-process runs (ranks measuring apart could disagree).
+machine, in seconds, by the first run that trains at least MIN_RUN_STEPS steps (its max_steps, or its epochs
+of the data's batches; a shorter one uses the cache, or the machine's choice). Only firstlight's tasks on
+firstlight's datamodules are measured (a user's own LightningModule gets the machine's choice), and only
+single-process runs (ranks measuring apart could disagree).
 """
 
 from __future__ import annotations
@@ -273,9 +274,29 @@ def bf16_speedup_within(
     return speedup_of(blocks.rounds)
 
 
-def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule) -> float:
-    """`bf16_speedup_within` blocks of about TIMED_SECONDS of steps: ROUNDS rounds, more until it is clear."""
-    return bf16_speedup_within(model, data, timed_steps(model, data), MAX_ROUNDS)[0]
+class RunTooShort(Exception):
+    """The run trains fewer than MIN_RUN_STEPS steps, known once its data is set up: not worth measuring."""
+
+
+def bf16_speedup(model: L.LightningModule, data: L.LightningDataModule, epochs: int | None = None) -> float:
+    """`bf16_speedup_within` blocks of about TIMED_SECONDS of steps: ROUNDS rounds, more until it is clear.
+    RunTooShort, after the first timing (which sets the data up), when `epochs` of its batches are too few."""
+    timed = timed_steps(model, data)
+    if too_short(data, epochs):
+        raise RunTooShort
+    return bf16_speedup_within(model, data, timed, MAX_ROUNDS)[0]
+
+
+def too_short(data: L.LightningDataModule, epochs: int | None) -> bool:
+    """Whether `epochs` of the data's training batches come to fewer than MIN_RUN_STEPS steps (a length the
+    loader cannot tell, a stream's, is not too short)."""
+    if not isinstance(epochs, int) or epochs <= 0:
+        return False
+    try:
+        batches = len(data.train_dataloader())
+    except TypeError:
+        return False
+    return batches * epochs < MIN_RUN_STEPS
 
 
 def ctrl_c_kept(measure: Callable[..., float], *args: Any) -> float:
@@ -314,10 +335,12 @@ def network_key(model: L.LightningModule, data: L.LightningDataModule) -> str:
     )
 
 
-def measured_speedup(model: L.LightningModule, data: L.LightningDataModule, measure: bool = True) -> float | None:
+def measured_speedup(
+    model: L.LightningModule, data: L.LightningDataModule, measure: bool = True, epochs: int | None = None
+) -> float | None:
     """bf16-mixed's speed-up for this model on this data on this CPU: cached, or measured now and cached
-    (0.0: a layer cannot run in bf16 here). None where it is not measured: not cached and not `measure`d
-    (a run too short to repay the measurement), a model or data not firstlight's
+    (0.0: a layer cannot run in bf16 here). None where it is not measured: not cached and not `measure`d, or
+    `epochs` of the data too few steps (a run too short to repay the measurement), a model or data not firstlight's
     (their training code is not run before the run), or a measurement that failed (the run then meets the
     same fault, and reports it as its own)."""
     from datamodules.base import DataModule
@@ -335,7 +358,9 @@ def measured_speedup(model: L.LightningModule, data: L.LightningDataModule, meas
     if not measure:
         return None
     try:
-        speedup = ctrl_c_kept(bf16_speedup, model, data)
+        speedup = ctrl_c_kept(bf16_speedup, model, data, epochs)
+    except RunTooShort:  # `epochs` of this data: too few steps to repay the measurement
+        return None
     except RuntimeError as error:
         if "bf16" not in str(error).lower() and "bfloat16" not in str(error).lower():
             return None

@@ -218,5 +218,5 @@ def test_the_precision_benchmark_reports_a_measurement_that_failed_as_not_measur
 
     machine = PrecisionChoice("bf16-mixed", "this CPU has native bf16")
     monkeypatch.setattr(precision, "resolve_precision", lambda *args: machine)
-    monkeypatch.setattr(precision, "measured_speedup", lambda *args: None)  # a measurement that failed
+    monkeypatch.setattr(precision, "measured_speedup", lambda *args, **kwargs: None)  # a measurement that failed
     assert precision.auto_choice(None, None) == (machine, "not measured")  # type: ignore[arg-type]

@@ -81,7 +81,8 @@ def test_the_run_prints_and_records_the_precision_it_chose(native: bool, tmp_pat
     if not native and platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("caps an x86 instruction set")
     env = {} if native else NO_NATIVE_BF16
-    args = ("--config", "cnn_digits", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu")
+    # 10 epochs of 20 batches: long enough to measure the network's speed-up (MIN_RUN_STEPS)
+    args = ("--config", "cnn_digits", "--trainer.max_epochs", "10", "--trainer.accelerator", "cpu")
     result = run_cli(*args, cwd=tmp_path, env=env, fresh=True)
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(line for line in result.stderr.splitlines() if line.startswith("precision: "))

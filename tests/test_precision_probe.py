@@ -234,3 +234,13 @@ def test_the_measurement_goes_on_while_it_cannot_tell_within_its_time() -> None:
     assert measured_enough(unclear[:ROUNDS], MEASURE_SECONDS - 1, 2.0, MAX_ROUNDS, until_clear=True)  # no time
     assert measured_enough(unclear[:MAX_ROUNDS], 1.0, 0.1, MAX_ROUNDS, until_clear=True)  # rounds all spent
     assert not measured_enough(clear[:ROUNDS], 1.0, 0.1, MAX_ROUNDS, until_clear=False)  # the benchmark: all
+
+
+@native_bf16_only
+def test_a_run_of_few_epochs_of_few_batches_measures_nothing(cache: Path, in_tmp: Path, capsys) -> None:
+    """2 epochs of digits are 40 steps, known only once the data is set up: fewer than MIN_RUN_STEPS, so the
+    probe stops after its first timing and the run keeps the machine's choice, uncached."""
+    cache.unlink(missing_ok=True)
+    assert run(["--config", "cnn_digits", "--trainer.max_epochs", "2", "--run.logger", "none"]) == 0
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("precision:"))
+    assert line.endswith("has native bf16)") and not cache.exists()
