@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import io
 import json
 import math
 import os
@@ -237,7 +236,7 @@ def process_alive(trial: dict[str, Any]) -> bool:
 def check_trial_args(spec: SweepSpec, trials: list[dict[str, Any]]) -> None:
     """Parse the arguments of the trials (each distinct parameter value once) as the run would, without
     training: an unknown option or a value of the wrong type stops the sweep before any trial starts."""
-    from experiments.run import main as run
+    from experiments.run import printed_config
 
     seen: set[tuple[str, str]] = set()
     for params in trials:
@@ -245,19 +244,11 @@ def check_trial_args(spec: SweepSpec, trials: list[dict[str, Any]]) -> None:
         if not new:
             continue
         seen |= new
-        args = trial_args(spec, params)
-        stderr = io.StringIO()
-        code: int | str | None
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(stderr):
-            try:
-                code = run([*args, "--print_config"])
-            except SystemExit as exit_:
-                code = exit_.code
-        if code not in (0, None):
-            message = stderr.getvalue().strip().splitlines()
-            reason = message[-1].removeprefix("error: ").removesuffix(" (see --help)") if message else "rejected"
+        try:
+            printed_config(trial_args(spec, params))
+        except ConfigError as reason:
             shown = " ".join(f"--{k}={v}" for k, v in params.items())
-            raise ConfigError(f"{spec.path}: the run rejects the trial {shown}: {reason}; fix the parameters")
+            raise ConfigError(f"{spec.path}: the run rejects the trial {shown}: {reason}; fix the parameters") from None
 
 
 def last_line(log: Path) -> str:
