@@ -40,12 +40,12 @@ class ClusterOptions:
 
 def cluster_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--cluster", choices=("slurm",))
-    parser.add_argument("--cluster.partition", dest="partition")
-    parser.add_argument("--cluster.time", dest="time")
-    parser.add_argument("--cluster.nodes", dest="nodes", type=int, default=1)
-    parser.add_argument("--cluster.gpus", dest="gpus", type=int, default=1)
-    parser.add_argument("--cluster.cpus", dest="cpus", type=int)
+    parser.add_argument("--cluster", choices=("slurm",), help="submit the command to SLURM (sbatch) instead")
+    parser.add_argument("--cluster.partition", dest="partition", help="with --cluster slurm: sbatch --partition")
+    parser.add_argument("--cluster.time", dest="time", help="with --cluster slurm: sbatch --time, e.g. 4:00:00")
+    parser.add_argument("--cluster.nodes", dest="nodes", type=int, default=1, help="nodes a job (default 1)")
+    parser.add_argument("--cluster.gpus", dest="gpus", type=int, default=1, help="GPUs a node (default 1; 0: CPUs)")
+    parser.add_argument("--cluster.cpus", dest="cpus", type=int, help="CPUs a task (default: the template's 8)")
     return parser
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from experiments.rundir import finished as run_finished
 from experiments.rundir import locked, new_run_id
-from experiments.slurm import TEMPLATES, ClusterOptions, check_slurm, sbatch, split_cluster_args
+from experiments.slurm import TEMPLATES, ClusterOptions, check_slurm, cluster_parser, sbatch, split_cluster_args
 from experiments.spread import spread_lines
 from experiments.sweep_record import DONE, locked_record
 from experiments.sweep_search import check_honoured, hyperband_settings, propose, propose_wandb
@@ -573,7 +573,11 @@ def strip_option(args: list[str], option: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.sweep",
+        description=__doc__.split("\n\n")[0],
+        parents=[cluster_parser()],  # taken out by `split_cluster_args` before parsing; here for --help
+    )
     parser.add_argument("spec", type=Path, help="sweep spec (YAML, W&B's sweep format)")
     parser.add_argument("--count", type=int, help="number of trials (default: run_cap, or the whole grid)")
     parser.add_argument("--root", type=Path, default=Path("runs"), help="directory of all experiments' runs")
@@ -588,10 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sweep-id", help="join this W&B sweep (online) instead of creating one")
     parser.add_argument("--project", default="firstlight", help="W&B project, unless the spec names one")
-    parser.add_argument("--cluster", choices=("slurm",), help="submit the sweep's workers to SLURM as a job array")
     parser.add_argument("--workers", type=int, help="with --cluster slurm: how many workers (array tasks), default 1")
-    for option in ("partition", "time", "nodes", "gpus", "cpus"):  # parsed by `split_cluster_args`; for --help
-        parser.add_argument(f"--cluster.{option}", help=f"with --cluster slurm: each worker's sbatch --{option}")
     given = sys.argv[1:] if argv is None else argv
     try:
         cluster, given = split_cluster_args(given)
