@@ -174,8 +174,6 @@ class SweepState:
             stored = state["trials"].get(str(trial["index"]), {})
             trial = {key: value for key, value in trial.items() if key not in TRIAL_WRITES}  # as at its claim
             trial |= {key: stored[key] for key in TRIAL_WRITES if key in stored}  # as its process left them
-            if trial["status"] == "finished" and trial.get("pruned_at"):
-                trial["status"] = "pruned"
             state["trials"][str(trial["index"])] = trial
 
     def renew(self, trial: dict[str, Any]) -> None:
