@@ -1,5 +1,5 @@
-"""The one exception type for user mistakes, the range and name checks every layer uses to raise it, and the
-import of a package that only an extra installs.
+"""The one exception type for user mistakes, the range and name checks every layer uses to raise it, the
+import of a package that only an extra installs, and the one line that a library's error becomes in a message.
 
 Neutral ground: cores, datamodules, tasks and the command all import from here, and it imports nothing
 of theirs. The command prints a ConfigError's message in one line and exits with code 2.
@@ -40,8 +40,25 @@ NOT_PLAIN = (
 )
 
 
+# A library's message quoted in one of ours is cut here: the exporters' and W&B's run to pages.
+QUOTED_LIMIT = 300
+
+
 class ConfigError(ValueError):
     """A setting or an input that the user can fix; the message says what is wrong and how to fix it."""
+
+
+def first_line(error: BaseException) -> str:
+    """A library's error as one line of ours: the first line of its message, together with the lines it
+    introduces when it ends in a colon (transformers' "Validation error for field 'x':" before the reason),
+    cut at QUOTED_LIMIT characters; the error's type where it has no message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    end = 1
+    while end < len(lines) and lines[end - 1].endswith(":"):
+        end += 1
+    return " ".join(lines[:end])[:QUOTED_LIMIT]
 
 
 def check_range(name: str, value: float, low: float, high: float = float("inf"), *, low_open: bool = False) -> None:

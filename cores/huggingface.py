@@ -24,7 +24,7 @@ import torch
 
 from cores.contracts import ClassifierCore
 from packaged import is_packaged, packaged_folder
-from validation import NOT_PLAIN, ConfigError, check_range, require
+from validation import NOT_PLAIN, ConfigError, check_range, first_line, require
 
 WANDB_PREFIX = "wandb:"
 HF_MODEL = "a Hugging Face model (cores.huggingface.HFClassifier)"  # what needs the hf extra
@@ -301,10 +301,6 @@ def check_settings(settings: dict[str, Any], config_class: type, architecture: s
             raise ConfigError(f"config key {key!r} is not a setting of {architecture} models{hint}")
 
 
-def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def build_from_config(
     architecture: str, settings: dict[str, Any], vocab_size: int, num_classes: int, pad_id: int
 ) -> torch.nn.Module:
@@ -317,11 +313,11 @@ def build_from_config(
             architecture, **settings, vocab_size=vocab_size, num_labels=num_classes, pad_token_id=pad_id
         )
     except Exception as error:  # a setting of the wrong type or value (transformers' own checks)
-        raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
+        raise ConfigError(f"config of {architecture}: {first_line(error)}") from None
     try:
         return transformers.AutoModelForSequenceClassification.from_config(model_config)
     except ValueError as error:  # e.g. a hidden size that the number of heads does not divide
-        raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
+        raise ConfigError(f"config of {architecture}: {first_line(error)}") from None
 
 
 def load_pretrained(
@@ -345,7 +341,7 @@ def load_pretrained(
     try:
         model_config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError) as error:
-        raise ConfigError(f"pretrained model {directory}: {one_line(error)}") from None
+        raise ConfigError(f"pretrained model {directory}: {first_line(error)}") from None
     architecture = model_config.model_type
     check_architecture(architecture, f" of pretrained model {directory}")
     check_settings(settings, type(model_config), architecture)
@@ -369,7 +365,7 @@ def load_pretrained(
         model_config.num_labels = num_classes
         model_config.pad_token_id = pad_id
     except Exception as error:  # a setting of the wrong type or value
-        raise ConfigError(f"config of {architecture}: {one_line(error)}") from None
+        raise ConfigError(f"config of {architecture}: {first_line(error)}") from None
     try:
         with quiet_transformers():
             model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
@@ -437,7 +433,7 @@ def download_artifact(name: str) -> Path:
     try:
         return Path(wandb.Api(timeout=30).artifact(name).download())
     except Exception as error:  # no credentials, no network, no such artifact: W&B's own message says which
-        raise ConfigError(f"W&B artifact {name} could not be downloaded: {one_line(error)}") from None
+        raise ConfigError(f"W&B artifact {name} could not be downloaded: {first_line(error)}") from None
 
 
 def refused_unpickling(error: BaseException | None) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from packaged import is_packaged, packaged_folder
-from validation import ConfigError, require
+from validation import ConfigError, first_line, require
 
 TokenizerKind = Literal["char", "word", "bpe"]
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
@@ -272,7 +272,3 @@ def load_pretrained_tokenizer(source: str) -> SubwordTokenizer:
     tokenizer.no_truncation()  # the datamodule cuts texts to its max_length itself, and pads per batch
     tokenizer.no_padding()
     return SubwordTokenizer(tokenizer, ids)
-
-
-def first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -27,8 +27,7 @@ from experiments.metric_direction import higher_is_better
 from experiments.outputs import ends_cleanly
 from experiments.presets import check_yaml
 from experiments.rundir import write_atomic
-from experiments.tracking import first_line
-from validation import ConfigError
+from validation import ConfigError, first_line
 
 
 def find_runs(paths: list[Path]) -> list[Path]:

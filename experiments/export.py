@@ -46,7 +46,7 @@ import yaml
 from experiments.exportable import Signature, exportable, other_shapes, resized, signature, synthetic_inputs
 from experiments.outputs import check_output, commit, ends_cleanly
 from experiments.trained import Trained, load_trained, rebuilt_data
-from validation import ConfigError, check_range, require
+from validation import ConfigError, check_range, first_line, require
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported-program": ".pt2"}
 SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth"), "exported-program": (".pt2",)}
@@ -145,11 +145,6 @@ def check_inputs(trained: Trained, synthetic: bool) -> tuple[Inputs, str]:
         except (ConfigError, OSError, ImportError) as error:
             reason = f"no validation data here: {first_line(error)}"
     return synthetic_inputs(trained.task, trained.datamodule), f"inputs made from the data's facts [{reason}]"
-
-
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def traceable(inputs: Inputs, sig: Signature) -> bool:

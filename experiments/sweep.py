@@ -51,8 +51,8 @@ from experiments.sweep_spec import (
     plan_trials,
     trial_args,
 )
-from experiments.tracking import first_line, wandb_mode, wandb_online_problem
-from validation import ConfigError
+from experiments.tracking import wandb_mode, wandb_online_problem
+from validation import ConfigError, first_line
 
 
 class SweepState:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from validation import first_line
+
 
 @dataclass
 class RunOptions:
@@ -125,11 +127,6 @@ def has_wandb_credentials() -> bool:
 def wandb_sweep_run_id() -> str | None:
     """The run id a W&B sweep agent gave this process, so the run directory and the W&B run share it."""
     return os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (W&B's run over several), or its type when it has none."""
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def outlives_wandb(method: Callable[..., Any]) -> Callable[..., Any]:

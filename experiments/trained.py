@@ -24,7 +24,7 @@ import torch
 from datamodules.base import DataModule
 from experiments.rundir import locate_run
 from modules.task import TaskModule
-from validation import NOT_PLAIN, ConfigError
+from validation import NOT_PLAIN, ConfigError, first_line
 
 WANDB_PREFIX = "wandb:"
 
@@ -65,10 +65,9 @@ def download_artifact(reference: str) -> Path:
     try:
         directory = Path(wandb.Api(timeout=20).artifact(name, type="model").download())
     except Exception as error:  # wandb raises many kinds: no network, no login, no such artifact
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(
-            f"W&B artifact {name} could not be downloaded ({reason}); check the name and that you are online and "
-            "logged in (wandb login), or give the run directory"
+            f"W&B artifact {name} could not be downloaded ({first_line(error)}); check the name and that you are "
+            "online and logged in (wandb login), or give the run directory"
         ) from None
     found = sorted(directory.glob("*.ckpt"))
     if not found:
