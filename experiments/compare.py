@@ -12,9 +12,7 @@ wall time, and each run's pictures (confusion matrix, samples: `callbacks.local_
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +21,9 @@ from typing import Any
 import yaml
 
 from callbacks.history import read_history
+from experiments.command_line import command_parser, ends_cleanly
 from experiments.metric_direction import higher_is_better
-from experiments.outputs import ends_cleanly
+from experiments.outputs import check_output
 from experiments.presets import check_yaml
 from experiments.rundir import write_atomic
 from validation import ConfigError, first_line
@@ -193,20 +192,6 @@ def plot(runs: list[dict[str, Any]], keys: list[str], output: Path) -> list[str]
     return names
 
 
-def unwritable(path: Path, overwrite: bool) -> str | None:
-    """Why the page cannot be written at `path` (checked before any work), or None."""
-    if path.is_dir():
-        return "is a folder; give a file name such as report.html"
-    if path.exists() and not overwrite:
-        return "exists; give another path, or --overwrite to replace it"
-    folder = path.absolute().parent
-    if not folder.is_dir():
-        return f"the folder {folder} does not exist"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write in {folder}"
-    return None
-
-
 def html_page(runs: list[dict[str, Any]], keys: list[str], metrics: list[str], notes: list[str]) -> str:
     """The self-contained page of `experiments.html_report`: the table, curves against step and wall time,
     and each run's section."""
@@ -260,7 +245,7 @@ def sweep_status(path: Path) -> str | None:
 
 @ends_cleanly
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__.split("\n\n")[0])
+    parser = command_parser("compare", __doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="run directories, experiment directories or a sweep")
     parser.add_argument("--sort", help="metric to sort by (default: the first test metric)")
     direction = parser.add_mutually_exclusive_group()
@@ -281,11 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
-        print(f"error: {', '.join(missing)} not found; give run or experiment directories", file=sys.stderr)
-        return 2
-    if args.html is not None and (problem := unwritable(args.html, args.overwrite)):
-        print(f"error: --html {args.html}: {problem}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"{', '.join(missing)} not found; give run or experiment directories")
+    if args.html is not None:
+        check_output(args.html, args.overwrite, given=True, option="--html")
     output = args.output or (Path("compare.png") if args.html is None else None)
     run_dirs = find_runs(args.paths)
     statuses = list(filter(None, map(sweep_status, args.paths)))
@@ -295,8 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(statuses))
             print(f"error: no runs to compare under {where}: no trial made a run (see above)", file=sys.stderr)
             return 1
-        print(f"error: no runs (directories with config.yaml) under {where}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"no runs (directories with config.yaml) under {where}")
     runs, damaged = load_runs(run_dirs)
     if not runs:
         print(f"error: no run could be read: {'; '.join(damaged)}", file=sys.stderr)
@@ -306,16 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     metrics = final_metrics(runs)
     sort = args.sort or default_sort(metrics)
     if sort and sort not in metrics:
-        print(f"error: no run has the metric {sort}; choose one of {', '.join(metrics)}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"no run has the metric {sort}; choose one of {', '.join(metrics)}")
     higher = True
     if sort:
         stated = True if args.higher_better else False if args.lower_better else sweep_goal(args.paths, sort)
-        try:
-            higher = higher_is_better(sort, stated)
-        except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        higher = higher_is_better(sort, stated)
         missing_value = float("-inf") if higher else float("inf")
         runs.sort(
             key=lambda r: r["summary"].get(sort) if r["summary"].get(sort) is not None else missing_value,

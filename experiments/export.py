@@ -37,14 +37,15 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
 import yaml
 
+from experiments.command_line import add_run_arguments, command_parser, ends_cleanly
 from experiments.exportable import Signature, exportable, other_shapes, resized, signature, synthetic_inputs
-from experiments.outputs import check_output, commit, ends_cleanly
+from experiments.outputs import check_output, commit
 from experiments.trained import Trained, load_trained, rebuilt_data
 from validation import ConfigError, check_range, first_line, require
 
@@ -57,28 +58,14 @@ ONNX = "ONNX export (--format onnx)"  # what needs the export extra
 Inputs = tuple[torch.Tensor, ...]
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors (an unknown --format, a missing run) in one line, `error: ...`, exit 2, as the others."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog="python -m experiments.export",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("run", help="run directory, run id, .ckpt file, or wandb:entity/project/artifact:alias")
+    parser = command_parser("export", __doc__)
+    add_run_arguments(parser)
     parser.add_argument("--format", choices=list(FORMATS), default="onnx", help="what to export to (default: onnx)")
     parser.add_argument(
         "--output", type=Path, help="the exported file (default: <run dir>/export/model.onnx, .torchscript.pt, .pt2)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
-    parser.add_argument("--root", type=Path, default=Path("runs"), help="where run ids are looked up")
     parser.add_argument(
         "--tolerance",
         type=float,
@@ -332,21 +319,17 @@ def export_and_check(
 @ends_cleanly
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        check_range("tolerance", args.tolerance, 0.0)
-        if args.format == "onnx":  # torch.onnx.export imports the first two itself
-            require("onnx", ONNX)
-            require("onnxscript", ONNX)
-            require("onnxruntime", ONNX)
-        trained = load_trained(args.run, args.root)
-        output = output_path(args, trained)
-        check_output(output, args.overwrite, given=args.output is not None, create=args.output is None)
-        trained.task.float()
-        net = trained.task.net.eval()
-        sig = signature(trained.task, trained.datamodule)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    check_range("tolerance", args.tolerance, 0.0)
+    if args.format == "onnx":  # torch.onnx.export imports the first two itself
+        require("onnx", ONNX)
+        require("onnxscript", ONNX)
+        require("onnxruntime", ONNX)
+    trained = load_trained(args.run, args.root)
+    output = output_path(args, trained)
+    check_output(output, args.overwrite, given=args.output is not None, create=args.output is None)
+    trained.task.float()
+    net = trained.task.net.eval()
+    sig = signature(trained.task, trained.datamodule)
     print(f"model: {trained.checkpoint} ({trained.note})", file=sys.stderr)
     inputs, source = check_inputs(trained, args.synthetic)
     example = inputs if traceable(inputs, sig) else synthetic_inputs(trained.task, trained.datamodule)

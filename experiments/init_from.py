@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from cores.contracts import Core
-from experiments.trained import load_checkpoint, locate_checkpoint
+from experiments.command_line import locate_checkpoint
+from experiments.trained import load_checkpoint
 from modules.task import TaskModule
 from validation import ConfigError
 

@@ -1,10 +1,10 @@
-"""Where the after-training commands (predict, explain, export, shrink) write, and how they stop.
+"""Where the commands (predict, explain, export, shrink, compare) write.
 
     check_output(path, overwrite, given=True)  # before any work: ConfigError (exit 2) if it cannot be written
     commit({path: data_or_staged_file, ...})   # every file in place, or none; OutputError (exit 1) on a fault
 
-    @ends_cleanly                              # a command's main: Ctrl-C exits 130, SIGTERM 143, a failed
-    def main(argv=None) -> int: ...            #   write 1, each in one line, with no temporary file left
+A stop (Ctrl-C, SIGTERM) raises through the work (`experiments.command_line.ends_cleanly`), with no temporary
+file left.
 
 A file is written whole or not at all: each is first written as a hidden temporary beside its final path
 (`.<name>.tmp`), then all are renamed into place together with the stop signals held, so a stop or a full
@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import os
 import shutil
 import signal
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from experiments.rundir import first_existing, missing_folders
@@ -133,38 +131,3 @@ def commit(files: dict[Path, bytes | Path]) -> None:
         for folder in made:  # deepest first; one that holds a file stays
             with contextlib.suppress(OSError):
                 folder.rmdir()
-
-
-# Stopped in one line
-
-
-def stopped(what: str) -> str:
-    if not written:
-        return f"{what}; nothing was written"
-    return f"{what} after writing {', '.join(map(str, written))}"
-
-
-def ends_cleanly(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """A command's main that ends in one line however it stops: Ctrl-C (130) and SIGTERM (143) raise through
-    the work, so its temporary files and folders are removed on the way out; a write the system refused (a
-    full disk) is exit 1."""
-
-    @functools.wraps(main)
-    def wrapped(argv: list[str] | None = None) -> int:
-        written.clear()
-        previous = signal.signal(signal.SIGTERM, raise_terminated)
-        try:
-            return main(argv)
-        except KeyboardInterrupt:
-            print(f"interrupted: {stopped('SIGINT')}", file=sys.stderr)
-            return 128 + signal.SIGINT
-        except Terminated:
-            print(f"terminated: {stopped('SIGTERM')}", file=sys.stderr)
-            return 128 + signal.SIGTERM
-        except OutputError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    return wrapped

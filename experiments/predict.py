@@ -36,8 +36,9 @@ from datamodules.fasta import Record, parse_fasta, read_fasta
 from datamodules.image_folder import IMAGE_EXTENSIONS
 from datamodules.text_sources import read_text_file
 from datamodules.timeseries import csv_series
+from experiments.command_line import add_run_arguments, command_parser, ends_cleanly, refused
 from experiments.explain import explained_kind, explained_lines, explanations
-from experiments.outputs import check_output, commit, ends_cleanly
+from experiments.outputs import check_output, commit
 from experiments.trained import Trained, load_trained
 from validation import ConfigError, check_range
 
@@ -219,15 +220,9 @@ def written(names: list[str], rows: list[dict[str, Any]], suffix: str) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.predict",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("run", help="run directory, run id, .ckpt file, or wandb:entity/project/artifact:alias")
+    parser = command_parser("predict", __doc__)
+    add_run_arguments(parser)
     parser.add_argument("inputs", nargs="*", help="images/audio (files, folders), texts, FASTA files, series")
-    parser.add_argument("--root", type=Path, default=Path("runs"), help="where run ids are looked up")
     parser.add_argument("--from_file", help="texts, one per line (or a FASTA file)")
     parser.add_argument("--output", type=Path, help="write the answers to this .csv or .jsonl file")
     parser.add_argument("--overwrite", action="store_true", help="replace --output, and --explain's files, if there")
@@ -278,9 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             else []
         )
         rows = predict(trained, items, args.batch_size, options)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except ConfigError as error:  # a mistake, found before any work
+        return refused(error)
     print(f"model: {trained.checkpoint} ({trained.note})", file=sys.stderr)
     print(table(names, rows))
     files: dict[Path, bytes | Path] = {item.path: item.content for item in explained}

@@ -11,11 +11,11 @@ initialisation and the data order; the datamodules' splits have their own seed a
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from pathlib import Path
 
+from experiments.command_line import command_parser, refused
 from experiments.sweep import run_local
 from experiments.sweep_spec import parse_spec
 from validation import SEED_MAX, ConfigError, check_range
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     run_options = argv[argv.index("--") + 1 :] if "--" in argv else []
     ours = argv[: argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="python -m experiments.seeds", description=__doc__.split("\n\n")[0])
+    parser = command_parser("seeds", __doc__)
     parser.add_argument("config", help="a preset name (experiments/configs) or a config file")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     parser.add_argument("--root", type=Path, default=Path("runs"), help="directory of all experiments' runs")
@@ -48,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         # Every seed must finish: the spread of some of them is no spread over the seeds asked for.
         return run_local(parse_spec(raw, Path(f"seeds of {args.config}")), args.root, None, 0, False, every_trial=True)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return refused(error)
 
 
 if __name__ == "__main__":

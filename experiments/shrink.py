@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from datamodules.base import DataModule
-from experiments.outputs import check_output, commit, ends_cleanly
+from experiments.command_line import add_run_arguments, command_parser, ends_cleanly
+from experiments.outputs import check_output, commit
 from experiments.trained import Trained, import_class, load_checkpoint, load_trained, plain_arguments
 from modules.quantize import int8_modules, int8_state_dict, load_int8_state_dict, quantize_dynamic_int8
 from modules.task import TaskModule
@@ -86,14 +87,8 @@ def default_output(trained: Trained) -> Path:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.shrink",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("run", help="run directory, run id, .ckpt file, or wandb:entity/project/artifact:alias")
-    parser.add_argument("--root", type=Path, default=Path("runs"), help="where run ids are looked up")
+    parser = command_parser("shrink", __doc__)
+    add_run_arguments(parser)
     parser.add_argument("--output", type=Path, help=f"where to write the int8 model (default: <run>/{DEFAULT_NAME})")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     return parser
@@ -102,17 +97,13 @@ def parser() -> argparse.ArgumentParser:
 @ends_cleanly
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        if args.output is not None:  # before the model loads; the default output is known once it has
-            check_output(args.output, args.overwrite, given=True)
-        trained = load_trained(args.run, args.root)
-        output = args.output or default_output(trained)
-        if args.output is None:
-            check_output(output, args.overwrite, given=False)
-        payload = shrunk(trained)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.output is not None:  # before the model loads; the default output is known once it has
+        check_output(args.output, args.overwrite, given=True)
+    trained = load_trained(args.run, args.root)
+    output = args.output or default_output(trained)
+    if args.output is None:
+        check_output(output, args.overwrite, given=False)
+    payload = shrunk(trained)
     data = serialized(payload)
     commit({output: data})
     fp32 = len(serialized(trained.task.net.state_dict()))

@@ -36,6 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from experiments.command_line import command_parser, refused
 from experiments.rundir import finished as run_finished
 from experiments.rundir import locked, new_run_id
 from experiments.slurm import TEMPLATES, ClusterOptions, check_slurm, cluster_parser, sbatch, split_cluster_args
@@ -571,11 +572,8 @@ def strip_option(args: list[str], option: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.sweep",
-        description=__doc__.split("\n\n")[0],
-        parents=[cluster_parser()],  # taken out by `split_cluster_args` before parsing; here for --help
-    )
+    # The cluster options are taken out by `split_cluster_args` before parsing; they are here for --help.
+    parser = command_parser("sweep", __doc__, parents=[cluster_parser()])
     parser.add_argument("spec", type=Path, help="sweep spec (YAML, W&B's sweep format)")
     parser.add_argument("--count", type=int, help="number of trials (default: run_cap, or the whole grid)")
     parser.add_argument("--root", type=Path, default=Path("runs"), help="directory of all experiments' runs")
@@ -613,8 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_online(spec, args.root, args)
         return run_local(spec, args.root, args.count, args.seed, args.retry_failed, engine=args.engine)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return refused(error)
     except KeyboardInterrupt:  # Ctrl-C before a trial started (during one, the trial gets it: `Stopper`)
         print("interrupted: SIGINT before a trial started", file=sys.stderr)
         return 130

@@ -13,7 +13,6 @@ checkpoint from anywhere runs no code of its own.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,9 @@ from typing import Any
 import torch
 
 from datamodules.base import DataModule
-from experiments.rundir import locate_run
+from experiments.command_line import locate_checkpoint
 from modules.task import TaskModule
-from validation import NOT_PLAIN, ConfigError, first_line
-
-WANDB_PREFIX = "wandb:"
+from validation import NOT_PLAIN, ConfigError
 
 
 @dataclass
@@ -36,61 +33,6 @@ class Trained:
     checkpoint: Path
     run_dir: Path | None  # None for a checkpoint outside a run directory (e.g. a W&B artifact)
     note: str = ""  # how the checkpoint was chosen, for the user
-
-
-def best_checkpoint(run_dir: Path) -> tuple[Path, str]:
-    """The checkpoint a finished run was tested with (summary.json); else, for an unfinished run, its latest."""
-    checkpoints = run_dir / "checkpoints"
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        try:
-            best = json.loads(summary.read_text()).get("best_checkpoint") or ""
-        except (json.JSONDecodeError, AttributeError):
-            best = ""
-        if best and (checkpoints / Path(best).name).is_file():  # by name: the run directory may have moved
-            return checkpoints / Path(best).name, f"the best checkpoint, {Path(best).name}"
-    if (checkpoints / "last.ckpt").is_file():
-        return checkpoints / "last.ckpt", "the latest weights (last.ckpt): the run has not finished"
-    saved = sorted(checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if saved:
-        return saved[-1], f"the newest checkpoint, {saved[-1].name}"
-    raise ConfigError(f"run {run_dir} has no checkpoint; train it to the end, or resume it, before using it")
-
-
-def download_artifact(reference: str) -> Path:
-    """A W&B model artifact (`wandb:entity/project/model-RUNID:best`) -> the checkpoint file it holds."""
-    import wandb
-
-    name = reference.removeprefix(WANDB_PREFIX)
-    try:
-        directory = Path(wandb.Api(timeout=20).artifact(name, type="model").download())
-    except Exception as error:  # wandb raises many kinds: no network, no login, no such artifact
-        raise ConfigError(
-            f"W&B artifact {name} could not be downloaded ({first_line(error)}); check the name and that you are "
-            "online and logged in (wandb login), or give the run directory"
-        ) from None
-    found = sorted(directory.glob("*.ckpt"))
-    if not found:
-        raise ConfigError(f"W&B artifact {name} holds no checkpoint (.ckpt); give a model artifact")
-    return found[0]
-
-
-def locate_checkpoint(reference: str, root: Path) -> tuple[Path, Path | None, str]:
-    """(checkpoint, run directory or None, how it was chosen) for a run directory, run id, .ckpt file or
-    W&B artifact."""
-    if reference.startswith(WANDB_PREFIX):
-        return download_artifact(reference), None, f"W&B artifact {reference.removeprefix(WANDB_PREFIX)}"
-    path = Path(reference)
-    if path.is_file():
-        if path.suffix != ".ckpt":
-            raise ConfigError(f"{path} is not a checkpoint (.ckpt); give a run directory, a run id or a .ckpt file")
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
-        return path, run_dir, f"checkpoint {path.name}"
-    if path.is_dir() and not (path / "config.yaml").is_file():
-        raise ConfigError(f"{path} is not a run directory (no config.yaml); give runs/<experiment>/<run id>")
-    run_dir = locate_run(reference, root)
-    checkpoint, note = best_checkpoint(run_dir)
-    return checkpoint, run_dir, note
 
 
 def import_class(path: str, base: type, what: str) -> type:
