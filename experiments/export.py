@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import math
 import os
 import re
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +43,7 @@ import yaml
 
 from experiments.command_line import add_run_arguments, command_parser, ends_cleanly
 from experiments.exportable import Signature, exportable, other_shapes, resized, signature, synthetic_inputs
+from experiments.message_filters import muted
 from experiments.outputs import check_output, commit
 from experiments.trained import Trained, load_trained, rebuilt_data
 from validation import ConfigError, check_range, first_line, require
@@ -235,18 +234,10 @@ def max_abs_difference(net: torch.nn.Module, exported: Exported, input_sets: lis
     return worst
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """The exporters' warnings (tracer, deprecations) and progress lines stay out of the output."""
-    torch_logger = logging.getLogger("torch")
-    level = torch_logger.level
-    torch_logger.setLevel(logging.ERROR)  # e.g. torch.export.load's notes on symbols of its runtime checks
-    with warnings.catch_warnings(), open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            torch_logger.setLevel(level)
+def exporters_muted() -> contextlib.AbstractContextManager[None]:
+    """The exporters' warnings (tracer, deprecations), progress lines and torch's notes (torch.export.load's
+    on symbols of its runtime checks) stay out of the output; their errors are reported after the block."""
+    return muted("torch")
 
 
 def shape_text(inputs: Inputs, sig: Signature) -> str:
@@ -280,7 +271,7 @@ def log_artifact(run_dir: Path, path: Path, fmt: str, metadata: dict[str, Any]) 
     options = config.get("run") or {}
     mode = wandb_mode(OFFLINE_RUN.replace("<run dir>", str(run_dir)))
     name = f"export-{fmt}-{run_id}"
-    with quiet():
+    with muted("wandb"):  # its notes on resuming and syncing; the line returned says what became of the file
         run = wandb.init(
             id=run_id,
             project=options.get("project") or "firstlight",
@@ -310,7 +301,7 @@ def export_and_check(
     net: torch.nn.Module, fmt: str, inputs: Inputs, example: Inputs, sig: Signature, path: Path
 ) -> Checked:
     """Export to `path`, load it back, and compare it with `net` on `inputs` and at other sizes."""
-    with quiet():
+    with exporters_muted():
         exported = EXPORTERS[fmt](net, example, sig, path)
         input_sets = [inputs, *other_shapes(inputs, sig, exported.minimums)]
         return Checked(exported, input_sets, max_abs_difference(net, exported, input_sets))

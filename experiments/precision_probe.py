@@ -24,7 +24,6 @@ import contextlib
 import copy
 import itertools
 import json
-import logging
 import math
 import os
 import random
@@ -32,7 +31,6 @@ import signal
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from torch import nn
 
 from datamodules.cache import firstlight_cache
 from experiments.hardware import PrecisionChoice, cpu_name
-from experiments.tracking import silenced
+from experiments.message_filters import muted
 
 MARGIN = 1.02  # bf16-mixed must be at least 2% faster to be kept: else 32-true, which is exact
 WARMUP = 2  # untimed steps per Trainer, and after each switch of precision
@@ -112,18 +110,9 @@ def step_times(model: L.LightningModule, data: L.LightningDataModule, steps: int
     return [end - start for start, end in zip(timer.starts, timer.starts[1:], strict=False)][WARMUP:]
 
 
-@contextlib.contextmanager
-def quiet_trainers() -> Iterator[None]:
+def quiet_trainers() -> contextlib.AbstractContextManager[None]:
     """Lightning's notices for each Trainer (precision, devices) and its warnings stay out of the run's output."""
-    lightning_logger = logging.getLogger("lightning.pytorch")
-    level = lightning_logger.level
-    lightning_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), silenced():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        lightning_logger.setLevel(level)
+    return muted("lightning.pytorch")
 
 
 def timed_steps(model: L.LightningModule, data: L.LightningDataModule, seconds: float | None = None) -> int:

@@ -49,9 +49,9 @@ from experiments.failures import (
     user_error,
 )
 from experiments.help import cores_by_task, datamodules
+from experiments.message_filters import hide_unactionable_messages
 from experiments.outputs import Terminated, raise_terminated
 from experiments.presets import expand_configs
-from experiments.quiet import quiet
 from experiments.resume import (
     RUN_ID_ENV,
     check_checkpoint_fits,
@@ -66,7 +66,7 @@ from experiments.stages import missing_stage
 from experiments.tracking import finish_tracking
 from validation import ConfigError
 
-quiet()
+hide_unactionable_messages()
 
 SPACE_HINT = "; free some space, or keep runs on another disk with --run.root"
 

@@ -12,7 +12,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +20,7 @@ from typing import Any, Literal
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, Logger
 
+from experiments.message_filters import silenced
 from validation import first_line
 
 
@@ -221,13 +222,6 @@ def make_logger(options: RunOptions, experiment: str, run_id: str, run_dir: Path
         resume="allow",  # a resumed run continues its W&B run
         log_model=True,  # checkpoints become model artifacts ("best", "latest") at the end of training
     )
-
-
-@contextlib.contextmanager
-def silenced() -> Iterator[None]:
-    """What a library prints (to sys.stdout or sys.stderr) in the block goes nowhere."""
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        yield
 
 
 def finish_tracking(
