@@ -46,7 +46,7 @@ from datamodules.audio_files import (
     training_classes,
     unreadable,
 )
-from datamodules.image_shards import IN_PROGRESS, check_output, gather_chunks, write_json
+from datamodules.image_shards import IN_PROGRESS, claim_shard_folder, gather_chunks, write_json
 from datamodules.prepared import Manifest, fingerprint
 from datamodules.sample_shards import ShardSamples
 from datamodules.spectrogram import LogMel
@@ -255,7 +255,7 @@ def prepare_audio(
         "features": features,
         "part_clips": part_clips,
     }
-    check_output(output, settings, overwrite)
+    claim_shard_folder(output, settings, overwrite)
     splits, classes, rate = list_clips(source, settings)  # nothing is written before the listing is checked
     clip_samples = clip_length(clip_seconds, rate)
     log_mel_of(rate, clip_seconds, features)  # the spectrogram settings, checked before any work

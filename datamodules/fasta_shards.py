@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from datamodules.fasta import LabelTable, Record, check_unique, fasta_files, fasta_records, labeller
-from datamodules.image_shards import check_output
+from datamodules.image_shards import claim_shard_folder
 from datamodules.kmers import AlphabetKind, KmerTokenizer, UnknownPolicy, clean_sequence, reverse_complement
 from datamodules.prepared import Manifest, fingerprint
 from datamodules.sample_shards import SPLITS, PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
@@ -229,7 +229,7 @@ def prepare_fasta(
     settings |= {"max_length": max_length, "val_fraction": val_fraction, "test_fraction": test_fraction}
     settings |= {"seed": seed, "part_records": part_records}
     settings["labels_fingerprint"] = fingerprint(table) if table and table.is_file() else None
-    check_output(output, settings, overwrite)
+    claim_shard_folder(output, settings, overwrite)
     say = Progress(source.name, progress)
     plan = read_plan(output, settings, PLAN)
     if plan is None:

@@ -186,9 +186,10 @@ def first_mode(splits: dict[str, list[tuple[str, int]]]) -> str:
     raise ConfigError("no readable images in the training part of the folder")
 
 
-def check_output(output: Path, settings: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to write where it would lose something: a finished dataset (unless `overwrite`), a folder of
-    other files, or an unfinished prepare of other settings (unless `overwrite`)."""
+def claim_shard_folder(output: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Claim `output` for a prepare's shards, refusing where that would lose something: new, empty, or an
+    unfinished prepare of the same settings is taken as it is; a finished dataset or an unfinished prepare of
+    other settings only with `overwrite` (then cleared); a folder of other files never."""
     if is_prepared(output):
         if not overwrite:
             raise ConfigError(f"{output} is already a prepared dataset; give --overwrite to prepare it again")
@@ -235,7 +236,7 @@ def prepare_images(
         "test_fraction": test_fraction,
         "seed": seed,
     }
-    check_output(output, settings, overwrite)
+    claim_shard_folder(output, settings, overwrite)
     splits = list_images(source, val_fraction, test_fraction, seed)
     mode = first_mode(splits)
     output.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datamodules.image_shards import check_output
+from datamodules.image_shards import claim_shard_folder
 from datamodules.prepared import Manifest, fingerprint
 from datamodules.sample_shards import SPLITS, PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
 from datamodules.text_shards import PART_ROWS, TableStream, split_of, train_streaming
@@ -166,7 +166,7 @@ def prepare_pairs(
     settings: dict[str, Any] = {"kind": KIND, "source": str(source), "fingerprint": fingerprint(source)}
     settings |= {"tokenizer": tokenizer, "vocab_size": vocab_size, "max_chars": max_chars}
     settings |= {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed, "part_rows": part_rows}
-    check_output(output, settings, overwrite)
+    claim_shard_folder(output, settings, overwrite)
     say = Progress(source.name, progress)
     plan = read_plan(output, settings, PLAN)
     if plan is None:

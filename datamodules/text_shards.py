@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from datamodules.image_shards import check_output
+from datamodules.image_shards import claim_shard_folder
 from datamodules.prepared import Manifest, fingerprint
 from datamodules.sample_shards import SPLITS, PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
 from datamodules.streaming import ChunkedOrder
@@ -394,7 +394,7 @@ def prepare_texts(
         "seed": seed,
         "part_rows": part_rows,
     }
-    check_output(output, settings, overwrite)
+    claim_shard_folder(output, settings, overwrite)
     say = Progress(source.name, progress)
     plan = read_plan(output, settings, PLAN)
     if plan is None:
