@@ -25,6 +25,7 @@ import signal
 import sys
 from pathlib import Path
 
+from experiments.command_line import command_parser, refused
 from experiments.outputs import Terminated, raise_terminated  # (SIGTERM, as KeyboardInterrupt is Ctrl-C)
 from validation import ConfigError, check_range, require
 
@@ -170,10 +171,7 @@ def prepare(args: argparse.Namespace) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.prepare",
-        description="Prepare a dataset as shards, once, so training streams it with flat memory.",
-    )
+    parser = command_parser("prepare", "Prepare a dataset as shards, once, so training streams it with flat memory.")
     parser.add_argument("source", type=Path, help="an image folder (one sub-folder per class) or a text file")
     parser.add_argument("output", type=Path, help="a new or empty folder for the shards")
     parser.add_argument("--kind", choices=KINDS, help="what the source holds (default: from the source)")
@@ -214,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         print(prepare(args), file=sys.stderr)
         return 0
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return refused(error)
     except KeyboardInterrupt:
         print(f"interrupted: SIGINT; the parts written are kept; {again}", file=sys.stderr)
         return 130
