@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import html
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -227,6 +227,12 @@ def layer_output(layer: nn.Module, output: torch.Tensor) -> Iterator[None]:
         handle.remove()
 
 
+def flattened(net: nn.Module) -> Callable[..., torch.Tensor]:
+    """`net` with its outputs flattened after the batch axis, so that one index names one answer: (B, K) stays
+    as it is, a (B, T, K) answer per position becomes (B, T * K)."""
+    return lambda *inputs: net(*inputs).flatten(1)
+
+
 def token_attributions(
     net: nn.Module,
     tokens: torch.Tensor,
@@ -236,7 +242,9 @@ def token_attributions(
     steps: int = STEPS,
 ) -> list[TokenAttribution]:
     """Integrated gradients over the token embedding of (B, T) ids padded with `pad_id`, for the predicted
-    classes or `targets`, from <pad> vectors at the text's positions (see the module's docstring)."""
+    classes or `targets`, from <pad> vectors at the text's positions (see the module's docstring). A core with
+    an answer per position (B, T, K) is explained at `targets` indexing its flattened outputs (position * K +
+    class), one per row."""
     from captum.attr import LayerIntegratedGradients
 
     layer = token_embedding(net)
@@ -247,11 +255,12 @@ def token_attributions(
         text = real & ~torch.isin(tokens, framing)  # the positions whose tokens are explained
         baseline = tokens.masked_fill(text, pad_id)
         with torch.no_grad():
-            logits = net(tokens).float()  # (B, K)
+            outputs = net(tokens).float()  # (B, K), or (B, T, K) for an answer per position
+            probabilities, logits = outputs.softmax(-1).flatten(1), outputs.flatten(1)  # (B, K) or (B, T * K)
             with layer_output(layer, layer(baseline)):  # the path's start: pad vectors, the input's mask
-                baseline_logits = net(tokens).float()
+                baseline_logits = net(tokens).float().flatten(1)
         chosen = chosen_targets(logits, targets)
-        scores = LayerIntegratedGradients(net, layer).attribute(
+        scores = LayerIntegratedGradients(flattened(net), layer).attribute(
             tokens,
             baselines=baseline,
             target=chosen,
@@ -267,7 +276,7 @@ def token_attributions(
         results.append(
             TokenAttribution(
                 target=target,
-                probability=float(logits[i].softmax(-1)[target]),
+                probability=float(probabilities[i, target]),
                 output=output,
                 baseline_output=start,
                 delta=float(per_token[i].sum()) - (output - start),
