@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.outputs import check_folder
-from experiments.trained import Trained
-from modules.attribution import (
+from analysis.attribution import (
     STEPS,
     Attribution,
     ImageAttribution,
@@ -42,6 +40,8 @@ from modules.attribution import (
     tokens_html,
     top_tokens,
 )
+from experiments.outputs import check_folder
+from experiments.trained import Trained
 from validation import ConfigError
 
 SUFFIXES = {"images": ".png", "texts": ".html", "sequences": ".html"}  # input kinds explained, and their files

@@ -2,8 +2,10 @@
 inside functions too):
 
     experiments/   the command: may use everything below
-    callbacks/     Lightning extensions: tasks' hooks, data, cores; never the command
-    modules/       tasks (LightningModules): cores and validation; never data, callbacks or the command
+    callbacks/     Lightning extensions: tasks' hooks, analysis, data, cores; never the command
+    analysis/      tools for trained tasks that are not tasks (attribution, int8): tasks, data, cores; never
+                   callbacks or the command
+    modules/       tasks (LightningModules): cores and validation; never analysis, data, callbacks or the command
     datamodules/   data: validation and packaged only
     cores/         plain nn.Modules: validation and packaged only
     packaged.py    pretrained weights in pip packages, set up in the cache: validation only
@@ -20,6 +22,7 @@ import pytest
 from tests.helpers import REPO
 
 PACKAGES = (
+    "analysis",
     "benchmarks",
     "callbacks",
     "cores",
@@ -33,11 +36,12 @@ PACKAGES = (
 
 # Each part of the project, and the parts it must not import.
 FORBIDDEN = {
-    "datamodules": {"modules", "cores", "callbacks", "experiments"},
-    "cores": {"modules", "datamodules", "callbacks", "experiments"},
+    "analysis": {"callbacks", "experiments"},
+    "datamodules": {"analysis", "modules", "cores", "callbacks", "experiments"},
+    "cores": {"analysis", "modules", "datamodules", "callbacks", "experiments"},
     "validation": set(PACKAGES) - {"validation"},
     "packaged": set(PACKAGES) - {"packaged", "validation"},
-    "modules": {"datamodules", "callbacks", "experiments"},
+    "modules": {"analysis", "datamodules", "callbacks", "experiments"},
     "callbacks": {"experiments"},
 }
 
