@@ -27,9 +27,10 @@ import torch
 from datamodules.image_shards import check_output
 from datamodules.prepared import Manifest, fingerprint
 from datamodules.sample_shards import SPLITS, PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
+from datamodules.special_tokens import BOS_ID, EOS_ID
 from datamodules.text_shards import PART_ROWS, TableStream, split_of, train_streaming
 from datamodules.token_corpus import Progress, check_text_file
-from datamodules.tokenization import BOS_ID, EOS_ID, Tokenizer, tokenizer_from_json
+from datamodules.tokenization import Tokenizer, tokenizer_from_json
 from validation import ConfigError, check_range
 
 KIND = "pairs"

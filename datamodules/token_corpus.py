@@ -42,8 +42,9 @@ import torch
 
 from datamodules.batches import IndexBatches, ShardedOrder
 from datamodules.prepared import FORMAT_VERSION, MANIFEST, Manifest, fingerprint, read_manifest
+from datamodules.special_tokens import SPECIALS, UNK_ID
 from datamodules.text_sources import GZIP_MAGIC
-from datamodules.tokenization import SPECIALS, UNK_ID, CharTokenizer, Tokenizer, tokenizer_from_json, train_tokenizer
+from datamodules.tokenization import CharTokenizer, Tokenizer, tokenizer_from_json, train_tokenizer
 from validation import ConfigError, check_range
 
 KIND = "corpus"

@@ -11,9 +11,10 @@ import torch
 
 from datamodules.language_model import LanguageModelDataModule
 from datamodules.seq2seq import Seq2SeqDataModule, generate_pairs
+from datamodules.special_tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from datamodules.text import TextClassificationDataModule
 from datamodules.timeseries import TimeSeriesDataModule
-from datamodules.tokenization import BOS_ID, EOS_ID, PAD_ID, UNK_ID, load_tokenizer, train_tokenizer
+from datamodules.tokenization import load_tokenizer, train_tokenizer
 from validation import ConfigError
 
 
