@@ -16,7 +16,7 @@ from datamodules.kmers import AlphabetKind, KmerTokenizer, UnknownPolicy, revers
 from datamodules.prepared import Manifest
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.sequence_streaming import Loading, PadBatch, StreamsPreparedSequences
-from datamodules.text import group_split
+from datamodules.splits import group_split
 from validation import ConfigError, check_range
 
 # Peak memory of the in-memory path per byte of FASTA (an estimate, not measured: the file's bytes and text,

@@ -12,12 +12,11 @@ import torch
 from datamodules.prepared import Manifest
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.sequence_streaming import Loading, PadBatch, StreamsPreparedSequences
+from datamodules.splits import SPLITS, check_splits, group_split
 from datamodules.text_shards import (
     KIND,
     SHARD_SETTINGS,
     ShardTexts,
-    check_splits,
-    group_split,
     prepare_texts,
 )
 from datamodules.text_sources import read_table, rotten_tomatoes
@@ -35,8 +34,7 @@ from validation import ConfigError, check_range
 # cells, the token tensors (measured: 277 MB of peak for a 20.5 MB CSV of 200,000 rows of about 100
 # characters, 13.5x; longer texts cost less per byte).
 IN_MEMORY_OVERHEAD = 14
-SPLITS = ("train", "val", "test")
-__all__ = ["PadBatch", "TextClassificationDataModule", "group_split"]  # group_split: the split of other kinds too
+__all__ = ["PadBatch", "TextClassificationDataModule"]
 
 
 class TextClassificationDataModule(StreamsPreparedSequences, SequenceDataModule):

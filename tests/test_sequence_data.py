@@ -49,7 +49,7 @@ def test_rotten_tomatoes_splits_by_movie_with_training_vocabulary() -> None:
     assert sum(sizes.values()) == 12808 and sizes["test"] > 1000 and sizes["val"] > 1000
     assert datamodule.classes == ["fresh", "rotten"] and datamodule.num_classes == 2
     # Movies never cross splits.
-    from datamodules.text import group_split
+    from datamodules.splits import group_split
     from datamodules.text_sources import rotten_tomatoes
 
     rows = rotten_tomatoes()
