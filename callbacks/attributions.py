@@ -1,5 +1,5 @@
 """W&B attributions: why the classifier decides as it does on a fixed validation sample, as integrated
-gradients (`modules.attribution`), logged on the media budget of the other media callbacks (`MediaSchedule`).
+gradients (`analysis.attribution`), logged on the media budget of the other media callbacks (`MediaSchedule`).
 
 Rank zero only, `wandb` imported lazily, nothing without a WandbLogger, a classifier (`TaskModule.classifies`),
 or inputs it explains (images; token ids: texts, biological sequences). In the text presets lstm_sentiment and
@@ -16,8 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from callbacks.wandb_media import ScheduledMedia, first_examples, log_dict, wandb_logger
-from modules.attribution import (
+from analysis.attribution import (
     BaselineKind,
     completeness,
     heat_map,
@@ -28,6 +27,7 @@ from modules.attribution import (
     tokens_html,
     top_tokens,
 )
+from callbacks.wandb_media import ScheduledMedia, first_examples, log_dict, wandb_logger
 from modules.task import TaskModule
 
 

@@ -1,5 +1,5 @@
 """`python -m experiments.predict RUN INPUTS --explain`: why a classifier gave its answers, as integrated
-gradients (`modules.attribution`) written beside the run.
+gradients (`analysis.attribution`) written beside the run.
 
     python -m experiments.predict runs/cnn_digits/RUN seven.png --explain        # explain/001-seven.png
     python -m experiments.predict RUN "a gripping film" --explain --explain_dir why/  # why/001-a-gripping-film.html
@@ -29,10 +29,7 @@ from typing import Any
 
 import torch
 
-from datamodules.input_kinds import InputKind, input_kind
-from experiments.outputs import check_folder
-from experiments.trained import Trained
-from modules.attribution import (
+from analysis.attribution import (
     STEPS,
     Attribution,
     ImageAttribution,
@@ -45,6 +42,9 @@ from modules.attribution import (
     tokens_html,
     top_tokens,
 )
+from datamodules.input_kinds import InputKind, input_kind
+from experiments.outputs import check_folder
+from experiments.trained import Trained
 from validation import ConfigError
 
 PER_PASS = 8  # inputs explained together (each becomes STEPS points on its path)

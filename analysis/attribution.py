@@ -34,13 +34,12 @@ import torch
 from torch import nn
 
 from cores.ngrams import NgramLogits
+from datamodules.special_tokens import BOS_ID, EOS_ID, SPECIALS
 from validation import ConfigError
 
 BaselineKind = Literal["black", "mean"]
 STEPS = 128  # quadrature points: the digits CNN's completeness error stays within 0.35% (64: up to ~1%)
 EXAMPLES_PER_PASS = 512  # inputs on the path per forward and backward pass: bounds the memory taken
-FIRSTLIGHT_FRAMING = (2, 3)  # <bos> and <eos> of firstlight's tokenizers (datamodules.tokenization)
-FIRSTLIGHT_SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 
 
 @dataclass
@@ -199,7 +198,7 @@ def framing_ids(tokenizer: Any) -> tuple[int, ...]:
     `special_ids`), else firstlight's <bos> and <eos>."""
     special = getattr(tokenizer, "special_ids", None)
     if special is None:
-        return FIRSTLIGHT_FRAMING
+        return (BOS_ID, EOS_ID)
     return tuple(i for i in (getattr(special, "bos", None), getattr(special, "sep", None)) if i is not None)
 
 
@@ -214,7 +213,7 @@ def token_text(tokenizer: Any, token_id: int) -> str:
     name = id_to_token(token_id) if callable(id_to_token) else None
     if name:
         return str(name)
-    return FIRSTLIGHT_SPECIALS[token_id] if token_id < len(FIRSTLIGHT_SPECIALS) else f"<{token_id}>"
+    return SPECIALS[token_id] if token_id < len(SPECIALS) else f"<{token_id}>"
 
 
 @contextlib.contextmanager
