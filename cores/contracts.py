@@ -11,6 +11,7 @@ path and plain values and loads with `torch.load(weights_only=True)`.
     LanguageModelCore  forward(tokens (B, T)) -> (B, T, vocab) next-token logits; generate(...)
     Seq2SeqCore        encode(source) -> memory; decode(target_in, memory) -> (B, T, vocab); greedy_decode(...)
     ForecasterCore     forward(window (B, T, F)) -> (B, horizon, F)
+    TaggerCore         forward(tokens (B, T)) -> (B, T, num_classes) a tag's logits at every position
 """
 
 from __future__ import annotations
@@ -125,6 +126,16 @@ class ForecasterCore(Core):
     task: ClassVar[str] = "modules.forecasting.ForecastTask"  # the task that trains cores of this contract
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TaggerCore(Core):
+    """Token ids (B, T) padded with `pad_id` -> tag logits at every position (B, T, num_classes), each position
+    reading the whole sentence (both directions); the logits at padding are never read."""
+
+    task: ClassVar[str] = "modules.tagging.TaggingTask"  # the task that trains cores of this contract
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 

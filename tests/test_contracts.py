@@ -41,12 +41,14 @@ from cores.contracts import (
     ForecasterCore,
     LanguageModelCore,
     Seq2SeqCore,
+    TaggerCore,
     build_core,
 )
 from modules.classification import ClassificationTask
 from modules.forecasting import ForecastTask
 from modules.language_model import LanguageModelTask
 from modules.seq2seq import Seq2SeqTask
+from modules.tagging import IGNORED, TaggingTask
 from modules.task import TaskModule
 
 pytestmark = [  # Lightning's notes on a Trainer without validation data, outside SLURM, on a deprecated torch API
@@ -240,6 +242,40 @@ SEQ2SEQ = Task(
 )
 
 
+def tag_batch(generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Sentences of token ids padded with PAD, each real token's tag its id mod CLASSES, padding's IGNORED."""
+    tokens = token_rows(generator, 16, 10, 3)
+    return tokens, torch.where(tokens == PAD, IGNORED, tokens % CLASSES)
+
+
+def check_tag_logits(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    """(B, T, CLASSES); appended padding changes nothing; a position reads the tokens after it too."""
+    tokens = batch[0]
+    logits = core(tokens)
+    assert logits.shape == (*tokens.shape, CLASSES) and torch.isfinite(logits).all()
+    real = tokens != PAD
+    padded = core(torch.cat([tokens, torch.full((len(tokens), 4), PAD)], dim=1))[:, : tokens.shape[1]]
+    torch.testing.assert_close(padded[real], logits[real], atol=1e-5, rtol=1e-4)
+    full = tokens[:1]  # the longest row: its last position is real
+    assert not torch.allclose(core(changed_at(full, 9))[:, :9], core(full)[:, :9], atol=1e-4)
+
+
+def check_every_tag_learnt(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    tokens, tags = batch
+    real = tags != IGNORED
+    assert torch.equal(core(tokens).argmax(-1)[real], tags[real]), "every tag of the batch learnt"
+
+
+TAGS = Task(
+    "tagging",
+    TaggingTask,
+    TaggerCore,
+    "datamodules.tagging.TaggingDataModule",
+    {"vocab_size": VOCAB, "pad_id": PAD, "num_classes": CLASSES},
+    tag_batch,
+    check_tag_logits,
+    check_every_tag_learnt,
+)
 FORECAST = Task(
     "forecast",
     ForecastTask,
@@ -326,6 +362,9 @@ LINES = [
     line("cores.recurrent.RNNSeq2Seq", SEQ2SEQ, embed_dim=16, hidden_dim=32, max_length=16),
     line("cores.recurrent.RNNSeq2Seq", SEQ2SEQ, embed_dim=16, hidden_dim=32, num_layers=2, cell="lstm"),
     line("cores.recurrent.RNNForecaster", FORECAST, hidden_dim=16, num_layers=2, dropout=0.0),
+    line("cores.tagger.RNNTagger", TAGS, embed_dim=16, hidden_dim=16, dropout=0.0),
+    line("cores.tagger.RNNTagger", TAGS, embed_dim=16, hidden_dim=16, cell="gru", num_layers=1, dropout=0.0),
+    line("cores.tagger.TransformerTagger", TAGS, dim=32, num_layers=2, num_heads=4, dropout=0.0),
 ]
 
 OVERFIT_STEPS = 40
