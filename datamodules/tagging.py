@@ -38,7 +38,6 @@ TURKISH_TREEBANKS = Artifact(
     "5a009c29a8e96e8f7e25059d59ac293c3baead6d746bf0fa4c9d3349b1e37ba0",
     binary=True,
 )
-SourceName = Literal["turkish_web"]
 IGNORED = -100  # the tag of padding: cross-entropy and the metrics skip it
 # A word of new text: letters and digits, with what joins them inside a word (Ankara'ya, 1.5, 25/02,
 # ntvmsnbc.com); or a run of other marks (".", "...", "(").
@@ -118,6 +117,11 @@ def turkish_web() -> dict[str, list[Sentence]]:
             for index, sentence in enumerate(conllu_sentences(text, member, join_groups=True)):
                 splits[{9: "test", 8: "val"}.get(index % 10, "train")].append(sentence)
     return splits
+
+
+# The built-in corpora: name -> its sentences by split. `SourceName` lists the same names for the command line.
+BUILTIN_CORPORA = {"turkish_web": turkish_web}
+SourceName = Literal["turkish_web"]
 
 
 def read_corpus(path: Path) -> list[Sentence]:
@@ -238,8 +242,8 @@ class TaggingDataModule(SequenceDataModule):
 
     def read(self) -> dict[str, list[Sentence]]:
         hp = self.hparams
-        if hp["source"] == "turkish_web":
-            return turkish_web()
+        if hp["source"] in BUILTIN_CORPORA:
+            return BUILTIN_CORPORA[hp["source"]]()
         sentences = read_corpus(Path(hp["source"]))
         return split_sentences(sentences, hp["val_fraction"], hp["test_fraction"], hp["seed"])
 

@@ -5,13 +5,16 @@ sentences (its export is checked with every preset's, in test_export)."""
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 import pytest
 import torch
 
 from datamodules.tagging import (
+    BUILTIN_CORPORA,
     IGNORED,
+    SourceName,
     TaggingDataModule,
     WordVocabulary,
     column_sentences,
@@ -82,6 +85,10 @@ def test_the_vocabulary_reads_unknown_words_by_their_known_endings() -> None:
     assert ids["xyz"] == 1 and vocabulary.decode([ids["ev"]]) == "ev"
     again = WordVocabulary.from_json(vocabulary.to_json())
     assert [again.encode_word(w) for w in ids] == list(ids.values()) and again.vocab_size == vocabulary.vocab_size
+
+
+def test_the_accepted_corpus_names_are_the_tables() -> None:
+    assert typing.get_args(SourceName) == tuple(BUILTIN_CORPORA)
 
 
 def test_the_built_in_treebank_keeps_its_own_split_and_tags() -> None:
