@@ -8,7 +8,7 @@ Without `--runs`, trains each of `--presets` (default `lstm_sentiment` and `tran
 its own full settings, as `python -m experiments.run --config <preset>` does (a few minutes each on a
 2-core CPU; `--max_steps N` cuts training short, for a quick check), into `--root`; with `--runs`, measures
 those classification runs instead. Each model is loaded from its (best) checkpoint with
-`experiments.trained.load_trained`, and `modules.quantize.quantize_dynamic_int8` makes its int8 copy (Linear,
+`experiments.trained.load_trained`, and `analysis.quantize.quantize_dynamic_int8` makes its int8 copy (Linear,
 LSTM and GRU layers; embeddings stay fp32). Its test split is rebuilt from the checkpoint's datamodule
 arguments (same source, split seed and tokenizer, checked against the checkpoint's). Per model, fp32 and
 int8 side by side:
@@ -39,12 +39,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from analysis.quantize import INT8_TYPES, QUANTIZED_LAYERS, int8_state_dict, quantize_dynamic_int8
 from datamodules.base import DataModule
 from datamodules.sequence_base import SequenceDataModule
 from experiments.hardware import machine_summary
 from experiments.resume import RESUME_ENV, RUN_DIR_ENV, RUN_ID_ENV
 from experiments.trained import load_trained, rebuilt_data
-from modules.quantize import INT8_TYPES, QUANTIZED_LAYERS, int8_state_dict, quantize_dynamic_int8
 from validation import ConfigError
 
 PRESETS = ("lstm_sentiment", "transformer_sentiment")

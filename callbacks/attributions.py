@@ -1,8 +1,8 @@
 """W&B attributions: why the classifier decides as it does on a fixed validation sample, as integrated
-gradients (`modules.attribution`), logged on the media budget of the other media callbacks (`MediaSchedule`).
+gradients (`analysis.attribution`), logged on the media budget of the other media callbacks (`MediaSchedule`).
 
-Rank zero only, `wandb` imported lazily, nothing without a WandbLogger, a `ClassificationTask`, or inputs it
-explains (images; token ids: texts, biological sequences). In the text presets lstm_sentiment and
+Rank zero only, `wandb` imported lazily, nothing without a WandbLogger, a classifier (`TaskModule.classifies`),
+or inputs it explains (images; token ids: texts, biological sequences). In the text presets lstm_sentiment and
 transformer_sentiment, where it costs 0.2-1.6% of an epoch on a 2-core CPU (64 points, 8 texts); not in
 cnn_digits, whose epochs are so short that it would cost over 10% of each: add it to any classifier with
 `--trainer.callbacks+=callbacks.attributions.Attributions`. Logging is on the media budget either way.
@@ -16,8 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from callbacks.wandb_media import ScheduledMedia, first_examples, log_dict, wandb_logger
-from modules.attribution import (
+from analysis.attribution import (
     BaselineKind,
     completeness,
     heat_map,
@@ -28,7 +27,8 @@ from modules.attribution import (
     tokens_html,
     top_tokens,
 )
-from modules.classification import ClassificationTask
+from callbacks.wandb_media import ScheduledMedia, first_examples, log_dict, wandb_logger
+from modules.task import TaskModule
 
 
 class Attributions(ScheduledMedia):
@@ -89,14 +89,15 @@ class Attributions(ScheduledMedia):
         inputs = self.batch[0] if isinstance(self.batch, list | tuple) else None
         images = isinstance(inputs, torch.Tensor) and inputs.ndim == 4 and inputs.is_floating_point()
         tokens = isinstance(inputs, torch.Tensor) and inputs.ndim == 2 and not inputs.is_floating_point()
-        if getattr(model, "explains_answers", False) and (images or (tokens and model.pad_id is not None)):
+        classifier = getattr(model, "explains_answers", False) and getattr(model, "classifies", False)
+        if classifier and (images or (tokens and model.pad_id is not None)):
             return True
         if not self.warned:
             self.warned = True
             rank_zero_warn("Attributions explains image and token classifiers; it logs nothing for this model")
         return False
 
-    def log_attributions(self, trainer: L.Trainer, logger: Any, task: ClassificationTask) -> None:
+    def log_attributions(self, trainer: L.Trainer, logger: Any, task: TaskModule) -> None:
         data = trainer.datamodule  # type: ignore[attr-defined]
         inputs, labels = self.batch[0].to(task.device), self.batch[1].tolist()
         names = list(getattr(data, "classes", None) or [])
@@ -107,7 +108,7 @@ class Attributions(ScheduledMedia):
         self,
         step: int,
         logger: Any,
-        task: ClassificationTask,
+        task: TaskModule,
         data: Any,
         inputs: torch.Tensor,
         labels: list[str],
@@ -132,7 +133,7 @@ class Attributions(ScheduledMedia):
         self,
         step: int,
         logger: Any,
-        task: ClassificationTask,
+        task: TaskModule,
         data: Any,
         inputs: torch.Tensor,
         labels: list[str],

@@ -1,5 +1,6 @@
 """What a task asks of a core: one base class per task, with the methods it calls and their defaults.
 
+Each contract names the task that trains its cores (`task`, as a class path: a core never imports a task).
 A core is a plain `nn.Module` (no Lightning) whose `__init__` is the one description of its architecture:
 typed, documented arguments, range-checked there. Arguments named like a datamodule's facts (`num_classes`,
 `vocab_size`, `pad_id`, ...; see `datamodules.base.DataModule.model_facts`) are filled in from the data by
@@ -10,11 +11,12 @@ path and plain values and loads with `torch.load(weights_only=True)`.
     LanguageModelCore  forward(tokens (B, T)) -> (B, T, vocab) next-token logits; generate(...)
     Seq2SeqCore        encode(source) -> memory; decode(target_in, memory) -> (B, T, vocab); greedy_decode(...)
     ForecasterCore     forward(window (B, T, F)) -> (B, horizon, F)
+    TaggerCore         forward(tokens (B, T)) -> (B, T, num_classes) a tag's logits at every position
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
@@ -46,6 +48,8 @@ def layer_depths(net: nn.Module) -> dict[str, int]:
 class ClassifierCore(Core):
     """Inputs (images (B, C, H, W), or token ids (B, T) padded with `pad_id`) -> class logits (B, num_classes)."""
 
+    task: ClassVar[str] = "modules.classification.ClassificationTask"  # the task that trains cores of this contract
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -55,6 +59,8 @@ class LanguageModelCore(Core):
 
     `max_length`: the longest context the core takes (None: any); `generate` cuts the context to it.
     """
+
+    task: ClassVar[str] = "modules.language_model.LanguageModelTask"  # the task that trains cores of this contract
 
     max_length: int | None = None
 
@@ -80,6 +86,8 @@ class Seq2SeqCore(Core):
     In training the decoder reads the true previous tokens (teacher forcing); `greedy_decode` feeds it its
     own. Subclasses implement `encode` and `decode`; `pad_id` marks padding in both.
     """
+
+    task: ClassVar[str] = "modules.seq2seq.Seq2SeqTask"  # the task that trains cores of this contract
 
     pad_id: int = 0
     max_length: int | None = None
@@ -115,7 +123,19 @@ class Seq2SeqCore(Core):
 class ForecasterCore(Core):
     """A window of a series (B, T, num_features) -> its next `horizon` steps (B, horizon, num_features)."""
 
+    task: ClassVar[str] = "modules.forecasting.ForecastTask"  # the task that trains cores of this contract
+
     def forward(self, window: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TaggerCore(Core):
+    """Token ids (B, T) padded with `pad_id` -> tag logits at every position (B, T, num_classes), each position
+    reading the whole sentence (both directions); the logits at padding are never read."""
+
+    task: ClassVar[str] = "modules.tagging.TaggingTask"  # the task that trains cores of this contract
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.text_shards import group_split
+from datamodules.splits import group_split
 from datamodules.text_sources import read_table
 from validation import ConfigError, require
 

@@ -50,12 +50,12 @@ from datamodules.image_shards import IN_PROGRESS, claim_shard_folder, gather_chu
 from datamodules.prepared import Manifest, fingerprint
 from datamodules.sample_shards import ShardSamples
 from datamodules.spectrogram import LogMel
+from datamodules.splits import SPLITS
 from datamodules.streaming import SHUFFLE_WINDOW
 from datamodules.token_corpus import usable_cores, worker_pool
 from validation import ConfigError, check_range
 
 KIND = "audio"
-SPLITS = ("train", "val", "test")
 PART = 1_024  # clips per unit of work (and of resumption): 32 MB of 1 s clips at 16 kHz
 CHUNK_BYTES = 16_000_000  # per LitData chunk: 500 clips of 1 s at 16 kHz
 STATS_BATCH = 256  # clips whose log-mels a worker computes at once

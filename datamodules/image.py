@@ -12,7 +12,9 @@ import fcntl
 import hashlib
 import os
 import sys
-from functools import cached_property
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,17 +49,39 @@ from datamodules.streaming import (
 )
 from validation import ConfigError, check_range
 
+
+@dataclass(frozen=True)
+class BuiltinImages:
+    """A built-in image dataset: what a model learns of it before any image is loaded, and where it comes from."""
+
+    shape: tuple[int, int, int]  # (C, H, W)
+    num_classes: int
+    load: Callable[[str | None], ImageSource]  # data_dir -> its splits
+    locate: Callable[[str | None], object] | None = None  # data_dir -> its files, found or downloaded; None: bundled
+
+
+BUILTIN_DATASETS = {
+    "fashion_mnist": BuiltinImages(
+        shape=(1, 28, 28),
+        num_classes=10,
+        load=partial(load_mnist_like, "fashion_mnist"),
+        locate=partial(locate_mnist_like, "fashion_mnist"),
+    ),
+    "mnist": BuiltinImages(
+        shape=(1, 28, 28),
+        num_classes=10,
+        load=partial(load_mnist_like, "mnist"),
+        locate=partial(locate_mnist_like, "mnist"),
+    ),
+    "cifar10": BuiltinImages(shape=(3, 32, 32), num_classes=10, load=load_cifar10, locate=locate_cifar10),
+    "digits": BuiltinImages(shape=(1, 8, 8), num_classes=10, load=lambda data_dir: load_digits()),  # in scikit-learn
+}
+# The names the command accepts (a Literal, for jsonargparse's choices): the built-in datasets, then "folder".
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "digits", "folder"]
 Loading = Literal["auto", "memory", "streaming"]
 # Peak memory of the in-memory path per byte of decoded images: the decoded list, the uint8 tensor, and the
 # float copies of the statistics (measured: about 400 KB of peak for each 160 px colour image of 77 KB).
 IN_MEMORY_OVERHEAD = 5
-BUILTIN_SHAPES = {  # (C, H, W), number of classes
-    "fashion_mnist": ((1, 28, 28), 10),
-    "mnist": ((1, 28, 28), 10),
-    "cifar10": ((3, 32, 32), 10),
-    "digits": ((1, 8, 8), 10),
-}
 
 
 def split_off(split: Split, fraction: float, generator: torch.Generator) -> tuple[Split, Split]:
@@ -193,7 +217,7 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
             return self.streamed_shape()
         if self.dataset == "folder":
             return image_shape(Path(str(self.data_dir)), self.hparams["image_size"])
-        return BUILTIN_SHAPES[self.dataset][0]
+        return BUILTIN_DATASETS[self.dataset].shape
 
     @property
     def standardized(self) -> bool:
@@ -208,26 +232,21 @@ class ImageDataModule(StreamsWhenPrepared, InMemoryDataModule):
             return len(self.opened_manifest().state["classes"])
         if self.dataset == "folder":
             return len(class_names(Path(str(self.data_dir))))
-        return BUILTIN_SHAPES[self.dataset][1]
+        return BUILTIN_DATASETS[self.dataset].num_classes
 
     def prepare_data(self) -> None:
         """Find (or download) the data, so a missing dataset is reported before training starts."""
-        if self.dataset in ("fashion_mnist", "mnist"):
-            locate_mnist_like(self.dataset, self.data_dir)
-        elif self.dataset == "cifar10":
-            locate_cifar10(self.data_dir)
+        builtin = BUILTIN_DATASETS.get(self.dataset)
+        if builtin is not None and builtin.locate is not None:
+            builtin.locate(self.data_dir)
         elif self.shards is not None:
             self.opened_manifest()
         elif self.dataset == "folder":
             image_shape(Path(str(self.data_dir)), self.hparams["image_size"])
 
     def load_source(self) -> ImageSource:
-        if self.dataset in ("fashion_mnist", "mnist"):
-            return load_mnist_like(self.dataset, self.data_dir)
-        if self.dataset == "cifar10":
-            return load_cifar10(self.data_dir)
-        if self.dataset == "digits":
-            return load_digits()
+        if self.dataset in BUILTIN_DATASETS:
+            return BUILTIN_DATASETS[self.dataset].load(self.data_dir)
         return load_image_folder(Path(str(self.data_dir)), self.hparams["image_size"])
 
     def setup(self, stage: str | None = None) -> None:

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from datamodules.tokenization import SPECIALS, UNK_ID
+from datamodules.special_tokens import SPECIALS, UNK_ID
 from validation import ConfigError
 
 AlphabetKind = Literal["dna", "protein"]

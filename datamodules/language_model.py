@@ -18,6 +18,8 @@ from datamodules.token_corpus import BYTES_PER_CHAR, PARTS, TokenCorpus, availab
 from datamodules.tokenization import CharTokenizer, TokenizerKind, tokenizer_from_json, train_tokenizer
 from validation import ConfigError, check_range
 
+BUILTIN = "shakespeare"  # the built-in source (`text_sources.shakespeare`); any other is a file or a folder
+
 
 class LanguageModelDataModule(SequenceDataModule):
     """One text cut by position into train | val | test (contiguous, in that order: no leakage), tokenized,
@@ -50,7 +52,7 @@ class LanguageModelDataModule(SequenceDataModule):
 
     def __init__(
         self,
-        source: str = "shakespeare",
+        source: str = BUILTIN,
         tokenizer: TokenizerKind = "char",
         vocab_size: int = 4096,
         context_length: int = 128,
@@ -73,14 +75,14 @@ class LanguageModelDataModule(SequenceDataModule):
 
     def build(self) -> None:
         hp = self.hparams
-        if hp["source"] != "shakespeare" and Path(hp["source"]).is_dir():
+        if hp["source"] != BUILTIN and Path(hp["source"]).is_dir():
             self.open_corpus(Path(hp["source"]))
             return
-        if hp["source"] != "shakespeare":
+        if hp["source"] != BUILTIN:
             check_fits_in_memory(
                 Path(hp["source"]), hp["tokenizer"], hp["vocab_size"], hp["val_fraction"], hp["test_fraction"]
             )
-        text = shakespeare() if hp["source"] == "shakespeare" else read_text_file(Path(hp["source"]))
+        text = shakespeare() if hp["source"] == BUILTIN else read_text_file(Path(hp["source"]))
         val_start = int(len(text) * (1 - hp["val_fraction"] - hp["test_fraction"]))
         test_start = int(len(text) * (1 - hp["test_fraction"]))
         parts = {"train": text[:val_start], "val": text[val_start:test_start], "test": text[test_start:]}

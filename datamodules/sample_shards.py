@@ -26,11 +26,11 @@ from torch.utils.data import Dataset
 
 from datamodules.image_shards import IN_PROGRESS, clear_prepared, gather_chunks, read_index, write_json
 from datamodules.prepared import Manifest
+from datamodules.splits import SPLITS
 from datamodules.token_corpus import Progress, usable_cores, worker_pool
 from packaged import sha256_of
 from validation import ConfigError
 
-SPLITS = ("train", "val", "test")
 # Per LitData chunk: about 2,000 samples of 128 tokens, so a shuffle window (16,384 samples) draws from about 8
 # chunks anywhere in the source, even when it is sorted (by label, by date).
 CHUNK_BYTES = 2**20

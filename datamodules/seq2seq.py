@@ -16,15 +16,9 @@ from datamodules.prepared import Manifest
 from datamodules.sample_shards import ShardSamples
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.sequence_streaming import Loading, StreamsPreparedSequences
+from datamodules.special_tokens import BOS_ID, EOS_ID
 from datamodules.text_sources import read_table
-from datamodules.tokenization import (
-    BOS_ID,
-    EOS_ID,
-    TokenizerKind,
-    encode_all,
-    tokenizer_from_json,
-    train_tokenizer,
-)
+from datamodules.tokenization import TokenizerKind, encode_all, tokenizer_from_json, train_tokenizer
 from validation import ConfigError, check_range
 
 TASKS = ("reverse", "sort", "addition")

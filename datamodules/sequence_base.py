@@ -9,7 +9,8 @@ import torch
 
 from datamodules.base import DataModule
 from datamodules.batches import IndexBatches, ShardedOrder, batches_done
-from datamodules.tokenization import PAD_ID, Tokenizer, tokenizer_from_json
+from datamodules.special_tokens import PAD_ID
+from datamodules.tokenization import Tokenizer, tokenizer_from_json
 from validation import check_range
 
 

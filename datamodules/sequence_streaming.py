@@ -25,8 +25,9 @@ from datamodules.batches import batches_done
 from datamodules.cache import cache_dir
 from datamodules.image_shards import IN_PROGRESS, chunk_sizes
 from datamodules.prepared import MANIFEST, Manifest, fingerprint, is_prepared, read_manifest
-from datamodules.sample_shards import SPLITS, ShardSamples, split_digests, split_lengths
+from datamodules.sample_shards import ShardSamples, split_digests, split_lengths
 from datamodules.sequence_base import pad
+from datamodules.splits import SPLITS
 from datamodules.streaming import (
     ChunkedOrder,
     StreamingBatches,

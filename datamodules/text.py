@@ -12,12 +12,11 @@ import torch
 from datamodules.prepared import Manifest
 from datamodules.sequence_base import SequenceDataModule, pad
 from datamodules.sequence_streaming import Loading, PadBatch, StreamsPreparedSequences
+from datamodules.splits import SPLITS, check_splits, group_split
 from datamodules.text_shards import (
     KIND,
     SHARD_SETTINGS,
     ShardTexts,
-    check_splits,
-    group_split,
     prepare_texts,
 )
 from datamodules.text_sources import read_table, rotten_tomatoes
@@ -31,12 +30,12 @@ from datamodules.tokenization import (
 )
 from validation import ConfigError, check_range
 
+BUILTIN = "rotten_tomatoes"  # the built-in source (`text_sources.rotten_tomatoes`); any other is a file
 # Peak memory of the in-memory path per byte of the file: each text as a Python string, its row's dict and
 # cells, the token tensors (measured: 277 MB of peak for a 20.5 MB CSV of 200,000 rows of about 100
 # characters, 13.5x; longer texts cost less per byte).
 IN_MEMORY_OVERHEAD = 14
-SPLITS = ("train", "val", "test")
-__all__ = ["PadBatch", "TextClassificationDataModule", "group_split"]  # group_split: the split of other kinds too
+__all__ = ["PadBatch", "TextClassificationDataModule"]
 
 
 class TextClassificationDataModule(StreamsPreparedSequences, SequenceDataModule):
@@ -81,7 +80,7 @@ class TextClassificationDataModule(StreamsPreparedSequences, SequenceDataModule)
 
     def __init__(
         self,
-        source: str = "rotten_tomatoes",
+        source: str = BUILTIN,
         text_column: str = "text",
         label_column: str = "label",
         group_column: str | None = None,
@@ -104,8 +103,8 @@ class TextClassificationDataModule(StreamsPreparedSequences, SequenceDataModule)
         check_range("test_fraction", test_fraction, 0.0, 0.5, low_open=True)
         if workers is not None:
             check_range("workers", workers, 0)
-        if loading == "streaming" and source == "rotten_tomatoes":
-            raise ConfigError("rotten_tomatoes is held in memory; --data.loading streaming takes a file of yours")
+        if loading == "streaming" and source == BUILTIN:
+            raise ConfigError(f"{BUILTIN} is held in memory; --data.loading streaming takes a file of yours")
         self.save_hyperparameters(logger=False)
         self.classes: list[str] = []
         self.texts: dict[str, list[str]] = {}  # split -> its texts as read, for references on the same split
@@ -113,7 +112,7 @@ class TextClassificationDataModule(StreamsPreparedSequences, SequenceDataModule)
     def read(self) -> tuple[list[str], list[str], list[str]]:
         """(texts, labels, groups) of the whole source."""
         hp = self.hparams
-        if hp["source"] == "rotten_tomatoes":
+        if hp["source"] == BUILTIN:
             rows = rotten_tomatoes()
             return [r["text"] for r in rows], [r["label"] for r in rows], [r["movie"] for r in rows]
         columns = [hp["text_column"], hp["label_column"]] + ([hp["group_column"]] if hp["group_column"] else [])
@@ -183,7 +182,7 @@ class TextClassificationDataModule(StreamsPreparedSequences, SequenceDataModule)
 
     # Streaming from prepared shards (`StreamsPreparedSequences`).
     def built_in(self) -> str | None:
-        return "in memory (built-in)" if self.hparams["source"] == "rotten_tomatoes" else None
+        return "in memory (built-in)" if self.hparams["source"] == BUILTIN else None
 
     def memory_only(self) -> tuple[str, str] | None:
         if self.hparams["pretrained_tokenizer"]:

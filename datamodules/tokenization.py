@@ -1,6 +1,6 @@
 """Tokenizers trained on the training split only and saved with the run.
 
-Every kind shares the ids of the special tokens: <pad>=0, <unk>=1, <bos>=2, <eos>=3.
+Every kind shares the ids of the special tokens (`datamodules.special_tokens`): <pad>=0, <unk>=1, <bos>=2, <eos>=3.
 - "char": one id per character; our own, because it encodes 5 M characters in well under a second.
 - "word": Hugging Face `tokenizers` WordLevel over lower-cased words and punctuation.
 - "bpe": Hugging Face `tokenizers` byte-level BPE (lossless: decode(encode(text)) == text).
@@ -14,31 +14,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from datamodules.special_tokens import BOS_ID, FIRSTLIGHT_IDS, PAD_ID, SPECIALS, UNK_ID, SpecialIds
 from packaged import is_packaged, packaged_folder
 from validation import ConfigError, first_line, require
 
 TokenizerKind = Literal["char", "word", "bpe"]
-SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """How a classifier's input is framed and padded: [bos] text [sep], then `pad` up to the batch's longest
-    (no id where one is None). firstlight's own tokenizers: <bos> text, padded with <pad>."""
-
-    pad: int = PAD_ID
-    bos: int | None = BOS_ID
-    sep: int | None = None
-
-
-FIRSTLIGHT_IDS = SpecialIds()
 
 
 class Tokenizer(Protocol):

@@ -17,7 +17,7 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder that holds firstlight's packages
-PACKAGES = ("callbacks", "cores", "datamodules", "experiments", "modules", "validation")
+PACKAGES = ("analysis", "callbacks", "cores", "datamodules", "experiments", "modules", "validation")
 
 
 def shadowing(folder: str) -> list[str]:

@@ -1,5 +1,5 @@
 """`python -m experiments.predict RUN INPUTS --explain`: why a classifier gave its answers, as integrated
-gradients (`modules.attribution`) written beside the run.
+gradients (`analysis.attribution`) written beside the run.
 
     python -m experiments.predict runs/cnn_digits/RUN seven.png --explain        # explain/001-seven.png
     python -m experiments.predict RUN "a gripping film" --explain --explain_dir why/  # why/001-a-gripping-film.html
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.outputs import check_folder
-from experiments.trained import Trained
-from modules.attribution import (
+import torch
+
+from analysis.attribution import (
     STEPS,
     Attribution,
     ImageAttribution,
@@ -42,9 +42,11 @@ from modules.attribution import (
     tokens_html,
     top_tokens,
 )
+from datamodules.input_kinds import InputKind, input_kind
+from experiments.outputs import check_folder
+from experiments.trained import Trained
 from validation import ConfigError
 
-SUFFIXES = {"images": ".png", "texts": ".html", "sequences": ".html"}  # input kinds explained, and their files
 PER_PASS = 8  # inputs explained together (each becomes STEPS points on its path)
 
 
@@ -55,16 +57,16 @@ class Explanation:
     line: str  # what to print about it
 
 
-def explained_kind(trained: Trained) -> str:
-    """The model's input kind, if --explain explains it (image and token classifiers)."""
-    task, kind = trained.task, trained.datamodule.input_kind
+def explained_kind(trained: Trained) -> InputKind:
+    """The model's kind of input, if --explain explains its answers on it (pictures, or tokens)."""
+    task, kind = trained.task, input_kind(trained.datamodule)
     if not task.explains_answers:
         raise ConfigError(
             f"--explain explains classifiers' answers; this model is a {type(task).__name__}, which does not "
             "classify; leave --explain out"
         )
-    if kind not in SUFFIXES:
-        raise ConfigError(f"--explain explains image and text (or sequence) classifiers; this one reads {kind}")
+    if kind.explained_as is None:
+        raise ConfigError(f"--explain explains models of images, texts and sequences; this one reads {kind.name}")
     return kind
 
 
@@ -81,11 +83,11 @@ def explain_folder(trained: Trained, given: Path | None) -> Path:
     return folder
 
 
-def file_names(names: list[str], kind: str) -> list[str]:
+def file_names(names: list[str], kind: InputKind) -> list[str]:
     """001-seven.png, 002-a-gripping-film.html, ...: numbered in input order, so names never collide."""
-    stems = [Path(name).stem if kind == "images" else name for name in names]
+    stems = [Path(name).stem if kind.files else name for name in names]
     slugs = [re.sub(r"[^A-Za-z0-9]+", "-", stem).strip("-")[:40].strip("-") or "input" for stem in stems]
-    return [f"{number:03d}-{slug}{SUFFIXES[kind]}" for number, slug in enumerate(slugs, 1)]
+    return [f"{number:03d}-{slug}{kind.explanation_suffix}" for number, slug in enumerate(slugs, 1)]
 
 
 def explanations(
@@ -99,7 +101,7 @@ def explanations(
 ) -> list[Explanation]:
     """The files explaining each input (nothing written yet); a mistake raises ConfigError first."""
     kind = explained_kind(trained)
-    classes = list(getattr(trained.datamodule, "classes", []))
+    classes = list(getattr(trained.datamodule, "classes", None) or [])
     if class_name is not None and class_name not in classes:
         raise ConfigError(f"--explain_class {class_name!r} is not one of this model's classes: {', '.join(classes)}")
     folder = explain_folder(trained, directory)
@@ -110,45 +112,62 @@ def explanations(
             f"{taken[0]} exists ({len(taken)} of the explanations' files do); give another --explain_dir, or "
             "--overwrite to replace them"
         )
-    target = None if class_name is None else [classes.index(class_name)]
-    results: list[Attribution] = []
+    class_index = None if class_name is None else classes.index(class_name)
+    answers: list[list[tuple[str, Attribution]]] = []  # per input: (what the answer is, its attribution)
+    net = trained.task.net
     for start in range(0, len(items), PER_PASS):
         batch = trained.datamodule.encode_inputs(items[start : start + PER_PASS])
-        net = trained.task.net
-        if kind == "images":
+        with torch.no_grad():
+            outputs = net(batch)
+        chosen = trained.task.explained_answers(batch, outputs, trained.datamodule, class_index)
+        rows = torch.tensor([row for row, answers_of_row in enumerate(chosen) for _ in answers_of_row])
+        targets = [index for answers_of_row in chosen for index, _ in answers_of_row]
+        if kind.explained_as == "picture":
             baseline = image_baseline(trained.datamodule, batch, "black")
-            results += image_attributions(net, batch, baseline, target, steps)
+            results = image_attributions(net, batch[rows], baseline, targets, steps)
         else:
             tokenizer = getattr(trained.datamodule, "tokenizer", None)
             pad_id = trained.task.pad_id
             if pad_id is None:
-                raise ConfigError("this text classifier was saved without its padding id; train it again")
-            results += token_attributions(net, batch, pad_id, tokenizer, target, steps)
+                raise ConfigError("this model of texts was saved without its padding id; train it again")
+            results = token_attributions(net, batch[rows], pad_id, tokenizer, targets, steps)
+        taken = iter(results)
+        answers += [[(label, next(taken)) for _, label in answers_of_row] for answers_of_row in chosen]
     return [
-        explanation(path, name, result, classes, predicted=class_name is None)
-        for path, name, result in zip(paths, names, results, strict=True)
+        explanation(path, name, explained, predicted=class_name is None)
+        for path, name, explained in zip(paths, names, answers, strict=True)
     ]
 
 
-def explanation(path: Path, name: str, result: Attribution, classes: list[str], predicted: bool = True) -> Explanation:
-    explained = classes[result.target]
-    if isinstance(result, ImageAttribution):
+def explanation(path: Path, name: str, answers: list[tuple[str, Attribution]], predicted: bool = True) -> Explanation:
+    """The file and the printed line of one input: a picture, or a page of coloured tokens per answer (a
+    classifier's one, a tagger's one per word)."""
+    if len(answers) == 1 and isinstance(answers[0][1], ImageAttribution):
+        explained, result = answers[0]
         which = "predicted" if predicted else "explained (--explain_class)"
         title = f"{Path(name).name[:60]}: {which} {explained}, p = {result.probability:.3f}"
         note = f"integrated gradients from a black image: {completeness(result)}"
         picture = heat_map_figure(result.image, result.scores, title, note)
         line = f"{path.name}  {explained} ({result.probability:.2f}): {completeness(result)}"
         return Explanation(path, picture, line)
-    assert isinstance(result, TokenAttribution)
-    title = (
-        f"Attributions to the logit of {explained} (p = {result.probability:.3f}), integrated gradients from <pad> "
-        f"vectors: {completeness(result)}. Green adds to it, red takes from it."
-    )
+    sections = []
+    for explained, result in answers:
+        assert isinstance(result, TokenAttribution)
+        title = (
+            f"Attributions to the logit of {explained} (p = {result.probability:.3f}), integrated gradients from "
+            f"<pad> vectors: {completeness(result)}. Green adds to it, red takes from it."
+        )
+        sections.append(tokens_html(result, title))
     page = (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>{html.escape(name[:80])}</title></head>\n<body>{tokens_html(result, title)}</body></html>\n"
+        f"<title>{html.escape(name[:80])}</title></head>\n<body>{''.join(sections)}</body></html>\n"
     )
-    line = f"{path.name}  {explained} ({result.probability:.2f}): {top_tokens(result)}; {completeness(result)}"
+    if len(answers) == 1:
+        explained, result = answers[0]
+        line = f"{path.name}  {explained} ({result.probability:.2f}): {top_tokens(result)}; {completeness(result)}"
+    else:
+        worst = max(answers, key=lambda answer: answer[1].relative_error)[1]
+        line = f"{path.name}  {len(answers)} answers explained; the largest error: {completeness(worst)}"
     return Explanation(path, page.encode(), line)
 
 

@@ -22,7 +22,6 @@ from torch import nn
 
 from cores.positional import PositionalEncoding
 from cores.recurrent import RecurrentEncoder, State
-from datamodules.tokenization import BOS_ID
 from modules.task import ExportInputs, TaskModule
 from validation import ConfigError
 
@@ -84,36 +83,11 @@ def max_length(net: nn.Module) -> int | None:
 def synthetic_inputs(
     task: TaskModule, datamodule: Any, batch_size: int = 4, length: int = 16, seed: int = 0
 ) -> tuple[torch.Tensor, ...]:
-    """Inputs made from the data's facts, for when the run's data is not here: normal images of the model's
-    image shape, random token ids (right-padded to different lengths where the task pads), normal windows."""
+    """Inputs made from the data's facts, for when the run's data is not here, as the task makes them
+    (`TaskModule.example_inputs`): images of the model's shape, token ids, windows of a series."""
+    export_inputs(task, datamodule)  # a task with no known inputs is refused first
     generator = torch.Generator().manual_seed(seed)
-    hp: dict[str, Any] = dict(getattr(task.net, "hparams", {}))  # the core's arguments: the data's facts among them
-    facts = datamodule.hparams
-    spec = export_inputs(task, datamodule)
-    if spec.inputs == ("window",):
-        steps = int(facts.get("window") or length)
-        return (torch.randn(batch_size, steps, int(hp["num_features"]), generator=generator),)
-    if "image_shape" in hp:
-        return (torch.randn(batch_size, *hp["image_shape"], generator=generator),)
-    vocab, pad_id = int(hp["vocab_size"]), int(hp.get("pad_id", 0))
-    limit = max_length(task.net)
-    if not spec.padded:  # a language model's context
-        length = int(facts.get("context_length") or length)
-    length = min(length, limit) if limit else length
-
-    def ids(rows: int, columns: int, padded: bool) -> torch.Tensor:
-        tokens = torch.randint(0, vocab, (rows, columns), generator=generator)
-        tokens[tokens == pad_id] = (pad_id + 1) % vocab
-        if padded:  # the first row whole, the others shorter, at least one real token each
-            for row in range(1, rows):
-                tokens[row, int(torch.randint(1, columns + 1, (), generator=generator)) :] = pad_id
-        return tokens
-
-    if spec.inputs == ("source", "target_in"):
-        target = ids(batch_size, max(2, length // 2), padded=True)
-        target[:, 0] = int(getattr(task, "bos_id", BOS_ID))
-        return ids(batch_size, length, padded=True), target
-    return (ids(batch_size, length, padded=spec.padded),)
+    return task.example_inputs(dict(datamodule.hparams), batch_size, length, max_length(task.net), generator)
 
 
 def resized(inputs: tuple[torch.Tensor, ...], sig: Signature, sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:

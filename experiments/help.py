@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from experiments.presets import DEFAULT_PRESET, PRESET_SUMMARIES, expand_configs, preset_names
+from experiments.presets import DEFAULT_PRESET, expand_configs, preset_summaries
 from validation import ConfigError
 
 PROG = "python -m experiments.run"
@@ -69,12 +69,6 @@ MORE = (
     ("--model.net.help CLASS", "a core's options, e.g. --model.net.help cores.vit.ViTClassifier"),
     ("--data.help CLASS", "a datamodule's options, e.g. --data.help datamodules.image.ImageDataModule"),
 )
-CONTRACTS = {  # the base class of a kind of core -> the task that trains it
-    "ClassifierCore": "modules.classification.ClassificationTask",
-    "LanguageModelCore": "modules.language_model.LanguageModelTask",
-    "Seq2SeqCore": "modules.seq2seq.Seq2SeqTask",
-    "ForecasterCore": "modules.forecasting.ForecastTask",
-}
 # Sphinx roles (:class:`~a.b.C`, :paramref:`...`) and reST literals (``x``) in Lightning's docstrings.
 ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+?)`")
 LITERAL = re.compile(r"``([^`]*)``")
@@ -127,7 +121,7 @@ def quick_help(args: Sequence[str]) -> str:
         *wrap(DESCRIPTION, width),
         "",
         f"presets (--config NAME; without one: {DEFAULT_PRESET}):",
-        *table([(name, PRESET_SUMMARIES.get(name, "")) for name in preset_names()], width, prefix="  "),
+        *table(list(preset_summaries().items()), width, prefix="  "),
         "",
         "options people change most (an option is a key of the preset's YAML, dotted):",
         *table([(f"{option} {value}".strip(), what) for option, value, what in COMMON], width, prefix="  "),
@@ -421,10 +415,25 @@ def subclasses(package: str, roots: set[str]) -> dict[str, str]:
     return found
 
 
+def contract_tasks() -> dict[str, str]:
+    """Each contract of cores/contracts.py (a class that names its `task`) -> the task that trains its cores,
+    read from the source: `class TaggerCore(Core): task = "modules.tagging.TaggingTask"`."""
+    found = {}
+    for path, node, _ in package_classes("cores"):
+        for statement in node.body:
+            target = statement.target if isinstance(statement, ast.AnnAssign) else None
+            if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+                target = statement.targets[0]
+            value = getattr(statement, "value", None)
+            if isinstance(target, ast.Name) and target.id == "task" and isinstance(value, ast.Constant):
+                found[path] = str(value.value)
+    return found
+
+
 def cores_by_task() -> dict[str, list[str]]:
     """Every core in cores/, by the task that trains it (its contract's task)."""
-    contracts = {f"cores.contracts.{name}": task for name, task in CONTRACTS.items()}
-    tasks: dict[str, list[str]] = {task: [] for task in CONTRACTS.values()}
+    contracts = contract_tasks()
+    tasks: dict[str, list[str]] = {task: [] for task in contracts.values()}
     for core, contract in subclasses("cores", set(contracts)).items():
         tasks[contracts[contract]].append(core)
     return tasks

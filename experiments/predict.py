@@ -22,145 +22,45 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from datamodules.audio_files import AUDIO_EXTENSIONS
-from datamodules.fasta import Record, parse_fasta, read_fasta
-from datamodules.image_folder import IMAGE_EXTENSIONS
-from datamodules.text_sources import read_text_file
-from datamodules.timeseries import csv_series
-from experiments.command_line import add_run_arguments, command_parser, ends_cleanly, refused
+from datamodules.input_kinds import GivenInputs, input_kind
+from experiments.command_line import add_run_arguments, command_parser, ends_cleanly
 from experiments.explain import explained_kind, explained_lines, explanations
 from experiments.outputs import check_output, commit
 from experiments.trained import Trained, load_trained
 from validation import ConfigError, check_range
 
+OPTIONS = ("max_new_tokens", "temperature", "top_k")  # of the tasks' `predictions`, each a flag below
 SHOWN_CHARACTERS = 60  # of an input or an answer, in the printed table (files keep them whole)
 
 
-def files_under(paths: list[str], extensions: tuple[str, ...], what: str) -> list[Path]:
-    """Files given, and those of the given folders (recursively, sorted) whose suffix is one of `extensions`."""
-    found: list[Path] = []
-    for value in paths:
-        path = Path(value)
-        if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.suffix.lower() in extensions and p.is_file())
-            if not inside:
-                raise ConfigError(f"folder {path} holds no {what} files ({', '.join(extensions)})")
-            found += inside
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise ConfigError(f"{path} not found; give {what} files or folders of them")
-    return found
-
-
-def read_texts(args: argparse.Namespace) -> list[str]:
-    """Texts from --prompt, the arguments, --from_file (one per line), or stdin (one per line)."""
-    if args.prompt is not None:
-        texts = [args.prompt, *args.inputs]
-    elif args.from_file:
-        texts = [line for line in read_text_file(Path(args.from_file)).split("\n") if line.strip()]
-        if not texts:
-            raise ConfigError(f"{args.from_file} holds no text; write one input per line")
-    elif args.inputs:
-        texts = list(args.inputs)
-        # os.path.isfile: a long text is no file name (Path.is_file raises "File name too long" for it)
-        named = next((text for text in texts if os.path.isfile(text)), None)
-        if named is not None:  # a picture or a file of texts given to a text model: never read its name
-            raise ConfigError(
-                f"{named} is a file, and this model reads texts: give a file of texts (one per line) with "
-                f"--from_file {named}, or a text that is also a file's name on stdin"
-            )
-    elif not sys.stdin.isatty():
-        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    else:
-        texts = []
-    for number, text in enumerate(texts, 1):
-        if not text.strip():
-            raise ConfigError(f"input {number} is an empty text; give some words")
-    return texts
-
-
-def read_sequences(values: list[str]) -> list[Record]:
-    """Records of FASTA files, and letters given as arguments (named sequence-1, sequence-2, ...)."""
-    records: list[Record] = []
-    for number, value in enumerate(values, 1):
-        if os.path.isfile(value):  # a long sequence of letters is no file name (see read_texts)
-            records += read_fasta(Path(value))
-        elif value.isalpha():
-            records += parse_fasta(f">sequence-{number}\n{value}", Path(f"argument {number}"))
-        else:
-            raise ConfigError(f"{value} is neither a FASTA file nor a sequence of letters")
-    return records
-
-
-def read_series(values: list[str], trained: Trained) -> list[np.ndarray]:
-    """One series (T, F), oldest first: a CSV with the model's columns, or the values as arguments."""
-    hp = trained.datamodule.hparams
-    window = hp["window"]
-    columns = list(hp["columns"] or [])
-    if len(values) == 1 and Path(values[0]).is_file():
-        if not columns:
-            raise ConfigError(
-                f"this model was trained on the built-in series {hp['source']}; give its last {window} values "
-                "as arguments (oldest first)"
-            )
-        series = csv_series(Path(values[0]), columns)
-    else:
-        try:
-            series = np.array([float(value) for value in values], dtype=np.float64)[:, None]
-        except ValueError:
-            raise ConfigError(
-                "give the series as one CSV file, or as numbers (oldest first); "
-                f"{next(v for v in values if not is_number(v))!r} is neither"
-            ) from None
-        if columns and len(columns) > 1:
-            raise ConfigError(f"this model reads {len(columns)} columns ({', '.join(columns)}); give a CSV of them")
-    if len(series) < window:
-        raise ConfigError(f"this model reads the last {window} values; got {len(series)}")
-    if not np.isfinite(series).all():
-        raise ConfigError("the series has missing or infinite values; fill them first")
-    return [series]
-
-
-def is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
 def collect_inputs(args: argparse.Namespace, trained: Trained) -> tuple[list[Any], list[str]]:
-    """(the inputs as `encode_inputs` takes them, a name for each to show)."""
-    kind = trained.datamodule.input_kind
-    if kind == "texts":
-        texts = read_texts(args)
-        return texts, texts
-    if args.prompt is not None:
-        raise ConfigError("--prompt is for language models; give this model's inputs as arguments")
-    if not args.inputs and not (kind == "sequences" and args.from_file):
-        raise ConfigError(f"give the {kind} to predict on (see --help)")
-    if kind == "images":
-        paths = files_under(args.inputs, IMAGE_EXTENSIONS, "image")
-        return paths, [str(p) for p in paths]
-    if kind == "audio":
-        paths = files_under(args.inputs, AUDIO_EXTENSIONS, "audio")
-        return paths, [str(p) for p in paths]
-    if kind == "sequences":
-        records = read_sequences(args.inputs + ([args.from_file] if args.from_file else []))
-        return records, [record.id for record in records]
-    if kind == "series":
-        return read_series(args.inputs, trained), ["series"]
-    raise ConfigError(f"the model of {trained.checkpoint} takes no new inputs ({type(trained.datamodule).__name__})")
+    """(the inputs as `encode_inputs` takes them, a name for each to show), read as the model's kind of input
+    is read (`datamodules.input_kinds`)."""
+    kind = input_kind(trained.datamodule)
+    given = GivenInputs(list(args.inputs), args.from_file, args.prompt)
+    items, names = kind.read(given, trained.datamodule.hparams)
+    if not items:
+        raise ConfigError(f"no inputs; give {kind.described}")
+    return items, names
+
+
+def prediction_options(args: argparse.Namespace, task: Any) -> dict[str, Any]:
+    """The options of `task.predictions` given on the command line (the others keep the task's defaults); an
+    option the task does not take is refused."""
+    given = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    taken = task.prediction_options
+    for name in given:
+        if name not in taken:
+            takes = f"takes only {', '.join(f'--{n}' for n in taken)}" if taken else "takes no options"
+            raise ConfigError(f"--{name} does not apply to this model ({type(task).__name__} {takes}); leave it out")
+    return given
 
 
 def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -176,7 +76,8 @@ def predict(trained: Trained, items: list[Any], batch_size: int, options: dict[s
     rows: list[dict[str, Any]] = []
     with tqdm(total=len(items), unit="input", disable=len(items) <= batch_size, file=sys.stderr) as progress:
         for chunk in batches(items, batch_size):
-            rows += trained.task.predictions(trained.datamodule.encode_inputs(chunk), trained.datamodule, **options)
+            encoded = trained.datamodule.encode_inputs(chunk)
+            rows += trained.task.predictions(encoded, trained.datamodule, items=chunk, **options)
             progress.update(len(chunk))
     return rows
 
@@ -229,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=64, help="inputs per forward pass")
     parser.add_argument("--prompt", help="language models: the text to go on from")
     parser.add_argument("--max_new_tokens", type=int, help="language models and seq2seq: tokens to write")
-    parser.add_argument("--temperature", type=float, default=1.0, help="language models: sampling temperature")
+    parser.add_argument("--temperature", type=float, help="language models: sampling temperature (default 1)")
     parser.add_argument("--top_k", type=int, help="language models: sample from the k likeliest tokens")
     parser.add_argument("--seed", type=int, default=0, help="language models: seed of the sampling")
     parser.add_argument("--explain", action="store_true", help="classifiers: integrated-gradient explanations")
@@ -249,34 +150,29 @@ def check_answers_file(path: Path | None, overwrite: bool) -> None:
 @ends_cleanly
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(argv)
-    try:
-        check_range("batch_size", args.batch_size, 1)
+    check_range("batch_size", args.batch_size, 1)
+    if args.temperature is not None:
         check_range("temperature", args.temperature, 0.0, low_open=True)
-        for name in ("max_new_tokens", "top_k"):
-            if getattr(args, name) is not None:
-                check_range(name, getattr(args, name), 1)
-        check_answers_file(args.output, args.overwrite)
-        if not args.explain and (args.explain_dir or args.explain_class):
-            raise ConfigError("--explain_dir and --explain_class go with --explain")
-        trained = load_trained(args.run, args.root)
-        if args.explain:
-            explained_kind(trained)  # a model --explain cannot explain fails first
-        items, names = collect_inputs(args, trained)
-        if not items:
-            raise ConfigError("no inputs; give them as arguments, with --from_file, or on stdin")
-        torch.manual_seed(args.seed)
-        given = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k}
-        options = {name: value for name, value in given.items() if value is not None}  # else the task's default
-        explained = (
-            explanations(trained, items, names, args.explain_dir, args.explain_class, args.overwrite)
-            if args.explain
-            else []
-        )
-        rows = predict(trained, items, args.batch_size, options)
-    except ConfigError as error:  # a mistake, found before any work
-        return refused(error)
+    for name in ("max_new_tokens", "top_k"):
+        if getattr(args, name) is not None:
+            check_range(name, getattr(args, name), 1)
+    check_answers_file(args.output, args.overwrite)
+    if not args.explain and (args.explain_dir or args.explain_class):
+        raise ConfigError("--explain_dir and --explain_class go with --explain")
+    trained = load_trained(args.run, args.root)
+    if args.explain:
+        explained_kind(trained)  # a model --explain cannot explain fails first
+    options = prediction_options(args, trained.task)
+    items, names = collect_inputs(args, trained)
+    torch.manual_seed(args.seed)
+    explained = (
+        explanations(trained, items, names, args.explain_dir, args.explain_class, args.overwrite)
+        if args.explain
+        else []
+    )
+    rows = predict(trained, items, args.batch_size, options)
     print(f"model: {trained.checkpoint} ({trained.note})", file=sys.stderr)
-    print(table(names, rows))
+    print(trained.task.printed_answers(names, rows) or table(names, rows))
     files: dict[Path, bytes | Path] = {item.path: item.content for item in explained}
     if args.output:
         files[args.output] = written(names, rows, args.output.suffix).encode()

@@ -11,31 +11,17 @@ from validation import ConfigError
 
 PRESETS_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRESET = "cnn_fashion_mnist"
-# One line per preset for `--help` (the YAML file's header says more); `tests/test_help.py` checks that every
-# preset has one.
-PRESET_SUMMARIES = {
-    "bert_sentiment": "small BERT on Rotten Tomatoes reviews",
-    "cnn_digits": "CNN on 8x8 digits: offline, trains in seconds",
-    "cnn_fashion_mnist": "the default: CNN on Fashion-MNIST",
-    "cnn_oct4_mafk": "1-D CNN on DNA: Oct4- or MafK-bound regions",
-    "cnn_speech_commands": "CNN on spectrograms of ten spoken keywords",
-    "efficientnet_fashion_mnist": "pretrained EfficientNet, 600 Fashion-MNIST labels",
-    "gru_deu_eng": "GRU encoder-decoder, German to English",
-    "gru_reverse": "GRU encoder-decoder reversing digit strings",
-    "lstm_oct4_mafk": "bidirectional LSTM on DNA 4-mers, Oct4 or MafK",
-    "lstm_sentiment": "bidirectional LSTM on Rotten Tomatoes reviews",
-    "lstm_shakespeare": "character-level LSTM language model, Shakespeare",
-    "lstm_speech_commands": "LSTM over spectrogram frames of spoken keywords",
-    "minilm_sentiment": "fine-tunes pretrained MiniLM on Rotten Tomatoes",
-    "mpnet_sentiment": "frozen pretrained MPNet + head, Rotten Tomatoes",
-    "lstm_sunspots": "LSTM forecasting yearly sunspot numbers",
-    "transformer_deu_eng": "encoder-decoder Transformer, German to English",
-    "transformer_reverse": "encoder-decoder Transformer reversing digits",
-    "transformer_sentiment": "Transformer encoder on Rotten Tomatoes reviews",
-    "transformer_shakespeare": "character-level Transformer LM, Shakespeare",
-    "transformer_speech_commands": "Vision Transformer on spoken-keyword spectrograms",
-    "vit_fashion_mnist": "small Vision Transformer on Fashion-MNIST",
-}
+SUMMARY = "# summary: "  # the first line of each preset's file: its one line in `--help`
+
+
+def preset_summaries() -> dict[str, str]:
+    """Each preset's one line for `--help`, from its file's first line (`# summary: ...`; the lines below it
+    say more); "" where it has none (`tests/test_help.py` checks that every preset has one)."""
+    summaries = {}
+    for name in preset_names():
+        first = (PRESETS_DIR / f"{name}.yaml").read_text().partition("\n")[0]
+        summaries[name] = first.removeprefix(SUMMARY).strip() if first.startswith(SUMMARY) else ""
+    return summaries
 
 
 def preset_names() -> list[str]:

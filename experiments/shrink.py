@@ -7,7 +7,7 @@
     rows = trained.task.predictions(trained.datamodule.encode_inputs(["a gripping film"]), trained.datamodule)
 
 The run is a run directory, a run id (under --root), a .ckpt file, or a W&B model artifact, as for
-`python -m experiments.predict`; its best checkpoint is shrunk (`modules/quantize.py` says how, and why
+`python -m experiments.predict`; its best checkpoint is shrunk (`analysis/quantize.py` says how, and why
 with torch's `quantize_dynamic`). The file holds what the checkpoint holds for inference (the task and core
 as plain data, the datamodule's arguments and inference state: classes, tokenizer) and the int8 weights, all
 as tensors and plain data: it loads with `torch.load(weights_only=True)`, running no code of its own.
@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 
+from analysis.quantize import int8_modules, int8_state_dict, load_int8_state_dict, quantize_dynamic_int8
 from datamodules.base import DataModule
 from experiments.command_line import add_run_arguments, command_parser, ends_cleanly
 from experiments.outputs import check_output, commit
 from experiments.trained import Trained, import_class, load_checkpoint, load_trained, plain_arguments
-from modules.quantize import int8_modules, int8_state_dict, load_int8_state_dict, quantize_dynamic_int8
 from modules.task import TaskModule
 from validation import ConfigError
 
@@ -44,7 +44,7 @@ def serialized(state: Any) -> bytes:
 
 def shrunk(trained: Trained) -> dict[str, Any]:
     """What the int8 file holds: the checkpoint's plain-data parts that rebuild the task and its datamodule,
-    and the int8 core's weights (`modules.quantize.int8_state_dict`)."""
+    and the int8 core's weights (`analysis.quantize.int8_state_dict`)."""
     checkpoint = load_checkpoint(trained.checkpoint)
     data_key = type(trained.datamodule).__qualname__
     net = quantize_dynamic_int8(trained.task.net)

@@ -151,6 +151,14 @@ class ClassificationTask(TaskModule):
             for row in probabilities
         ]
 
+    def explained_answers(
+        self, inputs: torch.Tensor, outputs: torch.Tensor, datamodule: Any, class_index: int | None
+    ) -> list[list[tuple[int, str]]]:
+        """One answer per input: the predicted class (or `class_index`), whose logit is explained."""
+        names = list(getattr(datamodule, "classes", None) or [])
+        chosen = outputs.argmax(-1).tolist() if class_index is None else [class_index] * len(outputs)
+        return [[(index, names[index] if index < len(names) else str(index))] for index in chosen]
+
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs = batch[0] if isinstance(batch, list | tuple) else batch
         return self(inputs).softmax(dim=-1)  # (B, num_classes) class probabilities

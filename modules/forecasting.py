@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
@@ -38,6 +38,13 @@ class ForecastTask(TaskModule):
 
     def export_inputs(self, facts: Collection[str]) -> ExportInputs:
         return ExportInputs(("window",), "forecast", ({0: "batch", 1: "steps"},))
+
+    def example_inputs(
+        self, data: Mapping[str, Any], batch_size: int, length: int, limit: int | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ...]:
+        """Normal windows of the data's window length (B, T, num_features)."""
+        steps = int(data.get("window") or length)
+        return (torch.randn(batch_size, steps, int(self.net.hparams["num_features"]), generator=generator),)
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         window, target = batch

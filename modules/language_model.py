@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from cores.contracts import LanguageModelCore
-from modules.task import ExportInputs, TaskModule
+from modules.task import ExportInputs, TaskModule, random_token_ids
 
 
 class LanguageModelTask(TaskModule):
@@ -27,6 +27,7 @@ class LanguageModelTask(TaskModule):
 
     net: LanguageModelCore
     pad_id: int
+    prediction_options = ("max_new_tokens", "temperature", "top_k")
 
     def __init__(
         self, net: LanguageModelCore, pad_id: int = 0, chars_per_token: float = 1.0, **task_options: Any
@@ -69,6 +70,15 @@ class LanguageModelTask(TaskModule):
 
     def export_inputs(self, facts: Collection[str]) -> ExportInputs:
         return ExportInputs(("tokens",), "logits", ({0: "batch", 1: "length"},), bounded=True)  # never padded
+
+    def example_inputs(
+        self, data: Mapping[str, Any], batch_size: int, length: int, limit: int | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ...]:
+        """Random contexts of the data's context length (cut to `limit`), whole: a context is never padded."""
+        length = int(data.get("context_length") or length)
+        length = min(length, limit) if limit else length
+        vocab, pad_id = int(self.net.hparams["vocab_size"]), int(self.net.hparams.get("pad_id", 0))
+        return (random_token_ids(generator, batch_size, length, vocab, pad_id, padded=False),)
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, targets = batch

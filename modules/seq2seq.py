@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from cores.contracts import Seq2SeqCore
-from modules.task import ExportInputs, TaskModule
+from modules.task import ExportInputs, TaskModule, random_token_ids
 from validation import ConfigError, check_range, require
 
 
@@ -64,6 +64,8 @@ class Seq2SeqTask(TaskModule):
         self.text_metrics = text_metrics
         self.texts: dict[str, tuple[list[str], list[str]]] = {}  # stage -> (outputs, references) this epoch
 
+    prediction_options = ("max_new_tokens",)
+
     def model_inputs(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         source, target = batch
         return source, target[:, :-1]  # teacher forcing: the decoder reads the target shifted right
@@ -99,6 +101,16 @@ class Seq2SeqTask(TaskModule):
             "it: start target_in with <bos>, append the last position's argmax, repeat until <eos>"
         )
         return ExportInputs(("source", "target_in"), "logits", (source, target), bounded=True, padded=True, usage=usage)
+
+    def example_inputs(
+        self, data: Mapping[str, Any], batch_size: int, length: int, limit: int | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ...]:
+        """Random padded sources of `length` (cut to `limit`) and decoder inputs half as long, from <bos>."""
+        length = min(length, limit) if limit else length
+        vocab, pad_id = int(self.net.hparams["vocab_size"]), int(self.net.hparams.get("pad_id", 0))
+        target = random_token_ids(generator, batch_size, max(2, length // 2), vocab, pad_id, padded=True)
+        target[:, 0] = self.bos_id
+        return random_token_ids(generator, batch_size, length, vocab, pad_id, padded=True), target
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         source, target = batch

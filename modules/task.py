@@ -11,9 +11,9 @@ are saved as plain data, so checkpoints load with `torch.load(weights_only=True)
 from __future__ import annotations
 
 import difflib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import lightning as L
 import torch
@@ -46,6 +46,19 @@ class ExportInputs:
     bounded: bool = False
     padded: bool = False
     usage: str | None = None
+
+
+def random_token_ids(
+    generator: torch.Generator, rows: int, columns: int, vocab_size: int, pad_id: int, padded: bool
+) -> torch.Tensor:
+    """(rows, columns) random token ids, none of them `pad_id`; `padded`: the first row whole, the others cut
+    short (right-padded with `pad_id`), each keeping at least one real token."""
+    tokens = torch.randint(0, vocab_size, (rows, columns), generator=generator)
+    tokens[tokens == pad_id] = (pad_id + 1) % vocab_size
+    if padded:
+        for row in range(1, rows):
+            tokens[row, int(torch.randint(1, columns + 1, (), generator=generator)) :] = pad_id
+    return tokens
 
 
 def freeze_parameters(net: nn.Module, prefixes: list[str]) -> None:
@@ -154,15 +167,36 @@ class TaskModule(L.LightningModule):
         """The loss of a batch at `stage` ("train", "val" or "test"), accumulating the stage's metrics."""
         raise NotImplementedError
 
-    def predictions(self, inputs: Any, datamodule: Any, **options: Any) -> list[dict[str, Any]]:
-        """The answers for a batch of new inputs (made by `datamodule.encode_inputs`), one row of plain data
-        per input: what `python -m experiments.predict` prints and writes."""
+    def predictions(
+        self, inputs: Any, datamodule: Any, items: list[Any] | None = None, **options: Any
+    ) -> list[dict[str, Any]]:
+        """The answers for a batch of new inputs (made by `datamodule.encode_inputs` from `items`, the inputs
+        as read: texts, files, ...), one row of plain data per input: what `python -m experiments.predict`
+        prints and writes."""
         raise NotImplementedError(f"{type(self).__name__} does not predict on new inputs")
 
     def prediction_batch_size(self, requested: int) -> int:
         """How many new inputs `predictions` takes at once, of the `requested`: all, unless they cannot share
         a batch."""
         return requested
+
+    #: The keyword options of `predictions` that `python -m experiments.predict` may pass on (each a flag of
+    #: the command: "max_new_tokens", "temperature", "top_k"); the command refuses the others.
+    prediction_options: ClassVar[tuple[str, ...]] = ()
+
+    def printed_answers(self, names: list[str], rows: list[dict[str, Any]]) -> str | None:
+        """How `python -m experiments.predict` prints the answers (`names`: one per input), where its table
+        of the input and each plain answer column does not suit them; None: the table."""
+        return None
+
+    def explained_answers(
+        self, inputs: torch.Tensor, outputs: torch.Tensor, datamodule: Any, class_index: int | None
+    ) -> list[list[tuple[int, str]]]:
+        """What `--explain` attributes, for each input of a batch: (index into the input's outputs flattened
+        after the batch axis, what that answer is in words). `outputs` are the core's, classes on the last
+        axis; `class_index`: the class to explain (None: each answer's predicted one). Tasks that explain
+        their answers (`explains_answers`) say."""
+        raise NotImplementedError(f"{type(self).__name__} does not explain its answers")
 
     def log_loss(self, stage: str, loss: torch.Tensor, weight: float | torch.Tensor) -> None:
         """Training loss of the step at logging steps (every `log_every_n_steps`: Lightning drops the values of
@@ -292,6 +326,20 @@ class TaskModule(L.LightningModule):
         if "vocab_size" in facts:
             return ExportInputs(("tokens",), "logits", ({0: "batch", 1: "length"},), bounded=True, padded=True)
         return None
+
+    def example_inputs(
+        self, data: Mapping[str, Any], batch_size: int, length: int, limit: int | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ...]:
+        """Inputs for the core made from the facts alone, for when the run's data is not here (export traces and
+        checks with them): normal images of the core's `image_shape`, or random token ids right-padded to
+        different lengths, no longer than `limit` (the core's position table). `data`: the datamodule's
+        arguments. Tasks of other inputs override it, as they do `export_inputs`."""
+        core: dict[str, Any] = dict(getattr(self.net, "hparams", {}))  # its arguments: the data's facts among them
+        if "image_shape" in core:
+            return (torch.randn(batch_size, *core["image_shape"], generator=generator),)
+        length = min(length, limit) if limit else length
+        vocab, pad_id = int(core["vocab_size"]), int(core.get("pad_id", 0))
+        return (random_token_ids(generator, batch_size, length, vocab, pad_id, padded=True),)
 
     def configure_optimizers(self) -> Any:
         # Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it cannot tell

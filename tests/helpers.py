@@ -136,27 +136,9 @@ def new_inputs(kind: str, state: dict[str, Any], facts: dict[str, Any], folder: 
     """Arguments for `python -m experiments.predict` that a model of this input `kind` takes: files made in
     `folder` (images of its shape, a one-second noise recording) or plain values (texts, letters, numbers).
     `state` is the datamodule's inference state and `facts` its arguments, both from the checkpoint."""
-    rng = np.random.default_rng(0)
-    if kind == "images":
-        channels, height, width = state["image_shape"]
-        paths = []
-        for number in range(3):
-            pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
-            path = folder / f"new-{number}.png"
-            Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(path)
-            paths.append(str(path))
-        return paths
-    if kind == "audio":
-        import soundfile
+    from datamodules.input_kinds import KINDS
 
-        path = folder / "new.wav"
-        soundfile.write(path, 0.1 * rng.standard_normal(state["sample_rate"]), state["sample_rate"])
-        return [str(path)]
-    if kind == "sequences":
-        return ["ACGT" * 60, "TTGCA" * 40]
-    if kind == "series":
-        return [str(round(float(v), 3)) for v in rng.standard_normal(facts["window"] + 5)]
-    return ["a fine and moving film", "dull"]  # texts: sources, reviews, prompts alike
+    return KINDS[kind].sample(folder, state, facts)
 
 
 def runnable(preset: str) -> Any:

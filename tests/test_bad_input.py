@@ -43,7 +43,7 @@ def reviews(rows: int, label: callable = lambda i: "pos" if i % 2 else "neg") ->
 
 def label_seen_only_in_test(root: Path) -> str:
     """Reviews where label "meh" occurs once, on a row that the seeded split puts in the test split."""
-    from datamodules.text import group_split
+    from datamodules.splits import group_split
 
     assignment = group_split([str(i) for i in range(200)], 0.1, 0.1, 0)
     lone = assignment.index("test")

@@ -35,11 +35,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cores.contracts import ClassifierCore, Core, ForecasterCore, LanguageModelCore, Seq2SeqCore, build_core
+from cores.contracts import (
+    ClassifierCore,
+    Core,
+    ForecasterCore,
+    LanguageModelCore,
+    Seq2SeqCore,
+    TaggerCore,
+    build_core,
+)
 from modules.classification import ClassificationTask
 from modules.forecasting import ForecastTask
 from modules.language_model import LanguageModelTask
 from modules.seq2seq import Seq2SeqTask
+from modules.tagging import IGNORED, TaggingTask
 from modules.task import TaskModule
 
 pytestmark = [  # Lightning's notes on a Trainer without validation data, outside SLURM, on a deprecated torch API
@@ -66,6 +75,10 @@ class Task:
     datamodule: str  # class path: its `model_facts` must all be taken by the task or the core
     facts: dict[str, Any]
     batch: Callable[[torch.Generator], tuple[torch.Tensor, ...]]
+    # What an untrained core of the contract returns for a batch, in eval mode: shapes, causality, padding.
+    check_outputs: Callable[[Any, tuple[torch.Tensor, ...]], None]
+    # What a core that has learnt the batch does in eval mode (None: nothing beyond its loss).
+    check_learnt: Callable[[Any, tuple[torch.Tensor, ...]], None] | None = None
 
 
 def token_rows(generator: torch.Generator, rows: int, length: int, min_length: int) -> torch.Tensor:
@@ -108,6 +121,86 @@ def forecast_batch(generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     return series[:, :12], series[:, 12:]
 
 
+def changed_at(tokens: torch.Tensor, position: int) -> torch.Tensor:
+    """A copy with another real token at `position` in every row."""
+    changed = tokens.clone()
+    changed[:, position] = (changed[:, position] - FIRST_TOKEN + 1) % (VOCAB - FIRST_TOKEN) + FIRST_TOKEN
+    return changed
+
+
+def check_class_logits(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    inputs = batch[0]
+    logits = core(inputs)
+    assert logits.shape == (len(inputs), CLASSES) and torch.isfinite(logits).all()
+    if not inputs.is_floating_point():  # token ids: appended padding changes nothing
+        padded = torch.cat([inputs, torch.full((len(inputs), 4), PAD)], dim=1)
+        torch.testing.assert_close(core(padded), logits, atol=1e-5, rtol=1e-4)
+
+
+def check_every_example_learnt(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    assert torch.equal(core(batch[0]).argmax(-1), batch[1]), "every example of the batch learnt"
+
+
+def check_next_token_logits(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    inputs = batch[0]
+    logits = core(inputs)
+    assert logits.shape == (*inputs.shape, VOCAB) and torch.isfinite(logits).all()
+    after = core(changed_at(inputs, 6))  # positions before 6 cannot see it; 6 on do
+    torch.testing.assert_close(after[:, :6], logits[:, :6], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(after[:, 6:], logits[:, 6:], atol=1e-4)
+    check_generation(core, inputs[:2, :5])
+
+
+def check_decoder_logits(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    source, target = batch
+    target_in = target[:, :-1]
+    logits = core(source, target_in)
+    assert logits.shape == (*target_in.shape, VOCAB) and torch.isfinite(logits).all()
+    padded = torch.cat([source, torch.full((len(source), 3), PAD)], dim=1)  # padding the source
+    torch.testing.assert_close(core(padded, target_in), logits, atol=1e-5, rtol=1e-4)
+    full = target_in[:1].expand(2, -1)  # the longest row: no padding in the decoder input
+    after = core(source[:2], changed_at(full, 3))
+    before = core(source[:2], full)
+    torch.testing.assert_close(after[:, :3], before[:, :3], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(after[:, 3:], before[:, 3:], atol=1e-4)
+
+
+def check_forecast(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    window = batch[0]
+    forecast = core(window)
+    assert forecast.shape == (len(window), FORECAST.facts["horizon"], FORECAST.facts["num_features"])
+    assert torch.isfinite(forecast).all()
+
+
+def check_generation(core: LanguageModelCore, prompt: torch.Tensor) -> None:
+    """(B, T) -> (B, T + n), the prompt kept; greedy takes the argmax given all before it, recomputed from
+    scratch (for a recurrent core: its carried state equals rereading the whole sequence)."""
+    greedy = core.generate(prompt, max_new_tokens=6, temperature=0)
+    assert greedy.shape == (2, 11) and torch.equal(greedy[:, :5], prompt)
+    for t in range(5, 11):
+        assert torch.equal(greedy[:, t], core(greedy[:, :t])[:, -1].argmax(-1)), t
+    assert torch.equal(core.generate(prompt, 6, temperature=1.0, top_k=1), greedy)
+    sampled = core.generate(prompt, 6, temperature=1.0, top_k=5)
+    assert sampled.shape == (2, 11) and sampled.min() >= 0 and sampled.max() < VOCAB
+
+
+def check_greedy_decode(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    """(B, L) without <bos>, L <= max_new_tokens; PAD after each row's first <eos>; each token up to it
+    is the argmax of the decoder fed <bos> and the tokens before it."""
+    source, target = batch
+    max_new_tokens = target.shape[1] + 2
+    output = core.greedy_decode(source, BOS, EOS, max_new_tokens)
+    assert output.dim() == 2 and len(output) == len(source) and 1 <= output.shape[1] <= max_new_tokens
+    ended = (output == EOS).cumsum(1) > 0  # at and after each row's first <eos>
+    after_eos = torch.cat([torch.zeros_like(ended[:, :1]), ended[:, :-1]], dim=1)
+    assert (output[after_eos] == PAD).all()
+    assert ended[:, -1].any(), "a decoder trained on this batch ends some outputs with <eos>"
+    with torch.no_grad():
+        fed = torch.cat([torch.full((len(source), 1), BOS), output[:, :-1]], dim=1)
+        argmax = core(source, fed).argmax(-1)
+    assert torch.equal(argmax[~after_eos], output[~after_eos])
+
+
 IMAGES = Task(
     "images",
     ClassificationTask,
@@ -115,6 +208,8 @@ IMAGES = Task(
     "datamodules.image.ImageDataModule",
     {"image_shape": (2, 8, 8), "num_classes": CLASSES},
     image_batch,
+    check_class_logits,
+    check_every_example_learnt,
 )
 TEXT = Task(
     "text",
@@ -123,6 +218,8 @@ TEXT = Task(
     "datamodules.text.TextClassificationDataModule",
     {"vocab_size": VOCAB, "pad_id": PAD, "num_classes": CLASSES},
     text_batch,
+    check_class_logits,
+    check_every_example_learnt,
 )
 LM = Task(
     "lm",
@@ -131,6 +228,7 @@ LM = Task(
     "datamodules.language_model.LanguageModelDataModule",
     {"vocab_size": VOCAB, "pad_id": PAD, "chars_per_token": 1.5},
     lm_batch,
+    check_next_token_logits,
 )
 SEQ2SEQ = Task(
     "seq2seq",
@@ -139,6 +237,44 @@ SEQ2SEQ = Task(
     "datamodules.seq2seq.Seq2SeqDataModule",
     {"vocab_size": VOCAB, "pad_id": PAD, "bos_id": BOS, "eos_id": EOS},
     seq2seq_batch,
+    check_decoder_logits,
+    check_greedy_decode,
+)
+
+
+def tag_batch(generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Sentences of token ids padded with PAD, each real token's tag its id mod CLASSES, padding's IGNORED."""
+    tokens = token_rows(generator, 16, 10, 3)
+    return tokens, torch.where(tokens == PAD, IGNORED, tokens % CLASSES)
+
+
+def check_tag_logits(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    """(B, T, CLASSES); appended padding changes nothing; a position reads the tokens after it too."""
+    tokens = batch[0]
+    logits = core(tokens)
+    assert logits.shape == (*tokens.shape, CLASSES) and torch.isfinite(logits).all()
+    real = tokens != PAD
+    padded = core(torch.cat([tokens, torch.full((len(tokens), 4), PAD)], dim=1))[:, : tokens.shape[1]]
+    torch.testing.assert_close(padded[real], logits[real], atol=1e-5, rtol=1e-4)
+    full = tokens[:1]  # the longest row: its last position is real
+    assert not torch.allclose(core(changed_at(full, 9))[:, :9], core(full)[:, :9], atol=1e-4)
+
+
+def check_every_tag_learnt(core: Any, batch: tuple[torch.Tensor, ...]) -> None:
+    tokens, tags = batch
+    real = tags != IGNORED
+    assert torch.equal(core(tokens).argmax(-1)[real], tags[real]), "every tag of the batch learnt"
+
+
+TAGS = Task(
+    "tagging",
+    TaggingTask,
+    TaggerCore,
+    "datamodules.tagging.TaggingDataModule",
+    {"vocab_size": VOCAB, "pad_id": PAD, "num_classes": CLASSES},
+    tag_batch,
+    check_tag_logits,
+    check_every_tag_learnt,
 )
 FORECAST = Task(
     "forecast",
@@ -147,6 +283,7 @@ FORECAST = Task(
     "datamodules.timeseries.TimeSeriesDataModule",
     {"num_features": 2, "horizon": 3},
     forecast_batch,
+    check_forecast,
 )
 
 
@@ -225,6 +362,9 @@ LINES = [
     line("cores.recurrent.RNNSeq2Seq", SEQ2SEQ, embed_dim=16, hidden_dim=32, max_length=16),
     line("cores.recurrent.RNNSeq2Seq", SEQ2SEQ, embed_dim=16, hidden_dim=32, num_layers=2, cell="lstm"),
     line("cores.recurrent.RNNForecaster", FORECAST, hidden_dim=16, num_layers=2, dropout=0.0),
+    line("cores.tagger.RNNTagger", TAGS, embed_dim=16, hidden_dim=16, dropout=0.0),
+    line("cores.tagger.RNNTagger", TAGS, embed_dim=16, hidden_dim=16, cell="gru", num_layers=1, dropout=0.0),
+    line("cores.tagger.TransformerTagger", TAGS, dim=32, num_layers=2, num_heads=4, dropout=0.0),
 ]
 
 OVERFIT_STEPS = 40
@@ -283,80 +423,6 @@ def check_self_description(cls: type[Core], core: Core) -> None:
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in core.state_dict().items()}
 
 
-def changed_at(tokens: torch.Tensor, position: int) -> torch.Tensor:
-    """A copy with another real token at `position` in every row."""
-    changed = tokens.clone()
-    changed[:, position] = (changed[:, position] - FIRST_TOKEN + 1) % (VOCAB - FIRST_TOKEN) + FIRST_TOKEN
-    return changed
-
-
-def check_outputs(entry: Line, core: Core, batch: tuple[torch.Tensor, ...]) -> None:
-    """Shapes, causality and padding invariance of an untrained core, in eval mode."""
-    task, facts = entry.task, entry.task.facts
-    core.eval()
-    with torch.no_grad():
-        if task.contract is ClassifierCore:
-            inputs = batch[0]
-            logits = core(inputs)
-            assert logits.shape == (len(inputs), CLASSES) and torch.isfinite(logits).all()
-            if task is TEXT:  # appended padding changes nothing
-                padded = torch.cat([inputs, torch.full((len(inputs), 4), PAD)], dim=1)
-                torch.testing.assert_close(core(padded), logits, atol=1e-5, rtol=1e-4)
-        elif task.contract is LanguageModelCore:
-            inputs = batch[0]
-            logits = core(inputs)
-            assert logits.shape == (*inputs.shape, VOCAB) and torch.isfinite(logits).all()
-            after = core(changed_at(inputs, 6))  # positions before 6 cannot see it; 6 on do
-            torch.testing.assert_close(after[:, :6], logits[:, :6], atol=1e-5, rtol=1e-4)
-            assert not torch.allclose(after[:, 6:], logits[:, 6:], atol=1e-4)
-            check_generation(core, inputs[:2, :5])
-        elif task.contract is Seq2SeqCore:
-            source, target = batch
-            target_in = target[:, :-1]
-            logits = core(source, target_in)
-            assert logits.shape == (*target_in.shape, VOCAB) and torch.isfinite(logits).all()
-            padded = torch.cat([source, torch.full((len(source), 3), PAD)], dim=1)  # padding the source
-            torch.testing.assert_close(core(padded, target_in), logits, atol=1e-5, rtol=1e-4)
-            full = target_in[:1].expand(2, -1)  # the longest row: no padding in the decoder input
-            after = core(source[:2], changed_at(full, 3))
-            before = core(source[:2], full)
-            torch.testing.assert_close(after[:, :3], before[:, :3], atol=1e-5, rtol=1e-4)
-            assert not torch.allclose(after[:, 3:], before[:, 3:], atol=1e-4)
-        else:
-            window = batch[0]
-            forecast = core(window)
-            assert forecast.shape == (len(window), facts["horizon"], facts["num_features"])
-            assert torch.isfinite(forecast).all()
-
-
-def check_generation(core: LanguageModelCore, prompt: torch.Tensor) -> None:
-    """(B, T) -> (B, T + n), the prompt kept; greedy takes the argmax given all before it, recomputed from
-    scratch (for a recurrent core: its carried state equals rereading the whole sequence)."""
-    greedy = core.generate(prompt, max_new_tokens=6, temperature=0)
-    assert greedy.shape == (2, 11) and torch.equal(greedy[:, :5], prompt)
-    for t in range(5, 11):
-        assert torch.equal(greedy[:, t], core(greedy[:, :t])[:, -1].argmax(-1)), t
-    assert torch.equal(core.generate(prompt, 6, temperature=1.0, top_k=1), greedy)
-    sampled = core.generate(prompt, 6, temperature=1.0, top_k=5)
-    assert sampled.shape == (2, 11) and sampled.min() >= 0 and sampled.max() < VOCAB
-
-
-def check_greedy_decode(core: Seq2SeqCore, source: torch.Tensor, target: torch.Tensor) -> None:
-    """(B, L) without <bos>, L <= max_new_tokens; PAD after each row's first <eos>; each token up to it
-    is the argmax of the decoder fed <bos> and the tokens before it."""
-    max_new_tokens = target.shape[1] + 2
-    output = core.greedy_decode(source, BOS, EOS, max_new_tokens)
-    assert output.dim() == 2 and len(output) == len(source) and 1 <= output.shape[1] <= max_new_tokens
-    ended = (output == EOS).cumsum(1) > 0  # at and after each row's first <eos>
-    after_eos = torch.cat([torch.zeros_like(ended[:, :1]), ended[:, :-1]], dim=1)
-    assert (output[after_eos] == PAD).all()
-    assert ended[:, -1].any(), "a decoder trained on this batch ends some outputs with <eos>"
-    with torch.no_grad():
-        fed = torch.cat([torch.full((len(source), 1), BOS), output[:, :-1]], dim=1)
-        argmax = core(source, fed).argmax(-1)
-    assert torch.equal(argmax[~after_eos], output[~after_eos])
-
-
 @pytest.fixture(autouse=True)
 def one_thread() -> Any:
     """Models this small run fastest on one thread; on a busy machine, many times faster."""
@@ -383,7 +449,9 @@ def test_core_keeps_its_task_contract(entry: Line, tmp_path: Path) -> None:
     torch.manual_seed(0)
     core = cls(**core_facts, **entry.settings)
     check_self_description(cls, core)
-    check_outputs(entry, core, batch)
+    core.eval()
+    with torch.no_grad():
+        task_kind.check_outputs(core, batch)
 
     task = task_kind.task_class(core, **task_facts, lr=OVERFIT_LR, scheduler="none")
     assert task.net is core
@@ -395,11 +463,9 @@ def test_core_keeps_its_task_contract(entry: Line, tmp_path: Path) -> None:
 
     task.eval()
     # In eval mode too (batch norm's running statistics, no dropout).
-    if task_kind.contract is ClassifierCore and entry.learnt_in_eval_mode:
+    if task_kind.check_learnt is not None and entry.learnt_in_eval_mode:
         with torch.no_grad():
-            assert torch.equal(core(batch[0]).argmax(-1), batch[1]), "every example of the batch learnt"
-    if task_kind.contract is Seq2SeqCore:
-        check_greedy_decode(core, *batch)
+            task_kind.check_learnt(core, batch)
 
     path = tmp_path / "task.ckpt"
     checkpoint = torch.load(path, weights_only=True, map_location="cpu")  # plain data and tensors only

@@ -1,4 +1,4 @@
-"""Integrated gradients (modules.attribution): exact where the integral is known, complete on a trained digits
+"""Integrated gradients (analysis.attribution): exact where the integral is known, complete on a trained digits
 CNN and a trained text classifier, in the W&B run as a table of token attributions (callbacks.attributions),
 and from the command line (`python -m experiments.predict RUN INPUTS --explain`)."""
 
@@ -14,18 +14,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from callbacks.attributions import Attributions
-from datamodules.tokenization import CharTokenizer
-from experiments.predict import main as predict
-from experiments.run import main as run
-from experiments.trained import Trained, load_trained
-from modules.attribution import (
+from analysis.attribution import (
     heat_map,
     image_attributions,
     image_baseline,
     token_attributions,
     token_embedding,
 )
+from callbacks.attributions import Attributions
+from datamodules.tokenization import CharTokenizer
+from experiments.predict import main as predict
+from experiments.run import main as run
+from experiments.trained import Trained, load_trained
 from tests.helpers import logged_tables, wandb_records
 
 RUN_ENV = ("FIRSTLIGHT_RUN_ID", "FIRSTLIGHT_RUN_DIR", "FIRSTLIGHT_RESUME_FROM")

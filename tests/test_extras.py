@@ -18,7 +18,7 @@ from tests.helpers import REPO, fresh_env, interruptible, run_cli
 from validation import EXTRAS, ConfigError, require
 
 FAST = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"]
-PACKAGES = ("cores", "modules", "datamodules", "callbacks", "experiments")
+PACKAGES = ("cores", "modules", "analysis", "datamodules", "callbacks", "experiments")
 SOURCES = [REPO / "validation.py", *(path for package in PACKAGES for path in (REPO / package).rglob("*.py"))]
 
 HIDE = '''import sys

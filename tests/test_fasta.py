@@ -16,7 +16,7 @@ from cores.cnn1d import SequenceCNNClassifier
 from datamodules.bio_sources import TEST_CHROMOSOMES, VAL_CHROMOSOMES
 from datamodules.biosequence import FastaDataModule
 from datamodules.kmers import KmerTokenizer, clean_sequence, reverse_complement
-from datamodules.tokenization import PAD_ID, UNK_ID
+from datamodules.special_tokens import PAD_ID, UNK_ID
 from experiments.run import main
 from tests.helpers import logged_tables
 from validation import ConfigError

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from analysis.quantize import quantize_dynamic_int8
 from cores.huggingface import HFClassifier
-from modules.quantize import quantize_dynamic_int8
 from validation import ConfigError
 
 pytest.importorskip("transformers")  # the hf extra

@@ -16,9 +16,9 @@ import yaml
 from helpers import fresh_env, run_cli
 
 import cores
-from cores.contracts import ClassifierCore, ForecasterCore, LanguageModelCore, Seq2SeqCore
+from cores.contracts import Core
 from experiments.help import COMMON, PROG, class_parameters, quick_help
-from experiments.presets import PRESET_SUMMARIES, PRESETS_DIR, preset_names
+from experiments.presets import PRESETS_DIR, preset_names, preset_summaries
 from experiments.run import main
 
 FIRST_SCREEN = 60  # lines
@@ -30,13 +30,12 @@ def all_cores() -> set[str]:
     for module in pkgutil.iter_modules(cores.__path__):
         importlib.import_module(f"cores.{module.name}")
     found: set[str] = set()
-    for contract in (ClassifierCore, LanguageModelCore, Seq2SeqCore, ForecasterCore):
-        stack = list(contract.__subclasses__())
-        while stack:
-            cls = stack.pop()
-            stack += cls.__subclasses__()
-            if cls.__module__.startswith("cores."):
-                found.add(f"{cls.__module__}.{cls.__qualname__}")
+    stack = list(Core.__subclasses__())  # the contracts, then their cores
+    while stack:
+        cls = stack.pop()
+        stack += cls.__subclasses__()
+        if cls.__module__.startswith("cores.") and cls.__module__ != "cores.contracts":
+            found.add(f"{cls.__module__}.{cls.__qualname__}")
     return found
 
 
@@ -68,8 +67,9 @@ def test_the_first_screen_names_the_program_the_presets_and_the_common_options(t
 
 
 def test_every_preset_has_a_one_line_summary() -> None:
-    assert sorted(PRESET_SUMMARIES) == preset_names()
-    assert all(len(summary) <= 49 for summary in PRESET_SUMMARIES.values())  # one line of an 80-column terminal
+    summaries = preset_summaries()
+    assert sorted(summaries) == preset_names() and all(summaries.values()), summaries
+    assert all(len(summary) <= 49 for summary in summaries.values())  # one line of an 80-column terminal
 
 
 def test_the_help_names_every_core_by_its_task() -> None:

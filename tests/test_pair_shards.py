@@ -18,8 +18,8 @@ from datamodules.image_shards import chunk_sizes
 from datamodules.pair_shards import prepare_pairs
 from datamodules.prepared import MANIFEST, read_manifest
 from datamodules.seq2seq import Seq2SeqDataModule
+from datamodules.special_tokens import BOS_ID, EOS_ID
 from datamodules.text_shards import BucketedOrder
-from datamodules.tokenization import BOS_ID, EOS_ID
 from experiments.prepare import main as prepare_command
 from tests.helpers import run_cli, run_module
 from validation import ConfigError

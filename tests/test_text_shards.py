@@ -18,10 +18,10 @@ import torch
 import datamodules.text_shards as text_shards
 from datamodules.image_shards import chunk_sizes
 from datamodules.prepared import MANIFEST, read_manifest
+from datamodules.special_tokens import PAD_ID
 from datamodules.streaming import ChunkedOrder
 from datamodules.text import TextClassificationDataModule
 from datamodules.text_shards import BucketedOrder, prepare_texts
-from datamodules.tokenization import PAD_ID
 from experiments.prepare import main as prepare_command
 from tests.helpers import run_cli, run_module
 from validation import ConfigError

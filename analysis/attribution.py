@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import html
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,13 +34,12 @@ import torch
 from torch import nn
 
 from cores.ngrams import NgramLogits
+from datamodules.special_tokens import BOS_ID, EOS_ID, SPECIALS
 from validation import ConfigError
 
 BaselineKind = Literal["black", "mean"]
 STEPS = 128  # quadrature points: the digits CNN's completeness error stays within 0.35% (64: up to ~1%)
 EXAMPLES_PER_PASS = 512  # inputs on the path per forward and backward pass: bounds the memory taken
-FIRSTLIGHT_FRAMING = (2, 3)  # <bos> and <eos> of firstlight's tokenizers (datamodules.tokenization)
-FIRSTLIGHT_SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 
 
 @dataclass
@@ -199,7 +198,7 @@ def framing_ids(tokenizer: Any) -> tuple[int, ...]:
     `special_ids`), else firstlight's <bos> and <eos>."""
     special = getattr(tokenizer, "special_ids", None)
     if special is None:
-        return FIRSTLIGHT_FRAMING
+        return (BOS_ID, EOS_ID)
     return tuple(i for i in (getattr(special, "bos", None), getattr(special, "sep", None)) if i is not None)
 
 
@@ -214,7 +213,7 @@ def token_text(tokenizer: Any, token_id: int) -> str:
     name = id_to_token(token_id) if callable(id_to_token) else None
     if name:
         return str(name)
-    return FIRSTLIGHT_SPECIALS[token_id] if token_id < len(FIRSTLIGHT_SPECIALS) else f"<{token_id}>"
+    return SPECIALS[token_id] if token_id < len(SPECIALS) else f"<{token_id}>"
 
 
 @contextlib.contextmanager
@@ -227,6 +226,12 @@ def layer_output(layer: nn.Module, output: torch.Tensor) -> Iterator[None]:
         handle.remove()
 
 
+def flattened(net: nn.Module) -> Callable[..., torch.Tensor]:
+    """`net` with its outputs flattened after the batch axis, so that one index names one answer: (B, K) stays
+    as it is, a (B, T, K) answer per position becomes (B, T * K)."""
+    return lambda *inputs: net(*inputs).flatten(1)
+
+
 def token_attributions(
     net: nn.Module,
     tokens: torch.Tensor,
@@ -236,7 +241,9 @@ def token_attributions(
     steps: int = STEPS,
 ) -> list[TokenAttribution]:
     """Integrated gradients over the token embedding of (B, T) ids padded with `pad_id`, for the predicted
-    classes or `targets`, from <pad> vectors at the text's positions (see the module's docstring)."""
+    classes or `targets`, from <pad> vectors at the text's positions (see the module's docstring). A core with
+    an answer per position (B, T, K) is explained at `targets` indexing its flattened outputs (position * K +
+    class), one per row."""
     from captum.attr import LayerIntegratedGradients
 
     layer = token_embedding(net)
@@ -247,11 +254,12 @@ def token_attributions(
         text = real & ~torch.isin(tokens, framing)  # the positions whose tokens are explained
         baseline = tokens.masked_fill(text, pad_id)
         with torch.no_grad():
-            logits = net(tokens).float()  # (B, K)
+            outputs = net(tokens).float()  # (B, K), or (B, T, K) for an answer per position
+            probabilities, logits = outputs.softmax(-1).flatten(1), outputs.flatten(1)  # (B, K) or (B, T * K)
             with layer_output(layer, layer(baseline)):  # the path's start: pad vectors, the input's mask
-                baseline_logits = net(tokens).float()
+                baseline_logits = net(tokens).float().flatten(1)
         chosen = chosen_targets(logits, targets)
-        scores = LayerIntegratedGradients(net, layer).attribute(
+        scores = LayerIntegratedGradients(flattened(net), layer).attribute(
             tokens,
             baselines=baseline,
             target=chosen,
@@ -267,7 +275,7 @@ def token_attributions(
         results.append(
             TokenAttribution(
                 target=target,
-                probability=float(logits[i].softmax(-1)[target]),
+                probability=float(probabilities[i, target]),
                 output=output,
                 baseline_output=start,
                 delta=float(per_token[i].sum()) - (output - start),
