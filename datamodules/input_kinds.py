@@ -22,7 +22,7 @@ from datamodules.fasta import Record, parse_fasta, read_fasta
 from datamodules.image_sources import IMAGE_EXTENSIONS
 from datamodules.text_sources import read_text_file
 from datamodules.timeseries import csv_series
-from validation import ConfigError
+from validation import ConfigError, require
 
 
 @dataclass(frozen=True)
@@ -185,8 +185,7 @@ def sample_images(folder: Path, state: Mapping[str, Any], facts: Mapping[str, An
 
 def sample_audio(folder: Path, state: Mapping[str, Any], facts: Mapping[str, Any]) -> list[str]:
     """A second of quiet noise at the model's sample rate, as a WAV file."""
-    import soundfile
-
+    soundfile = require("soundfile", "a recording to predict on")
     path = folder / "new.wav"
     rate = state["sample_rate"]
     soundfile.write(path, 0.1 * np.random.default_rng(0).standard_normal(rate), rate)
