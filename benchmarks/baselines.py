@@ -275,8 +275,8 @@ def most_frequent_tags(data: TaggingDataModule, endings: bool) -> Row:
 
     test = data.sentences["test"]
     pairs = [(guess(word), tag) for words, tags in test for word, tag in zip(words, tags, strict=True)]
-    name = "most frequent tag per word" + (", else per word ending" if endings else ", else overall")
-    return name, "acc", sum(g == t for g, t in pairs) / len(pairs), len(pairs)
+    name = "most frequent tag per word or word ending" if endings else "most frequent tag per word (else of all)"
+    return name, "test/acc", sum(g == t for g, t in pairs) / len(pairs), len(pairs)
 
 
 def tagging_references(data: TaggingDataModule) -> Iterator[Row]:

@@ -14,7 +14,10 @@ other, and reads the run's summary.json. The bars are the claims of the README a
   autoregression on the same 24 years (`python -m benchmarks.baselines --presets lstm_sunspots`);
 - sentiment: `lstm_sentiment` above 66% test accuracy (57.8% of the snippets are fresh);
 - keywords: `cnn_speech_commands` above 85% test accuracy on voices never heard in training (chance 10%;
-  needs espeak-ng).
+  needs espeak-ng);
+- tagging: `lstm_turkish_pos` above 90.86% of the Turkish Web Treebank's test words tagged right, the most
+  frequent training tag per word, with unseen words tagged by their longest known ending
+  (`python -m benchmarks.baselines --presets lstm_turkish_pos`).
 
 Prints the machine, then one row per check (its figures, the bar, PASS or FAIL); exits 1 if any fails.
 """
@@ -62,6 +65,12 @@ CHECKS = {
     "sentiment": Check("lstm_sentiment", "test/acc > 0.66", lambda s: s["test/acc"] > 0.66, ("test/acc",)),
     "keywords": Check(
         "cnn_speech_commands", "test/acc > 0.85", lambda s: s["test/acc"] > 0.85, ("test/acc",), "espeak-ng"
+    ),
+    "tagging": Check(
+        "lstm_turkish_pos",
+        "test/acc > 0.9086 (the most frequent tag per word, else per word ending)",
+        lambda s: s["test/acc"] > 0.9086,
+        ("test/acc",),
     ),
 }
 

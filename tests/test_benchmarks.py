@@ -140,6 +140,7 @@ def test_the_precision_verdict_calls_a_choice_slower_only_where_the_other_is_mea
 @pytest.mark.slow
 def test_baselines_fit_each_presets_own_splits_and_report_in_its_units(tmp_path: Path) -> None:
     presets = ("cnn_digits", "lstm_sentiment", "lstm_sunspots", "lstm_shakespeare", "transformer_reverse")
+    presets += ("lstm_turkish_pos",)
     out = benchmark("baselines", "--presets", *presets, cwd=tmp_path)
     rows = re.findall(r"^(\w+)\s+(.+?)\s+(test/\w+)\s+([\d.]+)\s+([\d,]+)\s+[\d.]+$", out, re.M)
     table = {
@@ -166,6 +167,10 @@ def test_baselines_fit_each_presets_own_splits_and_report_in_its_units(tmp_path:
     assert linear[1] < naive[1]
     unigram, bigram = table["lstm_shakespeare", "unigram"], table["lstm_shakespeare", "bigram"]
     assert unigram[0] == bigram[0] == "test/loss" and bigram[1] < unigram[1] < 4.0  # uniform over ~65 characters: 4.2
+    per_word = table["lstm_turkish_pos", "most frequent tag per word"]
+    per_ending = table["lstm_turkish_pos", "most frequent tag per word or word ending"]
+    assert per_word[0] == per_ending[0] == "test/acc" and per_word[2] == per_ending[2] == 6518  # the treebank's test
+    assert per_word[1] == pytest.approx(0.8607, abs=1e-4) and per_ending[1] > per_word[1] + 0.03  # 90.86%
 
 
 def test_hand_written_language_model_loop_learns_and_evaluates_the_first_validation_batches(tmp_path: Path) -> None:
