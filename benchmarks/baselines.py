@@ -47,9 +47,10 @@ from datamodules.biosequence import FastaDataModule
 from datamodules.image import ImageDataModule
 from datamodules.language_model import LanguageModelDataModule
 from datamodules.seq2seq import TASKS, Seq2SeqDataModule
-from datamodules.tagging import ENDINGS, TaggingDataModule, normal
+from datamodules.tagging import TaggingDataModule
 from datamodules.text import TextClassificationDataModule
 from datamodules.timeseries import TimeSeriesDataModule
+from datamodules.word_vocabulary import ENDINGS, normal
 from experiments.hardware import machine_summary
 from experiments.presets import preset_names
 

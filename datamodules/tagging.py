@@ -14,12 +14,7 @@ column the word, the last its tag, a blank line between sentences), split by sen
 
 from __future__ import annotations
 
-import json
-import re
-import unicodedata
 import zipfile
-from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,9 +22,9 @@ import torch
 
 from datamodules.remote import Artifact, fetch
 from datamodules.sequence_base import SequenceDataModule, pad
-from datamodules.special_tokens import SPECIALS, UNK_ID
 from datamodules.splits import SPLITS, check_splits, group_split
 from datamodules.text_sources import read_text_file
+from datamodules.word_vocabulary import WordVocabulary, words_of
 from validation import ConfigError, check_range
 
 TURKISH_TREEBANKS = Artifact(
@@ -39,17 +34,7 @@ TURKISH_TREEBANKS = Artifact(
     binary=True,
 )
 IGNORED = -100  # the tag of padding: cross-entropy and the metrics skip it
-# A word of new text: letters and digits, with what joins them inside a word (Ankara'ya, 1.5, 25/02,
-# ntvmsnbc.com); or a run of other marks (".", "...", "(").
-WORD = re.compile(r"\w+(?:['’.,:/&+-]\w+)*|[^\w\s]+")
-
-ENDINGS = (3, 2, 1)  # the lengths of word endings that stand for a word outside the vocabulary, longest first
 Sentence = tuple[list[str], list[str]]  # (words, tags)
-
-
-def words_of(text: str) -> list[str]:
-    """New text -> its words and marks, as the corpus separates them."""
-    return WORD.findall(text)
 
 
 def conllu_sentences(text: str, where: str, join_groups: bool = False) -> list[Sentence]:
@@ -139,65 +124,6 @@ def split_sentences(sentences: list[Sentence], val: float, test: float, seed: in
     """A seeded split by sentence (`datamodules.splits`: sentence i's split is drawn from a hash of i)."""
     assignment = group_split(map(str, range(len(sentences))), val, test, seed)
     return {name: [s for s, chosen in zip(sentences, assignment, strict=True) if chosen == name] for name in SPLITS}
-
-
-def normal(word: str) -> str:
-    return unicodedata.normalize("NFKC", word).lower()
-
-
-class WordVocabulary:
-    """Word ids for tagging, one per word: the training words seen at least twice, then the word endings (last
-    three, two or one letters) of the other training words, seen at least twice. A word outside the vocabulary
-    is read as its longest known ending (Turkish "-yor" says verb, "-ler" noun), else <unk>; the training words
-    seen once are read so too, which teaches the model what endings mean. Words are NFKC-normalised and
-    lower-cased. Ids 0-3 are firstlight's specials (<pad>, <unk>, <bos>, <eos>)."""
-
-    def __init__(self, words: list[str], endings: list[str]) -> None:
-        self.words, self.endings = list(words), list(endings)
-        entries = [*SPECIALS, *self.words, *(f"-{ending}" for ending in self.endings)]
-        self.entries = entries
-        self.ids = {entry: index for index, entry in enumerate(entries)}
-        self.vocab_size = len(entries)
-
-    @classmethod
-    def train(cls, sentences: list[Sentence], vocab_size: int) -> WordVocabulary:
-        counts = Counter(normal(word) for words, _ in sentences for word in words)
-        room = vocab_size - len(SPECIALS)
-        frequent = [word for word, count in counts.most_common() if count >= 2][:room]
-        known = set(frequent)
-        ending_counts = Counter(
-            word[-size:] for word, count in counts.items() if word not in known for size in ENDINGS if len(word) > size
-        )
-        endings = [ending for ending, count in ending_counts.most_common() if count >= 2][: room - len(frequent)]
-        return cls(frequent, endings)
-
-    def encode_word(self, word: str) -> int:
-        word = normal(word)
-        found = self.ids.get(word)
-        if found is not None and found >= len(SPECIALS):
-            return found
-        for size in ENDINGS:
-            if len(word) > size and f"-{word[-size:]}" in self.ids:
-                return self.ids[f"-{word[-size:]}"]
-        return UNK_ID
-
-    def encode(self, text: str) -> list[int]:
-        return [self.encode_word(word) for word in words_of(text)]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """The words (or endings, "-yor") of the ids, space-separated; specials decode to nothing."""
-        return " ".join(self.entries[i] for i in ids if i >= len(SPECIALS))
-
-    def save(self, path: Path) -> None:
-        path.write_text(self.to_json())
-
-    def to_json(self) -> str:
-        return json.dumps({"firstlight_tagging_vocabulary": {"words": self.words, "endings": self.endings}})
-
-    @classmethod
-    def from_json(cls, text: str) -> WordVocabulary:
-        data = json.loads(text)["firstlight_tagging_vocabulary"]
-        return cls(data["words"], data["endings"])
 
 
 class TaggingDataModule(SequenceDataModule):
@@ -291,13 +217,11 @@ class TaggingDataModule(SequenceDataModule):
         return words_of(text)
 
     def inference_state(self) -> dict[str, Any]:
-        assert isinstance(self.tokenizer, WordVocabulary)
-        return {"vocabulary": self.tokenizer.to_json(), "classes": self.classes}
+        return {**super().inference_state(), "classes": self.classes}
 
     def load_inference_state(self, state: dict[str, Any]) -> None:
-        self.tokenizer = WordVocabulary.from_json(state["vocabulary"])
+        super().load_inference_state(state)
         self.classes = list(state["classes"])
-        self.restored = True
 
     @property
     def num_classes(self) -> int:

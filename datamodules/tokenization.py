@@ -166,6 +166,10 @@ def tokenizer_from_json(text: str) -> Tokenizer:
         from datamodules.kmers import KmerTokenizer
 
         return KmerTokenizer.from_json(text)
+    if "firstlight_tagging_vocabulary" in data:
+        from datamodules.word_vocabulary import WordVocabulary
+
+        return WordVocabulary.from_json(text)
     from tokenizers import Tokenizer as HFTokenizer
 
     if PRETRAINED_KEY in data:

@@ -16,12 +16,12 @@ from datamodules.tagging import (
     IGNORED,
     SourceName,
     TaggingDataModule,
-    WordVocabulary,
     column_sentences,
     conllu_sentences,
     split_sentences,
-    words_of,
 )
+from datamodules.tokenization import tokenizer_from_json
+from datamodules.word_vocabulary import WordVocabulary, words_of
 from experiments.predict import main as predict
 from modules.tagging import entity_spans, is_bio
 from tests.preset_runs import PresetRuns
@@ -83,7 +83,8 @@ def test_the_vocabulary_reads_unknown_words_by_their_known_endings() -> None:
     assert vocabulary.decode([ids["koşuyor"]]) == "-yor"  # from okuyor and bakıyor: an ending seen twice
     assert vocabulary.decode([ids["masalar"]]) == "-r"  # -lar never seen; -ar neither; -r is
     assert ids["xyz"] == 1 and vocabulary.decode([ids["ev"]]) == "ev"
-    again = WordVocabulary.from_json(vocabulary.to_json())
+    again = tokenizer_from_json(vocabulary.to_json())  # as a run's tokenizer.json is read back, of any kind
+    assert isinstance(again, WordVocabulary)
     assert [again.encode_word(w) for w in ids] == list(ids.values()) and again.vocab_size == vocabulary.vocab_size
 
 
