@@ -68,15 +68,14 @@ class TaggingTask(TaskModule):
         self.pad_id = pad_id
         self.num_classes = num_classes
         self.label_smoothing = label_smoothing
-        self.tag_names: list[str] = []  # the datamodule's, for entity F1; set when training starts
+        self.entity_tags: list[str] = []  # the datamodule's tags where they are BIO entities (set up); else none
         # (true positives, predicted entities, true entities) of val and test this epoch, for entity F1
         self.register_buffer("entity_counts", torch.zeros(2, 3, dtype=torch.long), persistent=False)
 
-    def on_fit_start(self) -> None:
-        self.tag_names = list(getattr(self.trainer.datamodule, "classes", []) or [])
-
-    def on_test_start(self) -> None:
-        self.tag_names = list(getattr(self.trainer.datamodule, "classes", []) or [])
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        tags = list(getattr(self.trainer.datamodule, "classes", None) or [])
+        self.entity_tags = tags if is_bio(tags) else []  # decided once: entity F1 is counted or not
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         tokens, tags = batch
@@ -94,12 +93,12 @@ class TaggingTask(TaskModule):
         self.log_loss(stage, loss, words)
         predicted = logits.detach().argmax(-1)
         self.add_to_mean(stage, "acc", ((predicted == tags) & real).sum() / words.clamp(min=1), words)
-        if stage != "train" and is_bio(self.tag_names):
+        if stage != "train" and self.entity_tags:
             self.count_entities(stage, predicted, tags)
         return loss
 
     def count_entities(self, stage: str, predicted: torch.Tensor, tags: torch.Tensor) -> None:
-        names = self.tag_names
+        names = self.entity_tags
         counts = torch.zeros(3, dtype=torch.long)
         for guess, truth in zip(predicted.tolist(), tags.tolist(), strict=True):
             length = sum(1 for t in truth if t != IGNORED)
@@ -110,14 +109,14 @@ class TaggingTask(TaskModule):
 
     def epoch_metrics(self, stage: str) -> dict[str, torch.Tensor]:
         metrics = super().epoch_metrics(stage)
-        if stage != "train" and is_bio(self.tag_names):
+        if stage != "train" and self.entity_tags:
             row = 0 if stage == "val" else 1
             found, guessed, true = self.summed(self.entity_counts[row]).float()
             metrics[f"{stage}/entity_f1"] = 2 * found / (guessed + true).clamp(min=1)
             self.entity_counts[row] = 0
         return metrics
 
-    def words_and_tags(self, tokens: torch.Tensor, outputs: torch.Tensor, datamodule: Any) -> list[list[str]]:
+    def predicted_tags(self, tokens: torch.Tensor, outputs: torch.Tensor, datamodule: Any) -> list[list[str]]:
         """The tag names the outputs (B, T, num_classes) give each real token."""
         names = list(datamodule.classes)
         return [
@@ -136,7 +135,7 @@ class TaggingTask(TaskModule):
     ) -> list[dict[str, Any]]:
         """Each sentence's words, their tags, and the tags' probabilities."""
         probabilities = self(inputs).float().softmax(-1)  # (B, T, num_classes)
-        tags = self.words_and_tags(inputs, probabilities, datamodule)
+        tags = self.predicted_tags(inputs, probabilities, datamodule)
         rows = []
         for index, (sentence_tags, sentence) in enumerate(zip(tags, probabilities, strict=True)):
             words = datamodule.input_words(items[index]) if items else self.token_words(inputs[index], datamodule)
@@ -179,7 +178,7 @@ class TaggingTask(TaskModule):
     def sample_rows(self, batch: tuple[torch.Tensor, torch.Tensor], datamodule: Any) -> tuple[list[str], list[list]]:
         """Rows for a W&B table: a sentence, its true and predicted tags, and the share right."""
         tokens, tags = batch
-        predicted = self.words_and_tags(tokens, self(tokens), datamodule)
+        predicted = self.predicted_tags(tokens, self(tokens), datamodule)
         names = list(datamodule.classes)
         rows = []
         for index, guesses in enumerate(predicted):

@@ -144,7 +144,7 @@ def test_the_tagger_reports_entity_f1_as_counted_by_spans() -> None:
     from modules.tagging import TaggingTask
 
     task = TaggingTask(RNNTagger(vocab_size=10, num_classes=3), num_classes=3)
-    task.tag_names = ["B-PER", "I-PER", "O"]
+    task.entity_tags = ["B-PER", "I-PER", "O"]
     truth = torch.tensor([[0, 1, 2, 0], [2, 0, IGNORED, IGNORED]])
     # One of the first sentence's two entities found; the second's one, its padding's guesses never read.
     guess = torch.tensor([[0, 1, 2, 2], [2, 0, 0, 0]])
@@ -152,6 +152,23 @@ def test_the_tagger_reports_entity_f1_as_counted_by_spans() -> None:
     assert task.entity_counts[0].tolist() == [2, 2, 3]  # found, guessed, true
     assert task.epoch_metrics("val")["val/entity_f1"].item() == pytest.approx(2 * 2 / (2 + 3))
     assert task.entity_counts.sum() == 0  # reset for the next epoch
+
+
+def test_a_run_on_bio_entity_tags_reports_entity_f1_and_one_on_parts_of_speech_does_not(in_tmp: Path) -> None:
+    from experiments.run import main as run
+
+    names = ["Ali", "Ayşe", "Veli", "Can"]
+    corpus = in_tmp / "ner.txt"
+    corpus.write_text("\n\n".join(f"{names[i % 4]} B-PER\nAnkara'ya I-PER\ngitti O" for i in range(60)) + "\n")
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--run.logger=csv", "--data.batch_size=8"]
+    assert run(["--config", "lstm_turkish_pos", f"--data.source={corpus}", *short]) == 0
+    (run_dir,) = (in_tmp / "runs" / "lstm_turkish_pos").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 <= summary["val/entity_f1"] <= 1 and 0 <= summary["test/entity_f1"] <= 1 and "test/acc" in summary
+    corpus.write_text("\n\n".join(f"{names[i % 4]} NOUN\ngitti VERB" for i in range(60)) + "\n")
+    assert run(["--config", "lstm_turkish_pos", f"--data.source={corpus}", *short, "--run.root=pos"]) == 0
+    (run_dir,) = (in_tmp / "pos" / "lstm_turkish_pos").iterdir()
+    assert not any("entity_f1" in key for key in json.loads((run_dir / "summary.json").read_text()))
 
 
 def test_a_trained_tagger_tags_explains_and_writes_new_sentences(
