@@ -77,8 +77,7 @@ class LanguageModelTask(TaskModule):
         """Random contexts of the data's context length (cut to `limit`), whole: a context is never padded."""
         length = int(data.get("context_length") or length)
         length = min(length, limit) if limit else length
-        vocab, pad_id = int(self.net.hparams["vocab_size"]), int(self.net.hparams.get("pad_id", 0))
-        return (random_token_ids(generator, batch_size, length, vocab, pad_id, padded=False),)
+        return (random_token_ids(generator, self.net, batch_size, length, padded=False),)
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         inputs, targets = batch

@@ -107,10 +107,9 @@ class Seq2SeqTask(TaskModule):
     ) -> tuple[torch.Tensor, ...]:
         """Random padded sources of `length` (cut to `limit`) and decoder inputs half as long, from <bos>."""
         length = min(length, limit) if limit else length
-        vocab, pad_id = int(self.net.hparams["vocab_size"]), int(self.net.hparams.get("pad_id", 0))
-        target = random_token_ids(generator, batch_size, max(2, length // 2), vocab, pad_id, padded=True)
+        target = random_token_ids(generator, self.net, batch_size, max(2, length // 2), padded=True)
         target[:, 0] = self.bos_id
-        return random_token_ids(generator, batch_size, length, vocab, pad_id, padded=True), target
+        return random_token_ids(generator, self.net, batch_size, length, padded=True), target
 
     def shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         source, target = batch

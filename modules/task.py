@@ -48,11 +48,12 @@ class ExportInputs:
     usage: str | None = None
 
 
-def random_token_ids(
-    generator: torch.Generator, rows: int, columns: int, vocab_size: int, pad_id: int, padded: bool
-) -> torch.Tensor:
-    """(rows, columns) random token ids, none of them `pad_id`; `padded`: the first row whole, the others cut
-    short (right-padded with `pad_id`), each keeping at least one real token."""
+def random_token_ids(generator: torch.Generator, net: nn.Module, rows: int, columns: int, padded: bool) -> torch.Tensor:
+    """(rows, columns) random token ids of the core's vocabulary (its `vocab_size`), none of them its `pad_id`;
+    `padded`: the first row whole, the others cut short (right-padded with `pad_id`), each keeping at least one
+    real token."""
+    hparams = getattr(net, "hparams", {})
+    vocab_size, pad_id = int(hparams["vocab_size"]), int(hparams.get("pad_id", 0))
     tokens = torch.randint(0, vocab_size, (rows, columns), generator=generator)
     tokens[tokens == pad_id] = (pad_id + 1) % vocab_size
     if padded:
@@ -338,8 +339,7 @@ class TaskModule(L.LightningModule):
         if "image_shape" in core:
             return (torch.randn(batch_size, *core["image_shape"], generator=generator),)
         length = min(length, limit) if limit else length
-        vocab, pad_id = int(core["vocab_size"]), int(core.get("pad_id", 0))
-        return (random_token_ids(generator, batch_size, length, vocab, pad_id, padded=True),)
+        return (random_token_ids(generator, self.net, batch_size, length, padded=True),)
 
     def configure_optimizers(self) -> Any:
         # Lightning refuses to clip the gradients of a fused optimizer under mixed precision (it cannot tell
